@@ -1,0 +1,444 @@
+//! Mount config (TOML): the backing layout and I/O limits of one mount.
+//!
+//! Every key is validated up front; a bad value yields a message naming the
+//! key and what it accepts, and `ckptfs mount` exits with status 2.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+use toml::Value;
+
+/// The layout written when no `--config` is given: lossless, 8 MiB chunks,
+/// no codec. Large chunks keep per-file overhead low (the seeds' lesson) and
+/// an uncompressed chunk costs only a copy.
+pub const DEFAULT_CONFIG: &str = include_str!("../mount-configs/default.toml");
+
+const MIB: u64 = 1024 * 1024;
+
+/// How opaque bytes and tensors are split into chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Chunking {
+    /// The file's bytes are kept as one plain file (one chunk, no codec).
+    None,
+    /// TensorStore-basic: `min(N, dim)` per dimension.
+    PerDimMax(u64),
+    /// T5X `choose_chunk_shape` with a target element count.
+    TargetElements(u64),
+    /// T5X `choose_chunk_shape` with a target in bytes.
+    TargetBytes(u64),
+}
+
+/// Compression applied to every chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    None,
+    Gzip(u32),
+    Zstd(i32),
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Codec::None => write!(f, "none"),
+            Codec::Gzip(l) => write!(f, "gzip({l})"),
+            Codec::Zstd(l) => write!(f, "zstd({l})"),
+        }
+    }
+}
+
+/// Stored dtype of floating-point tensor payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoredDtype {
+    Keep,
+    Float16,
+    Bfloat16,
+}
+
+/// Where chunks live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Index {
+    /// One backing file per chunk.
+    Files,
+    /// An OCDBT-style packed database.
+    Packed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Layout {
+    pub chunking: Chunking,
+    /// Chunk size for opaque bytes (files of no recognised format). Tensor
+    /// rules such as `per_dim_max` have no meaning for a byte stream, so it is
+    /// its own key; `target_bytes`/`target_elements` set it when it is absent.
+    pub raw_chunk_bytes: u64,
+    pub codec: Codec,
+    pub dtype: StoredDtype,
+    pub index: Index,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Io {
+    /// Chunks encoded and stored in flight.
+    pub concurrency: usize,
+    /// Bytes of in-flight chunk data, for the whole mount.
+    pub memory_budget: u64,
+    /// Bytes of decoded chunks kept for reads.
+    pub cache: u64,
+    /// Chunks decoded ahead of a sequential reader.
+    pub readahead_chunks: usize,
+    /// FUSE request loops.
+    pub fuse_threads: usize,
+    /// Seconds the kernel may cache attributes and entries.
+    pub attr_ttl_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountConfig {
+    pub name: String,
+    pub layout: Layout,
+    pub io: Io,
+}
+
+/// A config that could not be accepted; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+impl MountConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "custom".into());
+        Self::parse(&text, &name)
+            .map_err(|e| ConfigError(format!("config {}: {}", path.display(), e.0)))
+    }
+
+    /// The embedded default layout.
+    pub fn default_config() -> Self {
+        // The embedded file is validated by a unit test; fall back to the
+        // same values written out should it ever fail.
+        Self::parse(DEFAULT_CONFIG, "default").unwrap_or_else(|_| MountConfig {
+            name: "default".into(),
+            layout: Layout {
+                chunking: Chunking::TargetBytes(8 * MIB),
+                raw_chunk_bytes: 8 * MIB,
+                codec: Codec::None,
+                dtype: StoredDtype::Keep,
+                index: Index::Files,
+            },
+            io: Io {
+                concurrency: 4,
+                memory_budget: 512 * MIB,
+                cache: 256 * MIB,
+                readahead_chunks: 4,
+                fuse_threads: 4,
+                attr_ttl_ms: 1000,
+            },
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str, name: &str) -> Result<Self, ConfigError> {
+        let root: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError(format!("invalid TOML: {}", e.message())))?;
+        for key in root.keys() {
+            if key != "layout" && key != "io" {
+                return err(format!(
+                    "unknown section `{key}`; allowed sections: [layout], [io]"
+                ));
+            }
+        }
+        let empty = toml::Table::new();
+        let layout = table(&root, "layout")?.unwrap_or(&empty);
+        let io = table(&root, "io")?.unwrap_or(&empty);
+        check_keys(
+            layout,
+            "layout",
+            &[
+                "chunking",
+                "per_dim_max",
+                "target_elements",
+                "target_bytes",
+                "raw_chunk_bytes",
+                "codec",
+                "level",
+                "dtype",
+                "index",
+            ],
+        )?;
+        check_keys(
+            io,
+            "io",
+            &[
+                "concurrency",
+                "memory_budget",
+                "cache",
+                "readahead_chunks",
+                "fuse_threads",
+                "attr_ttl_ms",
+            ],
+        )?;
+
+        let chunking = parse_chunking(layout)?;
+        let codec = parse_codec(layout)?;
+        let dtype = match opt_str(layout, "layout.dtype")?.as_deref() {
+            None | Some("keep") => StoredDtype::Keep,
+            Some("float16") => StoredDtype::Float16,
+            Some("bfloat16") => StoredDtype::Bfloat16,
+            Some(other) => {
+                return err(format!(
+                    "layout.dtype = \"{other}\" is not allowed; allowed values: \"keep\", \"float16\", \"bfloat16\""
+                ))
+            }
+        };
+        let index = match opt_str(layout, "layout.index")?.as_deref() {
+            None | Some("files") => Index::Files,
+            Some("packed") => {
+                return err(
+                    "layout.index = \"packed\" (the OCDBT-style packed index) is not available in this build; allowed values: \"files\"",
+                )
+            }
+            Some(other) => {
+                return err(format!(
+                    "layout.index = \"{other}\" is not allowed; allowed values: \"files\", \"packed\""
+                ))
+            }
+        };
+        let raw_default = match chunking {
+            Chunking::TargetBytes(n) | Chunking::TargetElements(n) => n.clamp(64 * 1024, 256 * MIB),
+            _ => 8 * MIB,
+        };
+        let raw_chunk_bytes =
+            opt_u64(layout, "layout.raw_chunk_bytes", 4096, 1 << 30)?.unwrap_or(raw_default);
+
+        let concurrency = opt_u64(io, "io.concurrency", 1, 1024)?.unwrap_or(4) as usize;
+        let cache = opt_u64(io, "io.cache", 0, 1 << 40)?.unwrap_or(256 * MIB);
+        let readahead_chunks = opt_u64(io, "io.readahead_chunks", 0, 256)?.unwrap_or(4) as usize;
+        let fuse_threads = opt_u64(io, "io.fuse_threads", 1, 64)?.unwrap_or(4) as usize;
+        let attr_ttl_ms = opt_u64(io, "io.attr_ttl_ms", 0, 3_600_000)?.unwrap_or(1000);
+        let chunk_floor = if chunking == Chunking::None {
+            0
+        } else {
+            raw_chunk_bytes
+        };
+        let memory_budget = opt_u64(io, "io.memory_budget", 1 << 20, 1 << 40)?
+            .unwrap_or(512 * MIB.max(chunk_floor));
+        if chunk_floor > memory_budget {
+            return err(format!(
+                "io.memory_budget = {memory_budget} is smaller than one chunk ({chunk_floor} bytes); raise io.memory_budget or lower layout.raw_chunk_bytes"
+            ));
+        }
+        Ok(MountConfig {
+            name: name.to_string(),
+            layout: Layout {
+                chunking,
+                raw_chunk_bytes,
+                codec,
+                dtype,
+                index,
+            },
+            io: Io {
+                concurrency,
+                memory_budget,
+                cache,
+                readahead_chunks,
+                fuse_threads,
+                attr_ttl_ms,
+            },
+        })
+    }
+
+    /// The effective config as TOML, for `.ckptfs/config` and profiles.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+fn table<'a>(root: &'a toml::Table, key: &str) -> Result<Option<&'a toml::Table>, ConfigError> {
+    match root.get(key) {
+        None => Ok(None),
+        Some(Value::Table(t)) => Ok(Some(t)),
+        Some(_) => err(format!("`{key}` must be a section ([{key}])")),
+    }
+}
+
+fn check_keys(t: &toml::Table, section: &str, allowed: &[&str]) -> Result<(), ConfigError> {
+    for key in t.keys() {
+        if !allowed.contains(&key.as_str()) {
+            return err(format!(
+                "unknown key `{section}.{key}`; allowed keys in [{section}]: {}",
+                allowed.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn leaf<'a>(t: &'a toml::Table, dotted: &str) -> Option<&'a Value> {
+    dotted.rsplit('.').next().and_then(|k| t.get(k))
+}
+
+fn opt_str(t: &toml::Table, dotted: &str) -> Result<Option<String>, ConfigError> {
+    match leaf(t, dotted) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => err(format!("{dotted} must be a string, got {v}")),
+    }
+}
+
+fn opt_u64(t: &toml::Table, dotted: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+    match leaf(t, dotted) {
+        None => Ok(None),
+        Some(Value::Integer(i)) if *i >= min as i64 && (*i as u64) <= max => Ok(Some(*i as u64)),
+        Some(v) => err(format!(
+            "{dotted} = {v} is not allowed; allowed values: an integer from {min} to {max}"
+        )),
+    }
+}
+
+fn parse_chunking(layout: &toml::Table) -> Result<Chunking, ConfigError> {
+    let rules: Vec<&str> = ["per_dim_max", "target_elements", "target_bytes"]
+        .into_iter()
+        .filter(|k| layout.contains_key(*k))
+        .collect();
+    let named = opt_str(layout, "layout.chunking")?;
+    if rules.len() > 1 {
+        return err(format!(
+            "layout sets {} together; choose one chunking rule",
+            rules.join(" and ")
+        ));
+    }
+    let rule = rules.first().copied();
+    match (named.as_deref(), rule) {
+        (Some("none"), None) => Ok(Chunking::None),
+        (Some("none"), Some(r)) => err(format!(
+            "layout.chunking = \"none\" keeps each file as one plain file and cannot be combined with layout.{r}"
+        )),
+        (Some(other), _) if !["per_dim_max", "target_elements", "target_bytes"].contains(&other) => err(format!(
+            "layout.chunking = \"{other}\" is not allowed; allowed values: \"none\", \"per_dim_max\", \"target_elements\", \"target_bytes\" (or set layout.per_dim_max / layout.target_elements / layout.target_bytes = N)"
+        )),
+        (Some(name), r) if r.is_some() && r != Some(name) => err(format!(
+            "layout.chunking = \"{name}\" but layout.{} is set; set layout.{name} = N",
+            r.unwrap_or_default()
+        )),
+        (Some(name), None) => err(format!(
+            "layout.chunking = \"{name}\" needs layout.{name} = N"
+        )),
+        (_, Some("per_dim_max")) => Ok(Chunking::PerDimMax(
+            opt_u64(layout, "layout.per_dim_max", 1, 1 << 32)?.unwrap_or(64),
+        )),
+        (_, Some("target_elements")) => Ok(Chunking::TargetElements(
+            opt_u64(layout, "layout.target_elements", 1024, 1 << 34)?.unwrap_or(1 << 18),
+        )),
+        (_, Some(_)) => Ok(Chunking::TargetBytes(
+            opt_u64(layout, "layout.target_bytes", 4096, 1 << 34)?.unwrap_or(64 * MIB),
+        )),
+        (None, None) => Ok(Chunking::TargetBytes(8 * MIB)),
+    }
+}
+
+fn parse_codec(layout: &toml::Table) -> Result<Codec, ConfigError> {
+    let codec = opt_str(layout, "layout.codec")?;
+    let level = match layout.get("level") {
+        None => None,
+        Some(Value::Integer(i)) => Some(*i),
+        Some(v) => return err(format!("layout.level must be an integer, got {v}")),
+    };
+    match codec.as_deref() {
+        None | Some("none") => match level {
+            None => Ok(Codec::None),
+            Some(_) => err("layout.level is set but layout.codec is \"none\"; set layout.codec = \"gzip\" or \"zstd\""),
+        },
+        Some("gzip") => match level.unwrap_or(1) {
+            l @ 0..=9 => Ok(Codec::Gzip(l as u32)),
+            l => err(format!("layout.level = {l} is not allowed for gzip; allowed values: 0 to 9")),
+        },
+        Some("zstd") => match level.unwrap_or(1) {
+            l @ -7..=22 => Ok(Codec::Zstd(l as i32)),
+            l => err(format!("layout.level = {l} is not allowed for zstd; allowed values: -7 to 22")),
+        },
+        Some(other) => err(format!(
+            "layout.codec = \"{other}\" is not allowed; allowed values: \"none\", \"gzip\", \"zstd\""
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let c = MountConfig::parse(DEFAULT_CONFIG, "default").expect("default config");
+        assert_eq!(c.layout.codec, Codec::None);
+        assert_eq!(c.layout.index, Index::Files);
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).expect("mount-configs") {
+            let p = entry.expect("entry").path();
+            if p.extension().is_some_and(|e| e == "toml") {
+                match MountConfig::load(&p) {
+                    Ok(_) => n += 1,
+                    Err(e) if e.0.contains("packed") => {}
+                    Err(e) => panic!("{}: {e}", p.display()),
+                }
+            }
+        }
+        assert!(n >= 2);
+    }
+
+    #[test]
+    fn bad_codec_names_key_and_allowed_values() {
+        let e = MountConfig::parse("[layout]\ncodec = \"lz5\"\n", "x").unwrap_err();
+        assert!(e.0.contains("layout.codec"), "{e}");
+        assert!(e.0.contains("\"zstd\""), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let e = MountConfig::parse("[io]\nconcurency = 3\n", "x").unwrap_err();
+        assert!(e.0.contains("io.concurency"), "{e}");
+    }
+
+    #[test]
+    fn two_chunking_rules_are_refused() {
+        let e = MountConfig::parse("[layout]\nper_dim_max = 64\ntarget_bytes = 100000\n", "x")
+            .unwrap_err();
+        assert!(e.0.contains("choose one"), "{e}");
+    }
+
+    #[test]
+    fn gzip_level_range_is_checked() {
+        let e = MountConfig::parse("[layout]\ncodec = \"gzip\"\nlevel = 12\n", "x").unwrap_err();
+        assert!(e.0.contains("0 to 9"), "{e}");
+        let c = MountConfig::parse("[layout]\ncodec = \"gzip\"\nlevel = 6\n", "x").expect("ok");
+        assert_eq!(c.layout.codec, Codec::Gzip(6));
+    }
+
+    #[test]
+    fn budget_must_hold_a_chunk() {
+        let e = MountConfig::parse(
+            "[layout]\nraw_chunk_bytes = 67108864\n[io]\nmemory_budget = 1048576\n",
+            "x",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("io.memory_budget"), "{e}");
+    }
+}

@@ -1,0 +1,713 @@
+//! The filesystem core: every operation as a method returning `FsResult`.
+//! The FUSE adapter (`fs::fuse`) only decodes requests and sends replies.
+//!
+//! Locking: the namespace is one `RwLock<Tree>`; each file has its own
+//! mutex. The tree lock is always taken before a file's, never after, and
+//! data reads and writes take only the file's.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use fuser::{FileAttr, FileType};
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{enoent, FsError, FsResult, IoContext};
+use crate::layout::manifest::dir_group_json;
+use crate::pipeline::Pipeline;
+use crate::store::durable::{sync_dir, temp_name, write_atomic, DurableStore};
+
+use super::attr::{from_time, fuse_attr, now_ns};
+use super::file::{FileAttrs, FileNode};
+use super::names::{to_backing, RESERVED};
+use super::tree::{Kind, NodeAttrs, Tree, ROOT};
+
+/// An open file.
+pub struct Handle {
+    pub ino: u64,
+    pub file: Arc<Mutex<FileNode>>,
+    pub writable: bool,
+}
+
+pub struct CkptFs {
+    pub pipe: Arc<Pipeline>,
+    pub tree: RwLock<Tree>,
+    handles: DashMap<u64, Handle>,
+    next_fh: AtomicU64,
+    trash: PathBuf,
+    /// Where each unlinked-but-open file's directory waits.
+    orphans: DashMap<u64, PathBuf>,
+}
+
+/// Time fields a setattr may change.
+pub struct SetTimes {
+    pub atime: Option<i64>,
+    pub mtime: Option<i64>,
+}
+
+fn name_check(name: &OsStr) -> FsResult<()> {
+    if name.len() > 255 {
+        return Err(FsError::new(libc::ENAMETOOLONG, "name too long"));
+    }
+    Ok(())
+}
+
+fn file_kind(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        _ => FileType::RegularFile,
+    }
+}
+
+impl CkptFs {
+    pub fn new(pipe: Arc<Pipeline>, tree: Tree) -> FsResult<Self> {
+        let trash = tree.backing.join(RESERVED).join("trash");
+        fs::create_dir_all(&trash).ctx("create trash dir")?;
+        Ok(CkptFs {
+            pipe,
+            tree: RwLock::new(tree),
+            handles: DashMap::new(),
+            next_fh: AtomicU64::new(1),
+            trash,
+            orphans: DashMap::new(),
+        })
+    }
+
+    fn attr_of(&self, tree: &Tree, ino: u64) -> FsResult<FileAttr> {
+        let node = tree.get(ino)?;
+        Ok(match &node.kind {
+            Kind::File(f) => {
+                let f = f.lock();
+                let a = f.attrs;
+                fuse_attr(
+                    ino,
+                    FileType::RegularFile,
+                    f.size,
+                    a.mode,
+                    1,
+                    a.uid,
+                    a.gid,
+                    a.atime_ns,
+                    a.mtime_ns,
+                    a.ctime_ns,
+                )
+            }
+            Kind::Dir(_) => {
+                let a = node.attrs;
+                fuse_attr(
+                    ino,
+                    FileType::Directory,
+                    4096,
+                    a.mode,
+                    2 + tree.subdirs(ino),
+                    a.uid,
+                    a.gid,
+                    a.atime_ns,
+                    a.mtime_ns,
+                    a.ctime_ns,
+                )
+            }
+            Kind::Symlink(t) => {
+                let a = node.attrs;
+                fuse_attr(
+                    ino,
+                    FileType::Symlink,
+                    t.as_os_str().len() as u64,
+                    a.mode,
+                    1,
+                    a.uid,
+                    a.gid,
+                    a.atime_ns,
+                    a.mtime_ns,
+                    a.ctime_ns,
+                )
+            }
+        })
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<FileAttr> {
+        let tree = self.tree.read();
+        self.attr_of(&tree, ino)
+    }
+
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<FileAttr> {
+        let tree = self.tree.read();
+        let ino = tree.lookup(parent, name)?;
+        self.attr_of(&tree, ino)
+    }
+
+    fn touch_dir(tree: &mut Tree, ino: u64) {
+        if let Ok(n) = tree.get_mut(ino) {
+            let now = now_ns();
+            n.attrs.mtime_ns = now;
+            n.attrs.ctime_ns = now;
+        }
+    }
+
+    fn check_new(tree: &Tree, parent: u64, name: &OsStr) -> FsResult<()> {
+        name_check(name)?;
+        if parent == ROOT && name == RESERVED {
+            return Err(FsError::new(libc::EEXIST, "reserved name"));
+        }
+        if tree.children(parent)?.contains_key(name) {
+            return Err(FsError::new(libc::EEXIST, "exists"));
+        }
+        Ok(())
+    }
+
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<FileAttr> {
+        let mut tree = self.tree.write();
+        Self::check_new(&tree, parent, name)?;
+        let path = tree.path(parent)?.join(to_backing(name));
+        fs::create_dir(&path).ctx("mkdir")?;
+        let made = (|| {
+            write_atomic(&path.join("zarr.json"), &dir_group_json("dir"), false)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))?;
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+        })();
+        if let Err(e) = made {
+            let _ = fs::remove_dir_all(&path);
+            return Err(FsError::io(&e, "mkdir"));
+        }
+        let now = now_ns();
+        let attrs = NodeAttrs {
+            mode: libc::S_IFDIR | (mode & 0o7777),
+            uid,
+            gid,
+            atime_ns: now,
+            mtime_ns: now,
+            ctime_ns: now,
+        };
+        let ino = tree.insert(parent, name, Kind::Dir(Default::default()), attrs);
+        Self::touch_dir(&mut tree, parent);
+        self.attr_of(&tree, ino)
+    }
+
+    /// Creates a regular file and returns its attributes.
+    pub fn mknod_file(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<FileAttr> {
+        let mut tree = self.tree.write();
+        Self::check_new(&tree, parent, name)?;
+        let final_path = tree.path(parent)?.join(to_backing(name));
+        // Built under a temp name, then renamed: a crash never leaves a
+        // half-made file that could be mistaken for a directory.
+        let tmp = temp_name(&final_path);
+        fs::create_dir(&tmp).ctx("create file dir")?;
+        let now = now_ns();
+        let attrs = FileAttrs {
+            mode: libc::S_IFREG | (mode & 0o7777),
+            uid,
+            gid,
+            atime_ns: now,
+            mtime_ns: now,
+            ctime_ns: now,
+        };
+        let made = (|| {
+            let store = Arc::new(DurableStore::open(&tmp).ctx("open file dir")?);
+            let file = FileNode::create(store, tree.peek_ino(), attrs)?;
+            fs::rename(&tmp, &final_path).ctx("create file")?;
+            Ok(file)
+        })();
+        let file = match made {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        let node_attrs = NodeAttrs {
+            mode: attrs.mode,
+            uid,
+            gid,
+            atime_ns: now,
+            mtime_ns: now,
+            ctime_ns: now,
+        };
+        let ino = tree.insert(
+            parent,
+            name,
+            Kind::File(Arc::new(Mutex::new(file))),
+            node_attrs,
+        );
+        Self::touch_dir(&mut tree, parent);
+        self.attr_of(&tree, ino)
+    }
+
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        target: &Path,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<FileAttr> {
+        let mut tree = self.tree.write();
+        Self::check_new(&tree, parent, name)?;
+        let path = tree.path(parent)?.join(to_backing(name));
+        symlink(target, &path).ctx("symlink")?;
+        let _ = std::os::unix::fs::lchown(&path, Some(uid), Some(gid));
+        let now = now_ns();
+        let attrs = NodeAttrs {
+            mode: libc::S_IFLNK | 0o777,
+            uid,
+            gid,
+            atime_ns: now,
+            mtime_ns: now,
+            ctime_ns: now,
+        };
+        let ino = tree.insert(parent, name, Kind::Symlink(target.to_path_buf()), attrs);
+        Self::touch_dir(&mut tree, parent);
+        self.attr_of(&tree, ino)
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        let tree = self.tree.read();
+        match &tree.get(ino)?.kind {
+            Kind::Symlink(t) => Ok(t.as_os_str().as_bytes().to_vec()),
+            _ => Err(FsError::new(libc::EINVAL, "not a symlink")),
+        }
+    }
+
+    /// Moves a removed entry's backing out of the tree; files still open
+    /// keep it until their last close.
+    fn discard_node(&self, tree: &mut Tree, ino: u64, path: &Path) -> FsResult<()> {
+        let is_file_open = match tree.get(ino).map(|n| &n.kind) {
+            Ok(Kind::File(f)) => f.lock().open_count > 0,
+            _ => false,
+        };
+        match tree.get(ino).map(|n| &n.kind) {
+            Ok(Kind::Symlink(_)) => {
+                fs::remove_file(path).ctx("unlink")?;
+            }
+            _ => {
+                let dest = self.trash.join(format!("{ino}-{}", now_ns()));
+                fs::rename(path, &dest).ctx("unlink")?;
+                if is_file_open {
+                    self.orphans.insert(ino, dest);
+                } else {
+                    let _ = fs::remove_dir_all(&dest);
+                }
+            }
+        }
+        if !is_file_open {
+            tree.nodes.remove(&ino);
+        } else if let Ok(n) = tree.get_mut(ino) {
+            n.attrs.ctime_ns = now_ns();
+        }
+        Ok(())
+    }
+
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        let mut tree = self.tree.write();
+        let ino = tree.lookup(parent, name)?;
+        if matches!(tree.get(ino)?.kind, Kind::Dir(_)) {
+            return Err(FsError::new(libc::EISDIR, "is a directory"));
+        }
+        let path = tree.path(ino)?;
+        self.discard_node(&mut tree, ino, &path)?;
+        tree.unlink(parent, name);
+        Self::touch_dir(&mut tree, parent);
+        Ok(())
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        let mut tree = self.tree.write();
+        let ino = tree.lookup(parent, name)?;
+        match &tree.get(ino)?.kind {
+            Kind::Dir(c) if !c.is_empty() => {
+                return Err(FsError::new(libc::ENOTEMPTY, "directory not empty"))
+            }
+            Kind::Dir(_) => {}
+            _ => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
+        }
+        let path = tree.path(ino)?;
+        fs::remove_dir_all(&path).ctx("rmdir")?;
+        tree.unlink(parent, name);
+        tree.nodes.remove(&ino);
+        Self::touch_dir(&mut tree, parent);
+        Ok(())
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        name_check(newname)?;
+        let mut tree = self.tree.write();
+        let src = tree.lookup(parent, name)?;
+        if newparent == ROOT && newname == RESERVED {
+            return Err(FsError::new(libc::EPERM, "reserved name"));
+        }
+        tree.children(newparent)?;
+        let src_is_dir = matches!(tree.get(src)?.kind, Kind::Dir(_));
+        if src_is_dir && tree.is_within(newparent, src) {
+            return Err(FsError::new(
+                libc::EINVAL,
+                "cannot move a directory into itself",
+            ));
+        }
+        let dst = tree.children(newparent)?.get(newname).copied();
+        let src_path = tree.path(src)?;
+        let dst_path = tree.path(newparent)?.join(to_backing(newname));
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if flags & libc::RENAME_NOREPLACE != 0 && dst.is_some() {
+            return Err(FsError::new(libc::EEXIST, "target exists"));
+        }
+        if dst == Some(src) {
+            return Ok(());
+        }
+        if exchange {
+            let dst = dst.ok_or_else(|| enoent("exchange target"))?;
+            let dst_is_dir = matches!(tree.get(dst)?.kind, Kind::Dir(_));
+            if dst_is_dir && tree.is_within(parent, dst) {
+                return Err(FsError::new(
+                    libc::EINVAL,
+                    "cannot move a directory into itself",
+                ));
+            }
+            rename_exchange(&src_path, &dst_path).ctx("rename exchange")?;
+            tree.unlink(parent, name);
+            tree.unlink(newparent, newname);
+            Self::relink(&mut tree, src, newparent, newname);
+            Self::relink(&mut tree, dst, parent, name);
+        } else {
+            if let Some(dst) = dst {
+                let dst_is_dir = matches!(tree.get(dst)?.kind, Kind::Dir(_));
+                match (src_is_dir, dst_is_dir) {
+                    (true, false) => {
+                        return Err(FsError::new(libc::ENOTDIR, "target is not a directory"))
+                    }
+                    (false, true) => {
+                        return Err(FsError::new(libc::EISDIR, "target is a directory"))
+                    }
+                    (true, true) if !tree.children(dst)?.is_empty() => {
+                        return Err(FsError::new(libc::ENOTEMPTY, "target directory not empty"))
+                    }
+                    _ => {}
+                }
+                // Swap atomically, then retire the old target from its new
+                // place: the target name never goes missing.
+                rename_exchange(&src_path, &dst_path).ctx("rename")?;
+                tree.unlink(newparent, newname);
+                tree.unlink(parent, name);
+                Self::relink(&mut tree, src, newparent, newname);
+                if dst_is_dir {
+                    fs::remove_dir_all(&src_path).ctx("remove replaced directory")?;
+                    tree.nodes.remove(&dst);
+                } else {
+                    self.discard_node(&mut tree, dst, &src_path)?;
+                }
+            } else {
+                fs::rename(&src_path, &dst_path).ctx("rename")?;
+                tree.unlink(parent, name);
+                Self::relink(&mut tree, src, newparent, newname);
+            }
+        }
+        if let Ok(n) = tree.get_mut(src) {
+            n.attrs.ctime_ns = now_ns();
+        }
+        if let Ok(Kind::File(f)) = tree.get(src).map(|n| &n.kind) {
+            f.lock().attrs.ctime_ns = now_ns();
+        }
+        Self::touch_dir(&mut tree, parent);
+        Self::touch_dir(&mut tree, newparent);
+        // Checkpoint tools publish by rename: make it durable.
+        if let Some(p) = dst_path.parent() {
+            sync_dir(p).ctx("fsync directory")?;
+        }
+        if let Some(p) = src_path.parent() {
+            if Some(p) != dst_path.parent() {
+                sync_dir(p).ctx("fsync directory")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn relink(tree: &mut Tree, ino: u64, parent: u64, name: &OsStr) {
+        if let Ok(n) = tree.get_mut(ino) {
+            n.parent = parent;
+            n.name = name.to_os_string();
+        }
+        if let Ok(super::tree::Node {
+            kind: Kind::Dir(c), ..
+        }) = tree.get_mut(parent)
+        {
+            c.insert(name.to_os_string(), ino);
+        }
+    }
+
+    /// Applies a setattr.
+    #[allow(clippy::too_many_arguments)]
+    pub fn setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        times: SetTimes,
+    ) -> FsResult<FileAttr> {
+        let now = now_ns();
+        let file = {
+            let mut tree = self.tree.write();
+            let path = tree.path(ino)?;
+            let node = tree.get_mut(ino)?;
+            match &node.kind {
+                Kind::File(f) => Some(f.clone()),
+                Kind::Dir(_) | Kind::Symlink(_) => {
+                    if size.is_some() {
+                        return Err(FsError::new(libc::EISDIR, "truncate of a directory"));
+                    }
+                    let is_link = matches!(node.kind, Kind::Symlink(_));
+                    if let Some(m) = mode {
+                        if !is_link {
+                            fs::set_permissions(&path, fs::Permissions::from_mode(m & 0o7777))
+                                .ctx("chmod")?;
+                        }
+                        node.attrs.mode = (node.attrs.mode & libc::S_IFMT) | (m & 0o7777);
+                    }
+                    if uid.is_some() || gid.is_some() {
+                        std::os::unix::fs::lchown(&path, uid, gid).ctx("chown")?;
+                        node.attrs.uid = uid.unwrap_or(node.attrs.uid);
+                        node.attrs.gid = gid.unwrap_or(node.attrs.gid);
+                    }
+                    if let Some(a) = times.atime {
+                        node.attrs.atime_ns = a;
+                    }
+                    if let Some(m) = times.mtime {
+                        node.attrs.mtime_ns = m;
+                    }
+                    node.attrs.ctime_ns = now;
+                    None
+                }
+            }
+        };
+        if let Some(f) = file {
+            let mut f = f.lock();
+            if let Some(s) = size {
+                f.truncate(&self.pipe, s)?;
+            }
+            let mut a = f.attrs;
+            if let Some(m) = mode {
+                a.mode = (a.mode & libc::S_IFMT) | (m & 0o7777);
+            }
+            a.uid = uid.unwrap_or(a.uid);
+            a.gid = gid.unwrap_or(a.gid);
+            if let Some(t) = times.atime {
+                a.atime_ns = t;
+            }
+            if let Some(t) = times.mtime {
+                a.mtime_ns = t;
+            }
+            a.ctime_ns = now;
+            if mode.is_some()
+                || uid.is_some()
+                || gid.is_some()
+                || times.atime.is_some()
+                || times.mtime.is_some()
+            {
+                f.set_attrs(&self.pipe, a)?;
+            }
+        }
+        self.getattr(ino)
+    }
+
+    fn file_of(&self, ino: u64) -> FsResult<Arc<Mutex<FileNode>>> {
+        let tree = self.tree.read();
+        match &tree.get(ino)?.kind {
+            Kind::File(f) => Ok(f.clone()),
+            Kind::Dir(_) => Err(FsError::new(libc::EISDIR, "is a directory")),
+            Kind::Symlink(_) => Err(FsError::new(libc::ELOOP, "is a symlink")),
+        }
+    }
+
+    /// Opens a file and returns its handle number.
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        let file = self.file_of(ino)?;
+        file.lock().open_count += 1;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let acc = flags & libc::O_ACCMODE;
+        self.handles.insert(
+            fh,
+            Handle {
+                ino,
+                file,
+                writable: acc == libc::O_WRONLY || acc == libc::O_RDWR,
+            },
+        );
+        Ok(fh)
+    }
+
+    fn handle_file(&self, fh: u64) -> FsResult<(u64, Arc<Mutex<FileNode>>)> {
+        self.handles
+            .get(&fh)
+            .map(|h| (h.ino, h.file.clone()))
+            .ok_or_else(|| FsError::new(libc::EBADF, format!("no handle {fh}")))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let (_, file) = self.handle_file(fh)?;
+        let mut f = file.lock();
+        f.read(&self.pipe, offset, size as usize)
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let (_, file) = self.handle_file(fh)?;
+        let mut f = file.lock();
+        f.write(&self.pipe, offset, data)?;
+        Ok(data.len() as u32)
+    }
+
+    /// close(2) of a descriptor: the last one open commits, so the closing
+    /// tool sees any error (a release error would be invisible).
+    pub fn flush(&self, fh: u64) -> FsResult<()> {
+        let (_, file) = self.handle_file(fh)?;
+        let mut f = file.lock();
+        if f.open_count <= 1 {
+            f.commit(&self.pipe)?;
+        }
+        Ok(())
+    }
+
+    pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        let (_, file) = self.handle_file(fh)?;
+        let mut f = file.lock();
+        f.commit(&self.pipe)
+    }
+
+    pub fn release(&self, fh: u64) -> FsResult<()> {
+        let Some((_, h)) = self.handles.remove(&fh) else {
+            return Ok(());
+        };
+        let mut f = h.file.lock();
+        f.open_count = f.open_count.saturating_sub(1);
+        if f.open_count > 0 {
+            return Ok(());
+        }
+        if let Some((_, dir)) = self.orphans.remove(&h.ino) {
+            // Unlinked while open: its data goes with the last close.
+            f.abandon();
+            drop(f);
+            let _ = fs::remove_dir_all(&dir);
+            self.tree.write().nodes.remove(&h.ino);
+            return Ok(());
+        }
+        let result = f.commit(&self.pipe);
+        if result.is_ok() {
+            f.release_buffers();
+        }
+        result
+    }
+
+    /// Directory entries from `offset` on: (ino, next offset, kind, name).
+    pub fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+    ) -> FsResult<Vec<(u64, u64, FileType, std::ffi::OsString)>> {
+        let tree = self.tree.read();
+        let children = tree.children(ino)?;
+        let parent = tree.get(ino)?.parent;
+        let mut all = vec![
+            (ino, FileType::Directory, ".".into()),
+            (parent, FileType::Directory, "..".into()),
+        ];
+        for (name, child) in children {
+            let kind = match tree.get(*child).map(|n| &n.kind) {
+                Ok(Kind::Dir(_)) => FileType::Directory,
+                Ok(Kind::Symlink(_)) => FileType::Symlink,
+                _ => FileType::RegularFile,
+            };
+            all.push((*child, kind, name.clone()));
+        }
+        Ok(all
+            .into_iter()
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(i, (ino, kind, name))| (ino, i as u64 + 1, kind, name))
+            .collect())
+    }
+
+    pub fn attr_for_entry(&self, ino: u64) -> FsResult<FileAttr> {
+        self.getattr(ino)
+    }
+
+    pub fn statfs(&self) -> FsResult<libc::statvfs> {
+        let path = self.tree.read().backing.clone();
+        let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+            .map_err(|_| FsError::new(libc::EINVAL, "backing path"))?;
+        // SAFETY: statvfs writes into the zeroed struct we pass.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+        if rc != 0 {
+            return Err(FsError::io(&std::io::Error::last_os_error(), "statfs"));
+        }
+        Ok(st)
+    }
+
+    /// Commits every file (unmount).
+    pub fn commit_all(&self) -> usize {
+        let files = self.tree.read().files();
+        let mut failed = 0;
+        for f in files {
+            let mut f = f.lock();
+            if let Err(e) = f.commit(&self.pipe) {
+                tracing::error!("commit at unmount failed: {e}");
+                failed += 1;
+            }
+        }
+        failed
+    }
+
+    pub fn kind_of_mode(mode: u32) -> FileType {
+        file_kind(mode)
+    }
+
+    pub fn times_from(t: Option<std::time::SystemTime>) -> Option<i64> {
+        t.map(from_time)
+    }
+}
+
+/// renameat2(RENAME_EXCHANGE): swaps two existing paths atomically.
+fn rename_exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: two valid NUL-terminated paths.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! One regular file: its committed manifest, its current attributes and the
+//! data state of its newest generation, and the commit that joins them.
+
+use std::fs;
+use std::sync::Arc;
+
+use crate::error::{FsError, FsResult, IoContext};
+use crate::layout::array::{parse_codec, ByteArraySpec};
+use crate::layout::manifest::{FileLayout, FileManifest};
+use crate::pipeline::chunked::ChunkedData;
+use crate::pipeline::plain::PlainData;
+use crate::pipeline::Pipeline;
+use crate::store::durable::{sync_dir, DurableStore};
+
+use super::attr::now_ns;
+
+enum Data {
+    Plain(PlainData),
+    Chunked(ChunkedData),
+}
+
+/// POSIX attributes of a file as it is now (committed or not).
+#[derive(Debug, Clone, Copy)]
+pub struct FileAttrs {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+pub struct FileNode {
+    pub store: Arc<DurableStore>,
+    file_id: u64,
+    manifest: FileManifest,
+    pub attrs: FileAttrs,
+    pub size: u64,
+    data: Option<Data>,
+    /// Data changed since the last commit.
+    dirty: bool,
+    /// Attributes changed since the last commit.
+    meta_dirty: bool,
+    /// Highest generation number used, committed or not.
+    max_gen: u64,
+    pub open_count: u32,
+    /// Bumped by every change, so readers know when cached pages are stale.
+    pub version: u64,
+}
+
+fn new_id() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:032x}", t ^ ((std::process::id() as u128) << 96))
+}
+
+impl FileNode {
+    /// A new empty file in the (already created) directory of `store`.
+    pub fn create(store: Arc<DurableStore>, file_id: u64, attrs: FileAttrs) -> FsResult<Self> {
+        let manifest = FileManifest {
+            kind: "file".into(),
+            id: new_id(),
+            generation: 0,
+            commit: 0,
+            size: 0,
+            mode: attrs.mode,
+            uid: attrs.uid,
+            gid: attrs.gid,
+            atime_ns: attrs.atime_ns,
+            mtime_ns: attrs.mtime_ns,
+            ctime_ns: attrs.ctime_ns,
+            layout: FileLayout {
+                kind: "empty".into(),
+                chunk_bytes: 0,
+                codec: "none".into(),
+            },
+            array: String::new(),
+            chunks: Vec::new(),
+        };
+        // Not fsynced: an empty file that a crash loses was never committed.
+        manifest.commit(store.base(), false)?;
+        Ok(FileNode {
+            store,
+            file_id,
+            manifest,
+            attrs,
+            size: 0,
+            data: None,
+            dirty: false,
+            meta_dirty: false,
+            max_gen: 0,
+            open_count: 0,
+            version: 0,
+        })
+    }
+
+    /// A committed file found in the backing store.
+    pub fn load(store: Arc<DurableStore>, file_id: u64, manifest: FileManifest) -> Self {
+        let attrs = FileAttrs {
+            mode: manifest.mode,
+            uid: manifest.uid,
+            gid: manifest.gid,
+            atime_ns: manifest.atime_ns,
+            mtime_ns: manifest.mtime_ns,
+            ctime_ns: manifest.ctime_ns,
+        };
+        FileNode {
+            store,
+            file_id,
+            size: manifest.size,
+            max_gen: manifest.generation,
+            manifest,
+            attrs,
+            data: None,
+            dirty: false,
+            meta_dirty: false,
+            open_count: 0,
+            version: 0,
+        }
+    }
+
+    pub fn manifest(&self) -> &FileManifest {
+        &self.manifest
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        self.dirty || self.meta_dirty
+    }
+
+    fn fresh_data(&mut self, pipe: &Pipeline) -> FsResult<Data> {
+        self.max_gen += 1;
+        let gen = self.max_gen;
+        Ok(if pipe.plain_layout() {
+            Data::Plain(PlainData::create(&self.store, gen)?)
+        } else {
+            Data::Chunked(ChunkedData::create(
+                &self.store,
+                self.file_id,
+                pipe.byte_spec(),
+                gen,
+            )?)
+        })
+    }
+
+    fn committed_data(&self) -> FsResult<Data> {
+        let m = &self.manifest;
+        match m.layout.kind.as_str() {
+            "plain" => Ok(Data::Plain(PlainData::open(
+                &self.store,
+                m.generation,
+                m.size,
+                m.chunks.first().copied().flatten(),
+            )?)),
+            "bytes" => {
+                let spec = ByteArraySpec {
+                    chunk_bytes: m.layout.chunk_bytes,
+                    codec: parse_codec(&m.layout.codec)?,
+                };
+                Ok(Data::Chunked(ChunkedData::open(
+                    &self.store,
+                    self.file_id,
+                    spec,
+                    m.generation,
+                    m.size,
+                    m.chunks.clone(),
+                )?))
+            }
+            other => Err(FsError::new(
+                libc::EIO,
+                format!("unknown layout `{other}` in manifest"),
+            )),
+        }
+    }
+
+    fn data(&mut self, pipe: &Pipeline) -> FsResult<&mut Data> {
+        if self.data.is_none() {
+            let d = if self.manifest.generation == 0 {
+                self.fresh_data(pipe)?
+            } else {
+                self.committed_data()?
+            };
+            self.data = Some(d);
+        }
+        self.data
+            .as_mut()
+            .ok_or_else(|| FsError::new(libc::EIO, "file data unavailable"))
+    }
+
+    fn touch(&mut self) {
+        let now = now_ns();
+        self.attrs.mtime_ns = now;
+        self.attrs.ctime_ns = now;
+        self.dirty = true;
+        self.version += 1;
+    }
+
+    /// Writes `data` at `offset`; never a short write.
+    pub fn write(&mut self, pipe: &Arc<Pipeline>, offset: u64, data: &[u8]) -> FsResult<()> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= i64::MAX as u64)
+            .ok_or_else(|| FsError::new(libc::EFBIG, "write past the largest file size"))?;
+        let size = self.size;
+        let store = self.store.clone();
+        let mut max_gen = self.max_gen;
+        let mut next = || {
+            max_gen += 1;
+            max_gen
+        };
+        match self.data(pipe)? {
+            Data::Plain(p) => p.write(&store, offset, data, size, &mut next)?,
+            Data::Chunked(c) => {
+                if let Some(e) = c.take_error() {
+                    return Err(e);
+                }
+                c.write(pipe, &store, offset, data, size, &mut next)?
+            }
+        }
+        self.max_gen = self.max_gen.max(max_gen);
+        self.size = self.size.max(end);
+        self.touch();
+        Ok(())
+    }
+
+    /// Sets the size; growing reads as zeros.
+    pub fn truncate(&mut self, pipe: &Arc<Pipeline>, new_size: u64) -> FsResult<()> {
+        if new_size > i64::MAX as u64 {
+            return Err(FsError::new(libc::EFBIG, "size past the largest file size"));
+        }
+        if new_size == 0 {
+            // Start over in a new generation; the committed one stays intact.
+            if let Some(old) = self.data.take() {
+                self.discard(old);
+            }
+            let fresh = self.fresh_data(pipe)?;
+            self.data = Some(fresh);
+        } else if new_size != self.size {
+            let size = self.size;
+            let store = self.store.clone();
+            let mut max_gen = self.max_gen;
+            let mut next = || {
+                max_gen += 1;
+                max_gen
+            };
+            match self.data(pipe)? {
+                Data::Plain(p) => p.truncate(&store, new_size, size, &mut next)?,
+                Data::Chunked(c) => c.truncate(pipe, &store, new_size, size, &mut next)?,
+            }
+            self.max_gen = self.max_gen.max(max_gen);
+        }
+        self.size = new_size;
+        self.touch();
+        Ok(())
+    }
+
+    fn discard(&self, old: Data) {
+        match old {
+            Data::Plain(p) => {
+                if p.gen != self.manifest.generation {
+                    let _ = fs::remove_dir_all(self.store.key_path(&format!("g{}", p.gen)));
+                }
+            }
+            Data::Chunked(mut c) => c.discard(&self.store),
+        }
+    }
+
+    /// Reads up to `len` bytes at `offset` (short only at end of file).
+    pub fn read(&mut self, pipe: &Arc<Pipeline>, offset: u64, len: usize) -> FsResult<Vec<u8>> {
+        if offset >= self.size {
+            return Ok(Vec::new());
+        }
+        let len = len.min((self.size - offset) as usize);
+        let mut out = vec![0u8; len];
+        let size = self.size;
+        match self.data(pipe)? {
+            Data::Plain(p) => {
+                let n = p.read(offset, &mut out)?;
+                // Past the data file's end (a truncate-up hole) reads zeros.
+                out[n..].fill(0);
+            }
+            Data::Chunked(c) => c.read(pipe, offset, &mut out, size)?,
+        }
+        Ok(out)
+    }
+
+    /// Commits data and attributes: after this returns, the file survives a
+    /// crash as it is now.
+    pub fn commit(&mut self, pipe: &Arc<Pipeline>) -> FsResult<()> {
+        if !self.dirty && !self.meta_dirty {
+            return Ok(());
+        }
+        let _t = pipe.profiler.stage("commit");
+        let mut next = self.manifest.clone();
+        let old_gen = self.manifest.generation;
+        if self.dirty {
+            let size = self.size;
+            let store = self.store.clone();
+            match self.data(pipe)? {
+                Data::Plain(p) => {
+                    let crc = {
+                        let _t = pipe.profiler.stage("fsync");
+                        p.sync(size)?
+                    };
+                    let spec = ByteArraySpec {
+                        chunk_bytes: size.max(1),
+                        codec: crate::config::Codec::None,
+                    };
+                    spec.store_metadata(&store, &p.gen_path(), size, Default::default())?;
+                    let meta = store.key_path(&format!("g{}/zarr.json", p.gen));
+                    fs::File::open(&meta)
+                        .and_then(|f| f.sync_all())
+                        .ctx("fsync array metadata")?;
+                    sync_dir(&store.key_path(&format!("g{}", p.gen))).ctx("fsync array dir")?;
+                    next.generation = p.gen;
+                    next.layout = FileLayout {
+                        kind: "plain".into(),
+                        chunk_bytes: size.max(1),
+                        codec: "none".into(),
+                    };
+                    next.chunks = vec![Some(crc)];
+                }
+                Data::Chunked(c) => {
+                    let crcs = c.flush(pipe, size)?;
+                    c.spec
+                        .store_metadata(&store, &c.gen_path(), size, Default::default())?;
+                    {
+                        let _t = pipe.profiler.stage("fsync");
+                        store.barrier().ctx("sync backing filesystem")?;
+                    }
+                    next.generation = c.gen;
+                    next.layout = FileLayout {
+                        kind: "bytes".into(),
+                        chunk_bytes: c.spec.chunk_bytes,
+                        codec: c.spec.codec.to_string(),
+                    };
+                    next.chunks = crcs;
+                }
+            }
+            next.array = format!("g{}", next.generation);
+            next.size = size;
+        }
+        next.commit += 1;
+        next.mode = self.attrs.mode;
+        next.uid = self.attrs.uid;
+        next.gid = self.attrs.gid;
+        next.atime_ns = self.attrs.atime_ns;
+        next.mtime_ns = self.attrs.mtime_ns;
+        next.ctime_ns = self.attrs.ctime_ns;
+        {
+            let _t = pipe.profiler.stage("manifest_commit");
+            next.commit(self.store.base(), true)?;
+        }
+        if let Some(Data::Chunked(c)) = self.data.as_mut() {
+            if self.dirty {
+                c.committed(&self.store, next.size, next.chunks.clone());
+            }
+        }
+        if old_gen != 0 && old_gen != next.generation {
+            let _ = fs::remove_dir_all(self.store.key_path(&format!("g{old_gen}")));
+        }
+        self.manifest = next;
+        self.dirty = false;
+        self.meta_dirty = false;
+        Ok(())
+    }
+
+    /// Records an attribute change (chmod, chown, utimens); it is committed
+    /// at once when no data is pending, else with the data.
+    pub fn set_attrs(&mut self, pipe: &Arc<Pipeline>, attrs: FileAttrs) -> FsResult<()> {
+        self.attrs = attrs;
+        self.meta_dirty = true;
+        if !self.dirty {
+            self.commit(pipe)?;
+        }
+        Ok(())
+    }
+
+    /// Drops buffers of a file nobody has open.
+    pub fn release_buffers(&mut self) {
+        if !self.dirty {
+            match self.data.as_mut() {
+                Some(Data::Chunked(c)) => c.unload(),
+                Some(Data::Plain(_)) => self.data = None,
+                None => {}
+            }
+        }
+    }
+
+    /// Throws away uncommitted data (the file was unlinked).
+    pub fn abandon(&mut self) {
+        if let Some(old) = self.data.take() {
+            self.discard(old);
+        }
+        self.dirty = false;
+        self.meta_dirty = false;
+    }
+}

@@ -1,0 +1,9 @@
+//! The mounted filesystem: the core (POSIX semantics over files and a
+//! namespace tree) and the FUSE adapter in front of it.
+
+pub mod attr;
+pub mod core;
+pub mod file;
+pub mod fuse;
+pub mod names;
+pub mod tree;

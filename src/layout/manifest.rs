@@ -1,0 +1,125 @@
+//! The per-file manifest: the commit point of a file.
+//!
+//! A mounted file `a/b` is the backing directory `a/b/`, a Zarr v3 group
+//! whose `zarr.json` carries the manifest under the `ckptfs` attribute. The
+//! manifest names the generation array (`g<N>/`) that holds the bytes, the
+//! size, the POSIX attributes and a CRC-32C per chunk. Replacing `zarr.json`
+//! (temp, fsync, rename, fsync dir) is what makes a new version visible.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{eio, FsResult, IoContext};
+use crate::store::durable::{sync_dir, write_atomic};
+
+/// Name of the metadata document of every Zarr v3 node.
+pub const ZARR_JSON: &str = "zarr.json";
+
+/// How a file's bytes are laid out in its generation array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLayout {
+    /// `plain`: one chunk holding the raw bytes; `bytes`: a 1-D uint8 array
+    /// of `chunk_bytes` chunks.
+    pub kind: String,
+    pub chunk_bytes: u64,
+    pub codec: String,
+}
+
+/// What a committed file is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileManifest {
+    pub kind: String,
+    /// Stable identity of the file, kept across renames.
+    pub id: String,
+    /// Incremented by each commit that starts a new array.
+    pub generation: u64,
+    /// Incremented by every commit.
+    pub commit: u64,
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub layout: FileLayout,
+    /// The generation array, relative to the file's directory.
+    pub array: String,
+    /// CRC-32C of the valid bytes of each chunk; `None` for a chunk never
+    /// written (it reads as zeros).
+    pub chunks: Vec<Option<u32>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GroupDoc {
+    zarr_format: u32,
+    node_type: String,
+    #[serde(default)]
+    attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Group document of a directory (mounted directory or the root).
+pub fn dir_group_json(kind: &str) -> Vec<u8> {
+    let mut attrs = serde_json::Map::new();
+    attrs.insert("ckptfs".into(), serde_json::json!({ "kind": kind }));
+    let doc = GroupDoc {
+        zarr_format: 3,
+        node_type: "group".into(),
+        attributes: attrs,
+    };
+    serde_json::to_vec_pretty(&doc).unwrap_or_default()
+}
+
+/// What a backing directory holds, judged from its `zarr.json`.
+pub enum NodeDoc {
+    Dir,
+    File(Box<FileManifest>),
+    /// No readable document: a directory half-created by a crash, or not ours.
+    Unknown,
+}
+
+/// Reads the `zarr.json` of a backing directory.
+pub fn read_node(dir: &Path) -> NodeDoc {
+    let Ok(text) = std::fs::read(dir.join(ZARR_JSON)) else {
+        return NodeDoc::Unknown;
+    };
+    let Ok(doc) = serde_json::from_slice::<GroupDoc>(&text) else {
+        return NodeDoc::Unknown;
+    };
+    let Some(meta) = doc.attributes.get("ckptfs") else {
+        return NodeDoc::Dir;
+    };
+    match meta.get("kind").and_then(|k| k.as_str()) {
+        Some("file") => match serde_json::from_value::<FileManifest>(meta.clone()) {
+            Ok(m) => NodeDoc::File(Box::new(m)),
+            Err(_) => NodeDoc::Unknown,
+        },
+        _ => NodeDoc::Dir,
+    }
+}
+
+impl FileManifest {
+    /// Serialises the manifest as the group document of the file directory.
+    pub fn to_group_json(&self) -> FsResult<Vec<u8>> {
+        let mut attrs = serde_json::Map::new();
+        let value = serde_json::to_value(self).map_err(|e| eio(format!("manifest: {e}")))?;
+        attrs.insert("ckptfs".into(), value);
+        let doc = GroupDoc {
+            zarr_format: 3,
+            node_type: "group".into(),
+            attributes: attrs,
+        };
+        serde_json::to_vec_pretty(&doc).map_err(|e| eio(format!("manifest: {e}")))
+    }
+
+    /// Commits the manifest into `dir`: temp, fsync, rename, fsync dir.
+    pub fn commit(&self, dir: &Path, durable: bool) -> FsResult<()> {
+        let json = self.to_group_json()?;
+        write_atomic(&dir.join(ZARR_JSON), &json, durable).ctx("write manifest")?;
+        if durable {
+            sync_dir(dir).ctx("fsync file directory")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! ckptfs: a FUSE filesystem for model checkpoints over a chunked Zarr v3
+//! backing store, with a built-in profiler.
+
+pub mod config;
+pub mod error;
+pub mod fs;
+pub mod layout;
+pub mod mount;
+pub mod pipeline;
+pub mod profile;
+pub mod store;

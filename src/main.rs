@@ -1,0 +1,118 @@
+//! The `ckptfs` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use ckptfs::config::MountConfig;
+use ckptfs::mount::{self, MountArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "ckptfs",
+    version,
+    about = "A FUSE filesystem for model checkpoints, with a built-in profiler"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Mount BACKING_DIR on MOUNTPOINT (foreground until unmounted or signalled).
+    Mount {
+        /// Mount config (TOML); the embedded default layout without it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Detach once the mount answers.
+        #[arg(long, short)]
+        daemon: bool,
+        /// Log file of a daemon (default: a file in the temp dir).
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Where to write the profile at unmount (default: BACKING_DIR/.ckptfs/profile.json).
+        #[arg(long)]
+        profile_out: Option<PathBuf>,
+        backing_dir: PathBuf,
+        mountpoint: PathBuf,
+    },
+    /// Unmount a ckptfs mount and wait until its daemon has committed and exited.
+    Umount {
+        /// Detach even if files are open.
+        #[arg(long)]
+        lazy: bool,
+        mountpoint: PathBuf,
+    },
+    /// Validate a mount config and print the effective settings.
+    CheckConfig { config: PathBuf },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("CKPTFS_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Mount {
+            config,
+            daemon,
+            log,
+            profile_out,
+            backing_dir,
+            mountpoint,
+        } => {
+            let config = match config {
+                Some(p) => match MountConfig::load(&p) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("ckptfs: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => MountConfig::default_config(),
+            };
+            let args = MountArgs {
+                config,
+                backing: backing_dir,
+                mountpoint,
+                daemon,
+                log,
+                profile_out,
+            };
+            match mount::run(args) {
+                Ok(code) => ExitCode::from(code as u8),
+                Err(e) => {
+                    eprintln!("ckptfs: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Umount { lazy, mountpoint } => match mount::unmount(&mountpoint, lazy) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ckptfs: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::CheckConfig { config } => match MountConfig::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&c.to_json()).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ckptfs: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}

@@ -1,0 +1,360 @@
+//! `ckptfs mount` and `ckptfs umount`: lock the backing dir, recover it,
+//! serve it over FUSE until unmounted or signalled, commit, and leave.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use fuser::{Config, MountOption, Session, SessionACL};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::config::MountConfig;
+use crate::fs::core::CkptFs;
+use crate::fs::fuse::FuseAdapter;
+use crate::fs::names::RESERVED;
+use crate::fs::tree::Tree;
+use crate::layout::manifest::{dir_group_json, ZARR_JSON};
+use crate::pipeline::Pipeline;
+use crate::profile::Profiler;
+use crate::store::durable::write_atomic;
+
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// Options of `ckptfs mount`.
+pub struct MountArgs {
+    pub config: MountConfig,
+    pub backing: PathBuf,
+    pub mountpoint: PathBuf,
+    pub daemon: bool,
+    pub log: Option<PathBuf>,
+    /// Where the profile goes at unmount.
+    pub profile_out: Option<PathBuf>,
+}
+
+/// Holds the backing dir's lock for as long as the mount lives.
+pub struct BackingLock {
+    _file: File,
+}
+
+fn lock_path(backing: &Path) -> PathBuf {
+    backing.join(RESERVED).join("lock")
+}
+
+/// Takes the exclusive lock of a backing dir, or says who holds it.
+pub fn lock_backing(backing: &Path) -> Result<BackingLock> {
+    let path = lock_path(backing);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("open lock file {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        bail!(
+            "backing dir {} is already in use by a live ckptfs mount (pid {}); unmount it first",
+            backing.display(),
+            holder.trim()
+        );
+    }
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(BackingLock { _file: file })
+}
+
+/// Prepares a backing dir: our state folder and the root group.
+fn init_backing(backing: &Path) -> Result<()> {
+    fs::create_dir_all(backing.join(RESERVED))
+        .with_context(|| format!("create backing dir {}", backing.display()))?;
+    let root = backing.join(ZARR_JSON);
+    if !root.exists() {
+        write_atomic(&root, &dir_group_json("root"), true).context("write root zarr.json")?;
+    }
+    Ok(())
+}
+
+/// A mount left behind by a killed daemon answers ENOTCONN: detach it.
+fn clear_dead_mount(mountpoint: &Path) {
+    if let Err(e) = fs::metadata(mountpoint) {
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            tracing::warn!("{} was a dead mount; detaching it", mountpoint.display());
+            let _ = umount(mountpoint, libc::MNT_DETACH);
+        }
+    }
+}
+
+fn umount(path: &Path, flags: i32) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn is_fuse_mount(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+enum Event {
+    Signal(Signal),
+    SessionEnded(std::io::Result<()>),
+}
+
+/// Runs `ckptfs mount` to completion; returns the exit status.
+pub fn run(args: MountArgs) -> Result<i32> {
+    if args.daemon {
+        return spawn_daemon(&args);
+    }
+    let backing = fs::canonicalize(&args.backing)
+        .or_else(|_| {
+            fs::create_dir_all(&args.backing)?;
+            fs::canonicalize(&args.backing)
+        })
+        .with_context(|| format!("backing dir {}", args.backing.display()))?;
+    clear_dead_mount(&args.mountpoint);
+    let mountpoint = fs::canonicalize(&args.mountpoint)
+        .with_context(|| format!("mountpoint {}", args.mountpoint.display()))?;
+    if mountpoint.starts_with(&backing) || backing.starts_with(&mountpoint) {
+        bail!("the mountpoint and the backing dir must not contain each other");
+    }
+    init_backing(&backing)?;
+    let _lock = lock_backing(&backing)?;
+
+    // Signals are taken by one thread with sigwait; block them everywhere
+    // before any other thread starts.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGUSR1);
+    signals.thread_block().context("block signals")?;
+
+    let started = Instant::now();
+    let (tree, rec) = Tree::load(&backing).map_err(|e| anyhow!("load backing dir: {e}"))?;
+    tracing::info!(
+        files = rec.files,
+        dirs = rec.dirs,
+        removed = rec.removed,
+        "loaded {} in {:.3}s",
+        backing.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let profiler = Arc::new(Profiler::default());
+    let config = args.config.clone();
+    let pipe = Pipeline::new(config.clone(), profiler.clone()).context("start worker pool")?;
+    let core = Arc::new(CkptFs::new(pipe, tree).map_err(|e| anyhow!("{e}"))?);
+    let adapter = FuseAdapter::new(core.clone(), Duration::from_millis(config.io.attr_ttl_ms));
+
+    let options = |clone_fd| {
+        let mut c = Config::default();
+        c.mount_options = vec![
+            MountOption::FSName(format!("ckptfs:{}", backing.display())),
+            MountOption::Subtype("ckptfs".into()),
+            MountOption::DefaultPermissions,
+            MountOption::NoAtime,
+        ];
+        c.acl = SessionACL::All;
+        c.n_threads = Some(config.io.fuse_threads);
+        c.clone_fd = clone_fd;
+        c
+    };
+    let session = match Session::new(adapter, &mountpoint, &options(true)) {
+        Ok(s) => s,
+        Err(e) => bail!("mount {}: {e}", mountpoint.display()),
+    };
+    let (tx, rx) = mpsc::channel();
+    let tx2 = tx.clone();
+    let session_thread = std::thread::Builder::new()
+        .name("ckptfs-session".into())
+        .spawn(move || {
+            let r = session.run();
+            let _ = tx2.send(Event::SessionEnded(r));
+        })
+        .context("start session")?;
+    std::thread::Builder::new()
+        .name("ckptfs-signals".into())
+        .spawn(move || loop {
+            match signals.wait() {
+                Ok(sig) => {
+                    if tx.send(Event::Signal(sig)).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        })
+        .context("start signal thread")?;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !is_fuse_mount(&mountpoint) {
+        if Instant::now() > deadline {
+            bail!("mount at {} did not come up", mountpoint.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tracing::info!(config = %config.name, "mounted {} on {}", backing.display(), mountpoint.display());
+    println!("ready");
+    let _ = std::io::stdout().flush();
+
+    let profile_out = args
+        .profile_out
+        .clone()
+        .unwrap_or_else(|| backing.join(RESERVED).join("profile.json"));
+    let mut result = Ok(());
+    for event in rx {
+        match event {
+            Event::Signal(Signal::SIGUSR1) => write_profile(&core, &config, &profile_out),
+            Event::Signal(sig) => {
+                tracing::info!("{sig}: unmounting {}", mountpoint.display());
+                if umount(&mountpoint, 0).is_err() {
+                    // Files still open: detach now, finish when they close.
+                    let _ = umount(&mountpoint, libc::MNT_DETACH);
+                }
+            }
+            Event::SessionEnded(r) => {
+                result = r;
+                break;
+            }
+        }
+    }
+    let _ = session_thread.join();
+    let failed = core.commit_all();
+    write_profile(&core, &config, &profile_out);
+    if let Err(e) = result {
+        tracing::error!("session ended with an error: {e}");
+        return Ok(1);
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+fn write_profile(core: &CkptFs, config: &MountConfig, out: &Path) {
+    let doc = serde_json::json!({
+        "config": config.to_json(),
+        "profile": core.pipe.profiler.snapshot(),
+        "memory_budget_peak_bytes": core.pipe.budget.peak(),
+    });
+    match serde_json::to_vec_pretty(&doc) {
+        Ok(bytes) => {
+            if let Err(e) = write_atomic(out, &bytes, false) {
+                tracing::warn!("write profile {}: {e}", out.display());
+            }
+        }
+        Err(e) => tracing::warn!("profile: {e}"),
+    }
+}
+
+/// `--daemon`: start the mount as a detached child and return once it
+/// answers (exit 0), or report why it did not.
+fn spawn_daemon(args: &MountArgs) -> Result<i32> {
+    let exe = std::env::current_exe().context("locate ckptfs binary")?;
+    let log = match &args.log {
+        Some(p) => p.clone(),
+        None => std::env::temp_dir().join(format!("ckptfs-{}.log", std::process::id())),
+    };
+    let log_file = File::create(&log).with_context(|| format!("open log {}", log.display()))?;
+    let argv: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--daemon" && a != "-d")
+        .collect();
+    let mut cmd = Command::new(exe);
+    cmd.args(&argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file));
+    // SAFETY: setsid is async-signal-safe; the child leaves our session so
+    // a terminal's SIGINT does not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("start daemon")?;
+    let stdout = child.stdout.take().context("daemon stdout")?;
+    let mut line = String::new();
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    if line.trim() == "ready" {
+        eprintln!(
+            "ckptfs: mounted (pid {}, log {})",
+            child.id(),
+            log.display()
+        );
+        return Ok(0);
+    }
+    let status = child.wait().context("wait for daemon")?;
+    let logged = fs::read_to_string(&log).unwrap_or_default();
+    eprint!("{logged}");
+    bail!("mount failed ({status})");
+}
+
+/// `ckptfs umount MOUNTPOINT`: unmount and wait for the daemon to finish
+/// committing and exit.
+pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<()> {
+    let mnt = fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let backing =
+        mount_source(&mnt).ok_or_else(|| anyhow!("{} is not a ckptfs mount", mnt.display()))?;
+    let pid: Option<i32> = fs::read_to_string(lock_path(&backing))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    umount(&mnt, flags).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EBUSY) {
+            anyhow!(
+                "{} is busy (files are open); close them or use --lazy",
+                mnt.display()
+            )
+        } else {
+            anyhow!("umount {}: {e}", mnt.display())
+        }
+    })?;
+    if let Some(pid) = pid {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let pid = nix::unistd::Pid::from_raw(pid);
+        while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < deadline {
+            if !process_is_ckptfs(pid.as_raw()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+fn process_is_ckptfs(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// The backing dir of a ckptfs mount, from /proc/mounts.
+fn mount_source(mnt: &Path) -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().rev().find_map(|line| {
+        let mut parts = line.split(' ');
+        let source = parts.next()?;
+        let target = parts.next()?;
+        let fstype = parts.next()?;
+        let target = target.replace("\\040", " ");
+        (fstype.starts_with("fuse") && Path::new(&target) == mnt)
+            .then(|| {
+                source
+                    .strip_prefix("ckptfs:")
+                    .map(|s| PathBuf::from(s.replace("\\040", " ")))
+            })
+            .flatten()
+    })
+}

@@ -1,0 +1,579 @@
+//! The chunked layout: a generation is a 1-D `uint8` Zarr array of
+//! fixed-size chunks, each encoded by the configured codec.
+//!
+//! Two modes:
+//! - **Stream**: writes arrive at the end of the data. They fill one chunk
+//!   buffer (reserved from the memory budget); a full chunk goes to the
+//!   worker pool to be encoded and stored while the writer carries on.
+//!   Appending to a committed file continues its array in place: chunks past
+//!   the committed size are invisible to the committed version, and the one
+//!   partial chunk is replaced atomically with the same leading bytes.
+//! - **Staged**: any other write (holes, overwrites, truncation below the
+//!   end) moves the content into a sparse staging file; the commit encodes
+//!   it into a new generation. Slower, and byte-exact for any pattern.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use crate::error::{FsError, FsResult, IoContext};
+use crate::layout::array::{retrieve_chunk, store_chunk, ByteArray, ByteArraySpec};
+use crate::store::durable::DurableStore;
+
+use super::budget::Reservation;
+use super::inflight::Inflight;
+use super::{crc_with_zeros, Pipeline};
+
+struct ChunkBuf {
+    index: u64,
+    data: Vec<u8>,
+    reservation: Reservation,
+}
+
+struct Stream {
+    /// Bytes `[0, end)` hold data; `[end, size)` read as zeros.
+    end: u64,
+    buf: Option<ChunkBuf>,
+    inflight: Arc<Inflight>,
+    /// Checksums of chunks stored by this stream since the last commit.
+    stored: BTreeMap<u64, u32>,
+}
+
+struct Staged {
+    file: File,
+    key: String,
+}
+
+enum Mode {
+    Stream(Stream),
+    Staged(Staged),
+}
+
+pub struct ChunkedData {
+    /// File identity used in cache keys.
+    file_id: u64,
+    pub spec: ByteArraySpec,
+    pub gen: u64,
+    array: Arc<ByteArray>,
+    /// Whether `gen` is the committed generation (its array is live).
+    committed_gen: bool,
+    committed_size: u64,
+    committed_crcs: Vec<Option<u32>>,
+    mode: Mode,
+}
+
+/// A chunk read plan for `read`: where the chunk's bytes come from.
+fn chunk_count(size: u64, chunk: u64) -> u64 {
+    size.div_ceil(chunk)
+}
+
+impl ChunkedData {
+    fn new_stream(end: u64) -> Mode {
+        Mode::Stream(Stream {
+            end,
+            buf: None,
+            inflight: Arc::new(Inflight::default()),
+            stored: BTreeMap::new(),
+        })
+    }
+
+    /// A new, empty generation.
+    pub fn create(
+        store: &Arc<DurableStore>,
+        file_id: u64,
+        spec: ByteArraySpec,
+        gen: u64,
+    ) -> FsResult<Self> {
+        let array = Arc::new(spec.handle(store, &format!("/g{gen}"))?);
+        Ok(ChunkedData {
+            file_id,
+            spec,
+            gen,
+            array,
+            committed_gen: false,
+            committed_size: 0,
+            committed_crcs: Vec::new(),
+            mode: Self::new_stream(0),
+        })
+    }
+
+    /// The committed generation of a file.
+    pub fn open(
+        store: &Arc<DurableStore>,
+        file_id: u64,
+        spec: ByteArraySpec,
+        gen: u64,
+        size: u64,
+        crcs: Vec<Option<u32>>,
+    ) -> FsResult<Self> {
+        let array = Arc::new(spec.handle(store, &format!("/g{gen}"))?);
+        Ok(ChunkedData {
+            file_id,
+            spec,
+            gen,
+            array,
+            committed_gen: true,
+            committed_size: size,
+            committed_crcs: crcs,
+            mode: Self::new_stream(size),
+        })
+    }
+
+    fn chunk(&self) -> u64 {
+        self.spec.chunk_bytes
+    }
+
+    /// Whether a write at `offset` continues the stream.
+    pub fn is_append(&self, offset: u64) -> bool {
+        matches!(&self.mode, Mode::Stream(s) if s.end == offset)
+    }
+
+    /// The first error of a chunk stored in the background, if any.
+    pub fn take_error(&self) -> Option<FsError> {
+        match &self.mode {
+            Mode::Stream(s) => s.inflight.take_error(),
+            Mode::Staged(_) => None,
+        }
+    }
+
+    /// Reads and checks one stored chunk through the cache.
+    fn load_chunk(&self, pipe: &Pipeline, index: u64) -> FsResult<Arc<Vec<u8>>> {
+        let key = (self.file_id, self.gen, index);
+        let array = self.array.clone();
+        let expect = self.expected_crc(index);
+        pipe.cache.get_or_load(key, move || {
+            let _t = pipe.profiler.stage("decode");
+            let data = retrieve_chunk(&array, index)?;
+            check_crc(&data, expect, index)?;
+            Ok(data)
+        })
+    }
+
+    /// The checksum and valid length a committed chunk must match.
+    fn expected_crc(&self, index: u64) -> Option<(u32, usize)> {
+        if !self.committed_gen {
+            return None;
+        }
+        let crc = (*self.committed_crcs.get(index as usize)?)?;
+        let start = index * self.chunk();
+        let valid = self
+            .committed_size
+            .min(start + self.chunk())
+            .checked_sub(start)?;
+        Some((crc, valid as usize))
+    }
+
+    /// Appends at the end of the stream.
+    pub fn append(&mut self, pipe: &Arc<Pipeline>, data: &[u8]) -> FsResult<()> {
+        let chunk = self.chunk();
+        let mut pos = 0;
+        while pos < data.len() {
+            let Mode::Stream(s) = &mut self.mode else {
+                return Err(FsError::new(libc::EIO, "append outside a stream"));
+            };
+            if s.buf.is_none() {
+                let index = s.end / chunk;
+                let reservation = {
+                    let _t = pipe.profiler.stage("budget_wait");
+                    pipe.budget.reserve(chunk)
+                };
+                let mut buf = Vec::with_capacity(chunk as usize);
+                let keep = (s.end - index * chunk) as usize;
+                if keep > 0 {
+                    // Resuming inside a stored chunk: start from its bytes.
+                    let existing = retrieve_chunk(&self.array, index)?;
+                    buf.extend_from_slice(&existing[..keep.min(existing.len())]);
+                    buf.resize(keep, 0);
+                    pipe.cache.remove(&(self.file_id, self.gen, index));
+                }
+                s.buf = Some(ChunkBuf {
+                    index,
+                    data: buf,
+                    reservation,
+                });
+            }
+            let Some(buf) = s.buf.as_mut() else { break };
+            let take = (chunk as usize - buf.data.len()).min(data.len() - pos);
+            buf.data.extend_from_slice(&data[pos..pos + take]);
+            s.end += take as u64;
+            pos += take;
+            if buf.data.len() == chunk as usize {
+                if let Some(full) = s.buf.take() {
+                    self.submit(pipe, full, chunk as usize);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a chunk to the worker pool. `valid` bytes are file data; the
+    /// rest is zero padding of the last chunk.
+    fn submit(&mut self, pipe: &Arc<Pipeline>, mut buf: ChunkBuf, valid: usize) {
+        let Mode::Stream(s) = &mut self.mode else {
+            return;
+        };
+        buf.data.resize(self.spec.chunk_bytes as usize, 0);
+        let inflight = s.inflight.clone();
+        inflight.start();
+        let array = self.array.clone();
+        let pipe2 = pipe.clone();
+        pipe.pool.spawn(move || {
+            let ChunkBuf {
+                index,
+                data,
+                reservation,
+            } = buf;
+            let crc = crc32c::crc32c(&data[..valid]);
+            let len = data.len() as u64;
+            let result = {
+                let _t = pipe2.profiler.stage("encode_store");
+                store_chunk(&array, index, data)
+            };
+            pipe2.profiler.add_backend_write(len);
+            drop(reservation);
+            inflight.finish(index, result.map(|()| crc));
+        });
+    }
+
+    /// Moves the content into a staging file (new generation `new_gen`).
+    fn stage(
+        &mut self,
+        pipe: &Pipeline,
+        store: &Arc<DurableStore>,
+        size: u64,
+        new_gen: u64,
+    ) -> FsResult<()> {
+        let (end, partial) = {
+            let Mode::Stream(s) = &self.mode else {
+                return Ok(());
+            };
+            s.inflight.wait()?;
+            (s.end, s.buf.as_ref().map(|b| (b.index, b.data.clone())))
+        };
+        let key = format!("g{new_gen}.staging");
+        let path = store.key_path(&key);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .ctx("create staging file")?;
+        let chunk = self.chunk();
+        for index in 0..chunk_count(end, chunk) {
+            let start = index * chunk;
+            let valid = (end.min(start + chunk) - start) as usize;
+            if let Some((_, data)) = partial.as_ref().filter(|(i, _)| *i == index) {
+                file.write_all_at(&data[..valid.min(data.len())], start)
+                    .ctx("write staging file")?;
+            } else {
+                let data = self.load_chunk(pipe, index)?;
+                if data.iter().any(|&b| b != 0) {
+                    file.write_all_at(&data[..valid], start)
+                        .ctx("write staging file")?;
+                }
+            }
+        }
+        file.set_len(size).ctx("size staging file")?;
+        if !self.committed_gen {
+            let _ = fs::remove_dir_all(store.key_path(&format!("g{}", self.gen)));
+        }
+        self.gen = new_gen;
+        self.array = Arc::new(self.spec.handle(store, &format!("/g{new_gen}"))?);
+        self.committed_gen = false;
+        self.mode = Mode::Staged(Staged { file, key });
+        Ok(())
+    }
+
+    /// Writes anywhere: appends stream, anything else goes through staging.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write(
+        &mut self,
+        pipe: &Arc<Pipeline>,
+        store: &Arc<DurableStore>,
+        offset: u64,
+        data: &[u8],
+        size: u64,
+        new_gen: impl FnOnce() -> u64,
+    ) -> FsResult<()> {
+        if self.is_append(offset) {
+            return self.append(pipe, data);
+        }
+        if matches!(self.mode, Mode::Stream(_)) {
+            self.stage(pipe, store, size, new_gen())?;
+        }
+        match &self.mode {
+            Mode::Staged(st) => st.file.write_all_at(data, offset).ctx("write staging file"),
+            Mode::Stream(_) => Err(FsError::new(libc::EIO, "staging failed")),
+        }
+    }
+
+    pub fn truncate(
+        &mut self,
+        pipe: &Pipeline,
+        store: &Arc<DurableStore>,
+        new_size: u64,
+        size: u64,
+        new_gen: impl FnOnce() -> u64,
+    ) -> FsResult<()> {
+        if let Mode::Stream(s) = &self.mode {
+            if new_size >= s.end {
+                // Growing (or shrinking within the zero tail) needs no data.
+                return Ok(());
+            }
+            self.stage(pipe, store, size, new_gen())?;
+        }
+        match &self.mode {
+            Mode::Staged(st) => st.file.set_len(new_size).ctx("truncate staging file"),
+            Mode::Stream(_) => Ok(()),
+        }
+    }
+
+    pub fn read(
+        &self,
+        pipe: &Arc<Pipeline>,
+        offset: u64,
+        out: &mut [u8],
+        size: u64,
+    ) -> FsResult<()> {
+        match &self.mode {
+            Mode::Staged(st) => {
+                let mut done = 0;
+                while done < out.len() {
+                    let n = st
+                        .file
+                        .read_at(&mut out[done..], offset + done as u64)
+                        .ctx("read staging file")?;
+                    if n == 0 {
+                        out[done..].fill(0);
+                        break;
+                    }
+                    done += n;
+                }
+                Ok(())
+            }
+            Mode::Stream(s) => {
+                let chunk = self.chunk();
+                let mut pos = 0usize;
+                while pos < out.len() {
+                    let at = offset + pos as u64;
+                    let index = at / chunk;
+                    let within = (at - index * chunk) as usize;
+                    let n = (chunk as usize - within).min(out.len() - pos);
+                    let dst = &mut out[pos..pos + n];
+                    if at >= s.end || at >= size {
+                        dst.fill(0);
+                    } else if let Some(b) = s.buf.as_ref().filter(|b| b.index == index) {
+                        let avail = b.data.len().saturating_sub(within).min(n);
+                        dst[..avail].copy_from_slice(&b.data[within..within + avail]);
+                        dst[avail..].fill(0);
+                    } else {
+                        if !s.inflight.is_idle() {
+                            s.inflight.wait()?;
+                        }
+                        let data = self.load_chunk(pipe, index)?;
+                        dst.copy_from_slice(&data[within..within + n]);
+                        // Bytes past the stream end inside this chunk are zeros.
+                        let valid_end = s.end.min(size);
+                        if at + n as u64 > valid_end {
+                            let keep = (valid_end - at) as usize;
+                            dst[keep..].fill(0);
+                        }
+                    }
+                    pos += n;
+                }
+                self.readahead(pipe, (offset + out.len() as u64) / chunk, s.end.min(size));
+                Ok(())
+            }
+        }
+    }
+
+    /// Decodes the next chunks in the background for a sequential reader.
+    fn readahead(&self, pipe: &Arc<Pipeline>, from: u64, end: u64) {
+        let Mode::Stream(s) = &self.mode else { return };
+        if !s.inflight.is_idle() {
+            return;
+        }
+        let chunk = self.chunk();
+        let last = chunk_count(end, chunk);
+        let buf_index = s.buf.as_ref().map(|b| b.index);
+        for index in from..(from + pipe.config.io.readahead_chunks as u64).min(last) {
+            let key = (self.file_id, self.gen, index);
+            if Some(index) == buf_index || pipe.cache.contains(&key) {
+                continue;
+            }
+            let array = self.array.clone();
+            let expect = self.expected_crc(index);
+            let p = pipe.clone();
+            pipe.pool.spawn(move || {
+                let _ = p.cache.get_or_load(key, || {
+                    let _t = p.profiler.stage("readahead_decode");
+                    let data = retrieve_chunk(&array, index)?;
+                    check_crc(&data, expect, index)?;
+                    Ok(data)
+                });
+            });
+        }
+    }
+
+    /// Encodes the staging file into its generation.
+    fn encode_staged(&mut self, pipe: &Arc<Pipeline>, size: u64) -> FsResult<Vec<Option<u32>>> {
+        let Mode::Staged(st) = &self.mode else {
+            return Ok(Vec::new());
+        };
+        let chunk = self.chunk();
+        let inflight = Arc::new(Inflight::default());
+        for index in 0..chunk_count(size, chunk) {
+            let start = index * chunk;
+            let valid = (size.min(start + chunk) - start) as usize;
+            let reservation = pipe.budget.reserve(chunk);
+            let mut data = vec![0u8; chunk as usize];
+            let mut done = 0;
+            while done < valid {
+                let n = st
+                    .file
+                    .read_at(&mut data[done..valid], start + done as u64)
+                    .ctx("read staging file")?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
+            }
+            inflight.start();
+            let array = self.array.clone();
+            let infl = inflight.clone();
+            let p = pipe.clone();
+            pipe.pool.spawn(move || {
+                let crc = crc32c::crc32c(&data[..valid]);
+                let len = data.len() as u64;
+                let result = {
+                    let _t = p.profiler.stage("encode_store");
+                    store_chunk(&array, index, data)
+                };
+                p.profiler.add_backend_write(len);
+                drop(reservation);
+                infl.finish(index, result.map(|()| crc));
+            });
+        }
+        inflight.wait()?;
+        let crcs = inflight.drain_crcs();
+        Ok((0..chunk_count(size, chunk))
+            .map(|i| crcs.get(&i).copied())
+            .collect())
+    }
+
+    /// Stores everything written so far as generation `self.gen` and returns
+    /// the chunk checksums for the manifest. The caller writes the array
+    /// metadata, makes it durable and commits the manifest, then calls
+    /// [`ChunkedData::committed`].
+    pub fn flush(&mut self, pipe: &Arc<Pipeline>, size: u64) -> FsResult<Vec<Option<u32>>> {
+        let chunk = self.chunk();
+        if matches!(self.mode, Mode::Staged(_)) {
+            return self.encode_staged(pipe, size);
+        }
+        let Mode::Stream(s) = &mut self.mode else {
+            return Ok(Vec::new());
+        };
+        // Store the partial chunk (kept in memory: appends may continue it).
+        let partial = s.buf.as_ref().map(|b| (b.index, b.data.clone()));
+        let end = s.end;
+        if let Some((index, data)) = &partial {
+            let mut padded = data.clone();
+            padded.resize(chunk as usize, 0);
+            let _t = pipe.profiler.stage("encode_store");
+            store_chunk(&self.array, *index, padded)?;
+            pipe.profiler.add_backend_write(chunk);
+        }
+        let Mode::Stream(s) = &mut self.mode else {
+            return Ok(Vec::new());
+        };
+        s.inflight.wait()?;
+        s.stored.extend(s.inflight.drain_crcs());
+        let mut crcs = Vec::new();
+        for index in 0..chunk_count(size, chunk) {
+            let start = index * chunk;
+            let valid = size.min(start + chunk) - start;
+            let crc = if let Some((pi, data)) = partial.as_ref().filter(|(pi, _)| *pi == index) {
+                let _ = pi;
+                let have = (data.len() as u64).min(valid) as usize;
+                crc_with_zeros(0, &data[..have], valid - have as u64)
+            } else if start >= end {
+                crc_with_zeros(0, &[], valid)
+            } else if let Some(c) = s.stored.get(&index) {
+                *c
+            } else {
+                // Unchanged since the last commit; may have grown by zeros.
+                let old_valid = self.committed_size.min(start + chunk).saturating_sub(start);
+                match self.committed_crcs.get(index as usize).copied().flatten() {
+                    Some(c) if self.committed_gen => {
+                        crc32c_zero_extend(c, valid.saturating_sub(old_valid))
+                    }
+                    _ => {
+                        let data = retrieve_chunk(&self.array, index)?;
+                        crc32c::crc32c(&data[..valid as usize])
+                    }
+                }
+            };
+            crcs.push(Some(crc));
+        }
+        Ok(crcs)
+    }
+
+    /// Records that generation `self.gen` is now the committed one.
+    pub fn committed(&mut self, store: &Arc<DurableStore>, size: u64, crcs: Vec<Option<u32>>) {
+        self.committed_gen = true;
+        self.committed_size = size;
+        self.committed_crcs = crcs;
+        match &mut self.mode {
+            Mode::Stream(s) => s.stored.clear(),
+            Mode::Staged(st) => {
+                let _ = fs::remove_file(store.key_path(&st.key));
+                self.mode = Self::new_stream(size);
+            }
+        }
+    }
+
+    /// Frees the chunk buffer of an idle file (its bytes are stored).
+    pub fn unload(&mut self) {
+        if let Mode::Stream(s) = &mut self.mode {
+            if s.inflight.is_idle() {
+                s.buf = None;
+            }
+        }
+    }
+
+    /// Removes the uncommitted generation's files (staging and chunks).
+    pub fn discard(&mut self, store: &DurableStore) {
+        if let Mode::Stream(s) = &self.mode {
+            let _ = s.inflight.wait();
+        }
+        if let Mode::Staged(st) = &self.mode {
+            let _ = fs::remove_file(store.key_path(&st.key));
+        }
+        if !self.committed_gen {
+            let _ = fs::remove_dir_all(store.key_path(&format!("g{}", self.gen)));
+        }
+    }
+
+    pub fn gen_path(&self) -> String {
+        format!("/g{}", self.gen)
+    }
+}
+
+fn check_crc(data: &[u8], expect: Option<(u32, usize)>, index: u64) -> FsResult<()> {
+    if let Some((crc, valid)) = expect {
+        let got = crc32c::crc32c(&data[..valid.min(data.len())]);
+        if got != crc {
+            return Err(FsError::new(
+                libc::EIO,
+                format!("chunk {index}: checksum mismatch (stored {crc:08x}, read {got:08x})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn crc32c_zero_extend(crc: u32, zeros: u64) -> u32 {
+    crc_with_zeros(crc, &[], zeros)
+}

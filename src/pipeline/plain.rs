@@ -1,0 +1,210 @@
+//! The plain layout: a generation is one file (`g<N>/c/0`, the single chunk
+//! of an uncompressed 1-D `uint8` array) written in place by `pwrite`.
+//!
+//! The bytes of the committed version, `[0, protected)`, are never written in
+//! place: a write or truncate that touches them first copies the file into a
+//! new generation (copy-on-write), so a crash leaves the old version whole.
+//! Appends beyond it go straight into the committed file, which keeps an
+//! fsync after every block cheap.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use crate::error::{FsResult, IoContext};
+use crate::store::durable::{open_rw, DurableStore};
+
+pub struct PlainData {
+    pub gen: u64,
+    file: File,
+    /// Bytes that belong to the committed version.
+    protected: u64,
+    /// CRC-32C of `[0, crc_len)` while writes stay sequential.
+    crc: Option<(u64, u32)>,
+}
+
+/// Path of a generation's data file, relative to the file directory.
+pub fn data_key(gen: u64) -> String {
+    format!("g{gen}/c/0")
+}
+
+fn create_gen_file(store: &DurableStore, gen: u64) -> io::Result<File> {
+    let path = store.key_path(&data_key(gen));
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let f = open_rw(&path, true)?;
+    f.set_len(0)?;
+    Ok(f)
+}
+
+impl PlainData {
+    /// A new, empty generation.
+    pub fn create(store: &DurableStore, gen: u64) -> FsResult<Self> {
+        let file = create_gen_file(store, gen).ctx(format!("create g{gen}"))?;
+        Ok(PlainData {
+            gen,
+            file,
+            protected: 0,
+            crc: Some((0, 0)),
+        })
+    }
+
+    /// The committed generation of a file, opened for reading and appending.
+    pub fn open(store: &DurableStore, gen: u64, size: u64, crc: Option<u32>) -> FsResult<Self> {
+        let path = store.key_path(&data_key(gen));
+        let file = match open_rw(&path, false) {
+            Ok(f) => f,
+            // An empty file never wrote its chunk.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && size == 0 => {
+                create_gen_file(store, gen).ctx(format!("create g{gen}"))?
+            }
+            Err(e) => return Err(crate::error::FsError::io(&e, format!("open g{gen}"))),
+        };
+        Ok(PlainData {
+            gen,
+            file,
+            protected: size,
+            crc: crc.map(|c| (size, c)),
+        })
+    }
+
+    /// Copies `[0, size)` into generation `new_gen` and switches to it.
+    fn copy_on_write(&mut self, store: &DurableStore, size: u64, new_gen: u64) -> FsResult<()> {
+        let new = create_gen_file(store, new_gen).ctx(format!("create g{new_gen}"))?;
+        copy_range(&self.file, &new, size).ctx("copy-on-write")?;
+        self.file = new;
+        self.gen = new_gen;
+        self.protected = 0;
+        Ok(())
+    }
+
+    pub fn write(
+        &mut self,
+        store: &DurableStore,
+        offset: u64,
+        data: &[u8],
+        size: u64,
+        new_gen: impl FnOnce() -> u64,
+    ) -> FsResult<()> {
+        if offset < self.protected {
+            self.copy_on_write(store, size, new_gen())?;
+        }
+        self.file.write_all_at(data, offset).ctx("write data")?;
+        self.crc = match self.crc {
+            Some((len, crc)) if len == offset => {
+                Some((len + data.len() as u64, crc32c::crc32c_append(crc, data)))
+            }
+            _ => None,
+        };
+        Ok(())
+    }
+
+    pub fn truncate(
+        &mut self,
+        store: &DurableStore,
+        new_size: u64,
+        size: u64,
+        new_gen: impl FnOnce() -> u64,
+    ) -> FsResult<()> {
+        if new_size < self.protected {
+            self.copy_on_write(store, size.min(new_size), new_gen())?;
+        }
+        self.file.set_len(new_size).ctx("truncate data")?;
+        if matches!(self.crc, Some((len, _)) if len > new_size) {
+            self.crc = None;
+        }
+        Ok(())
+    }
+
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> FsResult<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self
+                .file
+                .read_at(&mut buf[done..], offset + done as u64)
+                .ctx("read data")?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// Makes `[0, size)` durable and returns its CRC-32C. After this the
+    /// whole file belongs to the committed version.
+    pub fn sync(&mut self, size: u64) -> FsResult<u32> {
+        self.file.sync_data().ctx("fsync data")?;
+        let (len, crc) = self.crc.unwrap_or((0, 0));
+        let crc = if len <= size {
+            crc_of_range(&self.file, len, size, crc).ctx("checksum data")?
+        } else {
+            crc_of_range(&self.file, 0, size, 0).ctx("checksum data")?
+        };
+        self.crc = Some((size, crc));
+        self.protected = size;
+        Ok(crc)
+    }
+
+    pub fn gen_path(&self) -> String {
+        format!("/g{}", self.gen)
+    }
+
+    /// Shares the data file with a reader that must outlive this state.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+fn copy_range(from: &File, to: &File, len: u64) -> io::Result<()> {
+    let mut off_in: i64 = 0;
+    let mut off_out: i64 = 0;
+    while (off_in as u64) < len {
+        let want = (len - off_in as u64).min(1 << 30) as usize;
+        // SAFETY: valid descriptors and offsets we own.
+        let n = unsafe {
+            libc::copy_file_range(
+                from.as_raw_fd(),
+                &mut off_in,
+                to.as_raw_fd(),
+                &mut off_out,
+                want,
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            // Source shorter than its recorded size: the rest is a hole.
+            break;
+        }
+    }
+    to.set_len(len)
+}
+
+fn crc_of_range(file: &File, start: u64, end: u64, mut crc: u32) -> io::Result<u32> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = start;
+    while pos < end {
+        let want = ((end - pos) as usize).min(buf.len());
+        let n = file.read_at(&mut buf[..want], pos)?;
+        if n == 0 {
+            // Past the end of the data file: a hole of zeros.
+            crc = super::crc_with_zeros(crc, &[], end - pos);
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        pos += n as u64;
+    }
+    Ok(crc)
+}
+
+/// Reads a committed plain generation for `verify`.
+pub fn checksum_file(store: &Arc<DurableStore>, gen: u64, size: u64) -> io::Result<u32> {
+    let f = File::open(store.key_path(&data_key(gen)))?;
+    crc_of_range(&f, 0, size, 0)
+}

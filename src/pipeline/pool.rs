@@ -1,0 +1,29 @@
+//! The worker pool that encodes and stores chunks off the FUSE threads.
+//!
+//! A tokio runtime's blocking pool, capped at the configured concurrency:
+//! chunk work is CPU (codecs) and blocking file I/O, so it belongs on
+//! blocking threads; jobs beyond the cap queue.
+
+use std::io;
+
+/// Runs chunk jobs with at most `concurrency` at once.
+pub struct WorkerPool {
+    runtime: tokio::runtime::Runtime,
+}
+
+impl WorkerPool {
+    pub fn new(concurrency: usize) -> io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(concurrency.max(1))
+            .thread_name("ckptfs-worker")
+            .enable_time()
+            .build()?;
+        Ok(WorkerPool { runtime })
+    }
+
+    /// Queues a job; it runs as soon as a worker is free.
+    pub fn spawn(&self, job: impl FnOnce() + Send + 'static) {
+        drop(self.runtime.spawn_blocking(job));
+    }
+}

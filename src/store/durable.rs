@@ -1,0 +1,331 @@
+//! A zarrs store rooted at an open directory, with atomic, durable writes.
+//!
+//! zarrs' own `FilesystemStore` truncates and rewrites keys in place, so a
+//! crash can leave a torn chunk. Here every `set` writes a temp file and
+//! renames it over the key, so a key always holds a whole old or a whole new
+//! value; `barrier` makes everything written so far durable.
+//!
+//! The store holds an open descriptor on its root and reaches keys through
+//! `/proc/self/fd/N/...`: the root can be renamed (a file renamed in the
+//! mount) while chunks are in flight, and every write still lands in it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use zarrs_storage::byte_range::{ByteRange, ByteRangeIterator, InvalidByteRangeError};
+use zarrs_storage::{
+    Bytes, ListableStorageTraits, MaybeBytesIterator, ReadableStorageTraits, StorageError,
+    StoreKey, StoreKeys, StoreKeysPrefixes, StorePrefix, StorePrefixes, WritableStorageTraits,
+};
+
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A store whose keys are files under one directory.
+#[derive(Debug)]
+pub struct DurableStore {
+    root: File,
+    base: PathBuf,
+}
+
+fn io_err(e: io::Error) -> StorageError {
+    StorageError::IOError(Arc::new(e))
+}
+
+/// Name for a temp file next to `path`; never a valid chunk or metadata key
+/// name, so listing skips it and recovery can remove it.
+pub fn temp_name(path: &Path) -> PathBuf {
+    let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".ckptfs-tmp.{}.{n}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Whether a directory entry is one of our temp files.
+pub fn is_temp(name: &str) -> bool {
+    name.contains(".ckptfs-tmp.")
+}
+
+/// Writes `data` to `path` atomically: temp file, optional fsync, rename.
+pub fn write_atomic(path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+    let tmp = temp_name(path);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        if sync {
+            f.sync_data()?;
+        }
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// fsyncs a directory so that renames and creations in it are durable.
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+impl DurableStore {
+    /// Opens a store on an existing directory.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        let root = File::open(dir)?;
+        if !root.metadata()?.is_dir() {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        let base = PathBuf::from(format!("/proc/self/fd/{}", root.as_raw_fd()));
+        Ok(DurableStore { root, base })
+    }
+
+    /// Path of the root that stays valid across renames of the directory.
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// Filesystem path of a key.
+    pub fn key_path(&self, key: &str) -> PathBuf {
+        self.base.join(key.trim_start_matches('/'))
+    }
+
+    /// Makes everything written to the backing filesystem durable (one
+    /// `syncfs` instead of an fsync per chunk file).
+    pub fn barrier(&self) -> io::Result<()> {
+        // SAFETY: syncfs takes a valid descriptor we own.
+        let rc = unsafe { libc::syncfs(self.root.as_raw_fd()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The open root directory.
+    pub fn root(&self) -> &File {
+        &self.root
+    }
+
+    fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<StoreKey>) -> io::Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_temp(&name) {
+                continue;
+            }
+            let child = format!("{rel}{name}");
+            if entry.file_type()?.is_dir() {
+                self.walk(&entry.path(), &format!("{child}/"), out)?;
+            } else if let Ok(k) = StoreKey::new(child) {
+                out.push(k);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ReadableStorageTraits for DurableStore {
+    fn get_partial_many<'a>(
+        &'a self,
+        key: &StoreKey,
+        byte_ranges: ByteRangeIterator<'a>,
+    ) -> Result<MaybeBytesIterator<'a>, StorageError> {
+        let mut file = match File::open(self.key_path(key.as_str())) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(e)),
+        };
+        let size = file.metadata().map_err(io_err)?.len();
+        let mut out = Vec::new();
+        for range in byte_ranges {
+            let (start, end) = (range.start(size), range.end(size));
+            if end > size || start > end {
+                out.push(Err(InvalidByteRangeError::new(range, size).into()));
+                continue;
+            }
+            let mut buf = vec![0u8; (end - start) as usize];
+            if matches!(range, ByteRange::FromStart(0, None)) {
+                file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+                file.read_exact(&mut buf).map_err(io_err)?;
+            } else {
+                file.read_exact_at(&mut buf, start).map_err(io_err)?;
+            }
+            out.push(Ok(Bytes::from(buf)));
+        }
+        Ok(Some(Box::new(out.into_iter())))
+    }
+
+    fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
+        match fs::metadata(self.key_path(key.as_str())) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    fn supports_get_partial(&self) -> bool {
+        true
+    }
+}
+
+impl WritableStorageTraits for DurableStore {
+    fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
+        let path = self.key_path(key.as_str());
+        let write = || write_atomic(&path, &value, false);
+        match write() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).map_err(io_err)?;
+                }
+                write().map_err(io_err)
+            }
+            other => other.map_err(io_err),
+        }
+    }
+
+    fn set_partial_many(
+        &self,
+        key: &StoreKey,
+        offset_values: zarrs_storage::OffsetBytesIterator,
+    ) -> Result<(), StorageError> {
+        // Read-modify-write through a temp file keeps the update atomic.
+        let path = self.key_path(key.as_str());
+        let mut data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err(e)),
+        };
+        for (offset, value) in offset_values {
+            let offset = usize::try_from(offset)
+                .map_err(|_| StorageError::Other("offset exceeds address space".into()))?;
+            if data.len() < offset + value.len() {
+                data.resize(offset + value.len(), 0);
+            }
+            data[offset..offset + value.len()].copy_from_slice(&value);
+        }
+        self.set(key, Bytes::from(data))
+    }
+
+    fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
+        match fs::remove_file(self.key_path(key.as_str())) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
+        let path = self.key_path(prefix.as_str());
+        if prefix.as_str().is_empty() {
+            return Err(StorageError::Other(
+                "refusing to erase the store root".into(),
+            ));
+        }
+        match fs::remove_dir_all(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn supports_set_partial(&self) -> bool {
+        true
+    }
+}
+
+impl ListableStorageTraits for DurableStore {
+    fn list(&self) -> Result<StoreKeys, StorageError> {
+        self.list_prefix(&StorePrefix::root())
+    }
+
+    fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
+        let mut out = Vec::new();
+        self.walk(&self.key_path(prefix.as_str()), prefix.as_str(), &mut out)
+            .map_err(io_err)?;
+        out.sort();
+        Ok(out)
+    }
+
+    fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
+        let mut keys = Vec::new();
+        let mut prefixes: StorePrefixes = Vec::new();
+        let dir = self.key_path(prefix.as_str());
+        match fs::read_dir(&dir) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry.map_err(io_err)?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if is_temp(&name) {
+                        continue;
+                    }
+                    let child = format!("{}{name}", prefix.as_str());
+                    if entry.file_type().map_err(io_err)?.is_dir() {
+                        prefixes.push(StorePrefix::new(format!("{child}/"))?);
+                    } else {
+                        keys.push(StoreKey::new(child)?);
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        keys.sort();
+        prefixes.sort();
+        Ok(StoreKeysPrefixes::new(keys, prefixes))
+    }
+
+    fn size_prefix(&self, prefix: &StorePrefix) -> Result<u64, StorageError> {
+        let mut total = 0;
+        for key in self.list_prefix(prefix)? {
+            total += self.size_key(&key)?.unwrap_or(0);
+        }
+        Ok(total)
+    }
+}
+
+/// Opens a file for appending raw bytes (used by the plain layout).
+pub fn open_rw(path: &Path, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_get_list_erase_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = DurableStore::open(dir.path()).expect("open");
+        let key = StoreKey::new("g1/c/0").expect("key");
+        store.set(&key, Bytes::from_static(b"hello")).expect("set");
+        let got = store.get(&key).expect("get").expect("present");
+        assert_eq!(&got[..], b"hello");
+        let part = store
+            .get_partial(&key, ByteRange::FromStart(1, Some(3)))
+            .expect("partial")
+            .expect("present");
+        assert_eq!(&part[..], b"ell");
+        assert_eq!(store.list().expect("list"), vec![key.clone()]);
+        // A rename of the root does not strand the store.
+        let moved = dir.path().with_extension("moved");
+        fs::rename(dir.path(), &moved).expect("rename");
+        store
+            .set(&key, Bytes::from_static(b"world"))
+            .expect("set after rename");
+        assert_eq!(fs::read(moved.join("g1/c/0")).expect("read"), b"world");
+        store.erase(&key).expect("erase");
+        assert!(store.get(&key).expect("get").is_none());
+        fs::rename(&moved, dir.path()).expect("rename back");
+    }
+}

@@ -1,0 +1,3 @@
+//! Backing stores behind zarrs' storage traits.
+
+pub mod durable;
