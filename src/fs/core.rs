@@ -29,6 +29,10 @@ use super::tree::{Kind, NodeAttrs, Tree, ROOT};
 /// An open file.
 pub struct Handle {
     pub ino: u64,
+    /// The process that opened it: only its close commits (a forked child
+    /// that execs closes inherited descriptors, which must not publish a
+    /// half-written file).
+    pub pid: u32,
     pub file: Arc<Mutex<FileNode>>,
     pub writable: bool,
 }
@@ -545,7 +549,7 @@ impl CkptFs {
     }
 
     /// Opens a file and returns its handle number.
-    pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+    pub fn open(&self, ino: u64, flags: i32, pid: u32) -> FsResult<u64> {
         let file = self.file_of(ino)?;
         file.lock().open_count += 1;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -554,6 +558,7 @@ impl CkptFs {
             fh,
             Handle {
                 ino,
+                pid: process_of(pid),
                 file,
                 writable: acc == libc::O_WRONLY || acc == libc::O_RDWR,
             },
@@ -581,15 +586,18 @@ impl CkptFs {
         Ok(data.len() as u32)
     }
 
-    /// close(2) of a descriptor: the last one open commits, so the closing
-    /// tool sees any error (a release error would be invisible).
-    pub fn flush(&self, fh: u64) -> FsResult<()> {
-        let (_, file) = self.handle_file(fh)?;
-        let mut f = file.lock();
-        if f.open_count <= 1 {
-            f.commit(&self.pipe)?;
+    /// close(2) of a descriptor by the process that opened it commits, so
+    /// the closing tool sees any error (a release error would be invisible).
+    pub fn flush(&self, fh: u64, pid: u32) -> FsResult<()> {
+        let (opener, file) = match self.handles.get(&fh) {
+            Some(h) => (h.pid, h.file.clone()),
+            None => return Err(FsError::new(libc::EBADF, format!("no handle {fh}"))),
+        };
+        if opener != process_of(pid) {
+            return Ok(());
         }
-        Ok(())
+        let mut f = file.lock();
+        f.commit(&self.pipe)
     }
 
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
@@ -689,6 +697,19 @@ impl CkptFs {
     pub fn times_from(t: Option<std::time::SystemTime>) -> Option<i64> {
         t.map(from_time)
     }
+}
+
+/// The process (thread group) of a FUSE request's thread id, so that a
+/// close from any thread of the opening process counts as the opener's.
+pub fn process_of(tid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(tid)
 }
 
 /// renameat2(RENAME_EXCHANGE): swaps two existing paths atomically.

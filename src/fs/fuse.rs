@@ -280,9 +280,9 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let t = Instant::now();
-        match self.fs.open(ino.0, flags.0) {
+        match self.fs.open(ino.0, flags.0, req.pid()) {
             Ok(fh) => {
                 // Every change goes through this mount, so pages the kernel
                 // cached stay valid across opens (fast mmap loads).
@@ -347,14 +347,14 @@ impl Filesystem for FuseAdapter {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let t = Instant::now();
-        match self.fs.flush(fh.0) {
+        match self.fs.flush(fh.0, req.pid()) {
             Ok(()) => {
                 reply.ok();
                 self.done("flush", t, 0, false);
@@ -538,7 +538,7 @@ impl Filesystem for FuseAdapter {
         let made = self
             .fs
             .mknod_file(parent.0, name, mode & !umask, req.uid(), req.gid())
-            .and_then(|attr| Ok((attr, self.fs.open(attr.ino.0, flags)?)));
+            .and_then(|attr| Ok((attr, self.fs.open(attr.ino.0, flags, req.pid())?)));
         match made {
             Ok((attr, fh)) => {
                 reply.created(

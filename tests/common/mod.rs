@@ -1,0 +1,187 @@
+//! A real ckptfs mount for tests: the `ckptfs` binary runs as its own
+//! process over a temp backing dir, exactly as users run it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ckptfs");
+
+pub fn repo_config(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("mount-configs")
+        .join(format!("{name}.toml"))
+}
+
+/// Writes a config file into `dir` and returns its path.
+pub fn write_config(dir: &Path, name: &str, toml: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, toml).expect("write config");
+    p
+}
+
+pub struct Mount {
+    pub root: tempfile::TempDir,
+    pub backing: PathBuf,
+    pub mnt: PathBuf,
+    pub config: Option<PathBuf>,
+    child: Option<Child>,
+}
+
+impl Mount {
+    /// Mounts a fresh backing dir with `config` (None: embedded default).
+    pub fn new(config: Option<PathBuf>) -> Mount {
+        let root = tempfile::Builder::new()
+            .prefix("ckptfs-test")
+            .tempdir_in(std::env::var("CKPTFS_TEST_DIR").unwrap_or_else(|_| "/tmp".into()))
+            .expect("tempdir");
+        let backing = root.path().join("backing");
+        let mnt = root.path().join("mnt");
+        std::fs::create_dir_all(&mnt).expect("mnt");
+        let mut m = Mount {
+            root,
+            backing,
+            mnt,
+            config,
+            child: None,
+        };
+        m.start();
+        m
+    }
+
+    pub fn start(&mut self) {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("mount");
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.arg(&self.backing)
+            .arg(&self.mnt)
+            .env("CKPTFS_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn ckptfs");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(out)
+            .read_line(&mut line)
+            .expect("read ready");
+        assert_eq!(line.trim(), "ready", "ckptfs mount did not come up");
+        self.child = Some(child);
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Clean unmount; asserts the daemon exits 0.
+    pub fn unmount(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let st = Command::new(BIN)
+                .arg("umount")
+                .arg(&self.mnt)
+                .status()
+                .expect("umount");
+            assert!(st.success(), "ckptfs umount failed");
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                if let Some(status) = child.try_wait().expect("wait") {
+                    assert!(status.success(), "daemon exited with {status}");
+                    break;
+                }
+                assert!(Instant::now() < deadline, "daemon did not exit");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// kill -9 of the daemon; the dead mount is left for the next start.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill");
+            let _ = child.wait();
+        }
+    }
+
+    pub fn remount(&mut self) {
+        self.unmount();
+        self.start();
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new(BIN)
+                .arg("umount")
+                .arg("--lazy")
+                .arg(&self.mnt)
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), fast enough for GiBs.
+pub fn fill(buf: &mut [u8], seed: &mut u64) {
+    for chunk in buf.chunks_mut(8) {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        let b = seed.to_le_bytes();
+        chunk.copy_from_slice(&b[..chunk.len()]);
+    }
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).expect("open for hash");
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read for hash");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// The layouts every data test runs against: plain, chunked with tiny
+/// chunks (so chunk edges are everywhere), and compressed.
+pub fn layouts(dir: &Path) -> Vec<(String, PathBuf)> {
+    vec![
+        ("passthrough".into(), repo_config("passthrough")),
+        (
+            "chunked-4k".into(),
+            write_config(
+                dir,
+                "chunked-4k",
+                "[layout]\nraw_chunk_bytes = 4096\ncodec = \"none\"\n[io]\nconcurrency = 3\nmemory_budget = 1048576\ncache = 65536\n",
+            ),
+        ),
+        (
+            "zstd-8k".into(),
+            write_config(
+                dir,
+                "zstd-8k",
+                "[layout]\nraw_chunk_bytes = 8192\ncodec = \"zstd\"\nlevel = 3\n[io]\nconcurrency = 2\nmemory_budget = 1048576\n",
+            ),
+        ),
+    ]
+}

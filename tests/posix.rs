@@ -1,0 +1,271 @@
+//! POSIX behaviour of a real mount, driven by std::fs and by real tools.
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::process::Command;
+
+use common::{layouts, repo_config, Mount};
+
+fn each_layout(test: impl Fn(&Mount)) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    for (_, config) in layouts(tmp.path()) {
+        let mut m = Mount::new(Some(config));
+        test(&m);
+        m.unmount();
+    }
+}
+
+fn errno(r: std::io::Result<impl Sized>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+#[test]
+fn rename_over_existing_file_replaces_it_and_keeps_open_reader() {
+    each_layout(|m| {
+        fs::write(m.path("old"), b"old contents").expect("write old");
+        fs::write(m.path("new.tmp"), b"new contents!").expect("write new");
+        let mut reader = File::open(m.path("old")).expect("open old");
+        fs::rename(m.path("new.tmp"), m.path("old")).expect("rename over");
+        assert_eq!(fs::read(m.path("old")).expect("read"), b"new contents!");
+        assert!(!m.path("new.tmp").exists());
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).expect("read replaced");
+        assert_eq!(got, b"old contents");
+    });
+}
+
+#[test]
+fn rename_of_directories_and_errors() {
+    each_layout(|m| {
+        fs::create_dir_all(m.path("a/b")).expect("mkdir");
+        fs::write(m.path("a/b/f"), b"x").expect("write");
+        fs::rename(m.path("a"), m.path("c")).expect("rename dir");
+        assert_eq!(fs::read(m.path("c/b/f")).expect("read moved"), b"x");
+        fs::create_dir(m.path("empty")).expect("mkdir empty");
+        fs::rename(m.path("c/b"), m.path("empty")).expect("rename over empty dir");
+        assert_eq!(fs::read(m.path("empty/f")).expect("read"), b"x");
+        fs::create_dir(m.path("full")).expect("mkdir");
+        fs::write(m.path("full/g"), b"y").expect("write");
+        assert_eq!(
+            errno(fs::rename(m.path("empty"), m.path("full"))),
+            libc::ENOTEMPTY
+        );
+        assert_eq!(
+            errno(fs::rename(m.path("full"), m.path("full/sub"))),
+            libc::EINVAL
+        );
+        assert_eq!(
+            errno(fs::rename(m.path("full/g"), m.path("empty"))),
+            libc::EISDIR
+        );
+        assert_eq!(errno(fs::rename(m.path("nope"), m.path("x"))), libc::ENOENT);
+    });
+}
+
+#[test]
+fn directories_and_errnos() {
+    each_layout(|m| {
+        fs::create_dir(m.path("d")).expect("mkdir");
+        assert_eq!(errno(fs::create_dir(m.path("d"))), libc::EEXIST);
+        fs::write(m.path("d/f"), b"1").expect("write");
+        assert_eq!(errno(fs::remove_dir(m.path("d"))), libc::ENOTEMPTY);
+        assert_eq!(errno(fs::remove_file(m.path("d"))), libc::EISDIR);
+        assert_eq!(errno(fs::read(m.path("missing"))), libc::ENOENT);
+        assert_eq!(errno(fs::remove_dir(m.path("d/f"))), libc::ENOTDIR);
+        assert_eq!(
+            errno(
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(m.path("d/f"))
+            ),
+            libc::EEXIST
+        );
+        fs::remove_file(m.path("d/f")).expect("unlink");
+        fs::remove_dir(m.path("d")).expect("rmdir");
+        // Names the backing store uses for itself are ordinary names here.
+        fs::write(m.path("zarr.json"), b"user data").expect("write zarr.json");
+        fs::create_dir(m.path("%x")).expect("mkdir %x");
+        let mut names: Vec<_> = fs::read_dir(&m.mnt)
+            .expect("readdir")
+            .map(|e| e.expect("e").file_name().into_string().expect("utf8"))
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["%x", "zarr.json"]);
+        assert_eq!(fs::read(m.path("zarr.json")).expect("read"), b"user data");
+    });
+}
+
+#[test]
+fn truncate_chmod_utimens_symlink_and_append() {
+    each_layout(|m| {
+        let p = m.path("t");
+        fs::write(&p, vec![7u8; 10_000]).expect("write");
+        let f = OpenOptions::new().write(true).open(&p).expect("open");
+        f.set_len(20_000).expect("grow");
+        f.set_len(5_000).expect("shrink");
+        drop(f);
+        let data = fs::read(&p).expect("read");
+        assert_eq!(data, vec![7u8; 5_000]);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(fs::metadata(&p).expect("stat").mode() & 0o777, 0o600);
+        let st = Command::new("touch")
+            .args(["-m", "-d", "2001-02-03 04:05:06"])
+            .arg(&p)
+            .status()
+            .expect("touch");
+        assert!(st.success());
+        assert_eq!(fs::metadata(&p).expect("stat").mtime(), 981_173_106);
+        std::os::unix::fs::symlink("t", m.path("link")).expect("symlink");
+        assert_eq!(
+            fs::read_link(m.path("link")).expect("readlink").to_str(),
+            Some("t")
+        );
+        assert_eq!(fs::read(m.path("link")).expect("follow").len(), 5_000);
+        let mut a = OpenOptions::new().append(true).open(&p).expect("append");
+        a.write_all(b"tail").expect("append write");
+        drop(a);
+        let data = fs::read(&p).expect("read");
+        assert_eq!(data.len(), 5_004);
+        assert_eq!(&data[5_000..], b"tail");
+        // O_TRUNC on open.
+        let mut t = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&p)
+            .expect("trunc");
+        t.write_all(b"short").expect("write");
+        drop(t);
+        assert_eq!(fs::read(&p).expect("read"), b"short");
+    });
+}
+
+#[test]
+fn safetensors_style_truncate_then_fill_is_byte_exact() {
+    // The Python safetensors writer sizes the file first, then fills it.
+    each_layout(|m| {
+        let p = m.path(".tmpAbC123");
+        let mut seed = 99u64;
+        let mut data = vec![0u8; 3_000_000];
+        common::fill(&mut data, &mut seed);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&p)
+            .expect("create");
+        f.set_len(data.len() as u64).expect("presize");
+        for part in data.chunks(1 << 16) {
+            f.write_all(part).expect("fill");
+        }
+        f.sync_all().expect("fsync");
+        drop(f);
+        fs::rename(&p, m.path("model.safetensors")).expect("publish");
+        assert_eq!(fs::read(m.path("model.safetensors")).expect("read"), data);
+    });
+}
+
+#[test]
+fn dd_and_cp_round_trip() {
+    each_layout(|m| {
+        let src = m.root.path().join("src.bin");
+        let st = Command::new("dd")
+            .args(["if=/dev/urandom", "bs=1M", "count=9", "status=none"])
+            .arg(format!("of={}", src.display()))
+            .status()
+            .expect("dd");
+        assert!(st.success());
+        let st = Command::new("cp")
+            .arg(&src)
+            .arg(m.path("copy.bin"))
+            .status()
+            .expect("cp");
+        assert!(st.success());
+        let st = Command::new("dd")
+            .arg(format!("if={}", src.display()))
+            .arg(format!("of={}", m.path("dd.bin").display()))
+            .args(["bs=100000", "status=none", "conv=fsync"])
+            .status()
+            .expect("dd into mount");
+        assert!(st.success());
+        let want = fs::read(&src).expect("src");
+        assert_eq!(fs::read(m.path("copy.bin")).expect("copy"), want);
+        assert_eq!(fs::read(m.path("dd.bin")).expect("dd"), want);
+        let st = Command::new("cmp")
+            .arg(&src)
+            .arg(m.path("copy.bin"))
+            .status()
+            .expect("cmp");
+        assert!(st.success());
+    });
+}
+
+#[test]
+fn second_mount_of_a_live_backing_dir_is_refused() {
+    let m = Mount::new(Some(repo_config("passthrough")));
+    let other = m.root.path().join("mnt2");
+    fs::create_dir(&other).expect("mnt2");
+    let out = Command::new(common::BIN)
+        .arg("mount")
+        .arg(&m.backing)
+        .arg(&other)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains("already in use"), "{msg}");
+}
+
+#[test]
+fn bad_config_fails_with_a_clear_message_and_status_2() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = common::write_config(tmp.path(), "bad", "[layout]\ncodec = \"lz4\"\n");
+    fs::create_dir(tmp.path().join("m")).expect("m");
+    let out = Command::new(common::BIN)
+        .arg("mount")
+        .arg("--config")
+        .arg(&cfg)
+        .arg(tmp.path().join("b"))
+        .arg(tmp.path().join("m"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains("layout.codec") && msg.contains("\"zstd\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn statfs_and_daemon_mode() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (b, mnt) = (tmp.path().join("b"), tmp.path().join("m"));
+    fs::create_dir(&mnt).expect("m");
+    let st = Command::new(common::BIN)
+        .args(["mount", "--daemon", "--log"])
+        .arg(tmp.path().join("log"))
+        .arg(&b)
+        .arg(&mnt)
+        .status()
+        .expect("daemon");
+    assert!(st.success());
+    // The parent returned only once the mount answers.
+    fs::write(mnt.join("x"), b"daemon").expect("write");
+    let df = Command::new("df").arg(&mnt).output().expect("df");
+    assert!(df.status.success());
+    let st = Command::new(common::BIN)
+        .arg("umount")
+        .arg(&mnt)
+        .status()
+        .expect("umount");
+    assert!(st.success());
+    assert!(b.join("x").join("zarr.json").exists());
+}

@@ -1,0 +1,246 @@
+//! Random sequences of create / write-at-offset / append / truncate /
+//! rename / unlink / fsync / close / read run against a real mount and an
+//! in-memory model; every byte is compared, then again after a remount.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use common::{fill, layouts, Mount};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+const NAMES: usize = 4;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write {
+        f: usize,
+        off: u64,
+        len: usize,
+        seed: u64,
+    },
+    Append {
+        f: usize,
+        len: usize,
+        seed: u64,
+    },
+    Truncate {
+        f: usize,
+        len: u64,
+    },
+    Rename {
+        from: usize,
+        to: usize,
+    },
+    Unlink {
+        f: usize,
+    },
+    Fsync {
+        f: usize,
+    },
+    Close {
+        f: usize,
+    },
+    Read {
+        f: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let f = 0..NAMES;
+    prop_oneof![
+        4 => (f.clone(), 0u64..40_000, 1usize..12_000, any::<u64>())
+            .prop_map(|(f, off, len, seed)| Op::Write { f, off, len, seed: seed | 1 }),
+        4 => (f.clone(), 1usize..20_000, any::<u64>())
+            .prop_map(|(f, len, seed)| Op::Append { f, len, seed: seed | 1 }),
+        2 => (f.clone(), 0u64..50_000).prop_map(|(f, len)| Op::Truncate { f, len }),
+        1 => (f.clone(), f.clone()).prop_map(|(from, to)| Op::Rename { from, to }),
+        1 => f.clone().prop_map(|f| Op::Unlink { f }),
+        1 => f.clone().prop_map(|f| Op::Fsync { f }),
+        2 => f.clone().prop_map(|f| Op::Close { f }),
+        2 => f.prop_map(|f| Op::Read { f }),
+    ]
+}
+
+struct Case {
+    dir: PathBuf,
+    model: BTreeMap<usize, Vec<u8>>,
+    open: HashMap<usize, File>,
+}
+
+impl Case {
+    fn path(&self, f: usize) -> PathBuf {
+        self.dir.join(format!("f{f}"))
+    }
+
+    fn handle(&mut self, f: usize) -> &File {
+        let path = self.path(f);
+        self.model.entry(f).or_default();
+        self.open.entry(f).or_insert_with(|| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .expect("open")
+        })
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        match *op {
+            Op::Write { f, off, len, seed } => {
+                let mut data = vec![0u8; len];
+                fill(&mut data, &mut { seed });
+                self.handle(f).write_all_at(&data, off).expect("pwrite");
+                let m = self.model.entry(f).or_default();
+                let end = off as usize + len;
+                if m.len() < end {
+                    m.resize(end, 0);
+                }
+                m[off as usize..end].copy_from_slice(&data);
+            }
+            Op::Append { f, len, seed } => {
+                let mut data = vec![0u8; len];
+                fill(&mut data, &mut { seed });
+                let off = self.model.get(&f).map(|m| m.len()).unwrap_or(0) as u64;
+                self.handle(f).write_all_at(&data, off).expect("append");
+                self.model.entry(f).or_default().extend_from_slice(&data);
+            }
+            Op::Truncate { f, len } => {
+                self.handle(f).set_len(len).expect("truncate");
+                self.model.entry(f).or_default().resize(len as usize, 0);
+            }
+            Op::Rename { from, to } => {
+                if from != to && self.model.contains_key(&from) {
+                    fs::rename(self.path(from), self.path(to)).expect("rename");
+                    let data = self.model.remove(&from).unwrap_or_default();
+                    self.model.insert(to, data);
+                    self.open.remove(&to);
+                    if let Some(h) = self.open.remove(&from) {
+                        self.open.insert(to, h);
+                    }
+                }
+            }
+            Op::Unlink { f } => {
+                if let Some(expect) = self.model.remove(&f) {
+                    fs::remove_file(self.path(f)).expect("unlink");
+                    prop_assert!(!self.path(f).exists(), "unlinked file still visible");
+                    if let Some(h) = self.open.remove(&f) {
+                        // Still readable through the open descriptor.
+                        let mut got = vec![0u8; expect.len()];
+                        h.read_exact_at(&mut got, 0).expect("read unlinked");
+                        prop_assert!(got == expect, "unlinked-but-open file changed");
+                    }
+                }
+            }
+            Op::Fsync { f } => {
+                if let Some(h) = self.open.get(&f) {
+                    h.sync_all().expect("fsync");
+                }
+            }
+            Op::Close { f } => {
+                self.open.remove(&f);
+            }
+            Op::Read { f } => {
+                if let Some(expect) = self.model.get(&f) {
+                    let got = read_all(&self.path(f));
+                    prop_assert_eq!(got.len(), expect.len(), "size of f{}", f);
+                    prop_assert!(got == *expect, "content of f{} differs", f);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_all(&self) -> Result<(), TestCaseError> {
+        let mut names: Vec<String> = fs::read_dir(&self.dir)
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let want: Vec<String> = self.model.keys().map(|f| format!("f{f}")).collect();
+        prop_assert_eq!(names, want);
+        for (f, expect) in &self.model {
+            let got = read_all(&self.path(*f));
+            prop_assert!(got == *expect, "final content of f{} differs", f);
+            let meta = fs::metadata(self.path(*f)).expect("stat");
+            prop_assert_eq!(meta.len(), expect.len() as u64);
+        }
+        Ok(())
+    }
+}
+
+fn read_all(p: &Path) -> Vec<u8> {
+    let mut v = Vec::new();
+    File::open(p)
+        .expect("open")
+        .read_to_end(&mut v)
+        .expect("read");
+    v
+}
+
+fn run_layout(name: &str, config: PathBuf, cases: u32) {
+    let mut mount = Mount::new(Some(config));
+    let finals: std::cell::RefCell<Vec<(PathBuf, BTreeMap<usize, Vec<u8>>)>> = Default::default();
+    let mut runner = TestRunner::new(Config {
+        cases,
+        max_shrink_iters: 200,
+        ..Config::default()
+    });
+    let n = std::cell::Cell::new(0u32);
+    let strategy = proptest::collection::vec(op(), 1..40);
+    let result = runner.run(&strategy, |ops| {
+        n.set(n.get() + 1);
+        let dir = mount.path(&format!("case{}", n.get()));
+        fs::create_dir(&dir).expect("case dir");
+        let mut case = Case {
+            dir,
+            model: BTreeMap::new(),
+            open: HashMap::new(),
+        };
+        for op in &ops {
+            case.apply(op)?;
+        }
+        case.check_all()?;
+        case.open.clear();
+        case.check_all()?;
+        finals
+            .borrow_mut()
+            .push((case.dir.clone(), case.model.clone()));
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{name}: {e}");
+    }
+    // Everything closed was committed: a new daemon must show it all.
+    mount.remount();
+    for (dir, model) in finals.borrow().iter() {
+        for (f, expect) in model {
+            let got = read_all(&dir.join(format!("f{f}")));
+            assert!(
+                got == *expect,
+                "{name}: {} f{f} differs after remount",
+                dir.display()
+            );
+        }
+    }
+    mount.unmount();
+}
+
+#[test]
+fn random_write_patterns_match_the_model_on_every_layout() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cases = std::env::var("CKPTFS_PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(48);
+    for (name, config) in layouts(tmp.path()) {
+        run_layout(&name, config, cases);
+    }
+}
