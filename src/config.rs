@@ -92,8 +92,10 @@ pub struct Io {
     pub readahead_chunks: usize,
     /// FUSE request loops.
     pub fuse_threads: usize,
-    /// Seconds the kernel may cache attributes and entries.
+    /// Milliseconds the kernel may cache attributes and entries.
     pub attr_ttl_ms: u64,
+    /// Kernel read-ahead of the mount, in KiB.
+    pub kernel_readahead_kb: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -145,6 +147,7 @@ impl MountConfig {
                 readahead_chunks: 4,
                 fuse_threads: 4,
                 attr_ttl_ms: 1000,
+                kernel_readahead_kb: 8192,
             },
         })
     }
@@ -189,6 +192,7 @@ impl MountConfig {
                 "readahead_chunks",
                 "fuse_threads",
                 "attr_ttl_ms",
+                "kernel_readahead_kb",
             ],
         )?;
 
@@ -229,6 +233,8 @@ impl MountConfig {
         let readahead_chunks = opt_u64(io, "io.readahead_chunks", 0, 256)?.unwrap_or(4) as usize;
         let fuse_threads = opt_u64(io, "io.fuse_threads", 1, 64)?.unwrap_or(4) as usize;
         let attr_ttl_ms = opt_u64(io, "io.attr_ttl_ms", 0, 3_600_000)?.unwrap_or(1000);
+        let kernel_readahead_kb =
+            opt_u64(io, "io.kernel_readahead_kb", 0, 1 << 20)?.unwrap_or(8192);
         let chunk_floor = if chunking == Chunking::None {
             0
         } else {
@@ -257,6 +263,7 @@ impl MountConfig {
                 readahead_chunks,
                 fuse_threads,
                 attr_ttl_ms,
+                kernel_readahead_kb,
             },
         })
     }

@@ -48,6 +48,9 @@ enum Cmd {
     },
     /// Validate a mount config and print the effective settings.
     CheckConfig { config: PathBuf },
+    /// Save and load a model through every strategy (plain disk and each
+    /// mount config) and report save time, load time, size and files.
+    Bench(ckptfs::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -112,6 +115,13 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("ckptfs: {e}");
                 ExitCode::from(2)
+            }
+        },
+        Cmd::Bench(args) => match ckptfs::bench::run(args) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("ckptfs bench: {e:#}");
+                ExitCode::from(1)
             }
         },
     }

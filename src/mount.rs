@@ -106,8 +106,23 @@ fn umount(path: &Path, flags: i32) -> std::io::Result<()> {
 
 fn is_fuse_mount(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC)
+        .map(|s| s.filesystem_type().0 == FUSE_SUPER_MAGIC)
         .unwrap_or(false)
+}
+
+/// Raises the kernel's read-ahead for this mount: the FUSE default of
+/// 128 KiB turns a sequential read into thousands of small requests.
+fn set_kernel_readahead(mountpoint: &Path, kb: u64) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    if let Err(e) = fs::write(&path, kb.to_string()) {
+        tracing::debug!("cannot set {path}: {e}");
+    }
 }
 
 enum Event {
@@ -206,6 +221,7 @@ pub fn run(args: MountArgs) -> Result<i32> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    set_kernel_readahead(&mountpoint, config.io.kernel_readahead_kb);
     tracing::info!(config = %config.name, "mounted {} on {}", backing.display(), mountpoint.display());
     println!("ready");
     let _ = std::io::stdout().flush();

@@ -16,6 +16,9 @@ use proptest::test_runner::{Config, TestRunner};
 
 const NAMES: usize = 4;
 
+/// Final contents of each case's files, by case directory.
+type Finals = Vec<(PathBuf, BTreeMap<usize, Vec<u8>>)>;
+
 #[derive(Debug, Clone)]
 enum Op {
     Write {
@@ -187,7 +190,7 @@ fn read_all(p: &Path) -> Vec<u8> {
 
 fn run_layout(name: &str, config: PathBuf, cases: u32) {
     let mut mount = Mount::new(Some(config));
-    let finals: std::cell::RefCell<Vec<(PathBuf, BTreeMap<usize, Vec<u8>>)>> = Default::default();
+    let finals: std::cell::RefCell<Finals> = Default::default();
     let mut runner = TestRunner::new(Config {
         cases,
         max_shrink_iters: 200,

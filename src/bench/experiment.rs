@@ -1,0 +1,71 @@
+//! An experiment file: every choice of a study in one TOML file, so the
+//! study can be run again as it was. Command-line flags override it.
+//!
+//! ```toml
+//! preset = "openllama-3b"      # or: model = "path/to/model.safetensors"
+//! layers = 2
+//! dtype = "f32"                # f16 | bf16 | f32
+//! strategies = ["plain", "passthrough", "chunked"]   # absent: all
+//! runs = 3
+//! save_tool = "builtin"        # torch | safetensors-py | "cmd:TEMPLATE {src} {dst}"
+//! out = "bench-results/openllama-3b-2layers"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// A model preset (`openllama-3b`, `tiny`).
+    pub preset: Option<String>,
+    /// A checkpoint file or folder, instead of a preset.
+    pub model: Option<PathBuf>,
+    /// Keep only the first N decoder layers of a preset.
+    pub layers: Option<usize>,
+    /// f16, bf16 or f32.
+    pub dtype: Option<String>,
+    /// Draw f32 preset values as f16 and widen them, as the seeds did.
+    pub f16_values: Option<bool>,
+    /// Seed of the preset values.
+    pub seed: Option<u64>,
+    pub strategies: Option<Vec<String>>,
+    pub runs: Option<usize>,
+    pub save_tool: Option<String>,
+    pub out: Option<PathBuf>,
+    /// Folder of mount configs.
+    pub configs: Option<PathBuf>,
+    /// Folder under which each run's backing dir and mountpoint are made.
+    pub work_dir: Option<PathBuf>,
+}
+
+impl Experiment {
+    pub fn load(path: &Path) -> Result<(Experiment, String)> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read experiment {}", path.display()))?;
+        let e = toml::from_str(&text)
+            .with_context(|| format!("experiment {}", path.display()))?;
+        Ok((e, text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/openllama-3b-2layers.toml");
+        let (e, _) = Experiment::load(&p).expect("example experiment");
+        assert_eq!(e.preset.as_deref(), Some("openllama-3b"));
+        assert_eq!(e.layers, Some(2));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let e = toml::from_str::<Experiment>("preset = \"tiny\"\nrunz = 3\n").unwrap_err();
+        assert!(e.to_string().contains("runz"), "{e}");
+    }
+}

@@ -1,0 +1,320 @@
+//! `ckptfs bench`: saves a model through every storage strategy and loads it
+//! back, measuring each step.
+//!
+//! For each strategy (`plain`, no FUSE, as the reference; then every mount
+//! config in `mount-configs/`) and each run: a fresh backing dir, `ckptfs
+//! mount` started as its own process, the model saved through the mount,
+//! fsync, `ckptfs umount` (commit), the page cache dropped, a fresh mount, the
+//! model loaded onto the device (candle-core; the GPU with the `cuda` feature
+//! and a GPU, else the CPU), and verified against the source: bit-exact for
+//! lossless layouts, within the stored dtype's rounding for lossy ones.
+//! Results go to `results.json`, `results.md` and `results.png`.
+//!
+//! The model is a preset whose values come from our own seeded normal(0,
+//! 0.02) (`openllama-3b`, the exact OpenLLaMA-3B state dict, or `tiny`), or a
+//! checkpoint given by path. Preset weights are f32 by default, drawn at full
+//! f32 precision; the seed documents drew f16 and widened it, which
+//! `--f16-values` reproduces.
+
+pub mod clock;
+pub mod disk;
+pub mod experiment;
+pub mod machine;
+pub mod model;
+pub mod mount_process;
+pub mod plot;
+pub mod preset;
+pub mod profile_summary;
+pub mod progress;
+pub mod report;
+pub mod results;
+pub mod rng;
+pub mod runner;
+pub mod save_tool;
+pub mod settings;
+pub mod stats;
+pub mod strategy;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use self::machine::MachineInfo;
+use self::model::Model;
+use self::mount_process::MountUnavailable;
+use self::preset::Preset;
+use self::progress::Progress;
+use self::results::{BenchResults, ModelInfo, RunFailure, Status, StrategyResult};
+use self::runner::{RunContext, RunResult};
+use self::settings::{ModelChoice, Settings};
+pub use self::settings::BenchArgs;
+
+/// Runs the benchmark; the exit status is 1 when a strategy failed (a run
+/// errored or did not verify), 0 otherwise.
+pub fn run(args: BenchArgs) -> Result<u8> {
+    let started = clock::iso_utc_now();
+    let settings = Settings::resolve(&args)?;
+    let strategies = strategy::select(strategy::discover(&settings.configs)?, &settings.strategies)?;
+    let scripts = save_tool::scripts_dir();
+    settings.save_tool.check(&scripts)?;
+    let exe = std::env::current_exe().context("locate the ckptfs binary")?;
+
+    let (device, device_name, device_note) = machine::select_device();
+    if let Some(note) = &device_note {
+        eprintln!("ckptfs bench: {note}");
+    }
+    check_memory(&settings)?;
+    eprintln!("ckptfs bench: preparing the model ...");
+    let t = Instant::now();
+    let model = match &settings.model {
+        ModelChoice::Preset {
+            preset,
+            layers,
+            dtype,
+            f16_values,
+            seed,
+        } => {
+            let p = Preset::by_name(preset)?.with_layers(*layers)?;
+            Model::from_preset(&p, *dtype, *seed, *f16_values, &device)?
+        }
+        ModelChoice::Path { path, cast } => Model::from_path(path, *cast, &device)?,
+    };
+    eprintln!(
+        "ckptfs bench: {}: {} tensors, {} parameters, {:.3} GB, ready in {:.1} s",
+        model.source,
+        model.cpu.len(),
+        model.parameters(),
+        model.bytes() as f64 / 1e9,
+        t.elapsed().as_secs_f64()
+    );
+
+    let work = settings
+        .work_dir
+        .join(format!("ckptfs-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
+    let outcome = run_all(&settings, &strategies, &model, &device, &exe, &scripts, &work);
+    let cleanup = disk::remove_dir(&work);
+    let mut done = outcome?;
+    cleanup?;
+
+    let baseline = results::summarise(&mut done.strategies);
+    let machine = MachineInfo::collect(&device_name, device_note, &settings.work_dir);
+    let page_cache = match &done.cache_note {
+        None => "dropped before every load (cold loads)".to_string(),
+        Some(why) => format!("NOT dropped ({why}): loads may be warm"),
+    };
+    let results = BenchResults {
+        started_utc: started,
+        finished_utc: clock::iso_utc_now(),
+        command: std::env::args().collect(),
+        experiment_toml: settings.experiment_text.clone(),
+        model: ModelInfo {
+            source: model.source.clone(),
+            tensors: model.cpu.len(),
+            parameters: model.parameters(),
+            bytes: model.bytes(),
+            dtypes: model.dtypes(),
+        },
+        machine,
+        save_tool: settings.save_tool.name(),
+        baseline,
+        page_cache,
+        strategies: done.strategies,
+        settings: settings.clone(),
+    };
+    write_outputs(&results, &settings.out)?;
+    let failed = results
+        .strategies
+        .iter()
+        .any(|s| s.status == Status::Failed);
+    Ok(u8::from(failed))
+}
+
+/// What the runs produced.
+struct Done {
+    strategies: Vec<StrategyResult>,
+    /// Why the page cache could not be dropped, if it could not.
+    cache_note: Option<String>,
+}
+
+fn run_all(
+    settings: &Settings,
+    strategies: &[strategy::Strategy],
+    model: &Model,
+    device: &candle_core::Device,
+    exe: &Path,
+    scripts: &Path,
+    work: &Path,
+) -> Result<Done> {
+    let source_file = if settings.save_tool.needs_source_file() {
+        let p = work.join("source.safetensors");
+        candle_core::safetensors::save(&model.on_device, &p)
+            .with_context(|| format!("write the source file {}", p.display()))?;
+        Some(p)
+    } else {
+        None
+    };
+    let ctx = RunContext {
+        exe,
+        model,
+        device,
+        save_tool: &settings.save_tool,
+        source_file: source_file.as_deref(),
+        scripts,
+    };
+    warm_up(&ctx, work)?;
+    let runs = settings.runs;
+    let mut out: Vec<StrategyResult> = strategies.iter().map(StrategyResult::new).collect();
+    let progress = Progress::new((runs * strategies.len()) as u64);
+    let mut cache_note = None;
+    // Round-robin over strategies, so slow drift of the machine spreads
+    // evenly instead of landing on one strategy.
+    for run in 1..=runs {
+        for (strategy, result) in strategies.iter().zip(out.iter_mut()) {
+            if result.is_unavailable() {
+                continue;
+            }
+            let name = &strategy.name;
+            let run_dir: PathBuf = work.join(format!("{name}-run{run}"));
+            let phase = |p: &str| progress.step(&format!("{name} run {run}/{runs}: {p}"));
+            match runner::run_once(&ctx, strategy, run, &run_dir, &phase) {
+                Ok(r) => {
+                    progress.line(&run_line(name, runs, &r));
+                    if let Some(note) = &r.page_cache_note {
+                        cache_note.get_or_insert_with(|| note.clone());
+                    }
+                    result.runs.push(r);
+                    progress.advance(1);
+                }
+                Err(e) if is_unavailable(&e) && result.runs.is_empty() && result.failures.is_empty() => {
+                    let why = format!("{e:#}");
+                    progress.line(&format!("{name}: unavailable: {why}"));
+                    result.status = Status::Unavailable;
+                    result.reason = Some(why);
+                    progress.advance((runs - run + 1) as u64);
+                }
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    progress.line(&format!("!!! {name} run {run}/{runs} FAILED: {why}"));
+                    result.failures.push(RunFailure { run, error: why });
+                    progress.advance(1);
+                }
+            }
+        }
+    }
+    progress.finish();
+    Ok(Done {
+        strategies: out,
+        cache_note,
+    })
+}
+
+/// One untimed save and load on plain disk before the runs: the first write
+/// after the model is built runs up to 3x slower (fresh page-cache memory),
+/// which would otherwise land on whichever strategy runs first.
+fn warm_up(ctx: &RunContext, work: &Path) -> Result<()> {
+    let dir = work.join("warm-up");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let file = dir.join(ctx.save_tool.file_name());
+    ctx.save_tool
+        .save(ctx.model, ctx.source_file, &file, ctx.scripts)
+        .context("warm-up save on plain disk")?;
+    disk::fsync_file_and_dir(&file)?;
+    model::read_checkpoint(&file, ctx.device).context("warm-up load")?;
+    disk::remove_dir(&dir)
+}
+
+fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<MountUnavailable>().is_some()
+}
+
+fn run_line(name: &str, runs: usize, r: &RunResult) -> String {
+    let verdict = match (&r.verification.failure, r.verification.exact) {
+        (Some(why), _) => format!("!!! VERIFICATION FAILED: {why}"),
+        (None, true) => "verified (exact)".to_string(),
+        (None, false) => format!(
+            "verified (max abs error {:.3e})",
+            r.verification.max_abs_error
+        ),
+    };
+    format!(
+        "{name} run {}/{runs}: save {:.3} s, load {:.3} s, backing {:.1} MB in {} files, {verdict}",
+        r.run,
+        r.save_s,
+        r.load_s,
+        r.backing.bytes as f64 / 1e6,
+        r.backing.files
+    )
+}
+
+/// Refuses a model that cannot be held three times over (source, the file
+/// read into memory, the loaded tensors) before spending time on it.
+fn check_memory(settings: &Settings) -> Result<()> {
+    let ModelChoice::Preset {
+        preset,
+        layers,
+        dtype,
+        ..
+    } = &settings.model
+    else {
+        return Ok(());
+    };
+    let p = Preset::by_name(preset)?.with_layers(*layers)?;
+    let elem = dtype.dtype().size_in_bytes() as u64;
+    let largest = p.tensors().iter().map(|t| t.elements()).max().unwrap_or(0) as u64;
+    let need = 3 * p.parameters() as u64 * elem + largest * (16 + 2 * elem);
+    if let Some(avail) = machine::memory_available() {
+        if need > avail {
+            bail!(
+                "preset {preset} with {layers} layers in {dtype:?} needs about {:.1} GB of memory (model, file buffer, loaded copy), but {:.1} GB is available; use --dtype f16 or fewer --layers",
+                need as f64 / 1e9,
+                avail as f64 / 1e9
+            );
+        }
+    }
+    Ok(())
+}
+
+/// results.json, results.md, results.png, then the summary on stdout.
+fn write_outputs(r: &BenchResults, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    let json = serde_json::to_vec_pretty(r).context("serialise results")?;
+    let json_path = out.join("results.json");
+    std::fs::write(&json_path, json).with_context(|| format!("write {}", json_path.display()))?;
+    let png_path = out.join("results.png");
+    let plotted = plot::draw(r, &png_path);
+    let md_path = out.join("results.md");
+    let figure = plotted.is_ok().then_some("results.png");
+    std::fs::write(&md_path, report::markdown(r, figure))
+        .with_context(|| format!("write {}", md_path.display()))?;
+
+    println!();
+    println!("ckptfs bench: {}", r.model.source);
+    println!(
+        "  {} tensors, {} parameters, {:.3} GB; device {}; save tool {}; {} runs per strategy",
+        r.model.tensors,
+        r.model.parameters,
+        r.model.bytes as f64 / 1e9,
+        r.machine.device,
+        r.save_tool,
+        r.settings.runs
+    );
+    println!("  page cache: {}", r.page_cache);
+    for line in report::highlights(r) {
+        println!("  {line}");
+    }
+    println!();
+    print!("{}", report::table(r));
+    println!();
+    println!("results: {}", json_path.display());
+    println!("         {}", md_path.display());
+    match plotted {
+        Ok(()) => {
+            println!("         {}", png_path.display());
+            Ok(())
+        }
+        Err(e) => Err(e.context("draw the figure (results.json and results.md are written)")),
+    }
+}

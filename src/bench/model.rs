@@ -1,0 +1,285 @@
+//! The model the benchmark saves and loads: a seeded preset or a checkpoint
+//! given by path, held as candle tensors.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use half::{bf16, f16};
+use serde::{Deserialize, Serialize};
+
+use super::preset::Preset;
+use super::rng;
+
+/// Standard deviation of preset weights, as in the seed documents.
+pub const INIT_STD: f32 = 0.02;
+
+/// Element type of preset weights (and the cast applied to a `--model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelDtype {
+    F16,
+    Bf16,
+    F32,
+}
+
+impl ModelDtype {
+    pub fn dtype(self) -> DType {
+        match self {
+            ModelDtype::F16 => DType::F16,
+            ModelDtype::Bf16 => DType::BF16,
+            ModelDtype::F32 => DType::F32,
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f16" | "float16" => Ok(ModelDtype::F16),
+            "bf16" | "bfloat16" => Ok(ModelDtype::Bf16),
+            "f32" | "float32" => Ok(ModelDtype::F32),
+            other => bail!("dtype `{other}` is not allowed; allowed values: f16, bf16, f32"),
+        }
+    }
+}
+
+/// A loaded model: tensors sorted by name, on the CPU (the reference for
+/// verification) and on the bench device (what is saved).
+pub struct Model {
+    /// Where the tensors came from, in words.
+    pub source: String,
+    pub cpu: Vec<(String, Tensor)>,
+    pub on_device: HashMap<String, Tensor>,
+}
+
+impl Model {
+    /// Draws a preset's tensors from the seeded normal(0, 0.02).
+    ///
+    /// With `f16_values` and an f32 dtype the values are drawn as f16 and
+    /// widened, as the seed documents did: this reproduces their compression
+    /// ratios (13 low mantissa bits are zero) but makes float16 storage exact.
+    pub fn from_preset(
+        preset: &Preset,
+        dtype: ModelDtype,
+        seed: u64,
+        f16_values: bool,
+        device: &Device,
+    ) -> Result<Model> {
+        let mut cpu = Vec::new();
+        for spec in preset.tensors() {
+            let n = spec.elements();
+            let t = match dtype {
+                ModelDtype::F32 if f16_values => Tensor::from_vec(
+                    rng::normal_tensor(seed, &spec.name, n, INIT_STD, |v| {
+                        f16::from_f32(v).to_f32()
+                    }),
+                    spec.shape.clone(),
+                    &Device::Cpu,
+                ),
+                ModelDtype::F32 => Tensor::from_vec(
+                    rng::normal_tensor(seed, &spec.name, n, INIT_STD, |v| v),
+                    spec.shape.clone(),
+                    &Device::Cpu,
+                ),
+                ModelDtype::F16 => Tensor::from_vec(
+                    rng::normal_tensor(seed, &spec.name, n, INIT_STD, f16::from_f32),
+                    spec.shape.clone(),
+                    &Device::Cpu,
+                ),
+                ModelDtype::Bf16 => Tensor::from_vec(
+                    rng::normal_tensor(seed, &spec.name, n, INIT_STD, bf16::from_f32),
+                    spec.shape.clone(),
+                    &Device::Cpu,
+                ),
+            }
+            .with_context(|| format!("build tensor {}", spec.name))?;
+            cpu.push((spec.name, t));
+        }
+        let values = if f16_values && dtype == ModelDtype::F32 {
+            ", drawn as f16 and widened"
+        } else {
+            ""
+        };
+        let source = format!(
+            "preset {} ({} layers), {:?}, normal(0, {INIT_STD}) seed {seed}{values}",
+            preset.name, preset.layers, dtype
+        );
+        Model::new(source, cpu, device)
+    }
+
+    /// Reads a checkpoint: a safetensors file, a folder of safetensors shards
+    /// (with or without `model.safetensors.index.json`), or a PyTorch
+    /// `.bin/.pt/.pth`. `cast` converts floating-point tensors.
+    pub fn from_path(path: &Path, cast: Option<ModelDtype>, device: &Device) -> Result<Model> {
+        let files = checkpoint_files(path)?;
+        let mut cpu: Vec<(String, Tensor)> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for file in &files {
+            for (name, t) in read_checkpoint(file, &Device::Cpu)? {
+                if !seen.insert(name.clone()) {
+                    bail!("tensor {name} appears twice in {}", path.display());
+                }
+                let t = match cast {
+                    Some(d) if t.dtype().is_float() => t
+                        .to_dtype(d.dtype())
+                        .with_context(|| format!("cast {name} to {d:?}"))?,
+                    _ => t,
+                };
+                cpu.push((name, t));
+            }
+        }
+        if cpu.is_empty() {
+            bail!("{} holds no tensors", path.display());
+        }
+        let mut source = format!("{} ({} file(s))", path.display(), files.len());
+        if let Some(d) = cast {
+            source.push_str(&format!(", cast to {d:?}"));
+        }
+        Model::new(source, cpu, device)
+    }
+
+    fn new(source: String, mut cpu: Vec<(String, Tensor)>, device: &Device) -> Result<Model> {
+        cpu.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut on_device = HashMap::with_capacity(cpu.len());
+        for (name, t) in &cpu {
+            let d = t
+                .to_device(device)
+                .with_context(|| format!("copy {name} to {device:?}"))?;
+            on_device.insert(name.clone(), d);
+        }
+        Ok(Model {
+            source,
+            cpu,
+            on_device,
+        })
+    }
+
+    pub fn parameters(&self) -> usize {
+        self.cpu.iter().map(|(_, t)| t.elem_count()).sum()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.cpu
+            .iter()
+            .map(|(_, t)| t.elem_count() * t.dtype().size_in_bytes())
+            .sum()
+    }
+
+    /// The dtypes present, e.g. "F32" or "F32, I64".
+    pub fn dtypes(&self) -> String {
+        let set: BTreeSet<String> = self
+            .cpu
+            .iter()
+            .map(|(_, t)| format!("{:?}", t.dtype()))
+            .collect();
+        set.into_iter().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The checkpoint files behind `path`.
+fn checkpoint_files(path: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("model {}", path.display()))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let index = path.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index)
+            .with_context(|| format!("read {}", index.display()))?;
+        let doc: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("parse {}", index.display()))?;
+        let map = doc
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| anyhow!("{} has no `weight_map` object", index.display()))?;
+        let mut shards = BTreeSet::new();
+        for (name, file) in map {
+            let file = file
+                .as_str()
+                .ok_or_else(|| anyhow!("{}: shard of {name} is not a string", index.display()))?;
+            if file.contains('/') || file.contains("..") {
+                bail!("{}: shard name {file:?} leaves the folder", index.display());
+            }
+            shards.insert(file.to_string());
+        }
+        return Ok(shards.into_iter().map(|f| path.join(f)).collect());
+    }
+    let mut files: Vec<_> = std::fs::read_dir(path)
+        .with_context(|| format!("list {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        for name in ["pytorch_model.bin", "model.pt", "model.pth"] {
+            if path.join(name).is_file() {
+                files.push(path.join(name));
+                break;
+            }
+        }
+    }
+    if files.is_empty() {
+        bail!(
+            "{} holds no model.safetensors.index.json, *.safetensors or pytorch_model.bin",
+            path.display()
+        );
+    }
+    Ok(files)
+}
+
+/// Reads every tensor of one checkpoint file onto `device`: safetensors, or a
+/// PyTorch zip (told apart by content, not by name).
+pub fn read_checkpoint(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)>> {
+    let mut magic = [0u8; 4];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut magic))
+        .with_context(|| format!("open {}", path.display()))?;
+    if n == 4 && &magic == b"PK\x03\x04" {
+        let mut tensors = candle_core::pickle::read_all(path)
+            .with_context(|| format!("read PyTorch checkpoint {}", path.display()))?;
+        if tensors.is_empty() {
+            tensors = candle_core::pickle::read_all_with_key(path, Some("state_dict"))
+                .with_context(|| format!("read PyTorch checkpoint {}", path.display()))?;
+        }
+        if device.is_cpu() {
+            return Ok(tensors);
+        }
+        return tensors
+            .into_iter()
+            .map(|(name, t)| Ok((name, t.to_device(device)?)))
+            .collect();
+    }
+    let map = candle_core::safetensors::load(path, device)
+        .with_context(|| format!("read safetensors {}", path.display()))?;
+    Ok(map.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::preset::TINY;
+
+    #[test]
+    fn tiny_preset_builds_every_dtype_deterministically() {
+        for dtype in [ModelDtype::F16, ModelDtype::Bf16, ModelDtype::F32] {
+            let a = Model::from_preset(&TINY, dtype, 3, false, &Device::Cpu).expect("model");
+            let b = Model::from_preset(&TINY, dtype, 3, false, &Device::Cpu).expect("model");
+            assert_eq!(a.cpu.len(), TINY.tensors().len());
+            assert_eq!(a.parameters(), TINY.parameters());
+            assert_eq!(a.bytes(), TINY.parameters() * dtype.dtype().size_in_bytes());
+            let (name, ta) = &a.cpu[0];
+            let tb = &b.cpu[0].1;
+            let va = ta.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1::<f32>()).expect("a");
+            let vb = tb.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1::<f32>()).expect("b");
+            assert_eq!(va, vb, "{name}");
+        }
+    }
+
+    #[test]
+    fn f16_values_widened_to_f32_are_exact_in_f16() {
+        let m = Model::from_preset(&TINY, ModelDtype::F32, 1, true, &Device::Cpu).expect("model");
+        let v = m.cpu[0].1.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("values");
+        assert!(v.iter().all(|x| f16::from_f32(*x).to_f32() == *x));
+    }
+}

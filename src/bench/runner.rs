@@ -1,0 +1,294 @@
+//! One run of one strategy: save the model through a fresh mount (or onto
+//! plain disk), make it durable, drop the page cache, load it back cold onto
+//! the device, verify it, and measure every step.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use candle_core::Device;
+use serde::Serialize;
+
+use super::disk::{self, Footprint};
+use super::model::{self, Model};
+use super::mount_process::{MountProcess, MountSpec};
+use super::profile_summary::{self, ProfileSummary};
+use super::save_tool::SaveTool;
+use super::strategy::Strategy;
+use super::verify::{self, Verification};
+
+/// What every run shares.
+pub struct RunContext<'a> {
+    /// The ckptfs binary that mounts.
+    pub exe: &'a Path,
+    pub model: &'a Model,
+    pub device: &'a Device,
+    pub save_tool: &'a SaveTool,
+    /// The plain safetensors copy external save tools read.
+    pub source_file: Option<&'a Path>,
+    pub scripts: &'a Path,
+}
+
+/// Where the save time went. `save_s` is their sum: the time from nothing
+/// to a durable, committed checkpoint.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SavePhases {
+    /// Starting the mount (0 for plain).
+    pub mount_s: f64,
+    /// The save tool writing the checkpoint.
+    pub write_s: f64,
+    /// fsync of the file and its folder.
+    pub fsync_s: f64,
+    /// `ckptfs umount`: commit and daemon exit (0 for plain).
+    pub unmount_s: f64,
+}
+
+/// Where the load time went. `load_s` is their sum: from a cold start to
+/// tensors on the device.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LoadPhases {
+    /// Mounting the backing dir again (0 for plain).
+    pub mount_s: f64,
+    /// Reading the checkpoint onto the device.
+    pub read_s: f64,
+}
+
+/// Every figure of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub run: usize,
+    pub save_s: f64,
+    pub load_s: f64,
+    pub save_phases: SavePhases,
+    pub load_phases: LoadPhases,
+    /// The checkpoint file's size as the save tool wrote it.
+    pub checkpoint_bytes: u64,
+    /// The backing dir without `.ckptfs/`.
+    pub backing: Footprint,
+    /// Peak RSS (VmHWM) of the save mount's daemon, just before unmount.
+    pub daemon_peak_rss_save_bytes: Option<u64>,
+    /// Peak RSS of the load mount's daemon.
+    pub daemon_peak_rss_load_bytes: Option<u64>,
+    /// Whether the page cache was dropped before the load (a cold load).
+    pub page_cache_dropped: bool,
+    pub page_cache_note: Option<String>,
+    pub verification: Verification,
+    pub profile_save: Option<ProfileSummary>,
+    pub profile_load: Option<ProfileSummary>,
+    pub profile_note: Option<String>,
+}
+
+impl RunResult {
+    pub fn daemon_peak_rss_bytes(&self) -> Option<u64> {
+        match (self.daemon_peak_rss_save_bytes, self.daemon_peak_rss_load_bytes) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Runs `strategy` once in `run_dir` (made fresh, removed afterwards).
+/// `phase` is told what is happening, for progress display.
+pub fn run_once(
+    ctx: &RunContext,
+    strategy: &Strategy,
+    run: usize,
+    run_dir: &Path,
+    phase: &dyn Fn(&str),
+) -> Result<RunResult> {
+    disk::remove_dir(run_dir)?;
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("create run folder {}", run_dir.display()))?;
+    // Earlier runs' writeback must not land in this run's timings.
+    disk::sync_all();
+    let result = match &strategy.config {
+        None => run_plain(ctx, strategy, run, run_dir, phase),
+        Some(cfg) => run_mounted(ctx, strategy, &cfg.path, run, run_dir, phase),
+    };
+    let cleanup = disk::remove_dir(run_dir);
+    let result = result?;
+    cleanup?;
+    Ok(result)
+}
+
+fn run_plain(
+    ctx: &RunContext,
+    strategy: &Strategy,
+    run: usize,
+    run_dir: &Path,
+    phase: &dyn Fn(&str),
+) -> Result<RunResult> {
+    let backing = run_dir.join("backing");
+    std::fs::create_dir_all(&backing)
+        .with_context(|| format!("create {}", backing.display()))?;
+    let file = backing.join(ctx.save_tool.file_name());
+
+    phase("saving");
+    let t0 = Instant::now();
+    ctx.save_tool
+        .save(ctx.model, ctx.source_file, &file, ctx.scripts)?;
+    let write_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    disk::fsync_file_and_dir(&file)?;
+    let fsync_s = t1.elapsed().as_secs_f64();
+    let checkpoint_bytes = file_len(&file)?;
+    let backing_fp = disk::footprint(&backing)?;
+
+    let dropped = disk::drop_page_cache();
+    phase("loading");
+    let t2 = Instant::now();
+    let loaded = load(&file, ctx.device)?;
+    let read_s = t2.elapsed().as_secs_f64();
+
+    phase("verifying");
+    let verification = verify::verify(&ctx.model.cpu, loaded, strategy.narrowing())?;
+    let save_phases = SavePhases {
+        write_s,
+        fsync_s,
+        ..Default::default()
+    };
+    Ok(RunResult {
+        run,
+        save_s: write_s + fsync_s,
+        load_s: read_s,
+        save_phases,
+        load_phases: LoadPhases {
+            mount_s: 0.0,
+            read_s,
+        },
+        checkpoint_bytes,
+        backing: backing_fp,
+        daemon_peak_rss_save_bytes: None,
+        daemon_peak_rss_load_bytes: None,
+        page_cache_dropped: dropped.is_ok(),
+        page_cache_note: dropped.err(),
+        verification,
+        profile_save: None,
+        profile_load: None,
+        profile_note: None,
+    })
+}
+
+fn run_mounted(
+    ctx: &RunContext,
+    strategy: &Strategy,
+    config: &Path,
+    run: usize,
+    run_dir: &Path,
+    phase: &dyn Fn(&str),
+) -> Result<RunResult> {
+    let backing = run_dir.join("backing");
+    let mnt = run_dir.join("mnt");
+    let path = |name: &str| -> PathBuf { run_dir.join(name) };
+    let spec = |profile: &'static str, log: &'static str| (path(profile), path(log));
+    let (save_profile, save_log) = spec("profile-save.json", "mount-save.log");
+    let (load_profile, load_log) = spec("profile-load.json", "mount-load.log");
+    let file = mnt.join(ctx.save_tool.file_name());
+
+    phase("mounting");
+    let t0 = Instant::now();
+    let mount = MountProcess::start(&MountSpec {
+        exe: ctx.exe,
+        config,
+        backing: &backing,
+        mountpoint: &mnt,
+        profile_out: &save_profile,
+        log: &save_log,
+    })?;
+    let mount_s = t0.elapsed().as_secs_f64();
+
+    phase("saving");
+    let t1 = Instant::now();
+    ctx.save_tool
+        .save(ctx.model, ctx.source_file, &file, ctx.scripts)
+        .with_context(|| format!("save through the {} mount", strategy.name))?;
+    let write_s = t1.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    disk::fsync_file_and_dir(&file)?;
+    let fsync_s = t2.elapsed().as_secs_f64();
+    let checkpoint_bytes = file_len(&file)?;
+    let rss_save = mount.peak_rss();
+
+    phase("committing");
+    let t3 = Instant::now();
+    mount.unmount().context("unmount after the save")?;
+    let unmount_s = t3.elapsed().as_secs_f64();
+    let backing_fp = disk::footprint(&backing)?;
+
+    let dropped = disk::drop_page_cache();
+    phase("remounting");
+    let t4 = Instant::now();
+    let mount = MountProcess::start(&MountSpec {
+        exe: ctx.exe,
+        config,
+        backing: &backing,
+        mountpoint: &mnt,
+        profile_out: &load_profile,
+        log: &load_log,
+    })
+    // The first mount worked: a failing remount is a failure, not an
+    // unavailable strategy.
+    .map_err(|e| anyhow!("remount for the load: {e:#}"))?;
+    let remount_s = t4.elapsed().as_secs_f64();
+    phase("loading");
+    let t5 = Instant::now();
+    let loaded = load(&file, ctx.device)?;
+    let read_s = t5.elapsed().as_secs_f64();
+    let rss_load = mount.peak_rss();
+    mount.unmount().context("unmount after the load")?;
+
+    phase("verifying");
+    let verification = verify::verify(&ctx.model.cpu, loaded, strategy.narrowing())?;
+    let (profile_save, e1) = split(profile_summary::read(&save_profile));
+    let (profile_load, e2) = split(profile_summary::read(&load_profile));
+    let profile_note = match (e1, e2) {
+        (None, None) => None,
+        (a, b) => Some([a, b].into_iter().flatten().collect::<Vec<_>>().join("; ")),
+    };
+    let save_phases = SavePhases {
+        mount_s,
+        write_s,
+        fsync_s,
+        unmount_s,
+    };
+    Ok(RunResult {
+        run,
+        save_s: mount_s + write_s + fsync_s + unmount_s,
+        load_s: remount_s + read_s,
+        save_phases,
+        load_phases: LoadPhases {
+            mount_s: remount_s,
+            read_s,
+        },
+        checkpoint_bytes,
+        backing: backing_fp,
+        daemon_peak_rss_save_bytes: rss_save,
+        daemon_peak_rss_load_bytes: rss_load,
+        page_cache_dropped: dropped.is_ok(),
+        page_cache_note: dropped.err(),
+        verification,
+        profile_save,
+        profile_load,
+        profile_note,
+    })
+}
+
+/// Reads the checkpoint onto the device and waits until it is there.
+fn load(file: &Path, device: &Device) -> Result<Vec<(String, candle_core::Tensor)>> {
+    let tensors = model::read_checkpoint(file, device)?;
+    device.synchronize().context("synchronize the device")?;
+    Ok(tensors)
+}
+
+fn file_len(file: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(file)
+        .with_context(|| format!("stat {}", file.display()))?
+        .len())
+}
+
+fn split<T>(r: std::result::Result<T, String>) -> (Option<T>, Option<String>) {
+    match r {
+        Ok(v) => (Some(v), None),
+        Err(e) => (None, Some(e)),
+    }
+}

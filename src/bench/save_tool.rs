@@ -1,0 +1,179 @@
+//! How the model is written into the mount: candle's own safetensors writer,
+//! or an existing tool (torch.save, Python safetensors, any command).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use super::model::Model;
+
+/// A save tool, as `--save-tool` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveTool {
+    /// `candle_core::safetensors::save`, in this process.
+    Builtin,
+    /// `scripts/save_torch.py`: `torch.save` of the state dict.
+    Torch,
+    /// `scripts/save_safetensors.py`: `safetensors.torch.save_file`.
+    SafetensorsPy,
+    /// A shell command with `{src}` and `{dst}` in it.
+    Cmd(String),
+}
+
+impl SaveTool {
+    /// `builtin`, `torch`, `safetensors-py` or `cmd:TEMPLATE`.
+    pub fn parse(s: &str) -> Result<SaveTool> {
+        match s {
+            "builtin" | "candle" => Ok(SaveTool::Builtin),
+            "torch" => Ok(SaveTool::Torch),
+            "safetensors-py" => Ok(SaveTool::SafetensorsPy),
+            _ => match s.strip_prefix("cmd:") {
+                Some(t) if t.contains("{dst}") => Ok(SaveTool::Cmd(t.to_string())),
+                Some(_) => bail!("--save-tool cmd:TEMPLATE needs {{dst}} in TEMPLATE (and usually {{src}})"),
+                None => bail!(
+                    "--save-tool `{s}` is not allowed; allowed: builtin, torch, safetensors-py, cmd:\"TEMPLATE {{src}} {{dst}}\""
+                ),
+            },
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            SaveTool::Builtin => "builtin (candle safetensors)".into(),
+            SaveTool::Torch => "torch.save".into(),
+            SaveTool::SafetensorsPy => "safetensors.torch.save_file".into(),
+            SaveTool::Cmd(t) => format!("cmd: {t}"),
+        }
+    }
+
+    /// The checkpoint's name inside the mount.
+    pub fn file_name(&self) -> &'static str {
+        match self {
+            SaveTool::Torch => "model.pt",
+            _ => "model.safetensors",
+        }
+    }
+
+    /// External tools read the model from a plain safetensors file.
+    pub fn needs_source_file(&self) -> bool {
+        *self != SaveTool::Builtin
+    }
+
+    /// Fails early, with what to install, when the tool cannot run here.
+    pub fn check(&self, scripts: &Path) -> Result<()> {
+        let (script, modules) = match self {
+            SaveTool::Builtin | SaveTool::Cmd(_) => return Ok(()),
+            SaveTool::Torch => ("save_torch.py", "torch, safetensors"),
+            SaveTool::SafetensorsPy => ("save_safetensors.py", "torch, safetensors"),
+        };
+        let path = scripts.join(script);
+        if !path.is_file() {
+            bail!("save tool script {} is missing", path.display());
+        }
+        let python = python();
+        let probe = Command::new(&python)
+            .arg("-c")
+            .arg(format!("import {modules}"))
+            .stdin(Stdio::null())
+            .output();
+        match probe {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => bail!(
+                "save tool `{}` needs Python with {modules} (pip install torch safetensors): {}",
+                self.name(),
+                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("import failed")
+            ),
+            Err(e) => bail!(
+                "save tool `{}` needs {python} with {modules}: cannot run {python}: {e}",
+                self.name()
+            ),
+        }
+    }
+
+    /// Writes the model to `dst`; `src` is the plain safetensors copy that
+    /// external tools read.
+    pub fn save(&self, model: &Model, src: Option<&Path>, dst: &Path, scripts: &Path) -> Result<()> {
+        let src_path = || src.context("external save tools need the source safetensors file");
+        match self {
+            SaveTool::Builtin => candle_core::safetensors::save(&model.on_device, dst)
+                .with_context(|| format!("save {}", dst.display())),
+            SaveTool::Torch => run_tool(
+                Command::new(python())
+                    .arg(scripts.join("save_torch.py"))
+                    .arg(src_path()?)
+                    .arg(dst),
+                &self.name(),
+            ),
+            SaveTool::SafetensorsPy => run_tool(
+                Command::new(python())
+                    .arg(scripts.join("save_safetensors.py"))
+                    .arg(src_path()?)
+                    .arg(dst),
+                &self.name(),
+            ),
+            SaveTool::Cmd(template) => {
+                let line = template
+                    .replace("{src}", &shell_quote(src_path()?))
+                    .replace("{dst}", &shell_quote(dst));
+                run_tool(Command::new("sh").arg("-c").arg(&line), &line)
+            }
+        }
+    }
+}
+
+fn python() -> String {
+    std::env::var("CKPTFS_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run save tool {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "save tool {what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Single-quotes a path for `sh -c`.
+fn shell_quote(p: &Path) -> String {
+    format!("'{}'", p.to_string_lossy().replace('\'', "'\\''"))
+}
+
+/// Where `scripts/` is: next to the current folder's checkout, else next to
+/// the sources this binary was built from.
+pub fn scripts_dir() -> PathBuf {
+    let here = PathBuf::from("scripts");
+    if here.join("save_torch.py").is_file() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_tools_parse_and_bad_ones_are_refused() {
+        assert_eq!(SaveTool::parse("builtin").expect("builtin"), SaveTool::Builtin);
+        assert_eq!(SaveTool::parse("torch").expect("torch"), SaveTool::Torch);
+        assert_eq!(
+            SaveTool::parse("cmd:cp {src} {dst}").expect("cmd"),
+            SaveTool::Cmd("cp {src} {dst}".into())
+        );
+        assert!(SaveTool::parse("cmd:cp a b").is_err());
+        assert!(SaveTool::parse("pickle").is_err());
+    }
+
+    #[test]
+    fn shell_quoting_survives_quotes() {
+        assert_eq!(shell_quote(Path::new("/a b/it's")), "'/a b/it'\\''s'");
+    }
+}

@@ -1,0 +1,297 @@
+//! The benchmark's settings: command-line flags over an experiment file over
+//! the defaults.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use super::clock;
+use super::experiment::Experiment;
+use super::model::ModelDtype;
+use super::preset::Preset;
+use super::save_tool::SaveTool;
+
+/// The default workload. Chosen so that `ckptfs bench` with no flags ends in
+/// about ten minutes on a 2-core machine with every shipped strategy; the
+/// seeds' comparison is `--preset openllama-3b --layers 2 --dtype f32`.
+pub const DEFAULT_PRESET: &str = "openllama-3b";
+pub const DEFAULT_LAYERS: usize = 1;
+pub const DEFAULT_DTYPE: ModelDtype = ModelDtype::F16;
+pub const DEFAULT_RUNS: usize = 3;
+
+/// `ckptfs bench` flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BenchArgs {
+    /// Experiment file (TOML) with any of the settings below; flags override it.
+    #[arg(long, value_name = "FILE.toml")]
+    pub experiment: Option<PathBuf>,
+    /// Model preset: openllama-3b (exact OpenLLaMA-3B shapes) or tiny; a
+    /// named preset has all its layers, in f32, unless --layers/--dtype say
+    /// otherwise. With neither --preset nor --model: openllama-3b, 1 layer,
+    /// f16 (the default workload).
+    #[arg(long, conflicts_with = "model")]
+    pub preset: Option<String>,
+    /// A checkpoint instead of a preset: a .safetensors file, a folder of
+    /// shards (model.safetensors.index.json), or a PyTorch .bin/.pt.
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Keep only the first N decoder layers of the preset.
+    #[arg(long, value_name = "N")]
+    pub layers: Option<usize>,
+    /// Element type of preset weights (default f32 for a named preset); a
+    /// --model's floats are cast to it.
+    #[arg(long, value_enum)]
+    pub dtype: Option<ModelDtype>,
+    /// Draw f32 preset values as f16 and widen them, as the seed documents
+    /// did (their compression ratios; float16 storage becomes exact).
+    #[arg(long)]
+    pub f16_values: bool,
+    /// Seed of the preset values.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Strategies to run, comma-separated: plain and mount-config names
+    /// (default: all).
+    #[arg(long, value_delimiter = ',', value_name = "a,b,c")]
+    pub strategies: Option<Vec<String>>,
+    /// Runs per strategy.
+    #[arg(long, value_name = "N")]
+    pub runs: Option<usize>,
+    /// builtin (candle's safetensors writer), torch, safetensors-py, or
+    /// cmd:"TEMPLATE {src} {dst}".
+    #[arg(long, value_name = "TOOL")]
+    pub save_tool: Option<String>,
+    /// Results folder (default: bench-results/<UTC date and time>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Folder of mount configs (default: ./mount-configs, else the source tree's).
+    #[arg(long, value_name = "DIR")]
+    pub configs: Option<PathBuf>,
+    /// Folder for the runs' backing dirs and mountpoints; use a real disk,
+    /// not tmpfs (default: /var/tmp).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// Which model to benchmark.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ModelChoice {
+    Preset {
+        preset: String,
+        layers: usize,
+        dtype: ModelDtype,
+        f16_values: bool,
+        seed: u64,
+    },
+    Path {
+        path: PathBuf,
+        cast: Option<ModelDtype>,
+    },
+}
+
+/// Everything a benchmark run needs to know, resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub model: ModelChoice,
+    /// Empty: all.
+    pub strategies: Vec<String>,
+    pub runs: usize,
+    #[serde(serialize_with = "save_tool_name")]
+    pub save_tool: SaveTool,
+    pub out: PathBuf,
+    pub configs: PathBuf,
+    pub work_dir: PathBuf,
+    pub experiment_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub experiment_text: Option<String>,
+}
+
+fn save_tool_name<S: serde::Serializer>(t: &SaveTool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.name())
+}
+
+impl Settings {
+    pub fn resolve(args: &BenchArgs) -> Result<Settings> {
+        let (exp, text) = match &args.experiment {
+            Some(p) => {
+                let (e, t) = Experiment::load(p)?;
+                (e, Some(t))
+            }
+            None => (Experiment::default(), None),
+        };
+        if exp.preset.is_some() && exp.model.is_some() {
+            bail!("the experiment sets both `preset` and `model`; choose one");
+        }
+        let dtype = match (args.dtype, &exp.dtype) {
+            (Some(d), _) => Some(d),
+            (None, Some(s)) => Some(ModelDtype::parse(s)?),
+            (None, None) => None,
+        };
+        // A flag naming the model replaces the file's choice of model.
+        let (preset, model) = if args.preset.is_some() || args.model.is_some() {
+            (args.preset.clone(), args.model.clone())
+        } else {
+            (exp.preset.clone(), exp.model.clone())
+        };
+        let layers = args.layers.or(exp.layers);
+        let model = match (model, preset) {
+            (Some(path), _) => {
+                if layers.is_some() {
+                    bail!("--layers applies to a preset, not to --model");
+                }
+                ModelChoice::Path { path, cast: dtype }
+            }
+            (None, named) => {
+                // A named preset is whole and f32, as the seeds' workload;
+                // with none named, the default workload is small enough for
+                // the default run to finish in minutes.
+                let (name, default_layers, default_dtype) = match named {
+                    Some(name) => {
+                        let p = Preset::by_name(&name)?;
+                        (name, p.layers, ModelDtype::F32)
+                    }
+                    None => (DEFAULT_PRESET.to_string(), DEFAULT_LAYERS, DEFAULT_DTYPE),
+                };
+                let layers = layers.unwrap_or(default_layers);
+                Preset::by_name(&name)?.with_layers(layers)?;
+                ModelChoice::Preset {
+                    preset: name,
+                    layers,
+                    dtype: dtype.unwrap_or(default_dtype),
+                    f16_values: args.f16_values || exp.f16_values.unwrap_or(false),
+                    seed: args.seed.or(exp.seed).unwrap_or(0),
+                }
+            }
+        };
+        let runs = args.runs.or(exp.runs).unwrap_or(DEFAULT_RUNS);
+        if runs == 0 {
+            bail!("--runs must be at least 1");
+        }
+        let save_tool = SaveTool::parse(
+            args.save_tool
+                .as_deref()
+                .or(exp.save_tool.as_deref())
+                .unwrap_or("builtin"),
+        )?;
+        let strategies: Vec<String> = args
+            .strategies
+            .clone()
+            .or(exp.strategies)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty() && s != "all")
+            .collect();
+        let out = args
+            .out
+            .clone()
+            .or(exp.out)
+            .unwrap_or_else(|| Path::new("bench-results").join(clock::compact_utc_now()));
+        let configs = args
+            .configs
+            .clone()
+            .or(exp.configs)
+            .unwrap_or_else(default_configs_dir);
+        let work_dir = args
+            .work_dir
+            .clone()
+            .or(exp.work_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+        Ok(Settings {
+            model,
+            strategies,
+            runs,
+            save_tool,
+            out,
+            configs,
+            work_dir,
+            experiment_file: args.experiment.clone(),
+            experiment_text: text,
+        })
+    }
+}
+
+fn default_configs_dir() -> PathBuf {
+    let here = PathBuf::from("mount-configs");
+    if here.is_dir() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-configs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_flags_give_the_documented_default() {
+        let s = Settings::resolve(&BenchArgs::default()).expect("defaults");
+        assert_eq!(
+            s.model,
+            ModelChoice::Preset {
+                preset: DEFAULT_PRESET.into(),
+                layers: DEFAULT_LAYERS,
+                dtype: DEFAULT_DTYPE,
+                f16_values: false,
+                seed: 0
+            }
+        );
+        assert_eq!(s.runs, DEFAULT_RUNS);
+        assert!(s.strategies.is_empty());
+        assert_eq!(s.save_tool, SaveTool::Builtin);
+    }
+
+    #[test]
+    fn flags_override_the_experiment_file() {
+        let args = BenchArgs {
+            experiment: Some(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/openllama-3b-2layers.toml"),
+            ),
+            runs: Some(1),
+            preset: Some("tiny".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).expect("resolve");
+        assert_eq!(s.runs, 1);
+        match s.model {
+            ModelChoice::Preset {
+                preset,
+                layers,
+                dtype,
+                ..
+            } => {
+                assert_eq!(preset, "tiny");
+                assert_eq!(layers, 2); // from the file
+                assert_eq!(dtype, ModelDtype::F32);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.out, PathBuf::from("bench-results/openllama-3b-2layers"));
+    }
+
+    #[test]
+    fn a_named_preset_is_whole_and_f32() {
+        let args = BenchArgs {
+            preset: Some("tiny".into()),
+            ..Default::default()
+        };
+        match Settings::resolve(&args).expect("resolve").model {
+            ModelChoice::Preset { layers, dtype, .. } => {
+                assert_eq!(layers, 2);
+                assert_eq!(dtype, ModelDtype::F32);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn layers_beyond_the_preset_are_refused() {
+        let args = BenchArgs {
+            preset: Some("tiny".into()),
+            layers: Some(3),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(&args).is_err());
+    }
+}

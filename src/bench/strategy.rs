@@ -1,0 +1,171 @@
+//! Strategies: `plain` (the save and load on the backing disk, no FUSE) and
+//! one per mount config in `mount-configs/`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::verify::Narrowing;
+use crate::config::{MountConfig, StoredDtype};
+
+/// The reference strategy's name.
+pub const PLAIN: &str = "plain";
+
+/// The seeds' order; other configs follow alphabetically.
+const SEED_ORDER: [&str; 9] = [
+    PLAIN,
+    "passthrough",
+    "tensorstore-basic",
+    "t5x",
+    "ts-concurrency",
+    "ts-chunks",
+    "ts-compression",
+    "ts-float16",
+    "ts-ocdbt",
+];
+
+#[derive(Debug, Clone)]
+pub struct Strategy {
+    pub name: String,
+    /// None for `plain`.
+    pub config: Option<MountSetup>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MountSetup {
+    pub path: PathBuf,
+    /// The config file's text, kept in the results.
+    pub toml: String,
+    /// How its layout stores float tensors.
+    pub narrowing: Narrowing,
+}
+
+impl Strategy {
+    pub fn narrowing(&self) -> Narrowing {
+        self.config
+            .as_ref()
+            .map(|c| c.narrowing)
+            .unwrap_or(Narrowing::None)
+    }
+}
+
+/// Every strategy available: `plain` and each `*.toml` in `configs`.
+pub fn discover(configs: &Path) -> Result<Vec<Strategy>> {
+    let mut out = vec![Strategy {
+        name: PLAIN.into(),
+        config: None,
+    }];
+    let entries = std::fs::read_dir(configs)
+        .with_context(|| format!("list mount configs in {}", configs.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("list {}", configs.display()))?
+            .path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let Some(name) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let toml =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        let narrowing = narrowing_of(&toml, &name);
+        out.push(Strategy {
+            name,
+            config: Some(MountSetup {
+                path,
+                toml,
+                narrowing,
+            }),
+        });
+    }
+    out.sort_by_key(|s| {
+        let rank = SEED_ORDER
+            .iter()
+            .position(|n| *n == s.name)
+            .unwrap_or(SEED_ORDER.len());
+        (rank, s.name.clone())
+    });
+    Ok(out)
+}
+
+/// The stored dtype a config asks for. A config the mount refuses still has
+/// its `[layout] dtype` read, so its verification bound is known should a
+/// later build accept it.
+fn narrowing_of(toml_text: &str, name: &str) -> Narrowing {
+    let dtype = match MountConfig::parse(toml_text, name) {
+        Ok(c) => c.layout.dtype,
+        Err(_) => {
+            let raw = toml_text.parse::<toml::Table>().ok();
+            match raw
+                .as_ref()
+                .and_then(|t| t.get("layout"))
+                .and_then(|l| l.get("dtype"))
+                .and_then(|d| d.as_str())
+            {
+                Some("float16") => StoredDtype::Float16,
+                Some("bfloat16") => StoredDtype::Bfloat16,
+                _ => StoredDtype::Keep,
+            }
+        }
+    };
+    match dtype {
+        StoredDtype::Keep => Narrowing::None,
+        StoredDtype::Float16 => Narrowing::Float16,
+        StoredDtype::Bfloat16 => Narrowing::Bfloat16,
+    }
+}
+
+/// The strategies named in `wanted` (all when empty), in the order given.
+pub fn select(all: Vec<Strategy>, wanted: &[String]) -> Result<Vec<Strategy>> {
+    if wanted.is_empty() {
+        return Ok(all);
+    }
+    let mut out: Vec<Strategy> = Vec::new();
+    for name in wanted {
+        if out.iter().any(|s| &s.name == name) {
+            continue;
+        }
+        match all.iter().find(|s| &s.name == name) {
+            Some(s) => out.push(s.clone()),
+            None => bail!(
+                "unknown strategy `{name}`; available: {}",
+                all.iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_configs_are_found_after_plain_in_seed_order() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-configs");
+        let all = discover(&dir).expect("discover");
+        assert_eq!(all[0].name, PLAIN);
+        assert_eq!(all[1].name, "passthrough");
+        assert!(all.iter().any(|s| s.name == "chunked"));
+        let picked = select(all.clone(), &["chunked".into(), PLAIN.into()]).expect("select");
+        assert_eq!(picked[0].name, "chunked");
+        assert!(select(all, &["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn a_float16_layout_is_lossy() {
+        assert_eq!(
+            narrowing_of("[layout]\ndtype = \"float16\"\n", "x"),
+            Narrowing::Float16
+        );
+        assert_eq!(
+            narrowing_of("[layout]\ndtype = \"bfloat16\"\nindex = \"packed\"\n", "x"),
+            Narrowing::Bfloat16
+        );
+        assert_eq!(narrowing_of("[layout]\ncodec = \"zstd\"\n", "x"), Narrowing::None);
+    }
+}

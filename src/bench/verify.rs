@@ -1,0 +1,338 @@
+//! Verification of a loaded model against the source tensors.
+//!
+//! A lossless strategy must give every tensor back bit for bit. A strategy
+//! that stores floats narrowed (`[layout] dtype = "float16"` or
+//! `"bfloat16"`) must give back the originals rounded to the stored dtype:
+//! an error of at most half a unit in the last place, i.e. 2^-11 of the value
+//! for float16 and 2^-8 for bfloat16, with float16's subnormal spacing as the
+//! floor near zero and infinity (or the largest finite value) accepted past
+//! its range.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Tensor};
+use half::{bf16, f16};
+use serde::Serialize;
+
+/// How a strategy stores floating-point tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Narrowing {
+    /// Stored as written: the load must be bit-exact.
+    None,
+    Float16,
+    Bfloat16,
+}
+
+impl Narrowing {
+    pub fn is_lossy(self) -> bool {
+        self != Narrowing::None
+    }
+}
+
+/// The error a narrowed value may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Tolerance {
+    /// Allowed |error| / |value|.
+    pub relative: f64,
+    /// Allowed |error| near zero (half the smallest subnormal step).
+    pub absolute_floor: f64,
+    /// The stored dtype's largest finite value: beyond it, infinity is fine.
+    pub max_finite: f64,
+}
+
+/// Tolerance for a float tensor of dtype `source` under `narrowing`, or None
+/// when the value must come back exactly.
+pub fn tolerance(narrowing: Narrowing, source: DType) -> Option<Tolerance> {
+    let f16_t = Tolerance {
+        relative: (2f64).powi(-11),
+        absolute_floor: (2f64).powi(-25),
+        max_finite: f16::MAX.to_f64(),
+    };
+    let bf16_t = Tolerance {
+        relative: (2f64).powi(-8),
+        absolute_floor: (2f64).powi(-134),
+        max_finite: bf16::MAX.to_f64(),
+    };
+    let (stored, stored_dtype) = match narrowing {
+        Narrowing::None => return None,
+        Narrowing::Float16 => (f16_t, DType::F16),
+        Narrowing::Bfloat16 => (bf16_t, DType::BF16),
+    };
+    match source {
+        s if s == stored_dtype => None,
+        DType::F32 | DType::F64 => Some(stored),
+        // The value is rounded twice: to the stored dtype, then back to its
+        // own (neither half-precision format holds the other).
+        DType::F16 => Some(Tolerance {
+            relative: stored.relative + f16_t.relative,
+            absolute_floor: stored.absolute_floor.max(f16_t.absolute_floor),
+            max_finite: stored.max_finite.min(f16_t.max_finite),
+        }),
+        DType::BF16 => Some(Tolerance {
+            relative: stored.relative + bf16_t.relative,
+            absolute_floor: stored.absolute_floor.max(bf16_t.absolute_floor),
+            max_finite: stored.max_finite.min(bf16_t.max_finite),
+        }),
+        _ => None,
+    }
+}
+
+/// Whether `loaded` is `source` rounded within `t`.
+pub fn within(source: f64, loaded: f64, t: &Tolerance) -> bool {
+    if source.is_nan() {
+        return loaded.is_nan();
+    }
+    if source.abs() > t.max_finite {
+        // Past the stored range: infinity, or a saturated largest value.
+        return loaded.signum() == source.signum()
+            && (loaded.is_infinite() || loaded.abs() >= t.max_finite * (1.0 - t.relative));
+    }
+    (source - loaded).abs() <= (t.relative * source.abs()).max(t.absolute_floor)
+}
+
+/// The outcome of one verification.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Verification {
+    pub passed: bool,
+    /// Every tensor came back bit for bit.
+    pub exact: bool,
+    pub tensors: usize,
+    pub elements: u64,
+    /// Largest |loaded - source| over finite values.
+    pub max_abs_error: f64,
+    /// The tensor holding it.
+    pub max_abs_error_tensor: Option<String>,
+    /// Why it failed.
+    pub failure: Option<String>,
+}
+
+/// Compares `loaded` (any device) with the CPU `source`.
+pub fn verify(
+    source: &[(String, Tensor)],
+    loaded: Vec<(String, Tensor)>,
+    narrowing: Narrowing,
+) -> Result<Verification> {
+    let mut v = Verification {
+        passed: true,
+        exact: true,
+        ..Default::default()
+    };
+    let mut loaded: HashMap<String, Tensor> = loaded.into_iter().collect();
+    for (name, src) in source {
+        let Some(got) = loaded.remove(name) else {
+            return Ok(fail(v, format!("tensor {name} is missing from the loaded model")));
+        };
+        if got.dims() != src.dims() || got.dtype() != src.dtype() {
+            return Ok(fail(
+                v,
+                format!(
+                    "tensor {name}: loaded {:?} {:?}, saved {:?} {:?}",
+                    got.dtype(),
+                    got.dims(),
+                    src.dtype(),
+                    src.dims()
+                ),
+            ));
+        }
+        v.tensors += 1;
+        v.elements += src.elem_count() as u64;
+        let a = Flat::of(src).with_context(|| format!("read source {name}"))?;
+        let b = Flat::of(&got).with_context(|| format!("read loaded {name}"))?;
+        if a.bits_equal(&b) {
+            continue;
+        }
+        v.exact = false;
+        let Some(tol) = tolerance(narrowing, src.dtype()) else {
+            let i = a.first_difference(&b).unwrap_or(0);
+            return Ok(fail(
+                v,
+                format!(
+                    "tensor {name} differs at element {i}: saved {}, loaded {} (this strategy is lossless)",
+                    a.value(i),
+                    b.value(i)
+                ),
+            ));
+        };
+        let (xs, ys) = (a.to_f64(), b.to_f64());
+        let mut worst = 0f64;
+        for (i, (x, y)) in xs.iter().zip(ys.iter()).enumerate() {
+            if !within(*x, *y, &tol) {
+                return Ok(fail(
+                    v,
+                    format!(
+                        "tensor {name} element {i}: saved {x:e}, loaded {y:e}: error {:e} exceeds the {narrowing:?} rounding bound {:e}",
+                        (x - y).abs(),
+                        (tol.relative * x.abs()).max(tol.absolute_floor)
+                    ),
+                ));
+            }
+            if x.is_finite() && y.is_finite() {
+                worst = worst.max((x - y).abs());
+            }
+        }
+        if worst > v.max_abs_error {
+            v.max_abs_error = worst;
+            v.max_abs_error_tensor = Some(name.clone());
+        }
+    }
+    if let Some(extra) = loaded.keys().next() {
+        return Ok(fail(
+            v,
+            format!("the loaded model has a tensor the source lacks: {extra}"),
+        ));
+    }
+    Ok(v)
+}
+
+fn fail(mut v: Verification, why: String) -> Verification {
+    v.passed = false;
+    v.exact = false;
+    v.failure = Some(why);
+    v
+}
+
+/// A tensor's elements on the CPU.
+enum Flat {
+    U8(Vec<u8>),
+    U32(Vec<u32>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    F16(Vec<f16>),
+    Bf16(Vec<bf16>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl Flat {
+    fn of(t: &Tensor) -> Result<Flat> {
+        let t = t.flatten_all()?;
+        Ok(match t.dtype() {
+            DType::U8 => Flat::U8(t.to_vec1()?),
+            DType::U32 => Flat::U32(t.to_vec1()?),
+            DType::I16 => Flat::I16(t.to_vec1()?),
+            DType::I32 => Flat::I32(t.to_vec1()?),
+            DType::I64 => Flat::I64(t.to_vec1()?),
+            DType::F16 => Flat::F16(t.to_vec1()?),
+            DType::BF16 => Flat::Bf16(t.to_vec1()?),
+            DType::F32 => Flat::F32(t.to_vec1()?),
+            DType::F64 => Flat::F64(t.to_vec1()?),
+            other => bail!("verification of {other:?} tensors is not supported"),
+        })
+    }
+
+    /// Bit-for-bit equality (NaN payloads and signed zeros included).
+    fn bits_equal(&self, o: &Flat) -> bool {
+        match (self, o) {
+            (Flat::U8(a), Flat::U8(b)) => a == b,
+            (Flat::U32(a), Flat::U32(b)) => a == b,
+            (Flat::I16(a), Flat::I16(b)) => a == b,
+            (Flat::I32(a), Flat::I32(b)) => a == b,
+            (Flat::I64(a), Flat::I64(b)) => a == b,
+            (Flat::F16(a), Flat::F16(b)) => a.iter().map(|x| x.to_bits()).eq(b.iter().map(|x| x.to_bits())),
+            (Flat::Bf16(a), Flat::Bf16(b)) => a.iter().map(|x| x.to_bits()).eq(b.iter().map(|x| x.to_bits())),
+            (Flat::F32(a), Flat::F32(b)) => a.iter().map(|x| x.to_bits()).eq(b.iter().map(|x| x.to_bits())),
+            (Flat::F64(a), Flat::F64(b)) => a.iter().map(|x| x.to_bits()).eq(b.iter().map(|x| x.to_bits())),
+            _ => false,
+        }
+    }
+
+    fn to_f64(&self) -> Vec<f64> {
+        match self {
+            Flat::U8(a) => a.iter().map(|x| *x as f64).collect(),
+            Flat::U32(a) => a.iter().map(|x| *x as f64).collect(),
+            Flat::I16(a) => a.iter().map(|x| *x as f64).collect(),
+            Flat::I32(a) => a.iter().map(|x| *x as f64).collect(),
+            Flat::I64(a) => a.iter().map(|x| *x as f64).collect(),
+            Flat::F16(a) => a.iter().map(|x| x.to_f64()).collect(),
+            Flat::Bf16(a) => a.iter().map(|x| x.to_f64()).collect(),
+            Flat::F32(a) => a.iter().map(|x| *x as f64).collect(),
+            Flat::F64(a) => a.clone(),
+        }
+    }
+
+    fn value(&self, i: usize) -> String {
+        match self {
+            Flat::U8(a) => a.get(i).map(|x| x.to_string()),
+            Flat::U32(a) => a.get(i).map(|x| x.to_string()),
+            Flat::I16(a) => a.get(i).map(|x| x.to_string()),
+            Flat::I32(a) => a.get(i).map(|x| x.to_string()),
+            Flat::I64(a) => a.get(i).map(|x| x.to_string()),
+            Flat::F16(a) => a.get(i).map(|x| format!("{:e}", x.to_f64())),
+            Flat::Bf16(a) => a.get(i).map(|x| format!("{:e}", x.to_f64())),
+            Flat::F32(a) => a.get(i).map(|x| format!("{x:e}")),
+            Flat::F64(a) => a.get(i).map(|x| format!("{x:e}")),
+        }
+        .unwrap_or_else(|| "(none)".into())
+    }
+
+    fn first_difference(&self, o: &Flat) -> Option<usize> {
+        let (a, b) = (self.to_f64(), o.to_f64());
+        a.iter()
+            .zip(b.iter())
+            .position(|(x, y)| x.to_bits() != y.to_bits())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn t32(v: &[f32]) -> Tensor {
+        Tensor::from_vec(v.to_vec(), v.len(), &Device::Cpu).expect("tensor")
+    }
+
+    #[test]
+    fn identical_tensors_pass_exactly() {
+        let src = vec![("a".to_string(), t32(&[0.5, -1.25, 3.0]))];
+        let v = verify(&src, src.clone(), Narrowing::None).expect("verify");
+        assert!(v.passed && v.exact, "{v:?}");
+    }
+
+    #[test]
+    fn a_one_bit_change_fails_a_lossless_strategy() {
+        let src = vec![("a".to_string(), t32(&[0.5, -1.25, 3.0]))];
+        let got = vec![("a".to_string(), t32(&[0.5, -1.25, f32::from_bits(3f32.to_bits() + 1)]))];
+        let v = verify(&src, got, Narrowing::None).expect("verify");
+        assert!(!v.passed);
+        assert!(v.failure.unwrap_or_default().contains("element 2"));
+    }
+
+    #[test]
+    fn float16_rounding_passes_and_a_larger_error_fails() {
+        let xs = [0.0123f32, -0.02, 1e-7, 3.0e-5, 70000.0, 1.0];
+        let rounded: Vec<f32> = xs.iter().map(|x| f16::from_f32(*x).to_f32()).collect();
+        let src = vec![("w".to_string(), t32(&xs))];
+        let v = verify(&src, vec![("w".to_string(), t32(&rounded))], Narrowing::Float16)
+            .expect("verify");
+        assert!(v.passed && !v.exact, "{v:?}");
+        assert!(v.max_abs_error > 0.0);
+        // Two float16 steps off is more than rounding.
+        let mut off = rounded.clone();
+        off[0] = f16::from_bits(f16::from_f32(xs[0]).to_bits() + 2).to_f32();
+        let v = verify(&src, vec![("w".to_string(), t32(&off))], Narrowing::Float16)
+            .expect("verify");
+        assert!(!v.passed, "{v:?}");
+    }
+
+    #[test]
+    fn bfloat16_rounding_passes_but_not_under_a_float16_bound() {
+        let xs = [0.0123f32, -0.02, 1e-30, 123.456];
+        let rounded: Vec<f32> = xs.iter().map(|x| bf16::from_f32(*x).to_f32()).collect();
+        let src = vec![("w".to_string(), t32(&xs))];
+        let got = vec![("w".to_string(), t32(&rounded))];
+        assert!(verify(&src, got.clone(), Narrowing::Bfloat16).expect("v").passed);
+        assert!(!verify(&src, got, Narrowing::Float16).expect("v").passed);
+    }
+
+    #[test]
+    fn missing_and_extra_tensors_fail() {
+        let src = vec![("a".to_string(), t32(&[1.0]))];
+        assert!(!verify(&src, vec![], Narrowing::None).expect("v").passed);
+        let got = vec![("a".to_string(), t32(&[1.0])), ("b".to_string(), t32(&[1.0]))];
+        assert!(!verify(&src, got, Narrowing::None).expect("v").passed);
+    }
+}
