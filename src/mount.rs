@@ -187,9 +187,26 @@ pub fn run(args: MountArgs) -> Result<i32> {
         c.clone_fd = clone_fd;
         c
     };
-    let session = match Session::new(adapter, &mountpoint, &options(true)) {
-        Ok(s) => s,
-        Err(e) => bail!("mount {}: {e}", mountpoint.display()),
+    let mut adapter = Some(adapter);
+    let mut attempt = 0;
+    let session = loop {
+        let Some(a) = adapter.take() else {
+            bail!("mount {}: no filesystem", mountpoint.display());
+        };
+        match Session::new(a, &mountpoint, &options(true)) {
+            Ok(s) => break s,
+            // A dead mount still being torn down: detach it and retry.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) && attempt < 20 => {
+                attempt += 1;
+                let _ = umount(&mountpoint, libc::MNT_DETACH);
+                std::thread::sleep(Duration::from_millis(50));
+                adapter = Some(FuseAdapter::new(
+                    core.clone(),
+                    Duration::from_millis(config.io.attr_ttl_ms),
+                ));
+            }
+            Err(e) => bail!("mount {}: {e}", mountpoint.display()),
+        }
     };
     let (tx, rx) = mpsc::channel();
     let tx2 = tx.clone();

@@ -27,12 +27,11 @@ pub fn footprint(root: &Path) -> Result<Footprint> {
     let mut f = Footprint::default();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&dir)
-            .with_context(|| format!("stat {}", dir.display()))?;
+        let meta =
+            std::fs::symlink_metadata(&dir).with_context(|| format!("stat {}", dir.display()))?;
         f.bytes += meta.blocks() * 512;
         f.dirs += 1;
-        let entries =
-            std::fs::read_dir(&dir).with_context(|| format!("list {}", dir.display()))?;
+        let entries = std::fs::read_dir(&dir).with_context(|| format!("list {}", dir.display()))?;
         for entry in entries {
             let entry = entry.with_context(|| format!("list {}", dir.display()))?;
             let path = entry.path();

@@ -45,8 +45,7 @@ impl Experiment {
     pub fn load(path: &Path) -> Result<(Experiment, String)> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("read experiment {}", path.display()))?;
-        let e = toml::from_str(&text)
-            .with_context(|| format!("experiment {}", path.display()))?;
+        let e = toml::from_str(&text).with_context(|| format!("experiment {}", path.display()))?;
         Ok((e, text))
     }
 }

@@ -48,15 +48,16 @@ use self::preset::Preset;
 use self::progress::Progress;
 use self::results::{BenchResults, ModelInfo, RunFailure, Status, StrategyResult};
 use self::runner::{RunContext, RunResult};
-use self::settings::{ModelChoice, Settings};
 pub use self::settings::BenchArgs;
+use self::settings::{ModelChoice, Settings};
 
 /// Runs the benchmark; the exit status is 1 when a strategy failed (a run
 /// errored or did not verify), 0 otherwise.
 pub fn run(args: BenchArgs) -> Result<u8> {
     let started = clock::iso_utc_now();
     let settings = Settings::resolve(&args)?;
-    let strategies = strategy::select(strategy::discover(&settings.configs)?, &settings.strategies)?;
+    let strategies =
+        strategy::select(strategy::discover(&settings.configs)?, &settings.strategies)?;
     let scripts = save_tool::scripts_dir();
     settings.save_tool.check(&scripts)?;
     let exe = std::env::current_exe().context("locate the ckptfs binary")?;
@@ -94,7 +95,15 @@ pub fn run(args: BenchArgs) -> Result<u8> {
         .work_dir
         .join(format!("ckptfs-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
-    let outcome = run_all(&settings, &strategies, &model, &device, &exe, &scripts, &work);
+    let outcome = run_all(
+        &settings,
+        &strategies,
+        &model,
+        &device,
+        &exe,
+        &scripts,
+        &work,
+    );
     let cleanup = disk::remove_dir(&work);
     let mut done = outcome?;
     cleanup?;
@@ -188,7 +197,11 @@ fn run_all(
                     result.runs.push(r);
                     progress.advance(1);
                 }
-                Err(e) if is_unavailable(&e) && result.runs.is_empty() && result.failures.is_empty() => {
+                Err(e)
+                    if is_unavailable(&e)
+                        && result.runs.is_empty()
+                        && result.failures.is_empty() =>
+                {
                     let why = format!("{e:#}");
                     progress.line(&format!("{name}: unavailable: {why}"));
                     result.status = Status::Unavailable;

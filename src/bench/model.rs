@@ -185,10 +185,10 @@ fn checkpoint_files(path: &Path) -> Result<Vec<std::path::PathBuf>> {
     }
     let index = path.join("model.safetensors.index.json");
     if index.is_file() {
-        let text = std::fs::read_to_string(&index)
-            .with_context(|| format!("read {}", index.display()))?;
-        let doc: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("parse {}", index.display()))?;
+        let text =
+            std::fs::read_to_string(&index).with_context(|| format!("read {}", index.display()))?;
+        let doc: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parse {}", index.display()))?;
         let map = doc
             .get("weight_map")
             .and_then(|m| m.as_object())
@@ -270,8 +270,16 @@ mod tests {
             assert_eq!(a.bytes(), TINY.parameters() * dtype.dtype().size_in_bytes());
             let (name, ta) = &a.cpu[0];
             let tb = &b.cpu[0].1;
-            let va = ta.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1::<f32>()).expect("a");
-            let vb = tb.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1::<f32>()).expect("b");
+            let va = ta
+                .flatten_all()
+                .and_then(|t| t.to_dtype(DType::F32))
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("a");
+            let vb = tb
+                .flatten_all()
+                .and_then(|t| t.to_dtype(DType::F32))
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("b");
             assert_eq!(va, vb, "{name}");
         }
     }
@@ -279,7 +287,11 @@ mod tests {
     #[test]
     fn f16_values_widened_to_f32_are_exact_in_f16() {
         let m = Model::from_preset(&TINY, ModelDtype::F32, 1, true, &Device::Cpu).expect("model");
-        let v = m.cpu[0].1.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("values");
+        let v = m.cpu[0]
+            .1
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("values");
         assert!(v.iter().all(|x| f16::from_f32(*x).to_f32() == *x));
     }
 }

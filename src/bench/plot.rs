@@ -116,8 +116,22 @@ pub fn draw(r: &BenchResults, path: &Path) -> Result<()> {
         .map_err(plot_err)?;
     let panels = body.split_evenly((3, 2));
     let base = r.baseline.as_deref().unwrap_or("baseline");
-    bars(&panels[0], "Save time (s), mean ± std", &rows, |x| Some(x.save), SAVE_COLOR, 2)?;
-    bars(&panels[1], "Load time (s), mean ± std", &rows, |x| Some(x.load), LOAD_COLOR, 2)?;
+    bars(
+        &panels[0],
+        "Save time (s), mean ± std",
+        &rows,
+        |x| Some(x.save),
+        SAVE_COLOR,
+        2,
+    )?;
+    bars(
+        &panels[1],
+        "Load time (s), mean ± std",
+        &rows,
+        |x| Some(x.load),
+        LOAD_COLOR,
+        2,
+    )?;
     bars(
         &panels[2],
         &format!("Backing size ({}), mean ± std", unit.name),
@@ -126,8 +140,18 @@ pub fn draw(r: &BenchResults, path: &Path) -> Result<()> {
         SIZE_COLOR,
         3,
     )?;
-    improvement(&panels[3], &format!("Save improvement vs {base} (%)"), &rows, |x| x.save_imp)?;
-    improvement(&panels[4], &format!("Load improvement vs {base} (%)"), &rows, |x| x.load_imp)?;
+    improvement(
+        &panels[3],
+        &format!("Save improvement vs {base} (%)"),
+        &rows,
+        |x| x.save_imp,
+    )?;
+    improvement(
+        &panels[4],
+        &format!("Load improvement vs {base} (%)"),
+        &rows,
+        |x| x.load_imp,
+    )?;
     heatmap(&panels[5], &rows, unit.name)?;
     root.present()
         .map_err(plot_err)
@@ -241,15 +265,22 @@ where
                 .map_err(plot_err)?;
         }
         let text = if v.std > 0.0 {
-            let d = if v.mean.abs() < 0.1 { decimals.max(3) } else { decimals };
-            format!("{} ± {}", fmt_value(v.mean, d), format_args!("{:.d$}", v.std))
+            let d = if v.mean.abs() < 0.1 {
+                decimals.max(3)
+            } else {
+                decimals
+            };
+            format!(
+                "{} ± {}",
+                fmt_value(v.mean, d),
+                format_args!("{:.d$}", v.std)
+            )
         } else {
             fmt_value(v.mean, decimals)
         };
         chart
             .draw_series(std::iter::once(
-                EmptyElement::at((v.mean + v.std, y))
-                    + Text::new(text, (8, -9), font.clone()),
+                EmptyElement::at((v.mean + v.std, y)) + Text::new(text, (8, -9), font.clone()),
             ))
             .map_err(plot_err)?;
     }
@@ -339,11 +370,31 @@ where
 fn heatmap(area: &DrawingArea<BitMapBackend, Shift>, rows: &[Row], size_unit: &str) -> Result<()> {
     let n = rows.len();
     let metrics: Vec<(String, Vec<Option<f64>>, usize)> = vec![
-        ("save s".into(), rows.iter().map(|r| Some(r.save.mean)).collect(), 2),
-        ("load s".into(), rows.iter().map(|r| Some(r.load.mean)).collect(), 2),
-        (format!("size {size_unit}"), rows.iter().map(|r| Some(r.size.mean)).collect(), 3),
-        ("files".into(), rows.iter().map(|r| Some(r.files)).collect(), 0),
-        ("RSS MiB".into(), rows.iter().map(|r| r.rss_mib).collect(), 0),
+        (
+            "save s".into(),
+            rows.iter().map(|r| Some(r.save.mean)).collect(),
+            2,
+        ),
+        (
+            "load s".into(),
+            rows.iter().map(|r| Some(r.load.mean)).collect(),
+            2,
+        ),
+        (
+            format!("size {size_unit}"),
+            rows.iter().map(|r| Some(r.size.mean)).collect(),
+            3,
+        ),
+        (
+            "files".into(),
+            rows.iter().map(|r| Some(r.files)).collect(),
+            0,
+        ),
+        (
+            "RSS MiB".into(),
+            rows.iter().map(|r| r.rss_mib).collect(),
+            0,
+        ),
     ];
     let m = metrics.len();
     let names: Vec<String> = metrics.iter().map(|x| x.0.clone()).collect();
@@ -390,7 +441,10 @@ fn heatmap(area: &DrawingArea<BitMapBackend, Shift>, rows: &[Row], size_unit: &s
             chart
                 .draw_series([
                     Rectangle::new([(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)], fill.filled()),
-                    Rectangle::new([(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)], WHITE.stroke_width(2)),
+                    Rectangle::new(
+                        [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
+                        WHITE.stroke_width(2),
+                    ),
                 ])
                 .map_err(plot_err)?;
             chart
@@ -419,7 +473,11 @@ fn heat(v: f64, lo: f64, hi: f64) -> RGBColor {
     let t = t.clamp(0.0, 1.0);
     let lerp = |a: f64, b: f64, t: f64| (a + (b - a) * t).round() as u8;
     // Pastel shades keep the black text readable.
-    let (g, y, r) = ((150.0, 220.0, 160.0), (250.0, 235.0, 150.0), (240.0, 150.0, 140.0));
+    let (g, y, r) = (
+        (150.0, 220.0, 160.0),
+        (250.0, 235.0, 150.0),
+        (240.0, 150.0, 140.0),
+    );
     if t < 0.5 {
         let u = t * 2.0;
         RGBColor(lerp(g.0, y.0, u), lerp(g.1, y.1, u), lerp(g.2, y.2, u))

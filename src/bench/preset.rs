@@ -120,7 +120,10 @@ mod tests {
             find("model.layers.0.mlp.gate_proj.weight"),
             Some(vec![8640, 3200])
         );
-        assert_eq!(find("model.layers.7.input_layernorm.weight"), Some(vec![3200]));
+        assert_eq!(
+            find("model.layers.7.input_layernorm.weight"),
+            Some(vec![3200])
+        );
         assert_eq!(find("model.norm.weight"), Some(vec![3200]));
         assert!(find("model.layers.26.input_layernorm.weight").is_none());
     }

@@ -205,7 +205,9 @@ pub fn markdown(r: &BenchResults, figure: Option<&str>) -> String {
         mc.memory_bytes as f64 / (1u64 << 30) as f64,
         mc.kernel,
         mc.os,
-        mc.work_filesystem.as_deref().unwrap_or("unknown filesystem")
+        mc.work_filesystem
+            .as_deref()
+            .unwrap_or("unknown filesystem")
     );
     let _ = writeln!(
         out,

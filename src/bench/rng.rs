@@ -91,7 +91,9 @@ pub fn block_seed(seed: u64, name: &str, block: usize) -> u64 {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01B3);
     }
-    let mut sm = SplitMix64::new(seed ^ h.rotate_left(17) ^ (block as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut sm = SplitMix64::new(
+        seed ^ h.rotate_left(17) ^ (block as u64).wrapping_mul(0xA24B_AED4_963E_E407),
+    );
     sm.next_u64()
 }
 

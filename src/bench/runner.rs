@@ -80,7 +80,10 @@ pub struct RunResult {
 
 impl RunResult {
     pub fn daemon_peak_rss_bytes(&self) -> Option<u64> {
-        match (self.daemon_peak_rss_save_bytes, self.daemon_peak_rss_load_bytes) {
+        match (
+            self.daemon_peak_rss_save_bytes,
+            self.daemon_peak_rss_load_bytes,
+        ) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         }
@@ -119,8 +122,7 @@ fn run_plain(
     phase: &dyn Fn(&str),
 ) -> Result<RunResult> {
     let backing = run_dir.join("backing");
-    std::fs::create_dir_all(&backing)
-        .with_context(|| format!("create {}", backing.display()))?;
+    std::fs::create_dir_all(&backing).with_context(|| format!("create {}", backing.display()))?;
     let file = backing.join(ctx.save_tool.file_name());
 
     phase("saving");

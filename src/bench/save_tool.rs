@@ -79,11 +79,13 @@ impl SaveTool {
             .output();
         match probe {
             Ok(out) if out.status.success() => Ok(()),
-            Ok(out) => bail!(
+            Ok(out) => {
+                bail!(
                 "save tool `{}` needs Python with {modules} (pip install torch safetensors): {}",
                 self.name(),
                 String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("import failed")
-            ),
+            )
+            }
             Err(e) => bail!(
                 "save tool `{}` needs {python} with {modules}: cannot run {python}: {e}",
                 self.name()
@@ -93,7 +95,13 @@ impl SaveTool {
 
     /// Writes the model to `dst`; `src` is the plain safetensors copy that
     /// external tools read.
-    pub fn save(&self, model: &Model, src: Option<&Path>, dst: &Path, scripts: &Path) -> Result<()> {
+    pub fn save(
+        &self,
+        model: &Model,
+        src: Option<&Path>,
+        dst: &Path,
+        scripts: &Path,
+    ) -> Result<()> {
         let src_path = || src.context("external save tools need the source safetensors file");
         match self {
             SaveTool::Builtin => candle_core::safetensors::save(&model.on_device, dst)
@@ -162,7 +170,10 @@ mod tests {
 
     #[test]
     fn save_tools_parse_and_bad_ones_are_refused() {
-        assert_eq!(SaveTool::parse("builtin").expect("builtin"), SaveTool::Builtin);
+        assert_eq!(
+            SaveTool::parse("builtin").expect("builtin"),
+            SaveTool::Builtin
+        );
         assert_eq!(SaveTool::parse("torch").expect("torch"), SaveTool::Torch);
         assert_eq!(
             SaveTool::parse("cmd:cp {src} {dst}").expect("cmd"),

@@ -166,6 +166,9 @@ mod tests {
             narrowing_of("[layout]\ndtype = \"bfloat16\"\nindex = \"packed\"\n", "x"),
             Narrowing::Bfloat16
         );
-        assert_eq!(narrowing_of("[layout]\ncodec = \"zstd\"\n", "x"), Narrowing::None);
+        assert_eq!(
+            narrowing_of("[layout]\ncodec = \"zstd\"\n", "x"),
+            Narrowing::None
+        );
     }
 }

@@ -122,7 +122,10 @@ pub fn verify(
     let mut loaded: HashMap<String, Tensor> = loaded.into_iter().collect();
     for (name, src) in source {
         let Some(got) = loaded.remove(name) else {
-            return Ok(fail(v, format!("tensor {name} is missing from the loaded model")));
+            return Ok(fail(
+                v,
+                format!("tensor {name} is missing from the loaded model"),
+            ));
         };
         if got.dims() != src.dims() || got.dtype() != src.dtype() {
             return Ok(fail(
@@ -231,10 +234,22 @@ impl Flat {
             (Flat::I16(a), Flat::I16(b)) => a == b,
             (Flat::I32(a), Flat::I32(b)) => a == b,
             (Flat::I64(a), Flat::I64(b)) => a == b,
-            (Flat::F16(a), Flat::F16(b)) => a.iter().map(|x| x.to_bits()).eq(b.iter().map(|x| x.to_bits())),
-            (Flat::Bf16(a), Flat::Bf16(b)) => a.iter().map(|x| x.to_bits()).eq(b.iter().map(|x| x.to_bits())),
-            (Flat::F32(a), Flat::F32(b)) => a.iter().map(|x| x.to_bits()).eq(b.iter().map(|x| x.to_bits())),
-            (Flat::F64(a), Flat::F64(b)) => a.iter().map(|x| x.to_bits()).eq(b.iter().map(|x| x.to_bits())),
+            (Flat::F16(a), Flat::F16(b)) => a
+                .iter()
+                .map(|x| x.to_bits())
+                .eq(b.iter().map(|x| x.to_bits())),
+            (Flat::Bf16(a), Flat::Bf16(b)) => a
+                .iter()
+                .map(|x| x.to_bits())
+                .eq(b.iter().map(|x| x.to_bits())),
+            (Flat::F32(a), Flat::F32(b)) => a
+                .iter()
+                .map(|x| x.to_bits())
+                .eq(b.iter().map(|x| x.to_bits())),
+            (Flat::F64(a), Flat::F64(b)) => a
+                .iter()
+                .map(|x| x.to_bits())
+                .eq(b.iter().map(|x| x.to_bits())),
             _ => false,
         }
     }
@@ -295,7 +310,10 @@ mod tests {
     #[test]
     fn a_one_bit_change_fails_a_lossless_strategy() {
         let src = vec![("a".to_string(), t32(&[0.5, -1.25, 3.0]))];
-        let got = vec![("a".to_string(), t32(&[0.5, -1.25, f32::from_bits(3f32.to_bits() + 1)]))];
+        let got = vec![(
+            "a".to_string(),
+            t32(&[0.5, -1.25, f32::from_bits(3f32.to_bits() + 1)]),
+        )];
         let v = verify(&src, got, Narrowing::None).expect("verify");
         assert!(!v.passed);
         assert!(v.failure.unwrap_or_default().contains("element 2"));
@@ -306,15 +324,19 @@ mod tests {
         let xs = [0.0123f32, -0.02, 1e-7, 3.0e-5, 70000.0, 1.0];
         let rounded: Vec<f32> = xs.iter().map(|x| f16::from_f32(*x).to_f32()).collect();
         let src = vec![("w".to_string(), t32(&xs))];
-        let v = verify(&src, vec![("w".to_string(), t32(&rounded))], Narrowing::Float16)
-            .expect("verify");
+        let v = verify(
+            &src,
+            vec![("w".to_string(), t32(&rounded))],
+            Narrowing::Float16,
+        )
+        .expect("verify");
         assert!(v.passed && !v.exact, "{v:?}");
         assert!(v.max_abs_error > 0.0);
         // Two float16 steps off is more than rounding.
         let mut off = rounded.clone();
         off[0] = f16::from_bits(f16::from_f32(xs[0]).to_bits() + 2).to_f32();
-        let v = verify(&src, vec![("w".to_string(), t32(&off))], Narrowing::Float16)
-            .expect("verify");
+        let v =
+            verify(&src, vec![("w".to_string(), t32(&off))], Narrowing::Float16).expect("verify");
         assert!(!v.passed, "{v:?}");
     }
 
@@ -324,7 +346,11 @@ mod tests {
         let rounded: Vec<f32> = xs.iter().map(|x| bf16::from_f32(*x).to_f32()).collect();
         let src = vec![("w".to_string(), t32(&xs))];
         let got = vec![("w".to_string(), t32(&rounded))];
-        assert!(verify(&src, got.clone(), Narrowing::Bfloat16).expect("v").passed);
+        assert!(
+            verify(&src, got.clone(), Narrowing::Bfloat16)
+                .expect("v")
+                .passed
+        );
         assert!(!verify(&src, got, Narrowing::Float16).expect("v").passed);
     }
 
@@ -332,7 +358,10 @@ mod tests {
     fn missing_and_extra_tensors_fail() {
         let src = vec![("a".to_string(), t32(&[1.0]))];
         assert!(!verify(&src, vec![], Narrowing::None).expect("v").passed);
-        let got = vec![("a".to_string(), t32(&[1.0])), ("b".to_string(), t32(&[1.0]))];
+        let got = vec![
+            ("a".to_string(), t32(&[1.0])),
+            ("b".to_string(), t32(&[1.0])),
+        ];
         assert!(!verify(&src, got, Narrowing::None).expect("v").passed);
     }
 }

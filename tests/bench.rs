@@ -1,0 +1,193 @@
+//! `ckptfs bench` end to end: the built binary saves and loads the tiny
+//! preset through real mounts and writes results.json, results.md and the
+//! figure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ckptfs");
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("ckptfs-bench-test")
+        .tempdir_in(std::env::var("CKPTFS_TEST_DIR").unwrap_or_else(|_| "/var/tmp".into()))
+        .expect("tempdir")
+}
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Runs `ckptfs bench ARGS --out DIR/out --work-dir DIR`; returns the exit
+/// status, stdout and the parsed results.json.
+fn bench(dir: &Path, args: &[&str]) -> (std::process::ExitStatus, String, Value) {
+    let out = dir.join("out");
+    let o = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .arg("--work-dir")
+        .arg(dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run ckptfs bench");
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let text = std::fs::read_to_string(out.join("results.json"))
+        .unwrap_or_else(|e| panic!("no results.json ({e}); stdout:\n{stdout}\nstderr:\n{stderr}"));
+    let json: Value = serde_json::from_str(&text).expect("results.json is JSON");
+    (o.status, format!("{stdout}\n{stderr}"), json)
+}
+
+fn strategy<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["strategies"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("strategy {name} missing from results"))
+}
+
+#[test]
+fn tiny_preset_through_plain_passthrough_and_chunked_records_every_run() {
+    let dir = scratch();
+    let (status, log, r) = bench(
+        dir.path(),
+        &[
+            "--preset",
+            "tiny",
+            "--strategies",
+            "plain,passthrough,chunked",
+            "--runs",
+            "2",
+        ],
+    );
+    assert!(status.success(), "bench failed:\n{log}");
+    assert_eq!(r["model"]["tensors"], 21, "{log}");
+    assert_eq!(r["strategies"].as_array().map(Vec::len), Some(3));
+    for name in ["plain", "passthrough", "chunked"] {
+        let s = strategy(&r, name);
+        assert_eq!(s["status"], "ok", "{name}: {s}");
+        let runs = s["runs"].as_array().expect("runs");
+        assert_eq!(runs.len(), 2, "{name}");
+        for run in runs {
+            let f = |k: &str| run[k].as_f64().unwrap_or(-1.0);
+            assert!(f("save_s") > 0.0 && f("load_s") > 0.0, "{name}: {run}");
+            assert_eq!(run["verification"]["passed"], true, "{name}: {run}");
+            assert_eq!(run["verification"]["exact"], true, "{name}: {run}");
+            assert!(
+                run["backing"]["bytes"].as_u64().unwrap_or(0) > 4_000_000,
+                "{name}: {run}"
+            );
+            assert!(
+                run["backing"]["files"].as_u64().unwrap_or(0) >= 1,
+                "{name}: {run}"
+            );
+        }
+        // A lossless layout stores the same bytes every time.
+        assert_eq!(
+            runs[0]["backing"]["apparent_bytes"], runs[1]["backing"]["apparent_bytes"],
+            "{name}"
+        );
+        assert_eq!(
+            runs[0]["backing"]["files"], runs[1]["backing"]["files"],
+            "{name}"
+        );
+        assert_eq!(s["summary"]["sizes_equal_across_runs"], true, "{name}");
+        if name != "plain" {
+            assert!(
+                runs[0]["daemon_peak_rss_save_bytes"].as_u64().unwrap_or(0) > 0,
+                "{name}"
+            );
+            assert!(
+                runs[0]["profile_save"]["ops"]["write"]["count"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    > 0,
+                "{name}: {}",
+                runs[0]
+            );
+        }
+    }
+    assert_eq!(r["baseline"], "plain");
+    assert!(r["machine"]["cores"].as_u64().unwrap_or(0) >= 1);
+    assert!(strategy(&r, "chunked")["config_toml"]
+        .as_str()
+        .unwrap_or("")
+        .contains("[layout]"));
+
+    let out = dir.path().join("out");
+    let png = std::fs::read(out.join("results.png")).expect("results.png");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
+    assert!(png.len() > 20_000, "figure is only {} bytes", png.len());
+    let md = std::fs::read_to_string(out.join("results.md")).expect("results.md");
+    assert!(md.contains("| strategy | save s | load s |"), "{md}");
+    for name in ["| plain |", "| passthrough |", "| chunked |"] {
+        assert!(md.contains(name), "{name} missing from:\n{md}");
+    }
+    assert!(
+        log.contains("fastest save:") && log.contains("smallest lossless layout:"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_mount_that_refuses_its_config_is_reported_unavailable() {
+    let dir = scratch();
+    let configs = dir.path().join("configs");
+    std::fs::create_dir_all(&configs).expect("configs dir");
+    std::fs::copy(
+        repo("mount-configs/passthrough.toml"),
+        configs.join("passthrough.toml"),
+    )
+    .expect("copy config");
+    std::fs::write(
+        configs.join("refused.toml"),
+        "[layout]\nindex = \"packed\"\n",
+    )
+    .expect("write config");
+    let configs_arg = configs.to_string_lossy().into_owned();
+    let (status, log, r) = bench(
+        dir.path(),
+        &["--preset", "tiny", "--runs", "1", "--configs", &configs_arg],
+    );
+    assert!(
+        status.success(),
+        "an unavailable strategy must not fail the bench:\n{log}"
+    );
+    let refused = strategy(&r, "refused");
+    assert_eq!(refused["status"], "unavailable", "{refused}");
+    assert!(
+        refused["reason"].as_str().unwrap_or("").contains("packed"),
+        "{refused}"
+    );
+    assert_eq!(strategy(&r, "passthrough")["status"], "ok");
+    let md = std::fs::read_to_string(dir.path().join("out/results.md")).expect("results.md");
+    assert!(md.contains("| refused | unavailable: "), "{md}");
+}
+
+#[test]
+fn an_external_save_tool_and_an_experiment_file_drive_the_run() {
+    let dir = scratch();
+    let exp = dir.path().join("study.toml");
+    std::fs::write(
+        &exp,
+        "preset = \"tiny\"\nlayers = 1\ndtype = \"bf16\"\nstrategies = [\"plain\", \"passthrough\"]\nruns = 3\nsave_tool = \"cmd:cp {src} {dst}\"\n",
+    )
+    .expect("write experiment");
+    let exp_arg = exp.to_string_lossy().into_owned();
+    // --runs on the command line overrides the file.
+    let (status, log, r) = bench(dir.path(), &["--experiment", &exp_arg, "--runs", "1"]);
+    assert!(status.success(), "{log}");
+    assert_eq!(r["settings"]["runs"], 1);
+    assert_eq!(r["model"]["tensors"], 12, "1 layer: {log}");
+    assert_eq!(r["model"]["dtypes"], "BF16");
+    assert!(r["save_tool"].as_str().unwrap_or("").starts_with("cmd:"));
+    assert!(r["experiment_toml"].as_str().unwrap_or("").contains("tiny"));
+    for name in ["plain", "passthrough"] {
+        let s = strategy(&r, name);
+        assert_eq!(s["status"], "ok", "{s}");
+        assert_eq!(s["runs"][0]["verification"]["passed"], true);
+    }
+}
