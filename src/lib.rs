@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod format;
 pub mod fs;
 pub mod layout;
 pub mod mount;

@@ -226,7 +226,7 @@ impl CkptFs {
         };
         let made = (|| {
             let store = Arc::new(DurableStore::open(&tmp).ctx("open file dir")?);
-            let file = FileNode::create(store, tree.peek_ino(), attrs)?;
+            let file = FileNode::create(store, tree.peek_ino(), &name.to_string_lossy(), attrs)?;
             fs::rename(&tmp, &final_path).ctx("create file")?;
             Ok(file)
         })();
@@ -393,6 +393,8 @@ impl CkptFs {
                 ));
             }
             rename_exchange(&src_path, &dst_path).ctx("rename exchange")?;
+            Self::rename_file_node(&tree, src, newname);
+            Self::rename_file_node(&tree, dst, name);
             tree.unlink(parent, name);
             tree.unlink(newparent, newname);
             Self::relink(&mut tree, src, newparent, newname);
@@ -415,6 +417,7 @@ impl CkptFs {
                 // Swap atomically, then retire the old target from its new
                 // place: the target name never goes missing.
                 rename_exchange(&src_path, &dst_path).ctx("rename")?;
+                Self::rename_file_node(&tree, src, newname);
                 tree.unlink(newparent, newname);
                 tree.unlink(parent, name);
                 Self::relink(&mut tree, src, newparent, newname);
@@ -426,6 +429,7 @@ impl CkptFs {
                 }
             } else {
                 fs::rename(&src_path, &dst_path).ctx("rename")?;
+                Self::rename_file_node(&tree, src, newname);
                 tree.unlink(parent, name);
                 Self::relink(&mut tree, src, newparent, newname);
             }
@@ -448,6 +452,12 @@ impl CkptFs {
             }
         }
         Ok(())
+    }
+
+    fn rename_file_node(tree: &Tree, ino: u64, name: &OsStr) {
+        if let Ok(Kind::File(f)) = tree.get(ino).map(|n| &n.kind) {
+            f.lock().name = name.to_string_lossy().into_owned();
+        }
     }
 
     fn relink(tree: &mut Tree, ino: u64, parent: u64, name: &OsStr) {

@@ -5,9 +5,13 @@ use std::fs;
 use std::sync::Arc;
 
 use crate::error::{FsError, FsResult, IoContext};
+use crate::format::{Format, Next, Planner};
 use crate::layout::array::{parse_codec, ByteArraySpec};
 use crate::layout::manifest::{FileLayout, FileManifest};
 use crate::pipeline::chunked::ChunkedData;
+use crate::pipeline::format_data::FormatData;
+use crate::pipeline::format_read::SegmentReader;
+use crate::pipeline::format_write::FormatWriter;
 use crate::pipeline::plain::PlainData;
 use crate::pipeline::Pipeline;
 use crate::store::durable::{sync_dir, DurableStore};
@@ -17,6 +21,13 @@ use super::attr::now_ns;
 enum Data {
     Plain(PlainData),
     Chunked(ChunkedData),
+    /// A new generation's first bytes, held until their content says
+    /// whether they are a checkpoint format.
+    Sniff {
+        gen: u64,
+        buf: Vec<u8>,
+    },
+    Format(FormatData),
 }
 
 /// POSIX attributes of a file as it is now (committed or not).
@@ -32,6 +43,8 @@ pub struct FileAttrs {
 
 pub struct FileNode {
     pub store: Arc<DurableStore>,
+    /// The file's name when last saved, recorded in array attributes.
+    pub name: String,
     file_id: u64,
     manifest: FileManifest,
     pub attrs: FileAttrs,
@@ -59,7 +72,12 @@ fn new_id() -> String {
 
 impl FileNode {
     /// A new empty file in the (already created) directory of `store`.
-    pub fn create(store: Arc<DurableStore>, file_id: u64, attrs: FileAttrs) -> FsResult<Self> {
+    pub fn create(
+        store: Arc<DurableStore>,
+        file_id: u64,
+        name: &str,
+        attrs: FileAttrs,
+    ) -> FsResult<Self> {
         let manifest = FileManifest {
             kind: "file".into(),
             id: new_id(),
@@ -79,11 +97,14 @@ impl FileNode {
             },
             array: String::new(),
             chunks: Vec::new(),
+            format: None,
+            segments: Vec::new(),
         };
         // Not fsynced: an empty file that a crash loses was never committed.
         manifest.commit(store.base(), false)?;
         Ok(FileNode {
             store,
+            name: name.to_string(),
             file_id,
             manifest,
             attrs,
@@ -98,7 +119,12 @@ impl FileNode {
     }
 
     /// A committed file found in the backing store.
-    pub fn load(store: Arc<DurableStore>, file_id: u64, manifest: FileManifest) -> Self {
+    pub fn load(
+        store: Arc<DurableStore>,
+        file_id: u64,
+        name: &str,
+        manifest: FileManifest,
+    ) -> Self {
         let attrs = FileAttrs {
             mode: manifest.mode,
             uid: manifest.uid,
@@ -109,6 +135,7 @@ impl FileNode {
         };
         FileNode {
             store,
+            name: name.to_string(),
             file_id,
             size: manifest.size,
             max_gen: manifest.generation,
@@ -136,12 +163,10 @@ impl FileNode {
         Ok(if pipe.plain_layout() {
             Data::Plain(PlainData::create(&self.store, gen)?)
         } else {
-            Data::Chunked(ChunkedData::create(
-                &self.store,
-                self.file_id,
-                pipe.byte_spec(),
+            Data::Sniff {
                 gen,
-            )?)
+                buf: Vec::new(),
+            }
         })
     }
 
@@ -168,6 +193,11 @@ impl FileNode {
                     m.chunks.clone(),
                 )?))
             }
+            "segments" => Ok(Data::Format(FormatData::Sealed(SegmentReader::open(
+                &self.store,
+                self.file_id,
+                m,
+            )?))),
             other => Err(FsError::new(
                 libc::EIO,
                 format!("unknown layout `{other}` in manifest"),
@@ -187,6 +217,37 @@ impl FileNode {
         self.data
             .as_mut()
             .ok_or_else(|| FsError::new(libc::EIO, "file data unavailable"))
+    }
+
+    /// Ends sniffing: the held bytes become a checkpoint stream or a raw
+    /// chunk stream. With `eof`, decides on what is there.
+    fn resolve(&mut self, pipe: &Arc<Pipeline>, eof: bool) -> FsResult<()> {
+        let Some(Data::Sniff { gen, buf }) = self.data.as_ref() else {
+            return Ok(());
+        };
+        let (next, format) = Planner::Sniff.next(0, buf, eof);
+        if matches!(next, Next::NeedMore) && !eof && buf.len() < crate::format::LOOKAHEAD_LIMIT {
+            return Ok(());
+        }
+        let gen = *gen;
+        let Some(Data::Sniff { buf, .. }) = self.data.take() else {
+            return Ok(());
+        };
+        let data = match format {
+            Some(f) if f != Format::Raw => {
+                let _t = pipe.profiler.stage("parse");
+                let mut w = FormatWriter::new(pipe, &self.store, gen, &self.name)?;
+                w.push(&buf)?;
+                Data::Format(FormatData::Writing(Box::new(w)))
+            }
+            _ => {
+                let mut c = ChunkedData::create(&self.store, self.file_id, pipe.byte_spec(), gen)?;
+                c.append(pipe, &buf)?;
+                Data::Chunked(c)
+            }
+        };
+        self.data = Some(data);
+        Ok(())
     }
 
     fn touch(&mut self) {
@@ -210,6 +271,17 @@ impl FileNode {
             max_gen += 1;
             max_gen
         };
+        let file_id = self.file_id;
+        if let Data::Sniff { buf, .. } = self.data(pipe)? {
+            if buf.len() as u64 == offset {
+                buf.extend_from_slice(data);
+                self.resolve(pipe, false)?;
+                self.size = self.size.max(end);
+                self.touch();
+                return Ok(());
+            }
+            self.resolve(pipe, true)?;
+        }
         match self.data(pipe)? {
             Data::Plain(p) => p.write(&store, offset, data, size, &mut next)?,
             Data::Chunked(c) => {
@@ -218,6 +290,13 @@ impl FileNode {
                 }
                 c.write(pipe, &store, offset, data, size, &mut next)?
             }
+            Data::Format(f) => {
+                if let Some(e) = f.take_error() {
+                    return Err(e);
+                }
+                f.write(pipe, &store, file_id, offset, data, size, &mut next)?
+            }
+            Data::Sniff { .. } => return Err(FsError::new(libc::EIO, "unresolved file data")),
         }
         self.max_gen = self.max_gen.max(max_gen);
         self.size = self.size.max(end);
@@ -245,9 +324,17 @@ impl FileNode {
                 max_gen += 1;
                 max_gen
             };
+            let file_id = self.file_id;
+            if let Data::Sniff { buf, .. } = self.data(pipe)? {
+                if new_size < buf.len() as u64 {
+                    self.resolve(pipe, true)?;
+                }
+            }
             match self.data(pipe)? {
                 Data::Plain(p) => p.truncate(&store, new_size, size, &mut next)?,
                 Data::Chunked(c) => c.truncate(pipe, &store, new_size, size, &mut next)?,
+                Data::Format(f) => f.truncate(pipe, &store, file_id, new_size, size, &mut next)?,
+                Data::Sniff { .. } => {}
             }
             self.max_gen = self.max_gen.max(max_gen);
         }
@@ -264,6 +351,10 @@ impl FileNode {
                 }
             }
             Data::Chunked(mut c) => c.discard(&self.store),
+            Data::Format(mut f) => f.discard(&self.store),
+            Data::Sniff { gen, .. } => {
+                let _ = fs::remove_dir_all(self.store.key_path(&format!("g{gen}")));
+            }
         }
     }
 
@@ -275,6 +366,13 @@ impl FileNode {
         let len = len.min((self.size - offset) as usize);
         let mut out = vec![0u8; len];
         let size = self.size;
+        let store = self.store.clone();
+        let file_id = self.file_id;
+        let mut max_gen = self.max_gen;
+        let next = || {
+            max_gen += 1;
+            max_gen
+        };
         match self.data(pipe)? {
             Data::Plain(p) => {
                 let n = p.read(offset, &mut out)?;
@@ -282,7 +380,15 @@ impl FileNode {
                 out[n..].fill(0);
             }
             Data::Chunked(c) => c.read(pipe, offset, &mut out, size)?,
+            Data::Format(f) => f.read(pipe, &store, file_id, offset, &mut out, size, next)?,
+            Data::Sniff { buf, .. } => {
+                let have = buf.len().saturating_sub(offset as usize).min(out.len());
+                if have > 0 {
+                    out[..have].copy_from_slice(&buf[offset as usize..offset as usize + have]);
+                }
+            }
         }
+        self.max_gen = self.max_gen.max(max_gen);
         Ok(out)
     }
 
@@ -298,7 +404,30 @@ impl FileNode {
         if self.dirty {
             let size = self.size;
             let store = self.store.clone();
+            if matches!(self.data, Some(Data::Sniff { .. })) {
+                self.resolve(pipe, true)?;
+            }
+            let name = self.name.clone();
             match self.data(pipe)? {
+                Data::Sniff { .. } => return Err(FsError::new(libc::EIO, "unresolved file data")),
+                Data::Format(f) => {
+                    let flushed = f.flush(pipe, &store, size, &name)?.ok_or_else(|| {
+                        FsError::new(libc::EIO, "nothing to commit for a sealed file")
+                    })?;
+                    {
+                        let _t = pipe.profiler.stage("fsync");
+                        store.barrier().ctx("sync backing filesystem")?;
+                    }
+                    next.generation = flushed.gen;
+                    next.layout = FileLayout {
+                        kind: "segments".into(),
+                        chunk_bytes: flushed.raw.chunk_bytes,
+                        codec: flushed.raw.codec.to_string(),
+                    };
+                    next.chunks = flushed.raw_crcs;
+                    next.segments = flushed.segments;
+                    next.format = flushed.format;
+                }
                 Data::Plain(p) => {
                     let crc = {
                         let _t = pipe.profiler.stage("fsync");
@@ -315,6 +444,8 @@ impl FileNode {
                         .ctx("fsync array metadata")?;
                     sync_dir(&store.key_path(&format!("g{}", p.gen))).ctx("fsync array dir")?;
                     next.generation = p.gen;
+                    next.segments = Vec::new();
+                    next.format = None;
                     next.layout = FileLayout {
                         kind: "plain".into(),
                         chunk_bytes: size.max(1),
@@ -331,6 +462,8 @@ impl FileNode {
                         store.barrier().ctx("sync backing filesystem")?;
                     }
                     next.generation = c.gen;
+                    next.segments = Vec::new();
+                    next.format = None;
                     next.layout = FileLayout {
                         kind: "bytes".into(),
                         chunk_bytes: c.spec.chunk_bytes,
@@ -353,9 +486,11 @@ impl FileNode {
             let _t = pipe.profiler.stage("manifest_commit");
             next.commit(self.store.base(), true)?;
         }
-        if let Some(Data::Chunked(c)) = self.data.as_mut() {
-            if self.dirty {
-                c.committed(&self.store, next.size, next.chunks.clone());
+        if self.dirty {
+            match self.data.as_mut() {
+                Some(Data::Chunked(c)) => c.committed(&self.store, next.size, next.chunks.clone()),
+                Some(Data::Format(f)) => f.committed(&self.store, self.file_id, &next)?,
+                _ => {}
             }
         }
         if old_gen != 0 && old_gen != next.generation {
@@ -384,7 +519,7 @@ impl FileNode {
             match self.data.as_mut() {
                 Some(Data::Chunked(c)) => c.unload(),
                 Some(Data::Plain(_)) => self.data = None,
-                None => {}
+                _ => {}
             }
         }
     }

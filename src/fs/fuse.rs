@@ -24,11 +24,25 @@ const MAX_IO: u32 = 1 << 20;
 pub struct FuseAdapter {
     pub fs: Arc<CkptFs>,
     ttl: Duration,
+    open_flags: FopenFlags,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<CkptFs>, ttl: Duration) -> Self {
-        FuseAdapter { fs, ttl }
+        // Every change goes through this mount, so pages the kernel cached
+        // stay valid across opens (fast mmap loads) — unless the layout is
+        // lossy: then a reopen must see the rounded values, not the pages
+        // the writer left behind.
+        let open_flags = if fs.pipe.config.layout.dtype == crate::config::StoredDtype::Keep {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        FuseAdapter {
+            fs,
+            ttl,
+            open_flags,
+        }
     }
 
     fn fail(&self, op: &'static str, e: &FsError) -> Errno {
@@ -284,9 +298,7 @@ impl Filesystem for FuseAdapter {
         let t = Instant::now();
         match self.fs.open(ino.0, flags.0, req.pid()) {
             Ok(fh) => {
-                // Every change goes through this mount, so pages the kernel
-                // cached stay valid across opens (fast mmap loads).
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                reply.opened(FileHandle(fh), self.open_flags);
                 self.done("open", t, 0, false);
             }
             Err(e) => {
@@ -546,7 +558,7 @@ impl Filesystem for FuseAdapter {
                     &attr,
                     Generation(0),
                     FileHandle(fh),
-                    FopenFlags::FOPEN_KEEP_CACHE,
+                    self.open_flags,
                 );
                 self.done("create", t, 0, false);
             }

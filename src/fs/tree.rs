@@ -151,7 +151,7 @@ impl Tree {
                             DurableStore::open(&path).ctx(format!("open {}", path.display()))?,
                         );
                         let new_ino = self.next_ino;
-                        let file = FileNode::load(store, new_ino, *m);
+                        let file = FileNode::load(store, new_ino, &name.to_string_lossy(), *m);
                         rec.files += 1;
                         self.insert(
                             ino,

@@ -27,7 +27,7 @@ pub struct FileLayout {
 }
 
 /// What a committed file is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileManifest {
     pub kind: String,
     /// Stable identity of the file, kept across renames.
@@ -47,8 +47,37 @@ pub struct FileManifest {
     /// The generation array, relative to the file's directory.
     pub array: String,
     /// CRC-32C of the valid bytes of each chunk; `None` for a chunk never
-    /// written (it reads as zeros).
+    /// written (it reads as zeros). For a parsed checkpoint: of its raw array.
     pub chunks: Vec<Option<u32>>,
+    /// The checkpoint format recognised (`safetensors`, …), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// A parsed checkpoint's bytes, in file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentMeta>,
+}
+
+/// A stretch of a parsed checkpoint file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SegmentMeta {
+    /// Bytes kept exactly, at `raw_offset` in the generation's `raw` array.
+    Raw {
+        start: u64,
+        len: u64,
+        raw_offset: u64,
+    },
+    /// A tensor stored as its own array.
+    Tensor {
+        start: u64,
+        len: u64,
+        name: String,
+        layout: crate::layout::tensor::TensorLayout,
+        /// CRC-32C of each decoded chunk, by linear chunk index.
+        crcs: Vec<u32>,
+        /// Largest |original − stored| when the dtype was narrowed.
+        max_abs_error: Option<f64>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]

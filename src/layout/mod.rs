@@ -2,4 +2,7 @@
 //! manifest that commits them.
 
 pub mod array;
+pub mod chunk_shape;
+pub mod dtype;
 pub mod manifest;
+pub mod tensor;

@@ -4,6 +4,9 @@
 pub mod budget;
 pub mod cache;
 pub mod chunked;
+pub mod format_data;
+pub mod format_read;
+pub mod format_write;
 pub mod inflight;
 pub mod plain;
 pub mod pool;

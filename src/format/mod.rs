@@ -1,0 +1,115 @@
+//! Checkpoint formats, recognised by content as the bytes arrive.
+//!
+//! A planner looks at the bytes at the current position and says what the
+//! next segment of the file is: raw bytes (headers, pickle, zip records)
+//! kept exactly, or a tensor with a dtype and shape. A file that matches no
+//! format, or fails to parse at any point, is raw bytes from there on: a
+//! valid file of an unknown format is never an error.
+
+pub mod safetensors;
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::layout::dtype::Dtype;
+
+/// Most bytes held while deciding what comes next.
+pub const LOOKAHEAD_LIMIT: usize = 64 << 20;
+
+/// A tensor's place in its file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<u64>,
+    /// File offset of its first byte.
+    pub start: u64,
+    pub len: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Segment {
+    Raw { start: u64, len: u64 },
+    Tensor(TensorSpec),
+}
+
+/// What the next bytes are.
+#[derive(Debug)]
+pub enum Next {
+    /// Not enough bytes yet to say.
+    NeedMore,
+    Raw(u64),
+    Tensor(TensorSpec),
+    /// Raw bytes to the end of the file.
+    Rest,
+}
+
+pub enum Planner {
+    Sniff,
+    Planned(VecDeque<Segment>),
+    Rest,
+}
+
+/// The format name a planner settled on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Safetensors,
+    Raw,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Safetensors => "safetensors",
+            Format::Raw => "raw",
+        }
+    }
+}
+
+impl Planner {
+    /// Decides the next segment from the bytes at `pos` (`look`); `eof`
+    /// means no more bytes will come before a decision is needed.
+    pub fn next(&mut self, pos: u64, look: &[u8], eof: bool) -> (Next, Option<Format>) {
+        match self {
+            Planner::Sniff => {
+                if look.len() < 9 && !eof {
+                    return (Next::NeedMore, None);
+                }
+                if safetensors::sniff(look) {
+                    let end = safetensors::header_end(look).unwrap_or(0);
+                    if end as usize > LOOKAHEAD_LIMIT {
+                        *self = Planner::Rest;
+                        return (Next::Rest, Some(Format::Raw));
+                    }
+                    if (look.len() as u64) < end && !eof {
+                        return (Next::NeedMore, None);
+                    }
+                    match safetensors::plan(look) {
+                        Ok(segs) => {
+                            *self = Planner::Planned(segs.into());
+                            let (n, _) = self.next(pos, look, eof);
+                            return (n, Some(Format::Safetensors));
+                        }
+                        Err(reason) => {
+                            tracing::info!(
+                                "not a valid safetensors file, stored as raw bytes: {reason}"
+                            );
+                        }
+                    }
+                }
+                *self = Planner::Rest;
+                (Next::Rest, Some(Format::Raw))
+            }
+            Planner::Planned(q) => match q.pop_front() {
+                Some(Segment::Raw { len, .. }) => (Next::Raw(len), None),
+                Some(Segment::Tensor(t)) => (Next::Tensor(t), None),
+                None => {
+                    *self = Planner::Rest;
+                    (Next::Rest, None)
+                }
+            },
+            Planner::Rest => (Next::Rest, None),
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Tensor element types: safetensors and PyTorch names, their Zarr v3 data
+//! types, and the narrowing casts of the stored-dtype policy.
+
+use half::{bf16, f16};
+use zarrs::array::{data_type, DataType};
+
+use crate::config::StoredDtype;
+
+/// An element type as a checkpoint format names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Dtype {
+    Bool,
+    U8,
+    I8,
+    U16,
+    I16,
+    U32,
+    I32,
+    U64,
+    I64,
+    F16,
+    BF16,
+    F32,
+    F64,
+    /// A type the backing store has no array type for (F8, complex, …):
+    /// such tensors are kept as raw bytes.
+    Other(u8),
+}
+
+impl Dtype {
+    /// From a safetensors `dtype` string.
+    pub fn from_safetensors(s: &str) -> Option<Dtype> {
+        Some(match s {
+            "BOOL" => Dtype::Bool,
+            "U8" => Dtype::U8,
+            "I8" => Dtype::I8,
+            "U16" => Dtype::U16,
+            "I16" => Dtype::I16,
+            "U32" => Dtype::U32,
+            "I32" => Dtype::I32,
+            "U64" => Dtype::U64,
+            "I64" => Dtype::I64,
+            "F16" => Dtype::F16,
+            "BF16" => Dtype::BF16,
+            "F32" => Dtype::F32,
+            "F64" => Dtype::F64,
+            "F8_E4M3" | "F8_E5M2" | "F8_E8M0" | "E8M0" => Dtype::Other(1),
+            "F4" | "F6_E2M3" | "F6_E3M2" => return None,
+            "C64" => Dtype::Other(8),
+            _ => return None,
+        })
+    }
+
+    /// From a PyTorch storage class name (`FloatStorage`, …).
+    pub fn from_torch_storage(s: &str) -> Option<Dtype> {
+        Some(match s {
+            "BoolStorage" => Dtype::Bool,
+            "ByteStorage" => Dtype::U8,
+            "CharStorage" => Dtype::I8,
+            "ShortStorage" => Dtype::I16,
+            "IntStorage" => Dtype::I32,
+            "LongStorage" => Dtype::I64,
+            "HalfStorage" => Dtype::F16,
+            "BFloat16Storage" => Dtype::BF16,
+            "FloatStorage" => Dtype::F32,
+            "DoubleStorage" => Dtype::F64,
+            "ComplexFloatStorage" => Dtype::Other(8),
+            "ComplexDoubleStorage" => Dtype::Other(16),
+            "UInt16Storage" => Dtype::U16,
+            "UInt32Storage" => Dtype::U32,
+            "UInt64Storage" => Dtype::U64,
+            "Float8_e4m3fnStorage" | "Float8_e5m2Storage" => Dtype::Other(1),
+            _ => return None,
+        })
+    }
+
+    pub fn size(self) -> u64 {
+        match self {
+            Dtype::Bool | Dtype::U8 | Dtype::I8 => 1,
+            Dtype::U16 | Dtype::I16 | Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::U32 | Dtype::I32 | Dtype::F32 => 4,
+            Dtype::U64 | Dtype::I64 | Dtype::F64 => 8,
+            Dtype::Other(n) => n as u64,
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Dtype::Other(n) => format!("other{n}"),
+            d => format!("{d:?}"),
+        }
+    }
+
+    /// The Zarr v3 data type, if the store has one.
+    pub fn zarr(self) -> Option<DataType> {
+        Some(match self {
+            Dtype::Bool => data_type::bool(),
+            Dtype::U8 => data_type::uint8(),
+            Dtype::I8 => data_type::int8(),
+            Dtype::U16 => data_type::uint16(),
+            Dtype::I16 => data_type::int16(),
+            Dtype::U32 => data_type::uint32(),
+            Dtype::I32 => data_type::int32(),
+            Dtype::U64 => data_type::uint64(),
+            Dtype::I64 => data_type::int64(),
+            Dtype::F16 => data_type::float16(),
+            Dtype::BF16 => data_type::bfloat16(),
+            Dtype::F32 => data_type::float32(),
+            Dtype::F64 => data_type::float64(),
+            Dtype::Other(_) => return None,
+        })
+    }
+
+    /// The dtype a tensor of this type is stored as under `policy`.
+    pub fn stored(self, policy: StoredDtype) -> Dtype {
+        match (self, policy) {
+            (Dtype::F32 | Dtype::F64, StoredDtype::Float16) => Dtype::F16,
+            (Dtype::F32 | Dtype::F64, StoredDtype::Bfloat16) => Dtype::BF16,
+            (d, _) => d,
+        }
+    }
+}
+
+/// Narrows little-endian `from` elements to `to` (F32/F64 → F16/BF16).
+pub fn narrow(data: &[u8], from: Dtype, to: Dtype) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() / from.size() as usize * 2);
+    let push = |out: &mut Vec<u8>, v: f32| match to {
+        Dtype::BF16 => out.extend_from_slice(&bf16::from_f32(v).to_le_bytes()),
+        _ => out.extend_from_slice(&f16::from_f32(v).to_le_bytes()),
+    };
+    match from {
+        Dtype::F64 => {
+            for c in data.chunks_exact(8) {
+                let v = f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                match to {
+                    Dtype::BF16 => out.extend_from_slice(&bf16::from_f64(v).to_le_bytes()),
+                    _ => out.extend_from_slice(&f16::from_f64(v).to_le_bytes()),
+                }
+            }
+        }
+        _ => {
+            for c in data.chunks_exact(4) {
+                push(&mut out, f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+            }
+        }
+    }
+    out
+}
+
+/// Widens stored F16/BF16 elements back to the file's F32/F64.
+pub fn widen(data: &[u8], stored: Dtype, to: Dtype) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() / 2 * to.size() as usize);
+    for c in data.chunks_exact(2) {
+        let b = [c[0], c[1]];
+        let v = match stored {
+            Dtype::BF16 => bf16::from_le_bytes(b).to_f64(),
+            _ => f16::from_le_bytes(b).to_f64(),
+        };
+        match to {
+            Dtype::F64 => out.extend_from_slice(&v.to_le_bytes()),
+            _ => out.extend_from_slice(&(v as f32).to_le_bytes()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narrow_then_widen_rounds_through_the_stored_type() {
+        let vals = [0.1f32, -3.5, 65504.0, 1e-8, 0.0];
+        let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let back = widen(
+            &narrow(&bytes, Dtype::F32, Dtype::F16),
+            Dtype::F16,
+            Dtype::F32,
+        );
+        for (i, v) in vals.iter().enumerate() {
+            let got = f32::from_le_bytes([
+                back[i * 4],
+                back[i * 4 + 1],
+                back[i * 4 + 2],
+                back[i * 4 + 3],
+            ]);
+            assert_eq!(got, f16::from_f32(*v).to_f32());
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The data of a file recognised as a checkpoint. While it is written from
+//! the start it streams into tensors (`Writing`); once committed it reads
+//! from its arrays (`Sealed`); any other access — a write elsewhere, a
+//! truncation, a read while writing — copies it into a staging file
+//! (`Staged`), which the next commit parses again from the start.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use crate::error::{FsError, FsResult, IoContext};
+use crate::layout::array::ByteArraySpec;
+use crate::layout::manifest::{FileManifest, SegmentMeta};
+use crate::store::durable::DurableStore;
+
+use super::format_read::SegmentReader;
+use super::format_write::FormatWriter;
+use super::Pipeline;
+
+pub enum FormatData {
+    Writing(Box<FormatWriter>),
+    Sealed(SegmentReader),
+    Staged { file: File, key: String, gen: u64 },
+}
+
+/// What a commit records in the manifest.
+pub struct Flushed {
+    pub gen: u64,
+    pub raw: ByteArraySpec,
+    pub raw_crcs: Vec<Option<u32>>,
+    pub segments: Vec<SegmentMeta>,
+    pub format: Option<String>,
+}
+
+const COPY_BLOCK: usize = 4 << 20;
+
+impl FormatData {
+    pub fn gen(&self) -> Option<u64> {
+        match self {
+            FormatData::Writing(w) => Some(w.gen),
+            FormatData::Staged { gen, .. } => Some(*gen),
+            FormatData::Sealed(_) => None,
+        }
+    }
+
+    pub fn take_error(&self) -> Option<FsError> {
+        match self {
+            FormatData::Writing(w) => w.take_error(),
+            _ => None,
+        }
+    }
+
+    /// Copies the current bytes into a staging file of generation `gen`.
+    fn stage(
+        &mut self,
+        pipe: &Arc<Pipeline>,
+        store: &Arc<DurableStore>,
+        file_id: u64,
+        size: u64,
+        gen: u64,
+    ) -> FsResult<()> {
+        let key = format!("g{gen}.staging");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(store.key_path(&key))
+            .ctx("create staging file")?;
+        let (reader, end, drop_gen) = match self {
+            FormatData::Writing(w) => {
+                let raw_crcs = w.finish()?;
+                let spec = pipe.byte_spec();
+                let r = SegmentReader::from_parts(
+                    store,
+                    file_id,
+                    w.gen,
+                    spec,
+                    raw_crcs,
+                    w.segments.clone(),
+                )?;
+                (Some(r), w.end(), Some(w.gen))
+            }
+            FormatData::Sealed(_) => (None, size, None),
+            FormatData::Staged { .. } => return Ok(()),
+        };
+        let reader = match (&reader, &*self) {
+            (Some(r), _) => r,
+            (None, FormatData::Sealed(r)) => r,
+            _ => return Err(FsError::new(libc::EIO, "nothing to stage")),
+        };
+        let mut buf = vec![0u8; COPY_BLOCK];
+        let mut at = 0;
+        let end = end.min(size);
+        while at < end {
+            let n = (end - at).min(COPY_BLOCK as u64) as usize;
+            reader.read(pipe, at, &mut buf[..n])?;
+            file.write_all_at(&buf[..n], at).ctx("write staging file")?;
+            at += n as u64;
+        }
+        file.set_len(size).ctx("size staging file")?;
+        if let Some(g) = drop_gen {
+            let _ = fs::remove_dir_all(store.key_path(&format!("g{g}")));
+        }
+        *self = FormatData::Staged { file, key, gen };
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn write(
+        &mut self,
+        pipe: &Arc<Pipeline>,
+        store: &Arc<DurableStore>,
+        file_id: u64,
+        offset: u64,
+        data: &[u8],
+        size: u64,
+        new_gen: impl FnOnce() -> u64,
+    ) -> FsResult<()> {
+        if let FormatData::Writing(w) = self {
+            if w.end() == offset {
+                return w.push(data);
+            }
+        }
+        if !matches!(self, FormatData::Staged { .. }) {
+            self.stage(pipe, store, file_id, size, new_gen())?;
+        }
+        match self {
+            FormatData::Staged { file, .. } => {
+                file.write_all_at(data, offset).ctx("write staging file")
+            }
+            _ => Err(FsError::new(libc::EIO, "staging failed")),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn truncate(
+        &mut self,
+        pipe: &Arc<Pipeline>,
+        store: &Arc<DurableStore>,
+        file_id: u64,
+        new_size: u64,
+        size: u64,
+        new_gen: impl FnOnce() -> u64,
+    ) -> FsResult<()> {
+        if let FormatData::Writing(w) = self {
+            if new_size >= w.end() {
+                return Ok(());
+            }
+        }
+        if !matches!(self, FormatData::Staged { .. }) {
+            self.stage(pipe, store, file_id, size, new_gen())?;
+        }
+        match self {
+            FormatData::Staged { file, .. } => file.set_len(new_size).ctx("truncate staging file"),
+            _ => Err(FsError::new(libc::EIO, "staging failed")),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn read(
+        &mut self,
+        pipe: &Arc<Pipeline>,
+        store: &Arc<DurableStore>,
+        file_id: u64,
+        offset: u64,
+        out: &mut [u8],
+        size: u64,
+        new_gen: impl FnOnce() -> u64,
+    ) -> FsResult<()> {
+        if matches!(self, FormatData::Writing(_)) {
+            self.stage(pipe, store, file_id, size, new_gen())?;
+        }
+        match self {
+            FormatData::Sealed(r) => r.read(pipe, offset, out),
+            FormatData::Staged { file, .. } => {
+                let mut done = 0;
+                while done < out.len() {
+                    let n = file
+                        .read_at(&mut out[done..], offset + done as u64)
+                        .ctx("read staging file")?;
+                    if n == 0 {
+                        out[done..].fill(0);
+                        break;
+                    }
+                    done += n;
+                }
+                Ok(())
+            }
+            FormatData::Writing(_) => Err(FsError::new(libc::EIO, "staging failed")),
+        }
+    }
+
+    /// Stores everything as its generation; the caller commits the manifest.
+    pub fn flush(
+        &mut self,
+        pipe: &Arc<Pipeline>,
+        store: &Arc<DurableStore>,
+        size: u64,
+        file_name: &str,
+    ) -> FsResult<Option<Flushed>> {
+        let writer = match self {
+            FormatData::Sealed(_) => return Ok(None),
+            FormatData::Writing(w) => w,
+            FormatData::Staged { file, gen, .. } => {
+                // Parse the staged bytes from the start, like a new save.
+                let mut w = FormatWriter::new(pipe, store, *gen, file_name)?;
+                let mut buf = vec![0u8; COPY_BLOCK];
+                let mut at = 0;
+                while at < size {
+                    let n = (size - at).min(COPY_BLOCK as u64) as usize;
+                    let got = file.read_at(&mut buf[..n], at).ctx("read staging file")?;
+                    buf[got..n].fill(0);
+                    w.push(&buf[..n])?;
+                    at += n as u64;
+                }
+                *self = FormatData::Writing(Box::new(w));
+                match self {
+                    FormatData::Writing(w) => w,
+                    _ => return Err(FsError::new(libc::EIO, "staging parse failed")),
+                }
+            }
+        };
+        let raw_crcs = writer.finish()?;
+        writer.store_metadata()?;
+        Ok(Some(Flushed {
+            gen: writer.gen,
+            raw: pipe.byte_spec(),
+            raw_crcs,
+            segments: writer.segments.clone(),
+            format: writer.format.map(|f| f.name().to_string()),
+        }))
+    }
+
+    /// After the manifest commit: read from the committed arrays.
+    pub fn committed(
+        &mut self,
+        store: &Arc<DurableStore>,
+        file_id: u64,
+        m: &FileManifest,
+    ) -> FsResult<()> {
+        let staging = match self {
+            FormatData::Staged { key, .. } => Some(key.clone()),
+            _ => None,
+        };
+        *self = FormatData::Sealed(SegmentReader::open(store, file_id, m)?);
+        if let Some(key) = staging {
+            let _ = fs::remove_file(store.key_path(&key));
+        }
+        let _ = fs::remove_file(store.key_path(&format!("g{}.staging", m.generation)));
+        Ok(())
+    }
+
+    /// Removes uncommitted files of this state.
+    pub fn discard(&mut self, store: &DurableStore) {
+        match self {
+            FormatData::Writing(w) => {
+                let _ = w.finish();
+                let _ = fs::remove_dir_all(store.key_path(&format!("g{}", w.gen)));
+            }
+            FormatData::Staged { key, gen, .. } => {
+                let _ = fs::remove_file(store.key_path(key));
+                let _ = fs::remove_dir_all(store.key_path(&format!("g{gen}")));
+            }
+            FormatData::Sealed(_) => {}
+        }
+    }
+}

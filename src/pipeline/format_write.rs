@@ -1,0 +1,547 @@
+//! Writes a recognised checkpoint, as its bytes arrive, into one Zarr array
+//! per tensor plus one byte array for everything else.
+//!
+//! A tensor's bytes arrive in row-major order, so a chunk that spans less
+//! than a full row is only complete once `chunk[0]` whole rows are in: the
+//! assembler fills one such slab (reserved from the memory budget), cuts it
+//! into chunks, narrows their dtype if the policy says so, and hands each to
+//! the worker pool. Memory per tensor in flight is one slab plus the chunks
+//! being encoded, whatever the tensor's size.
+
+use std::sync::Arc;
+
+use zarrs::array::{ArrayBytes, CodecOptions};
+
+use crate::config::{Chunking, StoredDtype};
+use crate::error::{from_array, FsError, FsResult};
+use crate::format::{Format, Next, Planner, TensorSpec, LOOKAHEAD_LIMIT};
+use crate::layout::array::{store_chunk, ByteArray, ByteArraySpec};
+use crate::layout::dtype::{narrow, Dtype};
+use crate::layout::manifest::SegmentMeta;
+use crate::layout::tensor::{array_name, chunk_for, TensorArray, TensorLayout};
+use crate::store::durable::DurableStore;
+
+use super::budget::Reservation;
+use super::inflight::Inflight;
+use super::{crc_with_zeros, Pipeline};
+
+/// Checksum keys: raw chunks use their index, tensor chunks this offset.
+pub fn tensor_key(segment: usize, linear: u64) -> u64 {
+    ((segment as u64 + 1) << 40) | linear
+}
+
+struct RawAppender {
+    array: Arc<ByteArray>,
+    chunk: u64,
+    buf: Vec<u8>,
+    index: u64,
+    total: u64,
+    reservation: Option<Reservation>,
+}
+
+struct TensorAsm {
+    segment: usize,
+    layout: TensorLayout,
+    array: Arc<TensorArray>,
+    left: u64,
+    slab: Vec<u8>,
+    slab_index: u64,
+    row_bytes: u64,
+    rows: u64,
+    reservation: Option<Reservation>,
+    max_err: f64,
+}
+
+enum Current {
+    Undecided,
+    Raw(Option<u64>),
+    Tensor(Box<TensorAsm>),
+}
+
+pub struct FormatWriter {
+    pipe: Arc<Pipeline>,
+    store: Arc<DurableStore>,
+    pub gen: u64,
+    planner: Planner,
+    pub format: Option<Format>,
+    /// File bytes assigned to a segment so far.
+    pos: u64,
+    look: Vec<u8>,
+    current: Current,
+    raw: RawAppender,
+    pub segments: Vec<SegmentMeta>,
+    inflight: Arc<Inflight>,
+    file_name: String,
+}
+
+fn options() -> CodecOptions {
+    CodecOptions::default()
+        .with_concurrent_target(1)
+        .with_store_empty_chunks(false)
+}
+
+impl FormatWriter {
+    pub fn new(
+        pipe: &Arc<Pipeline>,
+        store: &Arc<DurableStore>,
+        gen: u64,
+        file_name: &str,
+    ) -> FsResult<Self> {
+        let spec = pipe.byte_spec();
+        let array = Arc::new(spec.handle(store, &format!("/g{gen}/raw"))?);
+        Ok(FormatWriter {
+            pipe: pipe.clone(),
+            store: store.clone(),
+            gen,
+            planner: Planner::Sniff,
+            format: None,
+            pos: 0,
+            look: Vec::new(),
+            current: Current::Undecided,
+            raw: RawAppender {
+                array,
+                chunk: spec.chunk_bytes,
+                buf: Vec::new(),
+                index: 0,
+                total: 0,
+                reservation: None,
+            },
+            segments: Vec::new(),
+            inflight: Arc::new(Inflight::default()),
+            file_name: file_name.to_string(),
+        })
+    }
+
+    /// Bytes received so far (the stream's end).
+    pub fn end(&self) -> u64 {
+        self.pos + self.look.len() as u64
+    }
+
+    pub fn take_error(&self) -> Option<FsError> {
+        self.inflight.take_error()
+    }
+
+    pub fn push(&mut self, mut data: &[u8]) -> FsResult<()> {
+        while !data.is_empty() {
+            match &mut self.current {
+                Current::Undecided => {
+                    self.look.extend_from_slice(data);
+                    data = &[];
+                    self.decide(false)?;
+                }
+                Current::Raw(left) => {
+                    let n = left.map_or(data.len() as u64, |l| l.min(data.len() as u64)) as usize;
+                    let seg_len = n as u64;
+                    if let Some(l) = left {
+                        *l -= seg_len;
+                    }
+                    let done = *left == Some(0);
+                    self.raw_push(&data[..n]);
+                    self.extend_raw_segment(seg_len);
+                    self.pos += seg_len;
+                    data = &data[n..];
+                    if done {
+                        self.current = Current::Undecided;
+                        let look = std::mem::take(&mut self.look);
+                        if !look.is_empty() {
+                            self.push(&look)?;
+                        }
+                    }
+                }
+                Current::Tensor(asm) => {
+                    let n = asm.left.min(data.len() as u64) as usize;
+                    let part = &data[..n];
+                    data = &data[n..];
+                    self.pos += n as u64;
+                    self.tensor_push(part)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the planner about the buffered bytes until it needs more.
+    fn decide(&mut self, eof: bool) -> FsResult<()> {
+        while matches!(self.current, Current::Undecided) {
+            if self.look.is_empty() && !eof {
+                return Ok(());
+            }
+            let (next, format) = self.planner.next(self.pos, &self.look, eof);
+            if format.is_some() && self.format.is_none() {
+                self.format = format;
+            }
+            let next = match next {
+                Next::NeedMore if self.look.len() > LOOKAHEAD_LIMIT || eof => Next::Rest,
+                n => n,
+            };
+            match next {
+                Next::NeedMore => return Ok(()),
+                Next::Raw(n) => self.current = Current::Raw(Some(n)),
+                Next::Rest => self.current = Current::Raw(None),
+                Next::Tensor(spec) => self.start_tensor(spec)?,
+            }
+            let look = std::mem::take(&mut self.look);
+            if !look.is_empty() {
+                self.push(&look)?;
+            }
+            if eof && self.look.is_empty() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn extend_raw_segment(&mut self, n: u64) {
+        let raw_end = self.raw.total;
+        match self.segments.last_mut() {
+            Some(SegmentMeta::Raw { start, len, .. }) if *start + *len == self.pos => *len += n,
+            _ => self.segments.push(SegmentMeta::Raw {
+                start: self.pos,
+                len: n,
+                raw_offset: raw_end - n,
+            }),
+        }
+    }
+
+    fn raw_push(&mut self, mut data: &[u8]) {
+        self.raw.total += data.len() as u64;
+        while !data.is_empty() {
+            if self.raw.reservation.is_none() {
+                self.raw.reservation = Some(self.pipe.budget.reserve(self.raw.chunk));
+            }
+            let take = (self.raw.chunk as usize - self.raw.buf.len()).min(data.len());
+            self.raw.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.raw.buf.len() as u64 == self.raw.chunk {
+                self.raw_submit();
+            }
+        }
+    }
+
+    fn raw_submit(&mut self) {
+        let mut buf = std::mem::take(&mut self.raw.buf);
+        let valid = buf.len();
+        buf.resize(self.raw.chunk as usize, 0);
+        let index = self.raw.index;
+        self.raw.index += 1;
+        let reservation = self.raw.reservation.take();
+        let array = self.raw.array.clone();
+        let inflight = self.inflight.clone();
+        let pipe = self.pipe.clone();
+        inflight.start();
+        self.pipe.pool.spawn(move || {
+            let crc = crc32c::crc32c(&buf[..valid]);
+            let len = buf.len() as u64;
+            let r = {
+                let _t = pipe.profiler.stage("encode_store");
+                store_chunk(&array, index, buf)
+            };
+            pipe.profiler.add_backend_write(len);
+            drop(reservation);
+            inflight.finish(index, r.map(|()| crc));
+        });
+    }
+
+    fn start_tensor(&mut self, spec: TensorSpec) -> FsResult<()> {
+        let cfg = &self.pipe.config;
+        let numel: u64 = spec.shape.iter().product();
+        let stored = spec.dtype.stored(cfg.layout.dtype);
+        let chunk = chunk_for(&spec.shape, spec.dtype, &cfg.layout.chunking);
+        let row_bytes = if spec.shape.len() > 1 {
+            spec.shape[1..].iter().product::<u64>() * spec.dtype.size()
+        } else {
+            spec.dtype.size()
+        };
+        let slab = chunk.first().copied().unwrap_or(1) * row_bytes;
+        let chunk_bytes = chunk.iter().product::<u64>() * stored.size();
+        // Kept as raw bytes: scalars, empty tensors, types without an array
+        // type, and slabs too large for the memory budget.
+        if spec.shape.is_empty()
+            || numel == 0
+            || spec.dtype.zarr().is_none()
+            || slab * 2 + chunk_bytes > cfg.io.memory_budget
+            || matches!(cfg.layout.chunking, Chunking::None)
+        {
+            self.current = Current::Raw(Some(spec.len));
+            return Ok(());
+        }
+        let index = self.segments.len();
+        let layout = TensorLayout {
+            path: format!("/g{}/{}", self.gen, array_name(index, &spec.name)),
+            dtype: spec.dtype,
+            stored,
+            shape: spec.shape.clone(),
+            chunk,
+            codec: cfg.layout.codec.to_string(),
+        };
+        let array = Arc::new(layout.build(&self.store, Default::default())?);
+        self.segments.push(SegmentMeta::Tensor {
+            start: spec.start,
+            len: spec.len,
+            name: spec.name.clone(),
+            layout: layout.clone(),
+            crcs: Vec::new(),
+            max_abs_error: None,
+        });
+        self.current = Current::Tensor(Box::new(TensorAsm {
+            segment: index,
+            rows: spec.shape[0],
+            layout,
+            array,
+            left: spec.len,
+            slab: Vec::new(),
+            slab_index: 0,
+            row_bytes,
+            reservation: None,
+            max_err: 0.0,
+        }));
+        Ok(())
+    }
+
+    fn tensor_push(&mut self, mut data: &[u8]) -> FsResult<()> {
+        let Current::Tensor(asm) = &mut self.current else {
+            return Ok(());
+        };
+        while !data.is_empty() {
+            let rows_here =
+                asm.layout.chunk[0].min(asm.rows - asm.slab_index * asm.layout.chunk[0]);
+            let cap = (rows_here * asm.row_bytes) as usize;
+            if asm.reservation.is_none() {
+                let _t = self.pipe.profiler.stage("budget_wait");
+                asm.reservation = Some(self.pipe.budget.reserve(cap as u64));
+                asm.slab.reserve(cap);
+            }
+            let take = (cap - asm.slab.len()).min(data.len());
+            asm.slab.extend_from_slice(&data[..take]);
+            asm.left -= take as u64;
+            data = &data[take..];
+            if asm.slab.len() == cap {
+                Self::flush_slab(&self.pipe, &self.inflight, asm);
+            }
+        }
+        if asm.left == 0 {
+            self.end_tensor();
+        }
+        Ok(())
+    }
+
+    /// Cuts the slab into chunks and queues them.
+    fn flush_slab(pipe: &Arc<Pipeline>, inflight: &Arc<Inflight>, asm: &mut TensorAsm) {
+        if asm.slab.is_empty() {
+            return;
+        }
+        let rows_here = asm.layout.chunk[0].min(asm.rows - asm.slab_index * asm.layout.chunk[0]);
+        asm.slab.resize((rows_here * asm.row_bytes) as usize, 0);
+        let stored = if asm.layout.stored != asm.layout.dtype {
+            let _t = pipe.profiler.stage("cast");
+            let narrowed = narrow(&asm.slab, asm.layout.dtype, asm.layout.stored);
+            asm.max_err = asm
+                .max_err
+                .max(max_abs_error(&asm.slab, &narrowed, &asm.layout));
+            narrowed
+        } else {
+            std::mem::take(&mut asm.slab)
+        };
+        asm.slab = Vec::new();
+        let grid = asm.layout.grid();
+        let mut coords = vec![0u64; grid.len()];
+        coords[0] = asm.slab_index;
+        let item = asm.layout.item() as u64;
+        loop {
+            let chunk = asm.layout.cut(&stored, rows_here, &coords);
+            let reservation = pipe.budget.reserve(asm.layout.chunk_elems() * item);
+            let key = tensor_key(asm.segment, asm.layout.linear(&coords));
+            let array = asm.array.clone();
+            let infl = inflight.clone();
+            let p = pipe.clone();
+            let c = coords.clone();
+            infl.start();
+            pipe.pool.spawn(move || {
+                let crc = crc32c::crc32c(&chunk);
+                let len = chunk.len() as u64;
+                let r = {
+                    let _t = p.profiler.stage("encode_store");
+                    array
+                        .store_chunk_opt(&c, ArrayBytes::new_flen(chunk), &options())
+                        .map_err(|e| from_array(&e, "store tensor chunk"))
+                };
+                p.profiler.add_backend_write(len);
+                drop(reservation);
+                infl.finish(key, r.map(|()| crc));
+            });
+            // Next chunk of this slab: odometer over dimensions 1..n.
+            let mut d = grid.len();
+            loop {
+                d -= 1;
+                if d == 0 {
+                    asm.slab_index += 1;
+                    asm.reservation = None;
+                    return;
+                }
+                coords[d] += 1;
+                if coords[d] < grid[d] {
+                    break;
+                }
+                coords[d] = 0;
+            }
+        }
+    }
+
+    fn end_tensor(&mut self) {
+        if let Current::Tensor(asm) = &mut self.current {
+            Self::flush_slab(&self.pipe, &self.inflight, asm);
+            let err = asm.max_err;
+            let lossy = asm.layout.stored != asm.layout.dtype;
+            if let Some(SegmentMeta::Tensor { max_abs_error, .. }) =
+                self.segments.get_mut(asm.segment)
+            {
+                *max_abs_error = lossy.then_some(err);
+            }
+        }
+        self.current = Current::Undecided;
+    }
+
+    /// Stores everything received; afterwards the writer takes no bytes.
+    /// Returns the raw array's chunk checksums.
+    pub fn finish(&mut self) -> FsResult<Vec<Option<u32>>> {
+        if matches!(self.current, Current::Undecided) {
+            self.decide(true)?;
+        }
+        if let Current::Tensor(asm) = &mut self.current {
+            // A tensor cut short by the end of the data: the rest is zeros.
+            Self::flush_slab(&self.pipe, &self.inflight, asm);
+        }
+        if matches!(self.current, Current::Tensor(_)) {
+            self.end_tensor();
+        }
+        if !self.raw.buf.is_empty() {
+            self.raw_submit();
+        }
+        self.inflight.wait()?;
+        let crcs = self.inflight.drain_crcs();
+        for seg in self.segments.iter_mut() {
+            if let SegmentMeta::Tensor {
+                layout, crcs: out, ..
+            } = seg
+            {
+                let _ = layout;
+                out.clear();
+            }
+        }
+        let mut raw_crcs = Vec::new();
+        let raw_chunks = self.raw.total.div_ceil(self.raw.chunk);
+        for i in 0..raw_chunks {
+            let valid = self.raw.total.min((i + 1) * self.raw.chunk) - i * self.raw.chunk;
+            raw_crcs.push(Some(
+                crcs.get(&i)
+                    .copied()
+                    .unwrap_or_else(|| crc_with_zeros(0, &[], valid)),
+            ));
+        }
+        let zero = crc32c::crc32c(&[]);
+        for (index, seg) in self.segments.iter_mut().enumerate() {
+            if let SegmentMeta::Tensor {
+                layout, crcs: out, ..
+            } = seg
+            {
+                let n: u64 = layout.grid().iter().product();
+                let bytes = layout.chunk_elems() * layout.item() as u64;
+                let zeros = crc_with_zeros(0, &[], bytes);
+                *out = (0..n)
+                    .map(|l| crcs.get(&tensor_key(index, l)).copied().unwrap_or(zeros))
+                    .collect();
+                let _ = zero;
+            }
+        }
+        self.current = Current::Raw(Some(0));
+        Ok(raw_crcs)
+    }
+
+    /// Writes the Zarr metadata of every array of the generation.
+    pub fn store_metadata(&self) -> FsResult<()> {
+        let spec = ByteArraySpec {
+            chunk_bytes: self.raw.chunk,
+            codec: self.pipe.config.layout.codec,
+        };
+        let mut attrs = serde_json::Map::new();
+        attrs.insert(
+            "ckptfs".into(),
+            serde_json::json!({ "file": self.file_name, "role": "non-tensor bytes of the file, in file order" }),
+        );
+        spec.store_metadata(
+            &self.store,
+            &format!("/g{}/raw", self.gen),
+            self.raw.total,
+            attrs,
+        )?;
+        for seg in &self.segments {
+            if let SegmentMeta::Tensor {
+                start,
+                len,
+                name,
+                layout,
+                max_abs_error,
+                ..
+            } = seg
+            {
+                let mut attrs = serde_json::Map::new();
+                attrs.insert(
+                    "ckptfs".into(),
+                    serde_json::json!({
+                        "file": self.file_name,
+                        "tensor": name,
+                        "byte_range": [start, start + len],
+                        "dtype": layout.dtype.name(),
+                        "stored_dtype": layout.stored.name(),
+                        "max_abs_error": max_abs_error,
+                    }),
+                );
+                layout
+                    .build(&self.store, attrs)?
+                    .store_metadata()
+                    .map_err(|e| {
+                        crate::error::from_storage(&e, format!("store {}/zarr.json", layout.path))
+                    })?;
+            }
+        }
+        let group = serde_json::json!({
+            "zarr_format": 3,
+            "node_type": "group",
+            "attributes": { "ckptfs": { "file": self.file_name, "format": self.format.map(|f| f.name()) } },
+        });
+        let path = self.store.key_path(&format!("g{}/zarr.json", self.gen));
+        crate::store::durable::write_atomic(&path, group.to_string().as_bytes(), false)
+            .map_err(|e| FsError::io(&e, "write generation group"))
+    }
+}
+
+fn max_abs_error(orig: &[u8], stored: &[u8], layout: &TensorLayout) -> f64 {
+    let back = crate::layout::dtype::widen(stored, layout.stored, layout.dtype);
+    let mut worst = 0f64;
+    match layout.dtype {
+        Dtype::F64 => {
+            for (a, b) in orig.chunks_exact(8).zip(back.chunks_exact(8)) {
+                let x = f64::from_le_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+                let y = f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+                if x.is_finite() {
+                    worst = worst.max((x - y).abs());
+                }
+            }
+        }
+        _ => {
+            for (a, b) in orig.chunks_exact(4).zip(back.chunks_exact(4)) {
+                let x = f32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64;
+                let y = f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64;
+                if x.is_finite() && y.is_finite() {
+                    worst = worst.max((x - y).abs());
+                }
+            }
+        }
+    }
+    worst
+}
+
+/// Whether a mount's stored-dtype policy narrows anything.
+pub fn is_lossy(policy: StoredDtype) -> bool {
+    policy != StoredDtype::Keep
+}
