@@ -6,7 +6,9 @@
 //! format, or fails to parse at any point, is raw bytes from there on: a
 //! valid file of an unknown format is never an error.
 
+pub mod pickle;
 pub mod safetensors;
+pub mod torch_zip;
 
 use std::collections::VecDeque;
 
@@ -48,6 +50,7 @@ pub enum Next {
 pub enum Planner {
     Sniff,
     Planned(VecDeque<Segment>),
+    Zip(Box<torch_zip::ZipPlanner>),
     Rest,
 }
 
@@ -55,6 +58,7 @@ pub enum Planner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Safetensors,
+    TorchZip,
     Raw,
 }
 
@@ -62,6 +66,7 @@ impl Format {
     pub fn name(self) -> &'static str {
         match self {
             Format::Safetensors => "safetensors",
+            Format::TorchZip => "torch-zip",
             Format::Raw => "raw",
         }
     }
@@ -98,9 +103,21 @@ impl Planner {
                         }
                     }
                 }
+                if look.len() >= 4 && &look[..4] == b"PK\x03\x04" {
+                    if look.len() < 30 + 4096 && !eof && !torch_zip::sniff(look) {
+                        return (Next::NeedMore, None);
+                    }
+                    if torch_zip::sniff(look) {
+                        let mut z = Box::new(torch_zip::ZipPlanner::new());
+                        let n = z.next(pos, look, eof);
+                        *self = Planner::Zip(z);
+                        return (n, Some(Format::TorchZip));
+                    }
+                }
                 *self = Planner::Rest;
                 (Next::Rest, Some(Format::Raw))
             }
+            Planner::Zip(z) => (z.next(pos, look, eof), None),
             Planner::Planned(q) => match q.pop_front() {
                 Some(Segment::Raw { len, .. }) => (Next::Raw(len), None),
                 Some(Segment::Tensor(t)) => (Next::Tensor(t), None),

@@ -509,6 +509,20 @@ impl Filesystem for FuseAdapter {
         reply.error(Errno::from_i32(libc::ENOTSUP));
     }
 
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
     fn fsyncdir(
         &self,
         _req: &Request,

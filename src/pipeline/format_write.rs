@@ -8,6 +8,7 @@
 //! the worker pool. Memory per tensor in flight is one slab plus the chunks
 //! being encoded, whatever the tensor's size.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use zarrs::array::{ArrayBytes, CodecOptions};
@@ -50,6 +51,9 @@ struct TensorAsm {
     rows: u64,
     reservation: Option<Reservation>,
     max_err: f64,
+    /// CRC-32 of the bytes the file will read back (lossy only): torch zip
+    /// records carry it in their descriptor and the central directory.
+    zip_crc: Option<crc32fast::Hasher>,
 }
 
 enum Current {
@@ -72,6 +76,12 @@ pub struct FormatWriter {
     pub segments: Vec<SegmentMeta>,
     inflight: Arc<Inflight>,
     file_name: String,
+    /// CRC to write into the next data descriptor, and by record name for
+    /// the central directory (lossy torch zip).
+    pending_crc: Option<(String, u32)>,
+    zip_crcs: HashMap<String, u32>,
+    /// The central directory, held until the end to patch its CRCs.
+    tail: Option<Vec<u8>>,
 }
 
 fn options() -> CodecOptions {
@@ -109,6 +119,9 @@ impl FormatWriter {
             segments: Vec::new(),
             inflight: Arc::new(Inflight::default()),
             file_name: file_name.to_string(),
+            pending_crc: None,
+            zip_crcs: HashMap::new(),
+            tail: None,
         })
     }
 
@@ -132,11 +145,27 @@ impl FormatWriter {
                 Current::Raw(left) => {
                     let n = left.map_or(data.len() as u64, |l| l.min(data.len() as u64)) as usize;
                     let seg_len = n as u64;
+                    let to_end = left.is_none();
                     if let Some(l) = left {
                         *l -= seg_len;
                     }
                     let done = *left == Some(0);
-                    self.raw_push(&data[..n]);
+                    if to_end && !self.zip_crcs.is_empty() {
+                        // The central directory: patched and stored at the end.
+                        self.tail
+                            .get_or_insert_with(Vec::new)
+                            .extend_from_slice(&data[..n]);
+                    } else if let Some((name, crc)) = self.pending_crc.take() {
+                        let mut d = data[..n].to_vec();
+                        let at = if d.starts_with(b"PK\x07\x08") { 4 } else { 0 };
+                        if d.len() >= at + 4 {
+                            d[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+                            self.zip_crcs.insert(name, crc);
+                        }
+                        self.raw_push(&d);
+                    } else {
+                        self.raw_push(&data[..n]);
+                    }
                     self.extend_raw_segment(seg_len);
                     self.pos += seg_len;
                     data = &data[n..];
@@ -294,6 +323,8 @@ impl FormatWriter {
             row_bytes,
             reservation: None,
             max_err: 0.0,
+            zip_crc: (stored != spec.dtype && self.format == Some(Format::TorchZip))
+                .then(crc32fast::Hasher::new),
         }));
         Ok(())
     }
@@ -335,9 +366,13 @@ impl FormatWriter {
         let stored = if asm.layout.stored != asm.layout.dtype {
             let _t = pipe.profiler.stage("cast");
             let narrowed = narrow(&asm.slab, asm.layout.dtype, asm.layout.stored);
+            let back = crate::layout::dtype::widen(&narrowed, asm.layout.stored, asm.layout.dtype);
             asm.max_err = asm
                 .max_err
-                .max(max_abs_error(&asm.slab, &narrowed, &asm.layout));
+                .max(max_abs_error(&asm.slab, &back, &asm.layout));
+            if let Some(h) = asm.zip_crc.as_mut() {
+                h.update(&back);
+            }
             narrowed
         } else {
             std::mem::take(&mut asm.slab)
@@ -390,6 +425,11 @@ impl FormatWriter {
     fn end_tensor(&mut self) {
         if let Current::Tensor(asm) = &mut self.current {
             Self::flush_slab(&self.pipe, &self.inflight, asm);
+            if let Some(h) = asm.zip_crc.take() {
+                if let Some(SegmentMeta::Tensor { name, .. }) = self.segments.get(asm.segment) {
+                    self.pending_crc = Some((name.clone(), h.finalize()));
+                }
+            }
             let err = asm.max_err;
             let lossy = asm.layout.stored != asm.layout.dtype;
             if let Some(SegmentMeta::Tensor { max_abs_error, .. }) =
@@ -413,6 +453,10 @@ impl FormatWriter {
         }
         if matches!(self.current, Current::Tensor(_)) {
             self.end_tensor();
+        }
+        if let Some(mut tail) = self.tail.take() {
+            patch_central_directory(&mut tail, &self.zip_crcs);
+            self.raw_push(&tail);
         }
         if !self.raw.buf.is_empty() {
             self.raw_submit();
@@ -515,8 +559,26 @@ impl FormatWriter {
     }
 }
 
-fn max_abs_error(orig: &[u8], stored: &[u8], layout: &TensorLayout) -> f64 {
-    let back = crate::layout::dtype::widen(stored, layout.stored, layout.dtype);
+/// Writes the recomputed CRC-32 of narrowed records into their central
+/// directory entries, so `zipfile` and the `zip` crate accept the file.
+fn patch_central_directory(tail: &mut [u8], crcs: &HashMap<String, u32>) {
+    let mut i = 0;
+    while i + 46 <= tail.len() && &tail[i..i + 4] == b"PK\x01\x02" {
+        let n = u16::from_le_bytes([tail[i + 28], tail[i + 29]]) as usize;
+        let m = u16::from_le_bytes([tail[i + 30], tail[i + 31]]) as usize;
+        let k = u16::from_le_bytes([tail[i + 32], tail[i + 33]]) as usize;
+        if i + 46 + n > tail.len() {
+            break;
+        }
+        let name = String::from_utf8_lossy(&tail[i + 46..i + 46 + n]).into_owned();
+        if let Some(crc) = crcs.get(&name) {
+            tail[i + 16..i + 20].copy_from_slice(&crc.to_le_bytes());
+        }
+        i += 46 + n + m + k;
+    }
+}
+
+fn max_abs_error(orig: &[u8], back: &[u8], layout: &TensorLayout) -> f64 {
     let mut worst = 0f64;
     match layout.dtype {
         Dtype::F64 => {
