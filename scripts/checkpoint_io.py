@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Save and check checkpoints with the real tools (numpy, safetensors, torch,
+tensorstore, zarr). Used by the tests; each command exits non-zero with a
+reason on any mismatch.
+
+  checkpoint_io.py save DIR [--big-bytes N]   write model.safetensors and model.pt into DIR
+  checkpoint_io.py compare DIR REFDIR [--lossy float16|bfloat16]
+                                             load both copies and compare tensors
+  checkpoint_io.py arrays BACKING REFDIR      open every tensor array of the backing
+                                             store in TensorStore and zarr-python
+  checkpoint_io.py hostile DIR REFDIR         write malformed files into DIR and REFDIR
+"""
+import glob
+import json
+import os
+import sys
+import zipfile
+
+import numpy as np
+
+
+def tensors(big_bytes):
+    rng = np.random.default_rng(1234)
+    big = max(1, big_bytes // 4)
+    rows = max(1, big // 1000)
+    return {
+        "f32": rng.standard_normal((257, 129)).astype(np.float32),
+        "f16": rng.standard_normal((3, 70, 9)).astype(np.float16),
+        "f64": rng.standard_normal((1000,)),
+        "i64": np.arange(-50, 50, dtype=np.int64).reshape(10, 10),
+        "i32": np.arange(7, dtype=np.int32),
+        "u8": np.arange(200, dtype=np.uint8),
+        "bool": rng.standard_normal(33) > 0,
+        "scalar": np.array(3.25, dtype=np.float32),
+        "empty": np.zeros((0, 4), dtype=np.float32),
+        "big": rng.standard_normal((rows, 1000)).astype(np.float32),
+    }
+
+
+def save(d, big_bytes):
+    import torch
+    from safetensors.numpy import save_file
+
+    t = tensors(big_bytes)
+    save_file(t, os.path.join(d, "model.safetensors"), metadata={"format": "np"})
+    sd = {k: torch.from_numpy(v.copy()) for k, v in t.items()}
+    sd["bf16"] = torch.from_numpy(t["f32"][:5].copy()).bfloat16()
+    sd["view"] = sd["big"][1:3]  # shares a storage
+    torch.save(sd, os.path.join(d, "model.pt"))
+
+
+def fail(msg):
+    print("FAIL:", msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def rounded(x, lossy):
+    import torch
+
+    if lossy is None or x.dtype not in (torch.float32, torch.float64):
+        return x
+    dt = torch.float16 if lossy == "float16" else torch.bfloat16
+    return x.to(dt).to(x.dtype)
+
+
+def compare(d, ref, lossy):
+    import torch
+    from safetensors import safe_open
+
+    a = os.path.join(d, "model.safetensors")
+    b = os.path.join(ref, "model.safetensors")
+    with safe_open(a, "pt") as fa, safe_open(b, "pt") as fb:
+        if sorted(fa.keys()) != sorted(fb.keys()):
+            fail("safetensors keys differ")
+        if fa.metadata() != fb.metadata():
+            fail("safetensors metadata differs")
+        for k in fb.keys():
+            x, y = fa.get_tensor(k), rounded(fb.get_tensor(k), lossy)
+            if x.dtype != y.dtype or x.shape != y.shape or not torch.equal(x, y):
+                fail(f"safetensors tensor {k} differs")
+    for mmap in (False, True):
+        x = torch.load(os.path.join(d, "model.pt"), mmap=mmap)
+        y = torch.load(os.path.join(ref, "model.pt"))
+        for k in y:
+            if not torch.equal(x[k], rounded(y[k], lossy)):
+                fail(f"torch tensor {k} differs (mmap={mmap})")
+    bad = zipfile.ZipFile(os.path.join(d, "model.pt")).testzip()
+    if bad is not None:
+        fail(f"zip CRC of {bad} is wrong")
+    print("compare ok")
+
+
+def arrays(backing, ref):
+    import tensorstore as ts
+    import zarr
+    from safetensors.numpy import load_file
+
+    want = load_file(os.path.join(ref, "model.safetensors"))
+    seen = 0
+    for meta in glob.glob(os.path.join(backing, "model.safetensors", "g*", "t*", "zarr.json")):
+        d = os.path.dirname(meta)
+        attrs = json.load(open(meta))["attributes"]["ckptfs"]
+        name = attrs["tensor"]
+        exp = want[name]
+        stored = {"F16": np.float16, "F32": np.float32, "F64": np.float64}.get(attrs["stored_dtype"])
+        if stored is not None and exp.dtype != stored:
+            exp = exp.astype(stored)
+        got = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": d}}).result().read().result()
+        if attrs["stored_dtype"] == "BF16" and exp.dtype != got.dtype:
+            exp = exp.astype(got.dtype)  # ml_dtypes.bfloat16, rounded like torch
+        if got.shape != exp.shape or not np.array_equal(got, exp):
+            fail(f"tensorstore read of {name} differs")
+        if attrs["stored_dtype"] != "BF16":
+            z = zarr.open_array(d, mode="r")[...]
+            if not np.array_equal(z, exp):
+                fail(f"zarr-python read of {name} differs")
+        lo, hi = attrs["byte_range"]
+        if hi - lo != want[name].nbytes:
+            fail(f"byte_range of {name} is wrong")
+        seen += 1
+    if seen < 6:
+        fail(f"only {seen} tensor arrays found")
+    print(f"arrays ok: {seen}")
+
+
+def hostile(d, ref):
+    def st(header, data=b""):
+        h = json.dumps(header).encode()
+        return len(h).to_bytes(8, "little") + h + data
+
+    f = {
+        "len_past_end.safetensors": (10**6).to_bytes(8, "little") + b'{"a":1}',
+        "overlap.safetensors": st({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                                   "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, bytes(12)),
+        "traversal.safetensors": st({"../../x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                                     "a/b\u0000c": {"dtype": "U8", "shape": [3], "data_offsets": [16, 19]}},
+                                    bytes(range(19))),
+        "overflow.safetensors": st({"a": {"dtype": "F32", "shape": [2**40, 2**40], "data_offsets": [0, 4]}}, bytes(4)),
+        "short.safetensors": st({"a": {"dtype": "F32", "shape": [1000], "data_offsets": [0, 4000]}}, bytes(100)),
+    }
+    evil = b"\x80\x02cos\nsystem\nq\x00X\x0e\x00\x00\x00touch /tmp/pwnq\x01\x85q\x02Rq\x03."
+    import io
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", evil)
+        z.writestr("archive/data/0", bytes(64))
+    f["evil.pt"] = buf.getvalue()
+    good = open(os.path.join(d, "model.pt"), "rb").read() if os.path.exists(os.path.join(d, "model.pt")) else buf.getvalue()
+    f["truncated.pt"] = good[: len(good) // 2]
+    for name, data in f.items():
+        with open(os.path.join(d, name), "wb") as out:
+            out.write(data)
+        with open(os.path.join(ref, name), "wb") as out:
+            out.write(data)
+    print("hostile ok")
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "save":
+        big = int(sys.argv[sys.argv.index("--big-bytes") + 1]) if "--big-bytes" in sys.argv else 1 << 20
+        save(sys.argv[2], big)
+    elif cmd == "compare":
+        lossy = sys.argv[sys.argv.index("--lossy") + 1] if "--lossy" in sys.argv else None
+        compare(sys.argv[2], sys.argv[3], lossy)
+    elif cmd == "arrays":
+        arrays(sys.argv[2], sys.argv[3])
+    elif cmd == "hostile":
+        hostile(sys.argv[2], sys.argv[3])
+    else:
+        fail(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()
