@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod format;
 pub mod fs;
+pub mod inspect;
 pub mod layout;
 pub mod mount;
 pub mod pipeline;

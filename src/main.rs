@@ -46,6 +46,14 @@ enum Cmd {
         lazy: bool,
         mountpoint: PathBuf,
     },
+    /// Show how a file is stored: format, tensors, chunks, codec, sizes, errors.
+    Inspect {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// A file in a ckptfs mount, or its directory in a backing store.
+        path: PathBuf,
+    },
     /// Validate a mount config and print the effective settings.
     CheckConfig { config: PathBuf },
     /// Save and load a model through every strategy (plain disk and each
@@ -98,6 +106,13 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Umount { lazy, mountpoint } => match mount::unmount(&mountpoint, lazy) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ckptfs: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Inspect { json, path } => match ckptfs::inspect::run(&path, json) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ckptfs: {e:#}");

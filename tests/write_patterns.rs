@@ -52,6 +52,28 @@ enum Op {
     Read {
         f: usize,
     },
+    /// Rewrites the file as a small valid safetensors checkpoint, so later
+    /// ops exercise the parsed-checkpoint paths (staging, re-parsing).
+    Checkpoint {
+        f: usize,
+        rows: u64,
+        seed: u64,
+    },
+}
+
+/// A safetensors file with an F32 [rows, 37] tensor and an I64 [5] tensor.
+fn safetensors_bytes(rows: u64, seed: u64) -> Vec<u8> {
+    let a = rows * 37 * 4;
+    let header = format!(
+        r#"{{"w":{{"dtype":"F32","shape":[{rows},37],"data_offsets":[0,{a}]}},"i":{{"dtype":"I64","shape":[5],"data_offsets":[{a},{}]}},"__metadata__":{{"format":"pt"}}}}"#,
+        a + 40
+    );
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    let mut data = vec![0u8; (a + 40) as usize];
+    fill(&mut data, &mut { seed });
+    out.extend_from_slice(&data);
+    out
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -66,7 +88,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => f.clone().prop_map(|f| Op::Unlink { f }),
         1 => f.clone().prop_map(|f| Op::Fsync { f }),
         2 => f.clone().prop_map(|f| Op::Close { f }),
-        2 => f.prop_map(|f| Op::Read { f }),
+        2 => f.clone().prop_map(|f| Op::Read { f }),
+        2 => (f, 1u64..300, any::<u64>()).prop_map(|(f, rows, seed)| Op::Checkpoint { f, rows, seed: seed | 1 }),
     ]
 }
 
@@ -149,6 +172,19 @@ impl Case {
             }
             Op::Close { f } => {
                 self.open.remove(&f);
+            }
+            Op::Checkpoint { f, rows, seed } => {
+                let data = safetensors_bytes(rows, seed);
+                let h = self.handle(f);
+                h.set_len(0).expect("truncate");
+                // Header first, then the data in pieces, as writers do.
+                let cut = 8 + u64::from_le_bytes(data[..8].try_into().expect("8 bytes")) as usize;
+                h.write_all_at(&data[..cut], 0).expect("header");
+                for (i, piece) in data[cut..].chunks(7919).enumerate() {
+                    h.write_all_at(piece, (cut + i * 7919) as u64)
+                        .expect("data");
+                }
+                self.model.insert(f, data);
             }
             Op::Read { f } => {
                 if let Some(expect) = self.model.get(&f) {

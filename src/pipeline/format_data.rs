@@ -70,7 +70,7 @@ impl FormatData {
         let (reader, end, drop_gen) = match self {
             FormatData::Writing(w) => {
                 let raw_crcs = w.finish()?;
-                let spec = pipe.byte_spec();
+                let spec = w.raw_spec();
                 let r = SegmentReader::from_parts(
                     store,
                     file_id,
@@ -225,7 +225,7 @@ impl FormatData {
         writer.store_metadata()?;
         Ok(Some(Flushed {
             gen: writer.gen,
-            raw: pipe.byte_spec(),
+            raw: writer.raw_spec(),
             raw_crcs,
             segments: writer.segments.clone(),
             format: writer.format.map(|f| f.name().to_string()),

@@ -458,6 +458,13 @@ impl FormatWriter {
             patch_central_directory(&mut tail, &self.zip_crcs);
             self.raw_push(&tail);
         }
+        if self.raw.index == 0 && self.raw.total < self.raw.chunk {
+            // All raw bytes fit in one chunk: size it to them rather than
+            // padding headers of a few KiB to a whole chunk.
+            self.raw.chunk = self.raw.total.max(1);
+            let spec = self.raw_spec();
+            self.raw.array = Arc::new(spec.handle(&self.store, &format!("/g{}/raw", self.gen))?);
+        }
         if !self.raw.buf.is_empty() {
             self.raw_submit();
         }
@@ -501,12 +508,17 @@ impl FormatWriter {
         Ok(raw_crcs)
     }
 
-    /// Writes the Zarr metadata of every array of the generation.
-    pub fn store_metadata(&self) -> FsResult<()> {
-        let spec = ByteArraySpec {
+    /// Encoding of the generation's raw byte array.
+    pub fn raw_spec(&self) -> ByteArraySpec {
+        ByteArraySpec {
             chunk_bytes: self.raw.chunk,
             codec: self.pipe.config.layout.codec,
-        };
+        }
+    }
+
+    /// Writes the Zarr metadata of every array of the generation.
+    pub fn store_metadata(&self) -> FsResult<()> {
+        let spec = self.raw_spec();
         let mut attrs = serde_json::Map::new();
         attrs.insert(
             "ckptfs".into(),

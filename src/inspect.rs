@@ -1,0 +1,180 @@
+//! `ckptfs inspect PATH`: how one file is stored — its format, and for each
+//! tensor its shape, dtype, stored dtype, chunk shape, codec, stored bytes,
+//! compression ratio and (lossy layouts) largest absolute error.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
+
+use crate::fs::names::to_backing;
+use crate::layout::manifest::{read_node, NodeDoc, SegmentMeta};
+
+/// Maps a path inside a live ckptfs mount to its backing directory.
+fn backing_of(path: &Path) -> Option<PathBuf> {
+    let abs = fs::canonicalize(path).ok()?;
+    let mounts = fs::read_to_string("/proc/mounts").ok()?;
+    let mut best: Option<(PathBuf, PathBuf)> = None;
+    for line in mounts.lines() {
+        let mut parts = line.split(' ');
+        let (Some(src), Some(target)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some(backing) = src.strip_prefix("ckptfs:") else {
+            continue;
+        };
+        let target = PathBuf::from(target.replace("\\040", " "));
+        if abs.starts_with(&target)
+            && best
+                .as_ref()
+                .is_none_or(|(t, _)| target.as_os_str().len() > t.as_os_str().len())
+        {
+            best = Some((target, PathBuf::from(backing.replace("\\040", " "))));
+        }
+    }
+    let (target, backing) = best?;
+    let rel = abs.strip_prefix(&target).ok()?;
+    let mut out = backing;
+    for part in rel.components() {
+        out.push(to_backing(part.as_os_str()));
+    }
+    Some(out)
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) if e.file_name() == "zarr.json" => 0,
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Builds the inspection report of one file.
+pub fn inspect(path: &Path) -> Result<serde_json::Value> {
+    let dir = backing_of(path).unwrap_or_else(|| path.to_path_buf());
+    let m = match read_node(&dir) {
+        NodeDoc::File(m) => m,
+        _ => bail!(
+            "{} is neither a file in a ckptfs mount nor a file's directory in a backing store",
+            path.display()
+        ),
+    };
+    let gen_dir = dir.join(format!("g{}", m.generation));
+    let mut tensors = Vec::new();
+    let mut tensor_bytes = 0u64;
+    for seg in &m.segments {
+        if let SegmentMeta::Tensor {
+            name,
+            len,
+            layout,
+            max_abs_error,
+            ..
+        } = seg
+        {
+            let stored = dir_bytes(&dir.join(layout.path.trim_start_matches('/')));
+            tensor_bytes += stored;
+            tensors.push(json!({
+                "name": name,
+                "shape": layout.shape,
+                "dtype": layout.dtype.name(),
+                "stored_dtype": layout.stored.name(),
+                "chunk_shape": layout.chunk,
+                "chunks": layout.grid().iter().product::<u64>(),
+                "codec": layout.codec,
+                "bytes": len,
+                "stored_bytes": stored,
+                "ratio": if stored > 0 { *len as f64 / stored as f64 } else { 0.0 },
+                "array": format!("{}{}", dir.display(), layout.path),
+                "max_abs_error": max_abs_error,
+            }));
+        }
+    }
+    let total_stored = dir_bytes(&gen_dir);
+    Ok(json!({
+        "path": path.display().to_string(),
+        "backing": dir.display().to_string(),
+        "format": m.format.clone().unwrap_or_else(|| "raw".into()),
+        "layout": m.layout.kind,
+        "size": m.size,
+        "generation": m.generation,
+        "stored_bytes": total_stored,
+        "ratio": if total_stored > 0 { m.size as f64 / total_stored as f64 } else { 0.0 },
+        "raw_bytes": total_stored.saturating_sub(tensor_bytes),
+        "codec": m.layout.codec,
+        "tensors": tensors,
+    }))
+}
+
+/// Prints the report as a table.
+pub fn print_table(r: &serde_json::Value) -> Result<()> {
+    let s = |k: &str| {
+        r.get(k)
+            .map(|v| v.to_string().trim_matches('"').to_string())
+            .unwrap_or_default()
+    };
+    println!("{}", s("path"));
+    println!(
+        "  format {}  size {}  stored {}  ratio {:.3}  generation {}",
+        s("format"),
+        s("size"),
+        s("stored_bytes"),
+        r["ratio"].as_f64().unwrap_or(0.0),
+        s("generation")
+    );
+    let tensors = r["tensors"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no tensors field"))?;
+    if tensors.is_empty() {
+        println!("  (no tensors: stored as raw bytes, codec {})", s("codec"));
+        return Ok(());
+    }
+    println!(
+        "  {:<40} {:>18} {:>6} {:>6} {:>14} {:>8} {:>12} {:>6} {:>10}",
+        "tensor", "shape", "dtype", "stored", "chunk", "codec", "stored B", "ratio", "max err"
+    );
+    for t in tensors {
+        let shape = t["shape"].to_string();
+        let chunk = t["chunk_shape"].to_string();
+        let name = t["name"].as_str().unwrap_or("");
+        let name = if name.len() > 40 {
+            &name[name.len() - 40..]
+        } else {
+            name
+        };
+        println!(
+            "  {:<40} {:>18} {:>6} {:>6} {:>14} {:>8} {:>12} {:>6.3} {:>10}",
+            name,
+            shape,
+            t["dtype"].as_str().unwrap_or(""),
+            t["stored_dtype"].as_str().unwrap_or(""),
+            chunk,
+            t["codec"].as_str().unwrap_or(""),
+            t["stored_bytes"],
+            t["ratio"].as_f64().unwrap_or(0.0),
+            t["max_abs_error"]
+                .as_f64()
+                .map(|e| format!("{e:.3e}"))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    Ok(())
+}
+
+/// `ckptfs inspect` entry point.
+pub fn run(path: &Path, as_json: bool) -> Result<()> {
+    let r = inspect(path)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&r).context("json")?);
+        Ok(())
+    } else {
+        print_table(&r)
+    }
+}
