@@ -33,9 +33,12 @@ enum Cmd {
         /// Log file of a daemon (default: a file in the temp dir).
         #[arg(long)]
         log: Option<PathBuf>,
-        /// Where to write the profile at unmount (default: BACKING_DIR/.ckptfs/profile.json).
+        /// Where to write the profile at unmount and on SIGUSR1 (default: BACKING_DIR/.ckptfs/profile.json).
         #[arg(long)]
         profile_out: Option<PathBuf>,
+        /// What the profiler records.
+        #[arg(long, value_enum, default_value = "full")]
+        profile: ckptfs::profile::Level,
         backing_dir: PathBuf,
         mountpoint: PathBuf,
     },
@@ -53,6 +56,26 @@ enum Cmd {
         json: bool,
         /// A file in a ckptfs mount, or its directory in a backing store.
         path: PathBuf,
+    },
+    /// Render a profile (written at unmount or on SIGUSR1) as tables and a plot.
+    Report {
+        profile: PathBuf,
+        #[arg(long, value_enum, default_value = "op")]
+        by: ckptfs::profile::report::By,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ckptfs::profile::report::Format,
+        /// Also draw throughput over time and time per stage into this PNG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
+    /// Print live rates of a mount every second until interrupted.
+    Stats {
+        mountpoint: PathBuf,
+        #[arg(long, default_value = "1.0")]
+        interval: f64,
+        /// Stop after this many lines.
+        #[arg(long)]
+        count: Option<u64>,
     },
     /// Validate a mount config and print the effective settings.
     CheckConfig { config: PathBuf },
@@ -76,6 +99,7 @@ fn main() -> ExitCode {
             daemon,
             log,
             profile_out,
+            profile,
             backing_dir,
             mountpoint,
         } => {
@@ -96,6 +120,7 @@ fn main() -> ExitCode {
                 daemon,
                 log,
                 profile_out,
+                profile,
             };
             match mount::run(args) {
                 Ok(code) => ExitCode::from(code as u8),
@@ -113,6 +138,44 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Inspect { json, path } => match ckptfs::inspect::run(&path, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ckptfs: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Report {
+            profile,
+            by,
+            format,
+            plot,
+        } => {
+            let run = || -> anyhow::Result<()> {
+                let text = std::fs::read(&profile)?;
+                let doc: serde_json::Value = serde_json::from_slice(&text)?;
+                print!("{}", ckptfs::profile::report::render(&doc, by, format)?);
+                if let Some(p) = plot {
+                    ckptfs::profile::plot::draw(&doc, &p)?;
+                }
+                Ok(())
+            };
+            match run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ckptfs: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Stats {
+            mountpoint,
+            interval,
+            count,
+        } => match ckptfs::profile::live::run(
+            &mountpoint,
+            std::time::Duration::from_secs_f64(interval.max(0.05)),
+            count,
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ckptfs: {e:#}");

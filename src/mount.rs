@@ -36,6 +36,7 @@ pub struct MountArgs {
     pub log: Option<PathBuf>,
     /// Where the profile goes at unmount.
     pub profile_out: Option<PathBuf>,
+    pub profile: crate::profile::Level,
 }
 
 /// Holds the backing dir's lock for as long as the mount lives.
@@ -168,7 +169,7 @@ pub fn run(args: MountArgs) -> Result<i32> {
         backing.display(),
         started.elapsed().as_secs_f64()
     );
-    let profiler = Arc::new(Profiler::default());
+    let profiler = Arc::new(Profiler::new(args.profile));
     let config = args.config.clone();
     let pipe = Pipeline::new(config.clone(), profiler.clone()).context("start worker pool")?;
     let core = Arc::new(CkptFs::new(pipe, tree).map_err(|e| anyhow!("{e}"))?);

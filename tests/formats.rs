@@ -26,7 +26,9 @@ fn python(args: &[&dyn AsRef<std::ffi::OsStr>]) {
     assert!(
         out.status.success(),
         "checkpoint_io.py {:?} failed:\n{}{}",
-        args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>(),
+        args.iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect::<Vec<_>>(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -152,7 +154,10 @@ fn malformed_checkpoints_are_kept_as_bytes_and_nothing_runs() {
     let mut before = outside_before;
     before.sort();
     outside_after.sort();
-    assert_eq!(before, outside_after, "files appeared outside the backing dir");
+    assert_eq!(
+        before, outside_after,
+        "files appeared outside the backing dir"
+    );
     // The mount is still up and writable.
     fs::write(m.path("after.txt"), b"still here").expect("write after");
     m.unmount();

@@ -304,7 +304,7 @@ fn storage_ref(t: &[V]) -> Option<StorageRef> {
             };
             let class = class.rsplit('.').next().unwrap_or_default();
             let dtype = Dtype::from_torch_storage(class)?;
-            (*numel >= 0).then(|| StorageRef {
+            (*numel >= 0).then_some(StorageRef {
                 key,
                 dtype,
                 numel: *numel as u64,

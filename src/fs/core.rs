@@ -22,6 +22,7 @@ use crate::pipeline::Pipeline;
 use crate::store::durable::{sync_dir, temp_name, write_atomic, DurableStore};
 
 use super::attr::{from_time, fuse_attr, now_ns};
+use super::control::{self, ControlHandle};
 use super::file::{FileAttrs, FileNode};
 use super::names::{to_backing, RESERVED};
 use super::tree::{Kind, NodeAttrs, Tree, ROOT};
@@ -29,6 +30,8 @@ use super::tree::{Kind, NodeAttrs, Tree, ROOT};
 /// An open file.
 pub struct Handle {
     pub ino: u64,
+    /// The file's name at open, for per-file profiles.
+    pub label: String,
     /// The process that opened it: only its close commits (a forked child
     /// that execs closes inherited descriptors, which must not publish a
     /// half-written file).
@@ -45,6 +48,8 @@ pub struct CkptFs {
     trash: PathBuf,
     /// Where each unlinked-but-open file's directory waits.
     orphans: DashMap<u64, PathBuf>,
+    controls: DashMap<u64, ControlHandle>,
+    started_ns: i64,
 }
 
 /// Time fields a setattr may change.
@@ -79,6 +84,8 @@ impl CkptFs {
             next_fh: AtomicU64::new(1),
             trash,
             orphans: DashMap::new(),
+            controls: DashMap::new(),
+            started_ns: now_ns(),
         })
     }
 
@@ -135,11 +142,21 @@ impl CkptFs {
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<FileAttr> {
+        if control::is_control(ino) {
+            return Ok(control::attr(ino, self.started_ns));
+        }
         let tree = self.tree.read();
         self.attr_of(&tree, ino)
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<FileAttr> {
+        if parent == ROOT && name == RESERVED {
+            return Ok(control::attr(control::DIR, self.started_ns));
+        }
+        if parent == control::DIR {
+            let ino = control::lookup(name).ok_or_else(|| enoent("no such control file"))?;
+            return Ok(control::attr(ino, self.started_ns));
+        }
         let tree = self.tree.read();
         let ino = tree.lookup(parent, name)?;
         self.attr_of(&tree, ino)
@@ -560,20 +577,74 @@ impl CkptFs {
 
     /// Opens a file and returns its handle number.
     pub fn open(&self, ino: u64, flags: i32, pid: u32) -> FsResult<u64> {
+        if control::is_control(ino) {
+            return self.open_control(ino, flags);
+        }
         let file = self.file_of(ino)?;
-        file.lock().open_count += 1;
+        let label = {
+            let mut f = file.lock();
+            f.open_count += 1;
+            f.name.clone()
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let acc = flags & libc::O_ACCMODE;
         self.handles.insert(
             fh,
             Handle {
                 ino,
+                label,
                 pid: process_of(pid),
                 file,
                 writable: acc == libc::O_WRONLY || acc == libc::O_RDWR,
             },
         );
         Ok(fh)
+    }
+
+    fn open_control(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            return Err(FsError::new(libc::EACCES, "control files are read-only"));
+        }
+        let profiler = &self.pipe.profiler;
+        let handle = match ino {
+            control::STATS => {
+                let mut doc = profiler.snapshot();
+                doc["memory_budget"] = serde_json::json!({
+                    "limit": self.pipe.budget.limit(),
+                    "used": self.pipe.budget.used(),
+                    "peak": self.pipe.budget.peak(),
+                    "waits": self.pipe.budget.waits(),
+                });
+                doc["cache"] = serde_json::json!({
+                    "bytes": self.pipe.cache.bytes(),
+                    "hits": self.pipe.cache.hits.load(Ordering::Relaxed),
+                    "misses": self.pipe.cache.misses.load(Ordering::Relaxed),
+                });
+                let mut b = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+                b.push(b'\n');
+                ControlHandle::Snapshot(b)
+            }
+            control::CONFIG => {
+                let mut b =
+                    serde_json::to_vec_pretty(&self.pipe.config.to_json()).unwrap_or_default();
+                b.push(b'\n');
+                ControlHandle::Snapshot(b)
+            }
+            control::ACCESSLOG => ControlHandle::Log(profiler.accesslog.attach()),
+            _ => return Err(FsError::new(libc::EISDIR, "is a directory")),
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.controls.insert(fh, handle);
+        Ok(fh)
+    }
+
+    pub fn is_control(&self, ino: u64) -> bool {
+        control::is_control(ino)
+    }
+
+    /// The name a handle's file had when opened.
+    pub fn handle_label(&self, fh: u64) -> Option<String> {
+        self.handles.get(&fh).map(|h| h.label.clone())
     }
 
     fn handle_file(&self, fh: u64) -> FsResult<(u64, Arc<Mutex<FileNode>>)> {
@@ -584,6 +655,9 @@ impl CkptFs {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        if let Some(c) = self.controls.get(&fh) {
+            return Ok(c.read(offset, size));
+        }
         let (_, file) = self.handle_file(fh)?;
         let mut f = file.lock();
         f.read(&self.pipe, offset, size as usize)
@@ -599,6 +673,9 @@ impl CkptFs {
     /// close(2) of a descriptor by the process that opened it commits, so
     /// the closing tool sees any error (a release error would be invisible).
     pub fn flush(&self, fh: u64, pid: u32) -> FsResult<()> {
+        if self.controls.contains_key(&fh) {
+            return Ok(());
+        }
         let (opener, file) = match self.handles.get(&fh) {
             Some(h) => (h.pid, h.file.clone()),
             None => return Err(FsError::new(libc::EBADF, format!("no handle {fh}"))),
@@ -611,12 +688,21 @@ impl CkptFs {
     }
 
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        if self.controls.contains_key(&fh) {
+            return Ok(());
+        }
         let (_, file) = self.handle_file(fh)?;
         let mut f = file.lock();
         f.commit(&self.pipe)
     }
 
     pub fn release(&self, fh: u64) -> FsResult<()> {
+        if let Some((_, c)) = self.controls.remove(&fh) {
+            if let ControlHandle::Log(r) = c {
+                self.pipe.profiler.accesslog.detach(&r);
+            }
+            return Ok(());
+        }
         let Some((_, h)) = self.handles.remove(&fh) else {
             return Ok(());
         };
@@ -646,6 +732,21 @@ impl CkptFs {
         ino: u64,
         offset: u64,
     ) -> FsResult<Vec<(u64, u64, FileType, std::ffi::OsString)>> {
+        if ino == control::DIR {
+            let mut all = vec![
+                (control::DIR, FileType::Directory, ".".into()),
+                (ROOT, FileType::Directory, "..".into()),
+            ];
+            for (name, i) in control::ENTRIES {
+                all.push((i, FileType::RegularFile, name.into()));
+            }
+            return Ok(all
+                .into_iter()
+                .enumerate()
+                .skip(offset as usize)
+                .map(|(i, (ino, kind, name))| (ino, i as u64 + 1, kind, name))
+                .collect());
+        }
         let tree = self.tree.read();
         let children = tree.children(ino)?;
         let parent = tree.get(ino)?.parent;
@@ -653,6 +754,10 @@ impl CkptFs {
             (ino, FileType::Directory, ".".into()),
             (parent, FileType::Directory, "..".into()),
         ];
+        if ino == ROOT {
+            // A dot-name: `ls` shows it only with -a.
+            all.push((control::DIR, FileType::Directory, RESERVED.into()));
+        }
         for (name, child) in children {
             let kind = match tree.get(*child).map(|n| &n.kind) {
                 Ok(Kind::Dir(_)) => FileType::Directory,

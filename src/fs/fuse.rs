@@ -21,6 +21,48 @@ use super::core::{CkptFs, SetTimes};
 /// Largest FUSE read/write request we ask the kernel for.
 const MAX_IO: u32 = 1 << 20;
 
+/// What an access-log line says about an operation's arguments.
+#[derive(Default, Clone, Copy)]
+struct Args<'a> {
+    ino: u64,
+    fh: Option<u64>,
+    offset: Option<u64>,
+    name: Option<&'a OsStr>,
+}
+
+fn args(ino: u64) -> Args<'static> {
+    Args {
+        ino,
+        ..Default::default()
+    }
+}
+
+/// Wall-clock time as `YYYY-MM-DD HH:MM:SS.uuuuuu` (UTC).
+fn chrono_like_now() -> String {
+    let d = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:06}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
 pub struct FuseAdapter {
     pub fs: Arc<CkptFs>,
     ttl: Duration,
@@ -54,8 +96,40 @@ impl FuseAdapter {
         Errno::from_i32(e.errno)
     }
 
-    fn done(&self, op: &'static str, start: Instant, bytes: u64, error: bool) {
-        self.fs.pipe.profiler.op(op, start, bytes, error);
+    /// Records an operation: profiler counters, and a line in the access
+    /// log when someone is reading it.
+    fn done(
+        &self,
+        req: &Request,
+        op: &'static str,
+        start: Instant,
+        bytes: u64,
+        error: bool,
+        args: Args<'_>,
+    ) {
+        let profiler = &self.fs.pipe.profiler;
+        if self.fs.is_control(args.ino) {
+            // Reading the profiler's own files is not part of the workload
+            // (and logging access-log reads would feed the log itself).
+            return;
+        }
+        let label = match args.fh {
+            Some(fh) if op == "read" || op == "write" => self.fs.handle_label(fh),
+            _ => None,
+        };
+        profiler.op(op, start, bytes, error, label.as_deref());
+        if profiler.accesslog.enabled() {
+            let now = chrono_like_now();
+            let name = args.name.map(|n| format!(" {:?}", n)).unwrap_or_default();
+            let off = args.offset.map(|o| format!(" off={o}")).unwrap_or_default();
+            profiler.accesslog.push(format!(
+                "{now} [pid:{}] {op} (ino={}{name}{off} size={bytes}): {} <{:.6}>\n",
+                req.pid(),
+                args.ino,
+                if error { "ERR" } else { "OK" },
+                start.elapsed().as_secs_f64()
+            ));
+        }
     }
 }
 
@@ -83,37 +157,59 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let t = Instant::now();
         match self.fs.lookup(parent.0, name) {
             Ok(attr) => {
+                self.done(
+                    req,
+                    "lookup",
+                    t,
+                    0,
+                    false,
+                    Args {
+                        ino: parent.0,
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                );
                 reply.entry(&self.ttl, &attr, Generation(0));
-                self.done("lookup", t, 0, false);
             }
             Err(e) => {
+                self.done(
+                    req,
+                    "lookup",
+                    t,
+                    0,
+                    true,
+                    Args {
+                        ino: parent.0,
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                );
                 reply.error(self.fail("lookup", &e));
-                self.done("lookup", t, 0, true);
             }
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let t = Instant::now();
         match self.fs.getattr(ino.0) {
             Ok(attr) => {
+                self.done(req, "getattr", t, 0, false, args(ino.0));
                 reply.attr(&self.ttl, &attr);
-                self.done("getattr", t, 0, false);
             }
             Err(e) => {
+                self.done(req, "getattr", t, 0, true, args(ino.0));
                 reply.error(self.fail("getattr", &e));
-                self.done("getattr", t, 0, true);
             }
         }
     }
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -136,26 +232,26 @@ impl Filesystem for FuseAdapter {
         };
         match self.fs.setattr(ino.0, mode, uid, gid, size, times) {
             Ok(attr) => {
+                self.done(req, "setattr", t, 0, false, args(ino.0));
                 reply.attr(&self.ttl, &attr);
-                self.done("setattr", t, 0, false);
             }
             Err(e) => {
+                self.done(req, "setattr", t, 0, true, args(ino.0));
                 reply.error(self.fail("setattr", &e));
-                self.done("setattr", t, 0, true);
             }
         }
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let t = Instant::now();
         match self.fs.readlink(ino.0) {
             Ok(target) => {
+                self.done(req, "readlink", t, 0, false, args(ino.0));
                 reply.data(&target);
-                self.done("readlink", t, 0, false);
             }
             Err(e) => {
+                self.done(req, "readlink", t, 0, true, args(ino.0));
                 reply.error(self.fail("readlink", &e));
-                self.done("readlink", t, 0, true);
             }
         }
     }
@@ -172,8 +268,19 @@ impl Filesystem for FuseAdapter {
     ) {
         let t = Instant::now();
         if mode & libc::S_IFMT != libc::S_IFREG {
+            self.done(
+                req,
+                "mknod",
+                t,
+                0,
+                true,
+                Args {
+                    ino: parent.0,
+                    name: Some(name),
+                    ..Default::default()
+                },
+            );
             reply.error(Errno::from_i32(libc::EPERM));
-            self.done("mknod", t, 0, true);
             return;
         }
         match self
@@ -181,12 +288,34 @@ impl Filesystem for FuseAdapter {
             .mknod_file(parent.0, name, mode & !umask, req.uid(), req.gid())
         {
             Ok(attr) => {
+                self.done(
+                    req,
+                    "mknod",
+                    t,
+                    0,
+                    false,
+                    Args {
+                        ino: parent.0,
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                );
                 reply.entry(&self.ttl, &attr, Generation(0));
-                self.done("mknod", t, 0, false);
             }
             Err(e) => {
+                self.done(
+                    req,
+                    "mknod",
+                    t,
+                    0,
+                    true,
+                    Args {
+                        ino: parent.0,
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                );
                 reply.error(self.fail("mknod", &e));
-                self.done("mknod", t, 0, true);
             }
         }
     }
@@ -206,40 +335,106 @@ impl Filesystem for FuseAdapter {
             .mkdir(parent.0, name, mode & !umask, req.uid(), req.gid())
         {
             Ok(attr) => {
+                self.done(
+                    req,
+                    "mkdir",
+                    t,
+                    0,
+                    false,
+                    Args {
+                        ino: parent.0,
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                );
                 reply.entry(&self.ttl, &attr, Generation(0));
-                self.done("mkdir", t, 0, false);
             }
             Err(e) => {
+                self.done(
+                    req,
+                    "mkdir",
+                    t,
+                    0,
+                    true,
+                    Args {
+                        ino: parent.0,
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                );
                 reply.error(self.fail("mkdir", &e));
-                self.done("mkdir", t, 0, true);
             }
         }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let t = Instant::now();
         match self.fs.unlink(parent.0, name) {
             Ok(()) => {
+                self.done(
+                    req,
+                    "unlink",
+                    t,
+                    0,
+                    false,
+                    Args {
+                        ino: parent.0,
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                );
                 reply.ok();
-                self.done("unlink", t, 0, false);
             }
             Err(e) => {
+                self.done(
+                    req,
+                    "unlink",
+                    t,
+                    0,
+                    true,
+                    Args {
+                        ino: parent.0,
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                );
                 reply.error(self.fail("unlink", &e));
-                self.done("unlink", t, 0, true);
             }
         }
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let t = Instant::now();
         match self.fs.rmdir(parent.0, name) {
             Ok(()) => {
+                self.done(
+                    req,
+                    "rmdir",
+                    t,
+                    0,
+                    false,
+                    Args {
+                        ino: parent.0,
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                );
                 reply.ok();
-                self.done("rmdir", t, 0, false);
             }
             Err(e) => {
+                self.done(
+                    req,
+                    "rmdir",
+                    t,
+                    0,
+                    true,
+                    Args {
+                        ino: parent.0,
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                );
                 reply.error(self.fail("rmdir", &e));
-                self.done("rmdir", t, 0, true);
             }
         }
     }
@@ -258,19 +453,41 @@ impl Filesystem for FuseAdapter {
             .symlink(parent.0, link_name, target, req.uid(), req.gid())
         {
             Ok(attr) => {
+                self.done(
+                    req,
+                    "symlink",
+                    t,
+                    0,
+                    false,
+                    Args {
+                        ino: parent.0,
+                        name: Some(link_name),
+                        ..Default::default()
+                    },
+                );
                 reply.entry(&self.ttl, &attr, Generation(0));
-                self.done("symlink", t, 0, false);
             }
             Err(e) => {
+                self.done(
+                    req,
+                    "symlink",
+                    t,
+                    0,
+                    true,
+                    Args {
+                        ino: parent.0,
+                        name: Some(link_name),
+                        ..Default::default()
+                    },
+                );
                 reply.error(self.fail("symlink", &e));
-                self.done("symlink", t, 0, true);
             }
         }
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -284,12 +501,34 @@ impl Filesystem for FuseAdapter {
             .rename(parent.0, name, newparent.0, newname, flags.bits())
         {
             Ok(()) => {
+                self.done(
+                    req,
+                    "rename",
+                    t,
+                    0,
+                    false,
+                    Args {
+                        ino: parent.0,
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                );
                 reply.ok();
-                self.done("rename", t, 0, false);
             }
             Err(e) => {
+                self.done(
+                    req,
+                    "rename",
+                    t,
+                    0,
+                    true,
+                    Args {
+                        ino: parent.0,
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                );
                 reply.error(self.fail("rename", &e));
-                self.done("rename", t, 0, true);
             }
         }
     }
@@ -298,20 +537,26 @@ impl Filesystem for FuseAdapter {
         let t = Instant::now();
         match self.fs.open(ino.0, flags.0, req.pid()) {
             Ok(fh) => {
-                reply.opened(FileHandle(fh), self.open_flags);
-                self.done("open", t, 0, false);
+                // Control files have no size: reads must reach us.
+                let flags = if self.fs.is_control(ino.0) {
+                    FopenFlags::FOPEN_DIRECT_IO
+                } else {
+                    self.open_flags
+                };
+                self.done(req, "open", t, 0, false, args(ino.0));
+                reply.opened(FileHandle(fh), flags);
             }
             Err(e) => {
+                self.done(req, "open", t, 0, true, args(ino.0));
                 reply.error(self.fail("open", &e));
-                self.done("open", t, 0, true);
             }
         }
     }
 
     fn read(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -322,20 +567,44 @@ impl Filesystem for FuseAdapter {
         let t = Instant::now();
         match self.fs.read(fh.0, offset, size) {
             Ok(data) => {
+                self.done(
+                    req,
+                    "read",
+                    t,
+                    data.len() as u64,
+                    false,
+                    Args {
+                        ino: ino.0,
+                        fh: Some(fh.0),
+                        offset: Some(offset),
+                        name: None,
+                    },
+                );
                 reply.data(&data);
-                self.done("read", t, data.len() as u64, false);
             }
             Err(e) => {
+                self.done(
+                    req,
+                    "read",
+                    t,
+                    0,
+                    true,
+                    Args {
+                        ino: ino.0,
+                        fh: Some(fh.0),
+                        offset: Some(offset),
+                        name: None,
+                    },
+                );
                 reply.error(self.fail("read", &e));
-                self.done("read", t, 0, true);
             }
         }
     }
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -347,12 +616,36 @@ impl Filesystem for FuseAdapter {
         let t = Instant::now();
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => {
+                self.done(
+                    req,
+                    "write",
+                    t,
+                    n as u64,
+                    false,
+                    Args {
+                        ino: ino.0,
+                        fh: Some(fh.0),
+                        offset: Some(offset),
+                        name: None,
+                    },
+                );
                 reply.written(n);
-                self.done("write", t, n as u64, false);
             }
             Err(e) => {
+                self.done(
+                    req,
+                    "write",
+                    t,
+                    0,
+                    true,
+                    Args {
+                        ino: ino.0,
+                        fh: Some(fh.0),
+                        offset: Some(offset),
+                        name: None,
+                    },
+                );
                 reply.error(self.fail("write", &e));
-                self.done("write", t, 0, true);
             }
         }
     }
@@ -360,7 +653,7 @@ impl Filesystem for FuseAdapter {
     fn flush(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
@@ -368,20 +661,42 @@ impl Filesystem for FuseAdapter {
         let t = Instant::now();
         match self.fs.flush(fh.0, req.pid()) {
             Ok(()) => {
+                self.done(
+                    req,
+                    "flush",
+                    t,
+                    0,
+                    false,
+                    Args {
+                        ino: ino.0,
+                        fh: Some(fh.0),
+                        ..Default::default()
+                    },
+                );
                 reply.ok();
-                self.done("flush", t, 0, false);
             }
             Err(e) => {
+                self.done(
+                    req,
+                    "flush",
+                    t,
+                    0,
+                    true,
+                    Args {
+                        ino: ino.0,
+                        fh: Some(fh.0),
+                        ..Default::default()
+                    },
+                );
                 reply.error(self.fail("flush", &e));
-                self.done("flush", t, 0, true);
             }
         }
     }
 
     fn release(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -391,20 +706,42 @@ impl Filesystem for FuseAdapter {
         let t = Instant::now();
         match self.fs.release(fh.0) {
             Ok(()) => {
+                self.done(
+                    req,
+                    "release",
+                    t,
+                    0,
+                    false,
+                    Args {
+                        ino: ino.0,
+                        fh: Some(fh.0),
+                        ..Default::default()
+                    },
+                );
                 reply.ok();
-                self.done("release", t, 0, false);
             }
             Err(e) => {
+                self.done(
+                    req,
+                    "release",
+                    t,
+                    0,
+                    true,
+                    Args {
+                        ino: ino.0,
+                        fh: Some(fh.0),
+                        ..Default::default()
+                    },
+                );
                 reply.error(self.fail("release", &e));
-                self.done("release", t, 0, true);
             }
         }
     }
 
     fn fsync(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
@@ -412,19 +749,41 @@ impl Filesystem for FuseAdapter {
         let t = Instant::now();
         match self.fs.fsync(fh.0) {
             Ok(()) => {
+                self.done(
+                    req,
+                    "fsync",
+                    t,
+                    0,
+                    false,
+                    Args {
+                        ino: ino.0,
+                        fh: Some(fh.0),
+                        ..Default::default()
+                    },
+                );
                 reply.ok();
-                self.done("fsync", t, 0, false);
             }
             Err(e) => {
+                self.done(
+                    req,
+                    "fsync",
+                    t,
+                    0,
+                    true,
+                    Args {
+                        ino: ino.0,
+                        fh: Some(fh.0),
+                        ..Default::default()
+                    },
+                );
                 reply.error(self.fail("fsync", &e));
-                self.done("fsync", t, 0, true);
             }
         }
     }
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -438,19 +797,19 @@ impl Filesystem for FuseAdapter {
                         break;
                     }
                 }
+                self.done(req, "readdir", t, 0, false, args(ino.0));
                 reply.ok();
-                self.done("readdir", t, 0, false);
             }
             Err(e) => {
+                self.done(req, "readdir", t, 0, true, args(ino.0));
                 reply.error(self.fail("readdir", &e));
-                self.done("readdir", t, 0, true);
             }
         }
     }
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -467,12 +826,12 @@ impl Filesystem for FuseAdapter {
                         break;
                     }
                 }
+                self.done(req, "readdirplus", t, 0, false, args(ino.0));
                 reply.ok();
-                self.done("readdirplus", t, 0, false);
             }
             Err(e) => {
+                self.done(req, "readdirplus", t, 0, true, args(ino.0));
                 reply.error(self.fail("readdirplus", &e));
-                self.done("readdirplus", t, 0, true);
             }
         }
     }
@@ -567,6 +926,18 @@ impl Filesystem for FuseAdapter {
             .and_then(|attr| Ok((attr, self.fs.open(attr.ino.0, flags, req.pid())?)));
         match made {
             Ok((attr, fh)) => {
+                self.done(
+                    req,
+                    "create",
+                    t,
+                    0,
+                    false,
+                    Args {
+                        ino: parent.0,
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                );
                 reply.created(
                     &self.ttl,
                     &attr,
@@ -574,11 +945,21 @@ impl Filesystem for FuseAdapter {
                     FileHandle(fh),
                     self.open_flags,
                 );
-                self.done("create", t, 0, false);
             }
             Err(e) => {
+                self.done(
+                    req,
+                    "create",
+                    t,
+                    0,
+                    true,
+                    Args {
+                        ino: parent.0,
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                );
                 reply.error(self.fail("create", &e));
-                self.done("create", t, 0, true);
             }
         }
     }

@@ -2,6 +2,7 @@
 //! namespace tree) and the FUSE adapter in front of it.
 
 pub mod attr;
+pub mod control;
 pub mod core;
 pub mod file;
 pub mod fuse;

@@ -170,10 +170,10 @@ impl TensorLayout {
             .zip(&self.chunk)
             .map(|(&c, &s)| c / s)
             .collect();
-        let mut within = 0u64;
-        for d in 0..n {
-            within = within * self.chunk[d] + coord[d] % self.chunk[d];
-        }
+        let within = coord
+            .iter()
+            .zip(&self.chunk)
+            .fold(0u64, |w, (&c, &s)| w * s + c % s);
         let last = n - 1;
         let run =
             (self.chunk[last] - coord[last] % self.chunk[last]).min(self.shape[last] - coord[last]);

@@ -1,0 +1,169 @@
+//! `ckptfs report PROFILE`: a profile as tables (by operation, stage or
+//! file), sorted by total time, in text, markdown or JSON.
+
+use anyhow::{anyhow, Result};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum By {
+    Op,
+    Stage,
+    File,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Markdown,
+    Json,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    pub name: String,
+    pub count: u64,
+    pub errors: u64,
+    pub bytes: u64,
+    pub total_s: f64,
+    pub mb_per_s: f64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub share: f64,
+}
+
+/// The profiler snapshot inside a profile file (or a bare snapshot).
+pub fn snapshot(doc: &Value) -> &Value {
+    doc.get("profile").unwrap_or(doc)
+}
+
+fn row(name: String, s: &Value, wall: f64) -> Row {
+    let f = |k: &str| s.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let u = |k: &str| s.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let total = f("total_s");
+    Row {
+        name,
+        count: u("count"),
+        errors: u("errors"),
+        bytes: u("bytes"),
+        total_s: total,
+        mb_per_s: if total > 0.0 {
+            u("bytes") as f64 / total / 1e6
+        } else {
+            0.0
+        },
+        mean_ms: f("mean_s") * 1e3,
+        p50_ms: f("p50_s") * 1e3,
+        p99_ms: f("p99_s") * 1e3,
+        share: if wall > 0.0 { total / wall } else { 0.0 },
+    }
+}
+
+pub fn rows(doc: &Value, by: By) -> Result<Vec<Row>> {
+    let snap = snapshot(doc);
+    let wall = snap.get("wall_s").and_then(Value::as_f64).unwrap_or(0.0);
+    let mut out = Vec::new();
+    match by {
+        By::Op | By::Stage => {
+            let key = if by == By::Op { "ops" } else { "stages" };
+            let map = snap
+                .get(key)
+                .and_then(Value::as_object)
+                .ok_or_else(|| anyhow!("profile has no `{key}`"))?;
+            for (name, s) in map {
+                out.push(row(name.clone(), s, wall));
+            }
+        }
+        By::File => {
+            let map = snap
+                .get("files")
+                .and_then(Value::as_object)
+                .ok_or_else(|| anyhow!("profile has no `files`"))?;
+            for (file, ops) in map {
+                if let Some(ops) = ops.as_object() {
+                    for (op, s) in ops {
+                        out.push(row(format!("{file} {op}"), s, wall));
+                    }
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| b.total_s.total_cmp(&a.total_s));
+    Ok(out)
+}
+
+const HEAD: [&str; 10] = [
+    "name", "count", "errors", "bytes", "total s", "MB/s", "mean ms", "p50 ms", "p99 ms", "% wall",
+];
+
+fn cells(r: &Row) -> [String; 10] {
+    [
+        r.name.clone(),
+        r.count.to_string(),
+        r.errors.to_string(),
+        r.bytes.to_string(),
+        format!("{:.4}", r.total_s),
+        format!("{:.1}", r.mb_per_s),
+        format!("{:.3}", r.mean_ms),
+        format!("{:.3}", r.p50_ms),
+        format!("{:.3}", r.p99_ms),
+        format!("{:.1}", r.share * 100.0),
+    ]
+}
+
+pub fn render(doc: &Value, by: By, format: Format) -> Result<String> {
+    let rows = rows(doc, by)?;
+    let snap = snapshot(doc);
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(&serde_json::json!({
+            "by": format!("{by:?}").to_lowercase(),
+            "wall_s": snap.get("wall_s"),
+            "read_amplification": snap.get("read_amplification"),
+            "write_amplification": snap.get("write_amplification"),
+            "rows": rows,
+        }))?,
+        Format::Markdown => {
+            let mut s = format!("| {} |\n|{}\n", HEAD.join(" | "), "---|".repeat(HEAD.len()));
+            for r in &rows {
+                s.push_str(&format!("| {} |\n", cells(r).join(" | ")));
+            }
+            s
+        }
+        Format::Table => {
+            let all: Vec<[String; 10]> = rows.iter().map(cells).collect();
+            let mut width = HEAD.map(str::len);
+            for c in &all {
+                for (w, v) in width.iter_mut().zip(c) {
+                    *w = (*w).max(v.len());
+                }
+            }
+            let line = |c: &[String]| -> String {
+                c.iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        if i == 0 {
+                            format!("{v:<w$}", w = width[i])
+                        } else {
+                            format!("{v:>w$}", w = width[i])
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            };
+            let mut s = line(&HEAD.map(String::from));
+            s.push('\n');
+            for c in &all {
+                s.push_str(&line(c));
+                s.push('\n');
+            }
+            let f = |k: &str| snap.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+            s.push_str(&format!(
+                "wall {:.2} s; read amplification {:.3}, write amplification {:.3}\n",
+                f("wall_s"),
+                f("read_amplification"),
+                f("write_amplification")
+            ));
+            s
+        }
+    })
+}

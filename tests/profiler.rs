@@ -1,0 +1,179 @@
+//! The built-in profiler against a scripted workload through a real mount:
+//! `.ckptfs/stats`, the access log read while the workload runs, the
+//! profile written at unmount, and `ckptfs report` in every format.
+
+mod common;
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+
+use common::{fill, Mount};
+use serde_json::Value;
+
+const SIZES: [usize; 3] = [100_000, 2_500_000, 7];
+
+/// Reads a whole file through the daemon (page cache dropped first).
+fn read_cold(path: &std::path::Path) -> usize {
+    let mut f = File::open(path).expect("open");
+    // SAFETY: fadvise on a descriptor we own.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).expect("read");
+    v.len()
+}
+
+fn u(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_u64().unwrap_or(0)
+}
+
+fn check_counts(doc: &Value, what: &str) {
+    let p = doc.get("profile").unwrap_or(doc);
+    let total: u64 = SIZES.iter().map(|&s| s as u64).sum();
+    assert_eq!(u(p, &["ops", "create", "count"]), 3, "{what}: creates");
+    assert_eq!(u(p, &["ops", "rename", "count"]), 1, "{what}: renames");
+    assert_eq!(u(p, &["ops", "unlink", "count"]), 1, "{what}: unlinks");
+    assert_eq!(
+        u(p, &["ops", "write", "bytes"]),
+        total,
+        "{what}: bytes written"
+    );
+    assert_eq!(
+        u(p, &["ops", "read", "bytes"]),
+        2 * SIZES[0] as u64,
+        "{what}: bytes read"
+    );
+    for (i, size) in SIZES.iter().enumerate() {
+        assert_eq!(
+            u(p, &["files", &format!("f{i}"), "write", "bytes"]),
+            *size as u64,
+            "{what}: bytes written to f{i}"
+        );
+    }
+    assert_eq!(
+        u(p, &["files", "f0", "read", "bytes"]),
+        2 * SIZES[0] as u64,
+        "{what}: f0 reads in {}",
+        p["files"]
+    );
+    assert!(
+        u(p, &["backend_written_bytes"]) >= total,
+        "{what}: backend bytes"
+    );
+    assert!(
+        p["ops"]["write"]["p99_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{what}: histogram"
+    );
+}
+
+#[test]
+fn stats_accesslog_profile_and_report_match_a_scripted_workload() {
+    let mut m = Mount::new(None);
+    // The access log, read while the workload runs.
+    let log_path = m.path(".ckptfs/accesslog");
+    let reader = std::thread::spawn(move || {
+        let f = File::open(log_path).expect("open accesslog");
+        let mut lines = Vec::new();
+        for line in BufReader::new(f).lines() {
+            let line = line.expect("line");
+            if line.contains("unlink") {
+                lines.push(line);
+                break;
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for (i, size) in SIZES.iter().enumerate() {
+        let mut data = vec![0u8; *size];
+        fill(&mut data, &mut (i as u64 + 1));
+        let mut f = File::create(m.path(&format!("f{i}"))).expect("create");
+        f.write_all(&data).expect("write");
+    }
+    assert_eq!(read_cold(&m.path("f0")), SIZES[0]);
+    assert_eq!(read_cold(&m.path("f0")), SIZES[0]);
+    fs::rename(m.path("f1"), m.path("f1-renamed")).expect("rename");
+    fs::remove_file(m.path("f2")).expect("unlink");
+    let lines = reader.join().expect("reader");
+
+    let stats: Value =
+        serde_json::from_slice(&fs::read(m.path(".ckptfs/stats")).expect("stats")).expect("json");
+    check_counts(&stats, ".ckptfs/stats");
+    let config: Value =
+        serde_json::from_slice(&fs::read(m.path(".ckptfs/config")).expect("config")).expect("json");
+    assert_eq!(config["name"], "default");
+    // Hidden from a plain listing, never stored in the backing dir.
+    let names: Vec<String> = fs::read_dir(&m.mnt)
+        .expect("ls")
+        .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&".ckptfs".to_string()));
+    assert!(!m.backing.join(".ckptfs/stats").exists());
+
+    let written: u64 = lines
+        .iter()
+        .filter(|l| l.contains("] write "))
+        .map(|l| {
+            l.split("size=")
+                .nth(1)
+                .and_then(|s| s.split(')').next())
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        written,
+        SIZES.iter().map(|&s| s as u64).sum::<u64>(),
+        "access log write sizes"
+    );
+    for op in ["create", "rename", "unlink", "read", "flush"] {
+        assert!(
+            lines.iter().any(|l| l.contains(&format!("] {op} "))),
+            "no {op} line in the access log"
+        );
+    }
+
+    m.unmount();
+    let profile_path = m.backing.join(".ckptfs/profile.json");
+    let profile: Value =
+        serde_json::from_slice(&fs::read(&profile_path).expect("profile")).expect("json");
+    check_counts(&profile, "profile at unmount");
+
+    let png = m.root.path().join("profile.png");
+    for (by, format) in [("op", "table"), ("stage", "markdown"), ("file", "json")] {
+        let out = Command::new(common::BIN)
+            .args(["report", "--by", by, "--format", format])
+            .arg(&profile_path)
+            .arg("--plot")
+            .arg(&png)
+            .output()
+            .expect("report");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        match format {
+            "json" => {
+                let v: Value = serde_json::from_str(&text).expect("report json");
+                assert!(v["rows"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|x| x["name"] == "f0 read")));
+            }
+            "markdown" => assert!(text.starts_with("| name |") && text.contains("commit")),
+            _ => assert!(text.contains("write") && text.contains("MB/s")),
+        }
+    }
+    let png = fs::read(&png).expect("png");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 20_000,
+        "plot is not a real PNG"
+    );
+}
