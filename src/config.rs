@@ -96,6 +96,8 @@ pub struct Io {
     pub attr_ttl_ms: u64,
     /// Kernel read-ahead of the mount, in KiB.
     pub kernel_readahead_kb: u64,
+    /// Largest FUSE read/write request, in bytes.
+    pub max_request_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -148,6 +150,7 @@ impl MountConfig {
                 fuse_threads: 4,
                 attr_ttl_ms: 1000,
                 kernel_readahead_kb: 8192,
+                max_request_bytes: 4 << 20,
             },
         })
     }
@@ -193,6 +196,7 @@ impl MountConfig {
                 "fuse_threads",
                 "attr_ttl_ms",
                 "kernel_readahead_kb",
+                "max_request_bytes",
             ],
         )?;
 
@@ -235,6 +239,8 @@ impl MountConfig {
         let attr_ttl_ms = opt_u64(io, "io.attr_ttl_ms", 0, 3_600_000)?.unwrap_or(1000);
         let kernel_readahead_kb =
             opt_u64(io, "io.kernel_readahead_kb", 0, 1 << 20)?.unwrap_or(8192);
+        let max_request_bytes =
+            opt_u64(io, "io.max_request_bytes", 4096, 16 << 20)?.unwrap_or(4 << 20);
         let chunk_floor = if chunking == Chunking::None {
             0
         } else {
@@ -264,6 +270,7 @@ impl MountConfig {
                 fuse_threads,
                 attr_ttl_ms,
                 kernel_readahead_kb,
+                max_request_bytes,
             },
         })
     }

@@ -111,6 +111,23 @@ fn is_fuse_mount(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// FUSE requests are capped at `max_pages_limit` pages (1 MiB by default,
+/// machine-wide). Raise it when we may (root), never lower it: fewer, larger
+/// requests cut the per-request cost of big sequential checkpoint I/O.
+fn raise_request_limit(bytes: u64) {
+    let path = "/proc/sys/fs/fuse/max_pages_limit";
+    let pages = bytes.div_ceil(4096);
+    let current: u64 = fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if current > 0 && pages > current {
+        if let Err(e) = fs::write(path, pages.to_string()) {
+            tracing::debug!("cannot raise {path}: {e}");
+        }
+    }
+}
+
 /// Raises the kernel's read-ahead for this mount: the FUSE default of
 /// 128 KiB turns a sequential read into thousands of small requests.
 fn set_kernel_readahead(mountpoint: &Path, kb: u64) {
@@ -188,6 +205,7 @@ pub fn run(args: MountArgs) -> Result<i32> {
         c.clone_fd = clone_fd;
         c
     };
+    raise_request_limit(config.io.max_request_bytes);
     let mut adapter = Some(adapter);
     let mut attempt = 0;
     let session = loop {

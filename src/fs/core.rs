@@ -660,6 +660,17 @@ impl CkptFs {
         }
         let (_, file) = self.handle_file(fh)?;
         let mut f = file.lock();
+        if let Some((data, len)) = f.plain_reader() {
+            drop(f);
+            if offset >= len {
+                return Ok(Vec::new());
+            }
+            let mut out = vec![0u8; (size as u64).min(len - offset) as usize];
+            let n = crate::pipeline::plain::read_full(&data, offset, &mut out)?;
+            // Past the data file's end (a truncate-up hole) reads zeros.
+            out[n..].fill(0);
+            return Ok(out);
+        }
         f.read(&self.pipe, offset, size as usize)
     }
 

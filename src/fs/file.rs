@@ -358,6 +358,15 @@ impl FileNode {
         }
     }
 
+    /// For the plain layout: the data file and size, so a read can run
+    /// without holding this file's lock (parallel read-ahead requests).
+    pub fn plain_reader(&self) -> Option<(Arc<fs::File>, u64)> {
+        match &self.data {
+            Some(Data::Plain(p)) => Some((p.shared_file(), self.size)),
+            _ => None,
+        }
+    }
+
     /// Reads up to `len` bytes at `offset` (short only at end of file).
     pub fn read(&mut self, pipe: &Arc<Pipeline>, offset: u64, len: usize) -> FsResult<Vec<u8>> {
         if offset >= self.size {

@@ -18,9 +18,6 @@ use crate::error::FsError;
 
 use super::core::{CkptFs, SetTimes};
 
-/// Largest FUSE read/write request we ask the kernel for.
-const MAX_IO: u32 = 1 << 20;
-
 /// What an access-log line says about an operation's arguments.
 #[derive(Default, Clone, Copy)]
 struct Args<'a> {
@@ -142,8 +139,9 @@ fn time_of(t: Option<TimeOrNow>) -> Option<SystemTime> {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let _ = config.set_max_write(MAX_IO);
-        let _ = config.set_max_readahead(MAX_IO);
+        let io = self.fs.pipe.config.io.max_request_bytes as u32;
+        let _ = config.set_max_write(io);
+        let _ = config.set_max_readahead(io);
         let _ = config.set_max_background(64);
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);

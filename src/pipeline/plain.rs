@@ -18,7 +18,7 @@ use crate::store::durable::{open_rw, DurableStore};
 
 pub struct PlainData {
     pub gen: u64,
-    file: File,
+    file: Arc<File>,
     /// Bytes that belong to the committed version.
     protected: u64,
     /// CRC-32C of `[0, crc_len)` while writes stay sequential.
@@ -46,7 +46,7 @@ impl PlainData {
         let file = create_gen_file(store, gen).ctx(format!("create g{gen}"))?;
         Ok(PlainData {
             gen,
-            file,
+            file: Arc::new(file),
             protected: 0,
             crc: Some((0, 0)),
         })
@@ -65,7 +65,7 @@ impl PlainData {
         };
         Ok(PlainData {
             gen,
-            file,
+            file: Arc::new(file),
             protected: size,
             crc: crc.map(|c| (size, c)),
         })
@@ -75,7 +75,7 @@ impl PlainData {
     fn copy_on_write(&mut self, store: &DurableStore, size: u64, new_gen: u64) -> FsResult<()> {
         let new = create_gen_file(store, new_gen).ctx(format!("create g{new_gen}"))?;
         copy_range(&self.file, &new, size).ctx("copy-on-write")?;
-        self.file = new;
+        self.file = Arc::new(new);
         self.gen = new_gen;
         self.protected = 0;
         Ok(())
@@ -120,18 +120,7 @@ impl PlainData {
     }
 
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> FsResult<usize> {
-        let mut done = 0;
-        while done < buf.len() {
-            let n = self
-                .file
-                .read_at(&mut buf[done..], offset + done as u64)
-                .ctx("read data")?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
-        Ok(done)
+        read_full(&self.file, offset, buf)
     }
 
     /// Makes `[0, size)` durable and returns its CRC-32C. After this the
@@ -153,10 +142,25 @@ impl PlainData {
         format!("/g{}", self.gen)
     }
 
-    /// Shares the data file with a reader that must outlive this state.
-    pub fn file(&self) -> &File {
-        &self.file
+    /// The data file, for reads that run without the file's lock.
+    pub fn shared_file(&self) -> Arc<File> {
+        self.file.clone()
     }
+}
+
+/// Reads until `buf` is full or the file ends.
+pub fn read_full(file: &File, offset: u64, buf: &mut [u8]) -> FsResult<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = file
+            .read_at(&mut buf[done..], offset + done as u64)
+            .ctx("read data")?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
 }
 
 fn copy_range(from: &File, to: &File, len: u64) -> io::Result<()> {
