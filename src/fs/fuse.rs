@@ -84,6 +84,69 @@ impl FuseAdapter {
         }
     }
 
+    fn reply_entry(
+        &self,
+        req: &Request,
+        op: &'static str,
+        t: Instant,
+        r: Result<fuser::FileAttr, FsError>,
+        a: Args<'_>,
+        reply: ReplyEntry,
+    ) {
+        match r {
+            Ok(attr) => {
+                self.done(req, op, t, 0, false, a);
+                reply.entry(&self.ttl, &attr, Generation(0));
+            }
+            Err(e) => {
+                self.done(req, op, t, 0, true, a);
+                reply.error(self.fail(op, &e));
+            }
+        }
+    }
+
+    fn reply_attr(
+        &self,
+        req: &Request,
+        op: &'static str,
+        t: Instant,
+        r: Result<fuser::FileAttr, FsError>,
+        a: Args<'_>,
+        reply: ReplyAttr,
+    ) {
+        match r {
+            Ok(attr) => {
+                self.done(req, op, t, 0, false, a);
+                reply.attr(&self.ttl, &attr);
+            }
+            Err(e) => {
+                self.done(req, op, t, 0, true, a);
+                reply.error(self.fail(op, &e));
+            }
+        }
+    }
+
+    fn reply_empty(
+        &self,
+        req: &Request,
+        op: &'static str,
+        t: Instant,
+        r: Result<(), FsError>,
+        a: Args<'_>,
+        reply: ReplyEmpty,
+    ) {
+        match r {
+            Ok(()) => {
+                self.done(req, op, t, 0, false, a);
+                reply.ok();
+            }
+            Err(e) => {
+                self.done(req, op, t, 0, true, a);
+                reply.error(self.fail(op, &e));
+            }
+        }
+    }
+
     fn fail(&self, op: &'static str, e: &FsError) -> Errno {
         if e.is_routine() {
             tracing::debug!(op, "{e}");
@@ -157,52 +220,25 @@ impl Filesystem for FuseAdapter {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let t = Instant::now();
-        match self.fs.lookup(parent.0, name) {
-            Ok(attr) => {
-                self.done(
-                    req,
-                    "lookup",
-                    t,
-                    0,
-                    false,
-                    Args {
-                        ino: parent.0,
-                        name: Some(name),
-                        ..Default::default()
-                    },
-                );
-                reply.entry(&self.ttl, &attr, Generation(0));
-            }
-            Err(e) => {
-                self.done(
-                    req,
-                    "lookup",
-                    t,
-                    0,
-                    true,
-                    Args {
-                        ino: parent.0,
-                        name: Some(name),
-                        ..Default::default()
-                    },
-                );
-                reply.error(self.fail("lookup", &e));
-            }
-        }
+        let result = self.fs.lookup(parent.0, name);
+        self.reply_entry(
+            req,
+            "lookup",
+            t,
+            result,
+            Args {
+                ino: parent.0,
+                name: Some(name),
+                ..Default::default()
+            },
+            reply,
+        );
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let t = Instant::now();
-        match self.fs.getattr(ino.0) {
-            Ok(attr) => {
-                self.done(req, "getattr", t, 0, false, args(ino.0));
-                reply.attr(&self.ttl, &attr);
-            }
-            Err(e) => {
-                self.done(req, "getattr", t, 0, true, args(ino.0));
-                reply.error(self.fail("getattr", &e));
-            }
-        }
+        let result = self.fs.getattr(ino.0);
+        self.reply_attr(req, "getattr", t, result, args(ino.0), reply);
     }
 
     fn setattr(
@@ -228,16 +264,8 @@ impl Filesystem for FuseAdapter {
             atime: CkptFs::times_from(time_of(atime)),
             mtime: CkptFs::times_from(time_of(mtime)),
         };
-        match self.fs.setattr(ino.0, mode, uid, gid, size, times) {
-            Ok(attr) => {
-                self.done(req, "setattr", t, 0, false, args(ino.0));
-                reply.attr(&self.ttl, &attr);
-            }
-            Err(e) => {
-                self.done(req, "setattr", t, 0, true, args(ino.0));
-                reply.error(self.fail("setattr", &e));
-            }
-        }
+        let result = self.fs.setattr(ino.0, mode, uid, gid, size, times);
+        self.reply_attr(req, "setattr", t, result, args(ino.0), reply);
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -281,41 +309,21 @@ impl Filesystem for FuseAdapter {
             reply.error(Errno::from_i32(libc::EPERM));
             return;
         }
-        match self
+        let result = self
             .fs
-            .mknod_file(parent.0, name, mode & !umask, req.uid(), req.gid())
-        {
-            Ok(attr) => {
-                self.done(
-                    req,
-                    "mknod",
-                    t,
-                    0,
-                    false,
-                    Args {
-                        ino: parent.0,
-                        name: Some(name),
-                        ..Default::default()
-                    },
-                );
-                reply.entry(&self.ttl, &attr, Generation(0));
-            }
-            Err(e) => {
-                self.done(
-                    req,
-                    "mknod",
-                    t,
-                    0,
-                    true,
-                    Args {
-                        ino: parent.0,
-                        name: Some(name),
-                        ..Default::default()
-                    },
-                );
-                reply.error(self.fail("mknod", &e));
-            }
-        }
+            .mknod_file(parent.0, name, mode & !umask, req.uid(), req.gid());
+        self.reply_entry(
+            req,
+            "mknod",
+            t,
+            result,
+            Args {
+                ino: parent.0,
+                name: Some(name),
+                ..Default::default()
+            },
+            reply,
+        );
     }
 
     fn mkdir(
@@ -328,113 +336,55 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let t = Instant::now();
-        match self
+        let result = self
             .fs
-            .mkdir(parent.0, name, mode & !umask, req.uid(), req.gid())
-        {
-            Ok(attr) => {
-                self.done(
-                    req,
-                    "mkdir",
-                    t,
-                    0,
-                    false,
-                    Args {
-                        ino: parent.0,
-                        name: Some(name),
-                        ..Default::default()
-                    },
-                );
-                reply.entry(&self.ttl, &attr, Generation(0));
-            }
-            Err(e) => {
-                self.done(
-                    req,
-                    "mkdir",
-                    t,
-                    0,
-                    true,
-                    Args {
-                        ino: parent.0,
-                        name: Some(name),
-                        ..Default::default()
-                    },
-                );
-                reply.error(self.fail("mkdir", &e));
-            }
-        }
+            .mkdir(parent.0, name, mode & !umask, req.uid(), req.gid());
+        self.reply_entry(
+            req,
+            "mkdir",
+            t,
+            result,
+            Args {
+                ino: parent.0,
+                name: Some(name),
+                ..Default::default()
+            },
+            reply,
+        );
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let t = Instant::now();
-        match self.fs.unlink(parent.0, name) {
-            Ok(()) => {
-                self.done(
-                    req,
-                    "unlink",
-                    t,
-                    0,
-                    false,
-                    Args {
-                        ino: parent.0,
-                        name: Some(name),
-                        ..Default::default()
-                    },
-                );
-                reply.ok();
-            }
-            Err(e) => {
-                self.done(
-                    req,
-                    "unlink",
-                    t,
-                    0,
-                    true,
-                    Args {
-                        ino: parent.0,
-                        name: Some(name),
-                        ..Default::default()
-                    },
-                );
-                reply.error(self.fail("unlink", &e));
-            }
-        }
+        let result = self.fs.unlink(parent.0, name);
+        self.reply_empty(
+            req,
+            "unlink",
+            t,
+            result,
+            Args {
+                ino: parent.0,
+                name: Some(name),
+                ..Default::default()
+            },
+            reply,
+        );
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let t = Instant::now();
-        match self.fs.rmdir(parent.0, name) {
-            Ok(()) => {
-                self.done(
-                    req,
-                    "rmdir",
-                    t,
-                    0,
-                    false,
-                    Args {
-                        ino: parent.0,
-                        name: Some(name),
-                        ..Default::default()
-                    },
-                );
-                reply.ok();
-            }
-            Err(e) => {
-                self.done(
-                    req,
-                    "rmdir",
-                    t,
-                    0,
-                    true,
-                    Args {
-                        ino: parent.0,
-                        name: Some(name),
-                        ..Default::default()
-                    },
-                );
-                reply.error(self.fail("rmdir", &e));
-            }
-        }
+        let result = self.fs.rmdir(parent.0, name);
+        self.reply_empty(
+            req,
+            "rmdir",
+            t,
+            result,
+            Args {
+                ino: parent.0,
+                name: Some(name),
+                ..Default::default()
+            },
+            reply,
+        );
     }
 
     fn symlink(
@@ -446,41 +396,21 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let t = Instant::now();
-        match self
+        let result = self
             .fs
-            .symlink(parent.0, link_name, target, req.uid(), req.gid())
-        {
-            Ok(attr) => {
-                self.done(
-                    req,
-                    "symlink",
-                    t,
-                    0,
-                    false,
-                    Args {
-                        ino: parent.0,
-                        name: Some(link_name),
-                        ..Default::default()
-                    },
-                );
-                reply.entry(&self.ttl, &attr, Generation(0));
-            }
-            Err(e) => {
-                self.done(
-                    req,
-                    "symlink",
-                    t,
-                    0,
-                    true,
-                    Args {
-                        ino: parent.0,
-                        name: Some(link_name),
-                        ..Default::default()
-                    },
-                );
-                reply.error(self.fail("symlink", &e));
-            }
-        }
+            .symlink(parent.0, link_name, target, req.uid(), req.gid());
+        self.reply_entry(
+            req,
+            "symlink",
+            t,
+            result,
+            Args {
+                ino: parent.0,
+                name: Some(link_name),
+                ..Default::default()
+            },
+            reply,
+        );
     }
 
     fn rename(
@@ -494,41 +424,21 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let t = Instant::now();
-        match self
+        let result = self
             .fs
-            .rename(parent.0, name, newparent.0, newname, flags.bits())
-        {
-            Ok(()) => {
-                self.done(
-                    req,
-                    "rename",
-                    t,
-                    0,
-                    false,
-                    Args {
-                        ino: parent.0,
-                        name: Some(name),
-                        ..Default::default()
-                    },
-                );
-                reply.ok();
-            }
-            Err(e) => {
-                self.done(
-                    req,
-                    "rename",
-                    t,
-                    0,
-                    true,
-                    Args {
-                        ino: parent.0,
-                        name: Some(name),
-                        ..Default::default()
-                    },
-                );
-                reply.error(self.fail("rename", &e));
-            }
-        }
+            .rename(parent.0, name, newparent.0, newname, flags.bits());
+        self.reply_empty(
+            req,
+            "rename",
+            t,
+            result,
+            Args {
+                ino: parent.0,
+                name: Some(name),
+                ..Default::default()
+            },
+            reply,
+        );
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -657,38 +567,19 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let t = Instant::now();
-        match self.fs.flush(fh.0, req.pid()) {
-            Ok(()) => {
-                self.done(
-                    req,
-                    "flush",
-                    t,
-                    0,
-                    false,
-                    Args {
-                        ino: ino.0,
-                        fh: Some(fh.0),
-                        ..Default::default()
-                    },
-                );
-                reply.ok();
-            }
-            Err(e) => {
-                self.done(
-                    req,
-                    "flush",
-                    t,
-                    0,
-                    true,
-                    Args {
-                        ino: ino.0,
-                        fh: Some(fh.0),
-                        ..Default::default()
-                    },
-                );
-                reply.error(self.fail("flush", &e));
-            }
-        }
+        let result = self.fs.flush(fh.0, req.pid());
+        self.reply_empty(
+            req,
+            "flush",
+            t,
+            result,
+            Args {
+                ino: ino.0,
+                fh: Some(fh.0),
+                ..Default::default()
+            },
+            reply,
+        );
     }
 
     fn release(
@@ -702,38 +593,19 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let t = Instant::now();
-        match self.fs.release(fh.0) {
-            Ok(()) => {
-                self.done(
-                    req,
-                    "release",
-                    t,
-                    0,
-                    false,
-                    Args {
-                        ino: ino.0,
-                        fh: Some(fh.0),
-                        ..Default::default()
-                    },
-                );
-                reply.ok();
-            }
-            Err(e) => {
-                self.done(
-                    req,
-                    "release",
-                    t,
-                    0,
-                    true,
-                    Args {
-                        ino: ino.0,
-                        fh: Some(fh.0),
-                        ..Default::default()
-                    },
-                );
-                reply.error(self.fail("release", &e));
-            }
-        }
+        let result = self.fs.release(fh.0);
+        self.reply_empty(
+            req,
+            "release",
+            t,
+            result,
+            Args {
+                ino: ino.0,
+                fh: Some(fh.0),
+                ..Default::default()
+            },
+            reply,
+        );
     }
 
     fn fsync(
@@ -745,38 +617,19 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let t = Instant::now();
-        match self.fs.fsync(fh.0) {
-            Ok(()) => {
-                self.done(
-                    req,
-                    "fsync",
-                    t,
-                    0,
-                    false,
-                    Args {
-                        ino: ino.0,
-                        fh: Some(fh.0),
-                        ..Default::default()
-                    },
-                );
-                reply.ok();
-            }
-            Err(e) => {
-                self.done(
-                    req,
-                    "fsync",
-                    t,
-                    0,
-                    true,
-                    Args {
-                        ino: ino.0,
-                        fh: Some(fh.0),
-                        ..Default::default()
-                    },
-                );
-                reply.error(self.fail("fsync", &e));
-            }
-        }
+        let result = self.fs.fsync(fh.0);
+        self.reply_empty(
+            req,
+            "fsync",
+            t,
+            result,
+            Args {
+                ino: ino.0,
+                fh: Some(fh.0),
+                ..Default::default()
+            },
+            reply,
+        );
     }
 
     fn readdir(
