@@ -142,11 +142,8 @@ fn a_mount_that_refuses_its_config_is_reported_unavailable() {
         configs.join("passthrough.toml"),
     )
     .expect("copy config");
-    std::fs::write(
-        configs.join("refused.toml"),
-        "[layout]\nindex = \"packed\"\n",
-    )
-    .expect("write config");
+    std::fs::write(configs.join("refused.toml"), "[layout]\ncodec = \"lz5\"\n")
+        .expect("write config");
     let configs_arg = configs.to_string_lossy().into_owned();
     let (status, log, r) = bench(
         dir.path(),
@@ -159,7 +156,10 @@ fn a_mount_that_refuses_its_config_is_reported_unavailable() {
     let refused = strategy(&r, "refused");
     assert_eq!(refused["status"], "unavailable", "{refused}");
     assert!(
-        refused["reason"].as_str().unwrap_or("").contains("packed"),
+        refused["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("layout.codec"),
         "{refused}"
     );
     assert_eq!(strategy(&r, "passthrough")["status"], "ok");

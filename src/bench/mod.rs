@@ -58,6 +58,9 @@ pub fn run(args: BenchArgs) -> Result<u8> {
     let settings = Settings::resolve(&args)?;
     let strategies =
         strategy::select(strategy::discover(&settings.configs)?, &settings.strategies)?;
+    // Found unwritable now rather than after an hour of runs.
+    std::fs::create_dir_all(&settings.out)
+        .with_context(|| format!("create the results folder {}", settings.out.display()))?;
     let scripts = save_tool::scripts_dir();
     settings.save_tool.check(&scripts)?;
     let exe = std::env::current_exe().context("locate the ckptfs binary")?;
@@ -80,7 +83,16 @@ pub fn run(args: BenchArgs) -> Result<u8> {
             let p = Preset::by_name(preset)?.with_layers(*layers)?;
             Model::from_preset(&p, *dtype, *seed, *f16_values, &device)?
         }
-        ModelChoice::Path { path, cast } => Model::from_path(path, *cast, &device)?,
+        ModelChoice::Path { path, cast } => {
+            let m = Model::from_path(path, *cast, &device)?;
+            // Each load holds the file read into memory and the loaded copy.
+            ensure_memory(
+                2 * m.bytes() as u64,
+                &format!("{} (file buffer and loaded copy)", m.source),
+                "",
+            )?;
+            m
+        }
     };
     eprintln!(
         "ckptfs bench: {}: {} tensors, {} parameters, {:.3} GB, ready in {:.1} s",
@@ -95,15 +107,22 @@ pub fn run(args: BenchArgs) -> Result<u8> {
         .work_dir
         .join(format!("ckptfs-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
-    let outcome = run_all(
-        &settings,
-        &strategies,
-        &model,
-        &device,
-        &exe,
-        &scripts,
-        &work,
-    );
+    // Mounts run a copy of this binary taken now, so that a rebuild during a
+    // long benchmark cannot put two builds into one comparison.
+    let mount_exe = work.join("ckptfs");
+    let outcome = std::fs::copy(&exe, &mount_exe)
+        .with_context(|| format!("copy {} to {}", exe.display(), mount_exe.display()))
+        .and_then(|_| {
+            run_all(
+                &settings,
+                &strategies,
+                &model,
+                &device,
+                &mount_exe,
+                &scripts,
+                &work,
+            )
+        });
     let cleanup = disk::remove_dir(&work);
     let mut done = outcome?;
     cleanup?;
@@ -117,7 +136,9 @@ pub fn run(args: BenchArgs) -> Result<u8> {
     let results = BenchResults {
         started_utc: started,
         finished_utc: clock::iso_utc_now(),
-        command: std::env::args().collect(),
+        command: std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         experiment_toml: settings.experiment_text.clone(),
         model: ModelInfo {
             source: model.source.clone(),
@@ -133,7 +154,21 @@ pub fn run(args: BenchArgs) -> Result<u8> {
         strategies: done.strategies,
         settings: settings.clone(),
     };
-    write_outputs(&results, &settings.out)?;
+    if let Err(e) = write_outputs(&results, &settings.out) {
+        if settings.out.join("results.json").is_file() {
+            return Err(e);
+        }
+        // The runs took long: keep their figures somewhere.
+        let fallback =
+            std::env::temp_dir().join(format!("ckptfs-bench-{}.json", std::process::id()));
+        let saved = serde_json::to_vec_pretty(&results)
+            .ok()
+            .and_then(|json| std::fs::write(&fallback, json).ok());
+        return Err(match saved {
+            Some(()) => e.context(format!("results.json saved to {}", fallback.display())),
+            None => e,
+        });
+    }
     let failed = results
         .strategies
         .iter()
@@ -173,10 +208,11 @@ fn run_all(
         source_file: source_file.as_deref(),
         scripts,
     };
-    warm_up(&ctx, work)?;
     let runs = settings.runs;
-    let mut out: Vec<StrategyResult> = strategies.iter().map(StrategyResult::new).collect();
     let progress = Progress::new((runs * strategies.len()) as u64);
+    progress.step("warming up: an untimed save and load on plain disk");
+    warm_up(&ctx, work)?;
+    let mut out: Vec<StrategyResult> = strategies.iter().map(StrategyResult::new).collect();
     let mut cache_note = None;
     // Round-robin over strategies, so slow drift of the machine spreads
     // evenly instead of landing on one strategy.
@@ -275,19 +311,23 @@ fn check_memory(settings: &Settings) -> Result<()> {
         return Ok(());
     };
     let p = Preset::by_name(preset)?.with_layers(*layers)?;
-    let elem = dtype.dtype().size_in_bytes() as u64;
-    let largest = p.tensors().iter().map(|t| t.elements()).max().unwrap_or(0) as u64;
-    let need = 3 * p.parameters() as u64 * elem + largest * (16 + 2 * elem);
-    if let Some(avail) = machine::memory_available() {
-        if need > avail {
-            bail!(
-                "preset {preset} with {layers} layers in {dtype:?} needs about {:.1} GB of memory (model, file buffer, loaded copy), but {:.1} GB is available; use --dtype f16 or fewer --layers",
-                need as f64 / 1e9,
-                avail as f64 / 1e9
-            );
-        }
+    let need = 3 * (p.parameters() * dtype.dtype().size_in_bytes()) as u64;
+    ensure_memory(
+        need,
+        &format!("preset {preset} with {layers} layers in {dtype:?} (model, file buffer and loaded copy)"),
+        "; use --dtype f16 or fewer --layers",
+    )
+}
+
+fn ensure_memory(need: u64, what: &str, advice: &str) -> Result<()> {
+    match machine::memory_available() {
+        Some(avail) if need > avail => bail!(
+            "{what} needs about {:.1} GB of memory, but {:.1} GB is available{advice}",
+            need as f64 / 1e9,
+            avail as f64 / 1e9
+        ),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// results.json, results.md, results.png, then the summary on stdout.

@@ -101,9 +101,13 @@ impl Model {
         } else {
             ""
         };
+        let layers = match preset.layers {
+            1 => "1 layer".to_string(),
+            n => format!("{n} layers"),
+        };
         let source = format!(
-            "preset {} ({} layers), {:?}, normal(0, {INIT_STD}) seed {seed}{values}",
-            preset.name, preset.layers, dtype
+            "preset {} ({layers}), {:?}, normal(0, {INIT_STD}) seed {seed}{values}",
+            preset.name, dtype
         );
         Model::new(source, cpu, device)
     }
@@ -282,6 +286,43 @@ mod tests {
                 .expect("b");
             assert_eq!(va, vb, "{name}");
         }
+    }
+
+    #[test]
+    fn a_folder_of_shards_with_an_index_loads_whole_and_can_be_cast() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let t = |v: Vec<f32>| Tensor::from_vec(v, (2, 2), &Device::Cpu).expect("tensor");
+        let a: HashMap<String, Tensor> =
+            [("a.weight".to_string(), t(vec![1.0, 2.0, 3.0, 4.0]))].into();
+        let b: HashMap<String, Tensor> =
+            [("b.weight".to_string(), t(vec![5.0, 6.0, 7.0, 8.0]))].into();
+        candle_core::safetensors::save(&a, d.path().join("model-00001-of-00002.safetensors"))
+            .expect("save a");
+        candle_core::safetensors::save(&b, d.path().join("model-00002-of-00002.safetensors"))
+            .expect("save b");
+        std::fs::write(
+            d.path().join("model.safetensors.index.json"),
+            r#"{"metadata":{},"weight_map":{"a.weight":"model-00001-of-00002.safetensors","b.weight":"model-00002-of-00002.safetensors"}}"#,
+        )
+        .expect("index");
+        let m = Model::from_path(d.path(), None, &Device::Cpu).expect("load folder");
+        assert_eq!(m.cpu.len(), 2);
+        assert_eq!(m.parameters(), 8);
+        assert_eq!(m.cpu[1].0, "b.weight");
+        let m = Model::from_path(d.path(), Some(ModelDtype::Bf16), &Device::Cpu).expect("cast");
+        assert_eq!(m.dtypes(), "BF16");
+        // One file by path works too; a missing one is a clear error.
+        let one = Model::from_path(
+            &d.path().join("model-00001-of-00002.safetensors"),
+            None,
+            &Device::Cpu,
+        )
+        .expect("one file");
+        assert_eq!(one.cpu.len(), 1);
+        let e = Model::from_path(&d.path().join("nope"), None, &Device::Cpu)
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("nope"));
     }
 
     #[test]

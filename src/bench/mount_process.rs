@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -47,7 +48,16 @@ impl MountProcess {
             .with_context(|| format!("create mountpoint {}", spec.mountpoint.display()))?;
         let log = File::create(spec.log)
             .with_context(|| format!("create mount log {}", spec.log.display()))?;
-        let mut child = Command::new(spec.exe)
+        let mut cmd = Command::new(spec.exe);
+        // SAFETY: prctl is async-signal-safe. Should the benchmark die, the
+        // daemon gets SIGTERM, commits and unmounts instead of lingering.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .arg("mount")
             .arg("--config")
             .arg(spec.config)

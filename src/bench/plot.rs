@@ -400,7 +400,7 @@ fn heatmap(area: &DrawingArea<BitMapBackend, Shift>, rows: &[Row], size_unit: &s
     let names: Vec<String> = metrics.iter().map(|x| x.0.clone()).collect();
     let mut chart = ChartBuilder::on(area)
         .caption(
-            "Strategy × metric (green = lowest, red = highest)",
+            "Strategy × metric, per column: green lowest, red highest",
             caption_font(),
         )
         .margin(12)

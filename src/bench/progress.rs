@@ -67,3 +67,10 @@ impl Progress {
         }
     }
 }
+
+impl Drop for Progress {
+    /// Bars never outlive the benchmark, even when it stops on an error.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -70,24 +70,24 @@ pub fn table(r: &BenchResults) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| strategy | save s | load s | size {} | files | save vs {base} | load vs {base} | daemon peak RSS MiB |",
-        unit.name
+        "| strategy | save s | load s | size {u} | files | save vs {base} | load vs {base} | daemon peak RSS MiB | file bytes {u} |",
+        u = unit.name
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for s in &r.strategies {
         let name = label(s);
         match (&s.summary, s.status) {
             (_, Status::Unavailable) => {
                 let _ = writeln!(
                     out,
-                    "| {name} | unavailable: {} | | | | | | |",
+                    "| {name} | unavailable: {} | | | | | | | |",
                     one_line(s.reason.as_deref().unwrap_or("mount did not start"))
                 );
             }
             (None, _) => {
                 let _ = writeln!(
                     out,
-                    "| {name} | FAILED: {} | | | | | | |",
+                    "| {name} | FAILED: {} | | | | | | | |",
                     one_line(s.reason.as_deref().unwrap_or("no run completed"))
                 );
             }
@@ -108,11 +108,12 @@ pub fn table(r: &BenchResults) -> String {
                     .unwrap_or_else(|| "—".into());
                 let _ = writeln!(
                     out,
-                    "| {name} | {} | {} | {:.3} | {:.0} | {sp} | {lp} | {rss} |",
+                    "| {name} | {} | {} | {:.3} | {:.0} | {sp} | {lp} | {rss} | {:.3} |",
                     m.save_s.display(dec),
                     m.load_s.display(dec),
                     m.backing_bytes.mean / unit.bytes,
                     m.backing_files.mean,
+                    m.backing_apparent_bytes.mean / unit.bytes,
                 );
             }
         }
@@ -221,7 +222,7 @@ pub fn markdown(r: &BenchResults, figure: Option<&str>) -> String {
     let _ = writeln!(out, "- page cache: {}", r.page_cache);
     let _ = writeln!(
         out,
-        "- save s: mount + write + fsync + unmount (commit); load s: remount + read onto the device; size: allocated bytes of the backing dir without `.ckptfs/`"
+        "- save s: mount + write + fsync + unmount (commit); load s: remount + read onto the device; size: allocated bytes (du) of the backing dir without `.ckptfs/`; file bytes: the sum of its files' lengths (du rounds every file up to whole blocks)"
     );
     if let Some(b) = &r.baseline {
         let _ = writeln!(

@@ -62,6 +62,10 @@ impl SaveTool {
 
     /// Fails early, with what to install, when the tool cannot run here.
     pub fn check(&self, scripts: &Path) -> Result<()> {
+        self.check_with(&python(), scripts)
+    }
+
+    fn check_with(&self, python: &str, scripts: &Path) -> Result<()> {
         let (script, modules) = match self {
             SaveTool::Builtin | SaveTool::Cmd(_) => return Ok(()),
             SaveTool::Torch => ("save_torch.py", "torch, safetensors"),
@@ -71,8 +75,7 @@ impl SaveTool {
         if !path.is_file() {
             bail!("save tool script {} is missing", path.display());
         }
-        let python = python();
-        let probe = Command::new(&python)
+        let probe = Command::new(python)
             .arg("-c")
             .arg(format!("import {modules}"))
             .stdin(Stdio::null())
@@ -181,6 +184,22 @@ mod tests {
         );
         assert!(SaveTool::parse("cmd:cp a b").is_err());
         assert!(SaveTool::parse("pickle").is_err());
+    }
+
+    #[test]
+    fn a_python_tool_without_python_says_what_to_install() {
+        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+        let e = SaveTool::Torch
+            .check_with("/nonexistent/python3", &scripts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("torch") && e.contains("/nonexistent/python3"),
+            "{e}"
+        );
+        assert!(SaveTool::Builtin
+            .check_with("/nonexistent/python3", &scripts)
+            .is_ok());
     }
 
     #[test]

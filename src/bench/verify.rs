@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Tensor};
+use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor};
 use half::{bf16, f16};
 use serde::Serialize;
 
@@ -141,27 +141,30 @@ pub fn verify(
         }
         v.tensors += 1;
         v.elements += src.elem_count() as u64;
-        let a = Flat::of(src).with_context(|| format!("read source {name}"))?;
-        let b = Flat::of(&got).with_context(|| format!("read loaded {name}"))?;
-        if a.bits_equal(&b) {
+        let src = cpu_contiguous(src).with_context(|| format!("read source {name}"))?;
+        let got = cpu_contiguous(&got).with_context(|| format!("read loaded {name}"))?;
+        let (sa, la) = src.storage_and_layout();
+        let (sb, lb) = got.storage_and_layout();
+        let a = Elements::of(&sa, la).with_context(|| format!("source {name}"))?;
+        let b = Elements::of(&sb, lb).with_context(|| format!("loaded {name}"))?;
+        let Some(first) = a.first_difference(&b) else {
             continue;
-        }
+        };
         v.exact = false;
         let Some(tol) = tolerance(narrowing, src.dtype()) else {
-            let i = a.first_difference(&b).unwrap_or(0);
             return Ok(fail(
                 v,
                 format!(
-                    "tensor {name} differs at element {i}: saved {}, loaded {} (this strategy is lossless)",
-                    a.value(i),
-                    b.value(i)
+                    "tensor {name} differs at element {first}: saved {:e}, loaded {:e} (this strategy is lossless)",
+                    a.get(first),
+                    b.get(first)
                 ),
             ));
         };
-        let (xs, ys) = (a.to_f64(), b.to_f64());
         let mut worst = 0f64;
-        for (i, (x, y)) in xs.iter().zip(ys.iter()).enumerate() {
-            if !within(*x, *y, &tol) {
+        for i in first..a.len() {
+            let (x, y) = (a.get(i), b.get(i));
+            if !within(x, y, &tol) {
                 return Ok(fail(
                     v,
                     format!(
@@ -196,105 +199,123 @@ fn fail(mut v: Verification, why: String) -> Verification {
     v
 }
 
-/// A tensor's elements on the CPU.
-enum Flat {
-    U8(Vec<u8>),
-    U32(Vec<u32>),
-    I16(Vec<i16>),
-    I32(Vec<i32>),
-    I64(Vec<i64>),
-    F16(Vec<f16>),
-    Bf16(Vec<bf16>),
-    F32(Vec<f32>),
-    F64(Vec<f64>),
+/// The tensor on the CPU with its elements in order, so its storage can be
+/// compared in place (no copy for a CPU model).
+fn cpu_contiguous(t: &Tensor) -> Result<Tensor> {
+    let t = if t.device().is_cpu() {
+        t.clone()
+    } else {
+        t.to_device(&Device::Cpu)?
+    };
+    Ok(if t.is_contiguous() {
+        t
+    } else {
+        t.contiguous()?
+    })
 }
 
-impl Flat {
-    fn of(t: &Tensor) -> Result<Flat> {
-        let t = t.flatten_all()?;
-        Ok(match t.dtype() {
-            DType::U8 => Flat::U8(t.to_vec1()?),
-            DType::U32 => Flat::U32(t.to_vec1()?),
-            DType::I16 => Flat::I16(t.to_vec1()?),
-            DType::I32 => Flat::I32(t.to_vec1()?),
-            DType::I64 => Flat::I64(t.to_vec1()?),
-            DType::F16 => Flat::F16(t.to_vec1()?),
-            DType::BF16 => Flat::Bf16(t.to_vec1()?),
-            DType::F32 => Flat::F32(t.to_vec1()?),
-            DType::F64 => Flat::F64(t.to_vec1()?),
-            other => bail!("verification of {other:?} tensors is not supported"),
+/// A contiguous tensor's elements, borrowed from its CPU storage.
+enum Elements<'a> {
+    U8(&'a [u8]),
+    U32(&'a [u32]),
+    I16(&'a [i16]),
+    I32(&'a [i32]),
+    I64(&'a [i64]),
+    F16(&'a [f16]),
+    Bf16(&'a [bf16]),
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+impl<'a> Elements<'a> {
+    fn of(storage: &'a Storage, layout: &Layout) -> Result<Elements<'a>> {
+        let Storage::Cpu(cpu) = storage else {
+            bail!("tensor is not on the CPU");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            bail!("tensor is not contiguous");
+        };
+        let r = start..end;
+        Ok(match cpu {
+            CpuStorage::U8(v) => Elements::U8(&v[r]),
+            CpuStorage::U32(v) => Elements::U32(&v[r]),
+            CpuStorage::I16(v) => Elements::I16(&v[r]),
+            CpuStorage::I32(v) => Elements::I32(&v[r]),
+            CpuStorage::I64(v) => Elements::I64(&v[r]),
+            CpuStorage::F16(v) => Elements::F16(&v[r]),
+            CpuStorage::BF16(v) => Elements::Bf16(&v[r]),
+            CpuStorage::F32(v) => Elements::F32(&v[r]),
+            CpuStorage::F64(v) => Elements::F64(&v[r]),
+            _ => bail!("verification of 8-bit and smaller float tensors is not supported"),
         })
     }
 
-    /// Bit-for-bit equality (NaN payloads and signed zeros included).
-    fn bits_equal(&self, o: &Flat) -> bool {
+    fn len(&self) -> usize {
+        match self {
+            Elements::U8(a) => a.len(),
+            Elements::U32(a) => a.len(),
+            Elements::I16(a) => a.len(),
+            Elements::I32(a) => a.len(),
+            Elements::I64(a) => a.len(),
+            Elements::F16(a) => a.len(),
+            Elements::Bf16(a) => a.len(),
+            Elements::F32(a) => a.len(),
+            Elements::F64(a) => a.len(),
+        }
+    }
+
+    /// The first element whose bits differ (NaN payloads and signed zeros
+    /// included); the length when only the lengths differ.
+    fn first_difference(&self, o: &Elements) -> Option<usize> {
+        fn first<T: PartialEq>(a: &[T], b: &[T]) -> Option<usize> {
+            if a == b {
+                return None;
+            }
+            a.iter()
+                .zip(b)
+                .position(|(x, y)| x != y)
+                .or(Some(a.len().min(b.len())))
+        }
+        fn first_bits<T, B: PartialEq>(a: &[T], b: &[T], bits: impl Fn(&T) -> B) -> Option<usize> {
+            if a.len() != b.len() {
+                return Some(a.len().min(b.len()));
+            }
+            a.iter().zip(b).position(|(x, y)| bits(x) != bits(y))
+        }
         match (self, o) {
-            (Flat::U8(a), Flat::U8(b)) => a == b,
-            (Flat::U32(a), Flat::U32(b)) => a == b,
-            (Flat::I16(a), Flat::I16(b)) => a == b,
-            (Flat::I32(a), Flat::I32(b)) => a == b,
-            (Flat::I64(a), Flat::I64(b)) => a == b,
-            (Flat::F16(a), Flat::F16(b)) => a
-                .iter()
-                .map(|x| x.to_bits())
-                .eq(b.iter().map(|x| x.to_bits())),
-            (Flat::Bf16(a), Flat::Bf16(b)) => a
-                .iter()
-                .map(|x| x.to_bits())
-                .eq(b.iter().map(|x| x.to_bits())),
-            (Flat::F32(a), Flat::F32(b)) => a
-                .iter()
-                .map(|x| x.to_bits())
-                .eq(b.iter().map(|x| x.to_bits())),
-            (Flat::F64(a), Flat::F64(b)) => a
-                .iter()
-                .map(|x| x.to_bits())
-                .eq(b.iter().map(|x| x.to_bits())),
-            _ => false,
+            (Elements::U8(a), Elements::U8(b)) => first(a, b),
+            (Elements::U32(a), Elements::U32(b)) => first(a, b),
+            (Elements::I16(a), Elements::I16(b)) => first(a, b),
+            (Elements::I32(a), Elements::I32(b)) => first(a, b),
+            (Elements::I64(a), Elements::I64(b)) => first(a, b),
+            (Elements::F16(a), Elements::F16(b)) => first_bits(a, b, |x| x.to_bits()),
+            (Elements::Bf16(a), Elements::Bf16(b)) => first_bits(a, b, |x| x.to_bits()),
+            (Elements::F32(a), Elements::F32(b)) => first_bits(a, b, |x| x.to_bits()),
+            (Elements::F64(a), Elements::F64(b)) => first_bits(a, b, |x| x.to_bits()),
+            _ => Some(0),
         }
     }
 
-    fn to_f64(&self) -> Vec<f64> {
-        match self {
-            Flat::U8(a) => a.iter().map(|x| *x as f64).collect(),
-            Flat::U32(a) => a.iter().map(|x| *x as f64).collect(),
-            Flat::I16(a) => a.iter().map(|x| *x as f64).collect(),
-            Flat::I32(a) => a.iter().map(|x| *x as f64).collect(),
-            Flat::I64(a) => a.iter().map(|x| *x as f64).collect(),
-            Flat::F16(a) => a.iter().map(|x| x.to_f64()).collect(),
-            Flat::Bf16(a) => a.iter().map(|x| x.to_f64()).collect(),
-            Flat::F32(a) => a.iter().map(|x| *x as f64).collect(),
-            Flat::F64(a) => a.clone(),
-        }
-    }
-
-    fn value(&self, i: usize) -> String {
-        match self {
-            Flat::U8(a) => a.get(i).map(|x| x.to_string()),
-            Flat::U32(a) => a.get(i).map(|x| x.to_string()),
-            Flat::I16(a) => a.get(i).map(|x| x.to_string()),
-            Flat::I32(a) => a.get(i).map(|x| x.to_string()),
-            Flat::I64(a) => a.get(i).map(|x| x.to_string()),
-            Flat::F16(a) => a.get(i).map(|x| format!("{:e}", x.to_f64())),
-            Flat::Bf16(a) => a.get(i).map(|x| format!("{:e}", x.to_f64())),
-            Flat::F32(a) => a.get(i).map(|x| format!("{x:e}")),
-            Flat::F64(a) => a.get(i).map(|x| format!("{x:e}")),
-        }
-        .unwrap_or_else(|| "(none)".into())
-    }
-
-    fn first_difference(&self, o: &Flat) -> Option<usize> {
-        let (a, b) = (self.to_f64(), o.to_f64());
-        a.iter()
-            .zip(b.iter())
-            .position(|(x, y)| x.to_bits() != y.to_bits())
+    /// Element `i` as f64 (NaN past the end).
+    fn get(&self, i: usize) -> f64 {
+        let v = match self {
+            Elements::U8(a) => a.get(i).map(|x| *x as f64),
+            Elements::U32(a) => a.get(i).map(|x| *x as f64),
+            Elements::I16(a) => a.get(i).map(|x| *x as f64),
+            Elements::I32(a) => a.get(i).map(|x| *x as f64),
+            Elements::I64(a) => a.get(i).map(|x| *x as f64),
+            Elements::F16(a) => a.get(i).map(|x| x.to_f64()),
+            Elements::Bf16(a) => a.get(i).map(|x| x.to_f64()),
+            Elements::F32(a) => a.get(i).map(|x| *x as f64),
+            Elements::F64(a) => a.get(i).copied(),
+        };
+        v.unwrap_or(f64::NAN)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
     fn t32(v: &[f32]) -> Tensor {
         Tensor::from_vec(v.to_vec(), v.len(), &Device::Cpu).expect("tensor")
