@@ -86,12 +86,10 @@ enum Cmd {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("CKPTFS_LOG").unwrap_or_else(|_| {
-                // fuser warns when it re-unmounts a mount already gone.
-                EnvFilter::new("info,fuser::session=error")
-            }),
-        )
+        .with_env_filter(EnvFilter::try_from_env("CKPTFS_LOG").unwrap_or_else(|_| {
+            // fuser warns when it re-unmounts a mount already gone.
+            EnvFilter::new("info,fuser::session=error")
+        }))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
