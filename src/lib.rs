@@ -2,6 +2,7 @@
 //! backing store, with a built-in profiler.
 
 pub mod bench;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod format;

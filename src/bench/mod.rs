@@ -16,7 +16,6 @@
 //! f32 precision; the seed documents drew f16 and widened it, which
 //! `--f16-values` reproduces.
 
-pub mod clock;
 pub mod disk;
 pub mod experiment;
 pub mod machine;
@@ -54,7 +53,7 @@ use self::settings::{ModelChoice, Settings};
 /// Runs the benchmark; the exit status is 1 when a strategy failed (a run
 /// errored or did not verify), 0 otherwise.
 pub fn run(args: BenchArgs) -> Result<u8> {
-    let started = clock::iso_utc_now();
+    let started = crate::clock::iso_utc_now();
     let settings = Settings::resolve(&args)?;
     let strategies =
         strategy::select(strategy::discover(&settings.configs)?, &settings.strategies)?;
@@ -135,7 +134,7 @@ pub fn run(args: BenchArgs) -> Result<u8> {
     };
     let results = BenchResults {
         started_utc: started,
-        finished_utc: clock::iso_utc_now(),
+        finished_utc: crate::clock::iso_utc_now(),
         command: std::env::args_os()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),

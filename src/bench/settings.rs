@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::clock;
 use super::experiment::Experiment;
 use super::model::ModelDtype;
 use super::preset::Preset;
@@ -194,11 +193,10 @@ impl Settings {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty() && s != "all")
             .collect();
-        let out = args
-            .out
-            .clone()
-            .or(exp.out)
-            .unwrap_or_else(|| Path::new("bench-results").join(clock::compact_utc_now()));
+        let out =
+            args.out.clone().or(exp.out).unwrap_or_else(|| {
+                Path::new("bench-results").join(crate::clock::compact_utc_now())
+            });
         let configs = args
             .configs
             .clone()

@@ -34,32 +34,6 @@ fn args(ino: u64) -> Args<'static> {
     }
 }
 
-/// Wall-clock time as `YYYY-MM-DD HH:MM:SS.uuuuuu` (UTC).
-fn chrono_like_now() -> String {
-    let d = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:06}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_micros()
-    )
-}
-
 pub struct FuseAdapter {
     pub fs: Arc<CkptFs>,
     ttl: Duration,
@@ -179,7 +153,7 @@ impl FuseAdapter {
         };
         profiler.op(op, start, bytes, error, label.as_deref());
         if profiler.accesslog.enabled() {
-            let now = chrono_like_now();
+            let now = crate::clock::log_utc_now();
             let name = args.name.map(|n| format!(" {:?}", n)).unwrap_or_default();
             let off = args.offset.map(|o| format!(" off={o}")).unwrap_or_default();
             profiler.accesslog.push(format!(

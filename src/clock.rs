@@ -1,4 +1,5 @@
-//! UTC timestamps for result folders and reports, without a date library.
+//! UTC timestamps for result folders, reports and the access log, without
+//! a date library.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,6 +12,18 @@ pub fn compact_utc_now() -> String {
 pub fn iso_utc_now() -> String {
     let (y, mo, d, h, mi, s) = civil(unix_now());
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// Now as `2026-11-23 15:04:05.123456` (access-log lines).
+pub fn log_utc_now() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let (y, mo, d, h, mi, s) = civil(now.as_secs() as i64);
+    format!(
+        "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{:06}",
+        now.subsec_micros()
+    )
 }
 
 fn unix_now() -> i64 {
