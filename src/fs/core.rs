@@ -31,7 +31,7 @@ use super::tree::{Kind, NodeAttrs, Tree, ROOT};
 pub struct Handle {
     pub ino: u64,
     /// The file's name at open, for per-file profiles.
-    pub label: String,
+    pub label: Arc<str>,
     /// The process that opened it: only its close commits (a forked child
     /// that execs closes inherited descriptors, which must not publish a
     /// half-written file).
@@ -584,7 +584,7 @@ impl CkptFs {
         let label = {
             let mut f = file.lock();
             f.open_count += 1;
-            f.name.clone()
+            Arc::from(f.name.as_str())
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let acc = flags & libc::O_ACCMODE;
@@ -643,7 +643,7 @@ impl CkptFs {
     }
 
     /// The name a handle's file had when opened.
-    pub fn handle_label(&self, fh: u64) -> Option<String> {
+    pub fn handle_label(&self, fh: u64) -> Option<Arc<str>> {
         self.handles.get(&fh).map(|h| h.label.clone())
     }
 

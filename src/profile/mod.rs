@@ -14,6 +14,7 @@ pub mod report;
 pub mod stat;
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -29,6 +30,13 @@ pub enum Level {
     Off,
     Counters,
     Full,
+}
+
+/// Read and write totals of one file.
+#[derive(Default)]
+pub struct FileStats {
+    read: Stat,
+    write: Stat,
 }
 
 /// Bytes per second, one row per second of the mount's life.
@@ -47,7 +55,9 @@ pub struct Profiler {
     started_unix: f64,
     ops: DashMap<&'static str, Stat>,
     stages: DashMap<&'static str, Stat>,
-    files: DashMap<String, Stat>,
+    /// Reads and writes per file name (looked up by `&str`: no allocation
+    /// per request once a file has been seen).
+    files: DashMap<Arc<str>, FileStats>,
     backend_written: AtomicU64,
     backend_read: AtomicU64,
     timeline: Mutex<Vec<Second>>,
@@ -146,14 +156,13 @@ impl Profiler {
             .record(ns, bytes, error, full);
         if let Some(f) = file {
             if name == "read" || name == "write" {
-                let key = format!("{f}\t{name}");
-                match self.files.get(&key) {
-                    Some(s) => s.record(ns, bytes, error, full),
-                    None => self
-                        .files
-                        .entry(key)
-                        .or_default()
-                        .record(ns, bytes, error, full),
+                let record = |s: &FileStats| {
+                    let stat = if name == "read" { &s.read } else { &s.write };
+                    stat.record(ns, bytes, error, full);
+                };
+                match self.files.get(f) {
+                    Some(s) => record(&s),
+                    None => record(&self.files.entry(Arc::from(f)).or_default()),
                 }
             }
         }
@@ -199,13 +208,13 @@ impl Profiler {
             };
         let mut files = serde_json::Map::new();
         for e in self.files.iter() {
-            let (file, op) = e.key().split_once('\t').unwrap_or((e.key(), ""));
-            let entry = files
-                .entry(file.to_string())
-                .or_insert_with(|| serde_json::json!({}));
-            if let Some(obj) = entry.as_object_mut() {
-                obj.insert(op.to_string(), e.value().snapshot());
+            let mut ops = serde_json::Map::new();
+            for (op, stat) in [("read", &e.value().read), ("write", &e.value().write)] {
+                if stat.count() > 0 {
+                    ops.insert(op.to_string(), stat.snapshot());
+                }
             }
+            files.insert(e.key().to_string(), serde_json::Value::Object(ops));
         }
         let fs_read: u64 = self.ops.get("read").map(|s| s.bytes()).unwrap_or(0);
         let fs_written: u64 = self.ops.get("write").map(|s| s.bytes()).unwrap_or(0);
