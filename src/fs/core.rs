@@ -666,9 +666,8 @@ impl CkptFs {
                 return Ok(Vec::new());
             }
             let mut out = vec![0u8; (size as u64).min(len - offset) as usize];
-            let n = crate::pipeline::plain::read_full(&data, offset, &mut out)?;
             // Past the data file's end (a truncate-up hole) reads zeros.
-            out[n..].fill(0);
+            crate::pipeline::plain::read_or_zeros(&data, offset, &mut out)?;
             return Ok(out);
         }
         f.read(&self.pipe, offset, size as usize)

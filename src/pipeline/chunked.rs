@@ -23,6 +23,7 @@ use crate::store::durable::DurableStore;
 
 use super::budget::Reservation;
 use super::inflight::Inflight;
+use super::plain::read_or_zeros;
 use super::{crc_with_zeros, Pipeline};
 
 struct ChunkBuf {
@@ -338,21 +339,7 @@ impl ChunkedData {
         size: u64,
     ) -> FsResult<()> {
         match &self.mode {
-            Mode::Staged(st) => {
-                let mut done = 0;
-                while done < out.len() {
-                    let n = st
-                        .file
-                        .read_at(&mut out[done..], offset + done as u64)
-                        .ctx("read staging file")?;
-                    if n == 0 {
-                        out[done..].fill(0);
-                        break;
-                    }
-                    done += n;
-                }
-                Ok(())
-            }
+            Mode::Staged(st) => read_or_zeros(&st.file, offset, out),
             Mode::Stream(s) => {
                 let chunk = self.chunk();
                 let mut pos = 0usize;

@@ -173,20 +173,7 @@ impl FormatData {
         }
         match self {
             FormatData::Sealed(r) => r.read(pipe, offset, out),
-            FormatData::Staged { file, .. } => {
-                let mut done = 0;
-                while done < out.len() {
-                    let n = file
-                        .read_at(&mut out[done..], offset + done as u64)
-                        .ctx("read staging file")?;
-                    if n == 0 {
-                        out[done..].fill(0);
-                        break;
-                    }
-                    done += n;
-                }
-                Ok(())
-            }
+            FormatData::Staged { file, .. } => super::plain::read_or_zeros(file, offset, out),
             FormatData::Writing(_) => Err(FsError::new(libc::EIO, "staging failed")),
         }
     }

@@ -163,6 +163,14 @@ pub fn read_full(file: &File, offset: u64, buf: &mut [u8]) -> FsResult<usize> {
     Ok(done)
 }
 
+/// Fills `buf` from `offset`; bytes past the end of the file read as zeros
+/// (a sparse staging file shorter than the logical size).
+pub fn read_or_zeros(file: &File, offset: u64, buf: &mut [u8]) -> FsResult<()> {
+    let n = read_full(file, offset, buf)?;
+    buf[n..].fill(0);
+    Ok(())
+}
+
 fn copy_range(from: &File, to: &File, len: u64) -> io::Result<()> {
     let mut off_in: i64 = 0;
     let mut off_out: i64 = 0;
