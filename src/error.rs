@@ -83,8 +83,19 @@ pub fn from_storage(e: &zarrs_storage::StorageError, what: impl fmt::Display) ->
     }
 }
 
-/// Maps a zarrs array error, keeping an I/O errno found in its chain.
+/// Maps a zarrs array error, keeping an I/O errno found in it.
+///
+/// zarrs' wrappers are `#[error(transparent)]`: their `source()` skips the
+/// wrapped error itself, so the storage and codec variants are matched
+/// directly (a full disk must answer ENOSPC, not EIO).
 pub fn from_array(e: &zarrs::array::ArrayError, what: impl fmt::Display) -> FsError {
+    use zarrs::array::{ArrayError, CodecError};
+    match e {
+        ArrayError::StorageError(st) => return from_storage(st, what),
+        ArrayError::CodecError(CodecError::StorageError(st)) => return from_storage(st, what),
+        ArrayError::CodecError(CodecError::IOError(io)) => return FsError::io(io, what),
+        _ => {}
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<io::Error>() {
@@ -96,4 +107,35 @@ pub fn from_array(e: &zarrs::array::ArrayError, what: impl fmt::Display) -> FsEr
         source = s.source();
     }
     eio(format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zarrs::array::{ArrayError, CodecError};
+    use zarrs_storage::StorageError;
+
+    fn enospc() -> io::Error {
+        io::Error::from_raw_os_error(libc::ENOSPC)
+    }
+
+    #[test]
+    fn full_disk_in_a_store_error_answers_enospc_not_eio() {
+        let e = ArrayError::StorageError(StorageError::from(enospc()));
+        assert_eq!(from_array(&e, "store chunk 0").errno, libc::ENOSPC);
+    }
+
+    #[test]
+    fn full_disk_inside_a_codec_error_answers_enospc() {
+        let e = ArrayError::CodecError(CodecError::StorageError(StorageError::from(enospc())));
+        assert_eq!(from_array(&e, "store chunk 0").errno, libc::ENOSPC);
+        let e = ArrayError::CodecError(CodecError::from(enospc()));
+        assert_eq!(from_array(&e, "store chunk 0").errno, libc::ENOSPC);
+    }
+
+    #[test]
+    fn other_array_errors_stay_eio() {
+        let e = ArrayError::Other("bad".into());
+        assert_eq!(from_array(&e, "x").errno, libc::EIO);
+    }
 }

@@ -1,6 +1,7 @@
 //! ckptfs: a FUSE filesystem for model checkpoints over a chunked Zarr v3
 //! backing store, with a built-in profiler.
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod clock;
 pub mod config;

@@ -81,6 +81,7 @@ enum Cmd {
     CheckConfig { config: PathBuf },
     /// Save and load a model through every strategy (plain disk and each
     /// mount config) and report save time, load time, size and files.
+    #[cfg(feature = "bench")]
     Bench(ckptfs::bench::BenchArgs),
 }
 
@@ -196,6 +197,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        #[cfg(feature = "bench")]
         Cmd::Bench(args) => match ckptfs::bench::run(args) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
