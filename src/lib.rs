@@ -14,3 +14,4 @@ pub mod mount;
 pub mod pipeline;
 pub mod profile;
 pub mod store;
+pub mod verify;

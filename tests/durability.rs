@@ -7,7 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::time::Duration;
 
-use common::{fill, repo_config, sha256_file, write_config, Mount};
+use common::{fill, repo_config, sha256_file, verify, write_config, Mount};
 use sha2::{Digest, Sha256};
 
 fn write_random(path: &std::path::Path, bytes: u64, seed: u64) -> String {
@@ -79,6 +79,8 @@ fn kill9_during_a_write_keeps_committed_files_and_the_old_version() {
             std::thread::sleep(Duration::from_millis(150 + 100 * round));
             m.kill9();
             let _ = writer.join();
+            let (code, out) = verify(&m.backing);
+            assert_eq!(code, 0, "verify after kill -9 found problems:\n{out}");
             m.start();
             assert_eq!(sha256_file(&m.path("a.bin")), a, "committed file changed");
             match fs::metadata(m.path("b.bin")) {
@@ -93,5 +95,69 @@ fn kill9_during_a_write_keeps_committed_files_and_the_old_version() {
             }
             m.unmount();
         }
+    }
+}
+
+/// Flips one byte of `path` in place.
+fn flip_byte(path: &std::path::Path, at: u64) {
+    let mut bytes = fs::read(path).expect("read chunk");
+    let i = (at as usize).min(bytes.len() - 1);
+    bytes[i] ^= 0x20;
+    fs::write(path, bytes).expect("write chunk");
+}
+
+/// Every chunk file (`.../c/...`) under a backing file directory.
+fn chunk_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in fs::read_dir(dir).expect("read dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            chunk_files(&p, out);
+        } else if p.components().any(|c| c.as_os_str() == "c") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn verify_checks_every_chunk_and_refuses_a_live_mount() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let small_chunks = write_config(
+        tmp.path(),
+        "c4k",
+        "[layout]\nraw_chunk_bytes = 4096\n[io]\nconcurrency = 2\n",
+    );
+    for config in [
+        repo_config("passthrough"),
+        small_chunks,
+        repo_config("zstd"),
+    ] {
+        let mut m = Mount::new(Some(config.clone()));
+        write_random(&m.path("a.bin"), 100_000, 3);
+        fs::create_dir(m.path("d")).expect("mkdir");
+        write_random(&m.path("d/b.bin"), 50_000, 4);
+        let (code, out) = verify(&m.backing);
+        assert_eq!(code, 2, "verify of a mounted store must refuse:\n{out}");
+        m.unmount();
+        let (code, out) = verify(&m.backing);
+        assert_eq!(
+            code,
+            0,
+            "{}: clean store reported:\n{out}",
+            config.display()
+        );
+        assert!(out.contains("2 files"), "{out}");
+        let mut chunks = Vec::new();
+        chunk_files(&m.backing.join("d/b.bin"), &mut chunks);
+        chunks.sort();
+        let victim = chunks.last().expect("a chunk file");
+        flip_byte(victim, 100);
+        let (code, out) = verify(&m.backing);
+        assert_eq!(
+            code,
+            1,
+            "{}: flipped byte not found:\n{out}",
+            config.display()
+        );
+        assert!(out.contains("b.bin"), "{out}");
     }
 }

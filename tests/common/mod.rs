@@ -116,6 +116,19 @@ impl Mount {
     }
 }
 
+/// Runs `ckptfs verify` on a backing dir: (exit code, stdout).
+pub fn verify(backing: &Path) -> (i32, String) {
+    let out = Command::new(BIN)
+        .arg("verify")
+        .arg(backing)
+        .output()
+        .expect("run ckptfs verify");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
