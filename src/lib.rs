@@ -11,6 +11,7 @@ pub mod fs;
 pub mod inspect;
 pub mod layout;
 pub mod mount;
+pub mod ocdbt;
 pub mod pipeline;
 pub mod profile;
 pub mod store;

@@ -1,0 +1,191 @@
+//! Data files (`d/<32 hex>`): append-only logs of out-of-line values and
+//! encoded nodes. Appends reserve their range with one atomic add, so many
+//! threads `pwrite` into the same file at once.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::error::{corrupt, io_at, Result};
+
+/// Directory, relative to the database root, of the files we create.
+pub const DATA_DIR: &str = "d";
+
+/// One open data file.
+#[derive(Debug)]
+pub struct DataFile {
+    /// Path relative to the database root.
+    pub path: String,
+    /// Prefix that nodes stored in this file resolve their own tables
+    /// against (TensorStore's base path; empty for our files).
+    pub transitive: String,
+    file: File,
+    /// Bytes reserved so far (the file's logical length).
+    len: AtomicU64,
+    /// Written since the last `fdatasync`.
+    dirty: AtomicBool,
+}
+
+impl DataFile {
+    /// Creates a new, empty file with a random 128-bit name.
+    pub fn create(root: &Path) -> Result<Self> {
+        let mut id = [0u8; 16];
+        random_bytes(&mut id)?;
+        let name: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let path = format!("{DATA_DIR}/{name}");
+        let full = root.join(&path);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&full)
+            .map_err(io_at(&full))?;
+        Ok(Self {
+            path,
+            transitive: String::new(),
+            file,
+            len: AtomicU64::new(0),
+            dirty: AtomicBool::new(true),
+        })
+    }
+
+    /// Opens an existing file read-only (we never append to old files).
+    pub fn open(root: &Path, path: &str, transitive: &str) -> Result<Self> {
+        if path.split('/').any(|c| c == ".." || c.is_empty()) || path.starts_with('/') {
+            return Err(corrupt(format!(
+                "data file path {path:?} leaves the database"
+            )));
+        }
+        let full = root.join(path);
+        let file = File::open(&full).map_err(io_at(&full))?;
+        let len = file.metadata().map_err(io_at(&full))?.len();
+        Ok(Self {
+            path: path.to_string(),
+            transitive: transitive.to_string(),
+            file,
+            len: AtomicU64::new(len),
+            dirty: AtomicBool::new(false),
+        })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reserves `n` bytes at the end, returning their offset.
+    pub fn reserve(&self, n: u64) -> u64 {
+        self.len.fetch_add(n, Ordering::AcqRel)
+    }
+
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let r = self
+            .file
+            .write_all_at(data, offset)
+            .map_err(io_at(&self.path));
+        // Marked after the write lands: a concurrent `sync` that clears the
+        // flag either covers this write or leaves the flag set for the next.
+        self.dirty.store(true, Ordering::Release);
+        r
+    }
+
+    /// Reads exactly `len` bytes, refusing ranges past the file's end.
+    pub fn read_at(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| corrupt("reference range overflows"))?;
+        if end > self.len() {
+            return Err(corrupt(format!(
+                "reference {offset}+{len} past the end of {} ({} bytes)",
+                self.path,
+                self.len()
+            )));
+        }
+        let n = usize::try_from(len).map_err(|_| corrupt("reference too large"))?;
+        let mut buf = vec![0u8; n];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(io_at(&self.path))?;
+        Ok(buf)
+    }
+
+    /// `fdatasync` if anything was written since the last one.
+    pub fn sync(&self) -> Result<()> {
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            if let Err(e) = self.file.sync_data() {
+                self.dirty.store(true, Ordering::Release);
+                return Err(io_at(&self.path)(e));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// All data files the database knows, by a small process-local id.
+#[derive(Debug, Default)]
+pub struct FileTable {
+    files: Vec<Option<Arc<DataFile>>>,
+    by_path: HashMap<String, u32>,
+}
+
+impl FileTable {
+    pub fn get(&self, id: u32) -> Option<&Arc<DataFile>> {
+        self.files.get(id as usize).and_then(|f| f.as_ref())
+    }
+
+    pub fn id_of(&self, path: &str) -> Option<u32> {
+        self.by_path.get(path).copied()
+    }
+
+    pub fn insert(&mut self, f: Arc<DataFile>) -> u32 {
+        let id = self.files.len() as u32;
+        self.by_path.insert(f.path.clone(), id);
+        self.files.push(Some(f));
+        id
+    }
+
+    /// Forgets a file (after compaction); open handles stay valid.
+    pub fn remove(&mut self, id: u32) -> Option<Arc<DataFile>> {
+        let f = self.files.get_mut(id as usize)?.take()?;
+        self.by_path.remove(&f.path);
+        Some(f)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Arc<DataFile>)> {
+        self.files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.as_ref().map(|f| (i as u32, f)))
+    }
+}
+
+fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(io_at("getrandom")(e));
+        }
+        filled += n as usize;
+    }
+    Ok(())
+}
+
+/// A fresh random database uuid.
+pub fn random_uuid() -> Result<[u8; 16]> {
+    let mut id = [0u8; 16];
+    random_bytes(&mut id)?;
+    Ok(id)
+}

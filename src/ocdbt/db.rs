@@ -1,0 +1,434 @@
+//! `Db`: an OCDBT database rooted at a directory, with an in-memory ordered
+//! index of every key (values stay on disk unless inline) and pending
+//! writes that become a new version on `commit`.
+//!
+//! ```no_run
+//! use ckptfs::ocdbt::{Db, DbOptions};
+//! let db = Db::open_or_create(std::path::Path::new("/tmp/db"), DbOptions::default())?;
+//! db.put(b"tensor/zarr.json", b"{}")?;
+//! let generation = db.commit()?;
+//! assert_eq!(db.get(b"tensor/zarr.json")?.as_deref(), Some(&b"{}"[..]));
+//! # Ok::<(), ckptfs::ocdbt::OcdbtError>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::btree::MAX_KEY_LEN;
+use super::data_file::{random_uuid, DataFile, FileTable, DATA_DIR};
+use super::envelope::Compression;
+use super::error::{io_at, OcdbtError, Result};
+use super::manifest::{self, Config};
+use super::tree_read::{manifest_versions, walk_tree, FileRange, FileSource, Version, Visit};
+use super::tree_write::Value;
+use super::version_tree::MAX_ARITY_LOG2;
+
+/// Name of the manifest at the database root.
+pub const MANIFEST_FILE: &str = "manifest.ocdbt";
+
+/// Knobs of a database. The first four are fixed when the database is
+/// created (later opens take them from its manifest); the rest apply to
+/// this process.
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    /// Values up to this size live inside the leaf node (Orbax uses 1024,
+    /// which keeps every `zarr.json` inline).
+    pub max_inline_value_bytes: u32,
+    /// Upper bound of a decoded B+tree node; more keys add interior levels.
+    pub max_decoded_node_bytes: u32,
+    /// Generations per version-tree leaf (log2); TensorStore's default 4.
+    pub version_tree_arity_log2: u8,
+    /// Compression of nodes and the manifest.
+    pub compression: Compression,
+    /// Start a new data file once the current one is past this size.
+    pub target_data_file_size: u64,
+    /// Versions kept readable (at most `2^version_tree_arity_log2`).
+    pub keep_versions: usize,
+    /// `compact` rewrites a data file once this share of it is garbage.
+    pub compact_file_garbage_ratio: f64,
+    /// After a commit, compact on a background thread once this share of
+    /// all data-file bytes is garbage (`None`: only on request).
+    pub auto_compact_garbage_ratio: Option<f64>,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            max_inline_value_bytes: 1024,
+            max_decoded_node_bytes: 8 << 20,
+            version_tree_arity_log2: 4,
+            compression: Compression::Zstd(0),
+            target_data_file_size: 2 << 30,
+            keep_versions: 4,
+            compact_file_garbage_ratio: 0.3,
+            auto_compact_garbage_ratio: Some(0.5),
+        }
+    }
+}
+
+pub(crate) struct IndexState {
+    pub map: Arc<BTreeMap<Vec<u8>, Value>>,
+    /// Changed since the last commit.
+    pub dirty: bool,
+}
+
+pub(crate) struct CommitState {
+    pub running: bool,
+    pub next_epoch: u64,
+    pub done_epoch: u64,
+    pub last: std::result::Result<u64, String>,
+}
+
+/// An open database.
+pub struct Db {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: DbOptions,
+    pub(crate) config: Config,
+    pub(crate) read_only: bool,
+    pub(crate) index: RwLock<IndexState>,
+    pub(crate) files: Mutex<FileTable>,
+    /// The data file appends go to.
+    pub(crate) writer: Mutex<Option<Arc<DataFile>>>,
+    /// Kept versions, oldest first.
+    pub(crate) committed: Mutex<Vec<Version>>,
+    pub(crate) commit_state: Mutex<CommitState>,
+    pub(crate) commit_cv: Condvar,
+    pub(crate) compacting: AtomicBool,
+    /// Data files were created since the directory was last fsynced.
+    pub(crate) new_files: AtomicBool,
+    pub(crate) me: Weak<Db>,
+}
+
+impl FileSource for Db {
+    fn file(&self, path: &str, transitive: &str) -> Result<Arc<DataFile>> {
+        let mut files = self.files.lock();
+        if let Some(f) = files.id_of(path).and_then(|id| files.get(id)) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(DataFile::open(&self.dir, path, transitive)?);
+        files.insert(f.clone());
+        Ok(f)
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.len() as u64 > MAX_KEY_LEN {
+        return Err(OcdbtError::Invalid(format!(
+            "key of {} bytes exceeds {MAX_KEY_LEN}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Keys starting with `prefix`, with their values.
+fn prefix_range<'a>(
+    map: &'a BTreeMap<Vec<u8>, Value>,
+    prefix: &'a [u8],
+) -> impl Iterator<Item = (&'a Vec<u8>, &'a Value)> + 'a {
+    map.range(prefix.to_vec()..)
+        .take_while(move |(k, _)| k.starts_with(prefix))
+}
+
+impl Db {
+    fn new(dir: &Path, opts: DbOptions, config: Config, read_only: bool) -> Arc<Db> {
+        Arc::new_cyclic(|me| Db {
+            dir: dir.to_path_buf(),
+            opts,
+            config,
+            read_only,
+            index: RwLock::new(IndexState {
+                map: Arc::new(BTreeMap::new()),
+                dirty: false,
+            }),
+            files: Mutex::new(FileTable::default()),
+            writer: Mutex::new(None),
+            committed: Mutex::new(Vec::new()),
+            commit_state: Mutex::new(CommitState {
+                running: false,
+                next_epoch: 1,
+                done_epoch: 0,
+                last: Ok(0),
+            }),
+            commit_cv: Condvar::new(),
+            compacting: AtomicBool::new(false),
+            new_files: AtomicBool::new(false),
+            me: me.clone(),
+        })
+    }
+
+    /// Opens the database in `dir`, creating it (and `dir`) if there is no
+    /// manifest yet. The index is loaded from the newest version.
+    pub fn open_or_create(dir: &Path, opts: DbOptions) -> Result<Arc<Db>> {
+        fs::create_dir_all(dir.join(DATA_DIR)).map_err(io_at(dir))?;
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let existing = match fs::read(&manifest_path) {
+            Ok(b) => Some(manifest::decode(&b)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_at(&manifest_path)(e)),
+        };
+        let config = match &existing {
+            Some(m) => m.config.clone(),
+            None => {
+                if opts.version_tree_arity_log2 == 0
+                    || opts.version_tree_arity_log2 > MAX_ARITY_LOG2
+                {
+                    return Err(OcdbtError::Invalid(
+                        "version_tree_arity_log2 must be 1..=16".into(),
+                    ));
+                }
+                if opts.max_decoded_node_bytes < 4096 {
+                    return Err(OcdbtError::Invalid(
+                        "max_decoded_node_bytes below 4096".into(),
+                    ));
+                }
+                Config {
+                    uuid: random_uuid()?,
+                    max_inline_value_bytes: opts.max_inline_value_bytes,
+                    max_decoded_node_bytes: opts.max_decoded_node_bytes,
+                    version_tree_arity_log2: opts.version_tree_arity_log2,
+                    compression: opts.compression,
+                }
+            }
+        };
+        let db = Db::new(dir, opts, config, false);
+        if let Some(m) = existing {
+            let mut versions = manifest_versions(&*db, &m)?;
+            let keep = db.keep_versions();
+            if versions.len() > keep {
+                versions.drain(..versions.len() - keep);
+            }
+            if let Some(latest) = versions.last() {
+                db.load_tree(latest)?;
+            }
+            *db.committed.lock() = versions;
+        }
+        Ok(db)
+    }
+
+    /// Opens one committed version read-only.
+    pub fn open_version(dir: &Path, generation: u64) -> Result<Arc<Db>> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let m = manifest::decode(&fs::read(&manifest_path).map_err(io_at(&manifest_path))?)?;
+        let db = Db::new(dir, DbOptions::default(), m.config.clone(), true);
+        let versions = manifest_versions(&*db, &m)?;
+        let v = versions
+            .iter()
+            .find(|v| v.generation == generation)
+            .ok_or_else(|| OcdbtError::Invalid(format!("generation {generation} is not kept")))?;
+        db.load_tree(v)?;
+        *db.committed.lock() = versions;
+        Ok(db)
+    }
+
+    /// How many versions a commit keeps.
+    pub(crate) fn keep_versions(&self) -> usize {
+        self.opts
+            .keep_versions
+            .clamp(1, 1 << self.config.version_tree_arity_log2)
+    }
+
+    fn load_tree(&self, v: &Version) -> Result<()> {
+        let mut map = BTreeMap::new();
+        walk_tree(self, v, self.max_node_bytes(), &mut |visit| {
+            if let Visit::Entry {
+                key,
+                inline,
+                indirect,
+            } = visit
+            {
+                let value = match (inline, indirect) {
+                    (Some(b), _) => Value::Inline(Bytes::copy_from_slice(b)),
+                    (None, Some(r)) => Value::Indirect(r),
+                    (None, None) => return Ok(()),
+                };
+                map.insert(key.to_vec(), value);
+            }
+            Ok(())
+        })?;
+        self.index.write().map = Arc::new(map);
+        Ok(())
+    }
+
+    pub(crate) fn max_node_bytes(&self) -> usize {
+        // Read TensorStore's nodes even if they exceed our own limit a bit.
+        (self.config.max_decoded_node_bytes as usize).max(8 << 20) * 2
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Newest committed generation (0 before the first commit).
+    pub fn generation(&self) -> u64 {
+        self.committed.lock().last().map_or(0, |v| v.generation)
+    }
+
+    fn value(&self, key: &[u8]) -> Option<Value> {
+        self.index.read().map.get(key).cloned()
+    }
+
+    /// The whole value of `key`, pending writes included.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        match self.value(key) {
+            None => Ok(None),
+            Some(Value::Inline(b)) => Ok(Some(b)),
+            Some(Value::Indirect(r)) => Ok(Some(Bytes::from(r.file.read_at(r.offset, r.length)?))),
+        }
+    }
+
+    /// `len` bytes of `key` from `offset`; errors if the range is past its end.
+    pub fn get_range(&self, key: &[u8], offset: u64, len: u64) -> Result<Option<Bytes>> {
+        let Some(v) = self.value(key) else {
+            return Ok(None);
+        };
+        let end = offset
+            .checked_add(len)
+            .filter(|e| *e <= v.len())
+            .ok_or_else(|| {
+                OcdbtError::Invalid(format!(
+                    "range {offset}+{len} past the value's {} bytes",
+                    v.len()
+                ))
+            })?;
+        match v {
+            Value::Inline(b) => Ok(Some(b.slice(offset as usize..end as usize))),
+            Value::Indirect(r) => Ok(Some(Bytes::from(r.file.read_at(r.offset + offset, len)?))),
+        }
+    }
+
+    pub fn size(&self, key: &[u8]) -> Option<u64> {
+        self.value(key).map(|v| v.len())
+    }
+
+    /// Keys under `prefix` with their sizes, in key order.
+    pub fn list_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, u64)> {
+        let ix = self.index.read();
+        prefix_range(&ix.map, prefix)
+            .map(|(k, v)| (k.clone(), v.len()))
+            .collect()
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(OcdbtError::Invalid("database opened read-only".into()));
+        }
+        Ok(())
+    }
+
+    /// Appends bytes to the current data file (rolling to a new one past
+    /// the target size). Only the choice of file is under a lock; the
+    /// write itself runs in parallel with other appends.
+    pub(crate) fn append(&self, data: &[u8]) -> Result<FileRange> {
+        let file = {
+            let mut w = self.writer.lock();
+            match &*w {
+                Some(f) if f.len() < self.opts.target_data_file_size => f.clone(),
+                _ => {
+                    let f = Arc::new(DataFile::create(&self.dir)?);
+                    self.files.lock().insert(f.clone());
+                    self.new_files.store(true, Ordering::Release);
+                    *w = Some(f.clone());
+                    f
+                }
+            }
+        };
+        let offset = file.reserve(data.len() as u64);
+        file.write_at(offset, data)?;
+        Ok(FileRange {
+            file,
+            offset,
+            length: data.len() as u64,
+        })
+    }
+
+    /// Stores `value` under `key` (visible at once, durable at `commit`).
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.writable()?;
+        check_key(key)?;
+        let v = if value.len() as u64 <= u64::from(self.config.max_inline_value_bytes) {
+            Value::Inline(Bytes::copy_from_slice(value))
+        } else {
+            Value::Indirect(self.append(value)?)
+        };
+        let mut ix = self.index.write();
+        Arc::make_mut(&mut ix.map).insert(key.to_vec(), v);
+        ix.dirty = true;
+        Ok(())
+    }
+
+    /// Removes `key`; returns whether it existed.
+    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        self.writable()?;
+        let mut ix = self.index.write();
+        if !ix.map.contains_key(key) {
+            return Ok(false);
+        }
+        Arc::make_mut(&mut ix.map).remove(key);
+        ix.dirty = true;
+        Ok(true)
+    }
+
+    /// Removes every key under `prefix`; returns how many.
+    pub fn delete_prefix(&self, prefix: &[u8]) -> Result<usize> {
+        self.writable()?;
+        let mut ix = self.index.write();
+        let keys: Vec<Vec<u8>> = prefix_range(&ix.map, prefix)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let map = Arc::make_mut(&mut ix.map);
+        for k in &keys {
+            map.remove(k);
+        }
+        ix.dirty = true;
+        Ok(keys.len())
+    }
+
+    /// Moves every key under `old` to the same suffix under `new`, replacing
+    /// whatever was under `new`. Only the index changes; values stay put.
+    pub fn rename_prefix(&self, old: &[u8], new: &[u8]) -> Result<usize> {
+        self.writable()?;
+        if old == new {
+            return Ok(0);
+        }
+        if new.starts_with(old) || old.starts_with(new) {
+            return Err(OcdbtError::Invalid("rename prefixes must not nest".into()));
+        }
+        let mut ix = self.index.write();
+        let moved: Vec<(Vec<u8>, Value)> = prefix_range(&ix.map, old)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, _) in &moved {
+            check_key(&[new, &k[old.len()..]].concat())?;
+        }
+        let replaced: Vec<Vec<u8>> = prefix_range(&ix.map, new).map(|(k, _)| k.clone()).collect();
+        let map = Arc::make_mut(&mut ix.map);
+        for k in replaced {
+            map.remove(&k);
+        }
+        for (k, v) in &moved {
+            map.remove(k);
+            map.insert([new, &k[old.len()..]].concat(), v.clone());
+        }
+        ix.dirty = true;
+        Ok(moved.len())
+    }
+
+    /// Total bytes of all data files this process knows.
+    pub fn data_bytes(&self) -> u64 {
+        self.files.lock().iter().map(|(_, f)| f.len()).sum()
+    }
+}

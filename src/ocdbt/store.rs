@@ -1,0 +1,185 @@
+//! `PackedStore`: a zarrs store whose keys live in an OCDBT database under a
+//! key prefix, so zarrs arrays are written into (and read from) the packed
+//! index. Writes become durable at `Db::commit`.
+
+use std::sync::Arc;
+
+use zarrs_storage::byte_range::{ByteRange, ByteRangeIterator, InvalidByteRangeError};
+use zarrs_storage::{
+    Bytes, ListableStorageTraits, MaybeBytesIterator, OffsetBytesIterator, ReadableStorageTraits,
+    StorageError, StoreKey, StoreKeys, StoreKeysPrefixes, StorePrefix, StorePrefixes,
+    WritableStorageTraits,
+};
+
+use super::db::Db;
+use super::error::OcdbtError;
+
+/// A view of `db` under `prefix` (empty, or ending in `/`).
+#[derive(Clone)]
+pub struct PackedStore {
+    pub db: Arc<Db>,
+    pub prefix: String,
+}
+
+fn err(e: OcdbtError) -> StorageError {
+    StorageError::Other(e.to_string())
+}
+
+impl PackedStore {
+    pub fn new(db: Arc<Db>, prefix: impl Into<String>) -> Self {
+        let mut prefix = prefix.into();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Self { db, prefix }
+    }
+
+    fn full(&self, key: &str) -> Vec<u8> {
+        format!("{}{key}", self.prefix).into_bytes()
+    }
+
+    /// Store-relative keys (with sizes) under a store-relative prefix.
+    fn keys_under(&self, prefix: &str) -> Result<Vec<(StoreKey, u64)>, StorageError> {
+        let skip = self.prefix.len();
+        let mut out = Vec::new();
+        for (k, size) in self.db.list_prefix(&self.full(prefix)) {
+            let rel = std::str::from_utf8(&k[skip..])
+                .map_err(|_| StorageError::Other("non-UTF-8 key in packed store".into()))?;
+            out.push((StoreKey::new(rel)?, size));
+        }
+        Ok(out)
+    }
+}
+
+impl ReadableStorageTraits for PackedStore {
+    fn get_partial_many<'a>(
+        &'a self,
+        key: &StoreKey,
+        byte_ranges: ByteRangeIterator<'a>,
+    ) -> Result<MaybeBytesIterator<'a>, StorageError> {
+        let full = self.full(key.as_str());
+        let Some(size) = self.db.size(&full) else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        for range in byte_ranges {
+            let (start, end) = (range.start(size), range.end(size));
+            if end > size || start > end {
+                out.push(Err(InvalidByteRangeError::new(range, size).into()));
+                continue;
+            }
+            let got = if matches!(range, ByteRange::FromStart(0, None)) {
+                self.db.get(&full)
+            } else {
+                self.db.get_range(&full, start, end - start)
+            };
+            match got.map_err(err)? {
+                Some(b) => out.push(Ok(b)),
+                // Erased between the size check and the read.
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(Box::new(out.into_iter())))
+    }
+
+    fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
+        Ok(self.db.size(&self.full(key.as_str())))
+    }
+
+    fn supports_get_partial(&self) -> bool {
+        true
+    }
+}
+
+impl WritableStorageTraits for PackedStore {
+    fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
+        self.db.put(&self.full(key.as_str()), &value).map_err(err)
+    }
+
+    fn set_partial_many(
+        &self,
+        key: &StoreKey,
+        offset_values: OffsetBytesIterator,
+    ) -> Result<(), StorageError> {
+        // Values are immutable once appended: read, patch, write anew.
+        let full = self.full(key.as_str());
+        let mut data = self
+            .db
+            .get(&full)
+            .map_err(err)?
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        for (offset, value) in offset_values {
+            let start = usize::try_from(offset)
+                .map_err(|_| StorageError::Other("offset exceeds address space".into()))?;
+            let end = start
+                .checked_add(value.len())
+                .ok_or_else(|| StorageError::Other("offset overflows".into()))?;
+            if data.len() < end {
+                data.resize(end, 0);
+            }
+            data[start..end].copy_from_slice(&value);
+        }
+        self.db.put(&full, &data).map_err(err)
+    }
+
+    fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
+        self.db
+            .delete(&self.full(key.as_str()))
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
+        self.db
+            .delete_prefix(&self.full(prefix.as_str()))
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    fn supports_set_partial(&self) -> bool {
+        true
+    }
+}
+
+impl ListableStorageTraits for PackedStore {
+    fn list(&self) -> Result<StoreKeys, StorageError> {
+        self.list_prefix(&StorePrefix::root())
+    }
+
+    fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
+        Ok(self
+            .keys_under(prefix.as_str())?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
+        let p = prefix.as_str();
+        let mut keys = Vec::new();
+        let mut prefixes: StorePrefixes = Vec::new();
+        for (k, _) in self.keys_under(p)? {
+            let rest = &k.as_str()[p.len()..];
+            match rest.find('/') {
+                Some(i) => {
+                    let child = StorePrefix::new(format!("{p}{}/", &rest[..i]))?;
+                    if prefixes.last() != Some(&child) {
+                        prefixes.push(child);
+                    }
+                }
+                None => keys.push(k),
+            }
+        }
+        prefixes.dedup();
+        Ok(StoreKeysPrefixes::new(keys, prefixes))
+    }
+
+    fn size_prefix(&self, prefix: &StorePrefix) -> Result<u64, StorageError> {
+        Ok(self
+            .keys_under(prefix.as_str())?
+            .iter()
+            .map(|(_, s)| s)
+            .sum())
+    }
+}

@@ -1,0 +1,265 @@
+//! Database behaviour tests on real directories.
+
+use std::sync::Arc;
+
+use super::*;
+
+fn opts() -> DbOptions {
+    DbOptions {
+        max_inline_value_bytes: 16,
+        auto_compact_garbage_ratio: None,
+        ..DbOptions::default()
+    }
+}
+
+fn big(i: usize, n: usize) -> Vec<u8> {
+    (0..n).map(|j| (i * 31 + j * 7) as u8).collect()
+}
+
+#[test]
+fn writes_are_visible_at_once_and_durable_after_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_or_create(dir.path(), opts()).unwrap();
+    db.put(b"a/zarr.json", b"{}").unwrap();
+    db.put(b"a/c/0", &big(0, 5000)).unwrap();
+    db.put(b"b/c/0", &big(1, 100)).unwrap();
+    assert_eq!(db.get(b"a/c/0").unwrap().unwrap(), big(0, 5000));
+    assert_eq!(
+        db.get_range(b"a/c/0", 10, 5).unwrap().unwrap(),
+        big(0, 5000)[10..15]
+    );
+    assert!(db.get_range(b"a/c/0", 4999, 2).is_err());
+    assert_eq!(db.commit().unwrap(), 1);
+    db.put(b"uncommitted", b"x").unwrap();
+    drop(db);
+    let db = Db::open_or_create(dir.path(), opts()).unwrap();
+    assert_eq!(db.generation(), 1);
+    assert_eq!(db.get(b"uncommitted").unwrap(), None);
+    let listed = db.list_prefix(b"a/");
+    assert_eq!(
+        listed,
+        vec![(b"a/c/0".to_vec(), 5000), (b"a/zarr.json".to_vec(), 2)]
+    );
+    assert_eq!(db.rename_prefix(b"a/", b"z/").unwrap(), 2);
+    assert_eq!(db.delete_prefix(b"b/").unwrap(), 1);
+    assert!(db.delete(b"z/zarr.json").unwrap());
+    assert_eq!(db.commit().unwrap(), 2);
+    drop(db);
+    let db = Db::open_or_create(dir.path(), opts()).unwrap();
+    assert_eq!(db.list_prefix(b""), vec![(b"z/c/0".to_vec(), 5000)]);
+    assert_eq!(db.get(b"z/c/0").unwrap().unwrap(), big(0, 5000));
+    assert!(verify(dir.path()).unwrap().is_ok());
+}
+
+#[test]
+fn many_keys_build_interior_levels_that_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = DbOptions {
+        max_decoded_node_bytes: 4096,
+        ..opts()
+    };
+    let db = Db::open_or_create(dir.path(), o.clone()).unwrap();
+    for i in 0..3000 {
+        let key = format!("t/w{}/c/{}/{}", i % 7, i / 10, i % 10);
+        db.put(key.as_bytes(), &big(i, 8 + i % 40)).unwrap();
+    }
+    db.commit().unwrap();
+    let v = versions(dir.path()).unwrap();
+    assert_eq!(v[0].num_keys, 3000);
+    drop(db);
+    let db = Db::open_or_create(dir.path(), o).unwrap();
+    for i in 0..3000 {
+        let key = format!("t/w{}/c/{}/{}", i % 7, i / 10, i % 10);
+        assert_eq!(
+            db.get(key.as_bytes()).unwrap().unwrap(),
+            big(i, 8 + i % 40),
+            "{key}"
+        );
+    }
+    let report = verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert!(
+        report.nodes > 3,
+        "expected interior levels, got {} nodes",
+        report.nodes
+    );
+}
+
+#[test]
+fn group_commit_from_several_threads_keeps_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_or_create(dir.path(), opts()).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let db = Arc::clone(&db);
+            std::thread::spawn(move || {
+                for i in 0..40 {
+                    db.put(format!("t{t}/k{i}").as_bytes(), &big(t * 100 + i, 300))
+                        .unwrap();
+                    if i % 10 == 9 {
+                        db.commit().unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let generation = db.generation();
+    // 32 commit calls; coalescing may merge some, never adds versions.
+    assert!((1..=32).contains(&generation), "{generation}");
+    drop(db);
+    let db = Db::open_or_create(dir.path(), opts()).unwrap();
+    for t in 0..8 {
+        for i in 0..40 {
+            let got = db.get(format!("t{t}/k{i}").as_bytes()).unwrap();
+            assert_eq!(got.unwrap(), big(t * 100 + i, 300));
+        }
+    }
+}
+
+#[test]
+fn keeps_the_last_k_versions_across_a_version_tree_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = DbOptions {
+        keep_versions: 3,
+        ..opts()
+    };
+    let db = Db::open_or_create(dir.path(), o.clone()).unwrap();
+    for g in 1..=17u64 {
+        db.put(b"k", format!("value of generation {g}").as_bytes())
+            .unwrap();
+        assert_eq!(db.commit().unwrap(), g);
+    }
+    let kept: Vec<u64> = versions(dir.path())
+        .unwrap()
+        .iter()
+        .map(|v| v.generation)
+        .collect();
+    // 15 and 16 sit in a version-tree node, 17 inline.
+    assert_eq!(kept, vec![15, 16, 17]);
+    for g in [15u64, 16, 17] {
+        let old = Db::open_version(dir.path(), g).unwrap();
+        assert_eq!(
+            old.get(b"k").unwrap().unwrap(),
+            format!("value of generation {g}").as_bytes()
+        );
+        assert!(old.put(b"k", b"x").is_err());
+    }
+    assert!(Db::open_version(dir.path(), 14).is_err());
+    assert!(verify(dir.path()).unwrap().is_ok());
+}
+
+#[test]
+fn compact_reclaims_space_and_keeps_every_value_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = DbOptions {
+        keep_versions: 1,
+        target_data_file_size: 256 << 10,
+        ..opts()
+    };
+    let db = Db::open_or_create(dir.path(), o.clone()).unwrap();
+    for round in 0..3 {
+        for i in 0..40 {
+            db.put(format!("k{i}").as_bytes(), &big(i + round, 20_000))
+                .unwrap();
+        }
+        db.commit().unwrap();
+    }
+    // Half the keys stay from round 2, the rest are rewritten once more.
+    for i in 0..20 {
+        db.put(format!("k{i}").as_bytes(), &big(i + 7, 20_000))
+            .unwrap();
+    }
+    db.commit().unwrap();
+    let before = db.data_bytes();
+    let report = db.compact().unwrap();
+    let after = db.data_bytes();
+    assert!(report.files_removed > 0, "{report:?}");
+    assert!(after < before / 2, "before {before}, after {after}");
+    let on_disk: u64 = std::fs::read_dir(dir.path().join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(on_disk, after);
+    let expect = |i: usize| {
+        if i < 20 {
+            big(i + 7, 20_000)
+        } else {
+            big(i + 2, 20_000)
+        }
+    };
+    for i in 0..40 {
+        assert_eq!(
+            db.get(format!("k{i}").as_bytes()).unwrap().unwrap(),
+            expect(i)
+        );
+    }
+    let v = verify(dir.path()).unwrap();
+    assert!(v.is_ok(), "{:?}", v.problems);
+    drop(db);
+    let db = Db::open_or_create(dir.path(), o).unwrap();
+    for i in 0..40 {
+        assert_eq!(
+            db.get(format!("k{i}").as_bytes()).unwrap().unwrap(),
+            expect(i)
+        );
+    }
+}
+
+#[test]
+fn verify_reports_a_flipped_byte_and_a_truncated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = DbOptions {
+        compression: Compression::None,
+        ..opts()
+    };
+    let db = Db::open_or_create(dir.path(), o).unwrap();
+    db.put(b"small", b"inline").unwrap();
+    db.put(b"large", &big(3, 4000)).unwrap();
+    db.commit().unwrap();
+    drop(db);
+    assert!(verify(dir.path()).unwrap().is_ok());
+    let file = std::fs::read_dir(dir.path().join("d"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let good = std::fs::read(&file).unwrap();
+    // The node follows the 4000-byte value; flip a byte inside it.
+    let mut bad = good.clone();
+    bad[4000 + 20] ^= 0x01;
+    std::fs::write(&file, &bad).unwrap();
+    let r = verify(dir.path()).unwrap();
+    assert!(!r.is_ok());
+    assert!(
+        r.problems.iter().any(|p| p.contains("CRC")),
+        "{:?}",
+        r.problems
+    );
+    assert!(Db::open_or_create(dir.path(), opts()).is_err());
+    // Truncated: the node is gone past the end.
+    std::fs::write(&file, &good[..3000]).unwrap();
+    assert!(!verify(dir.path()).unwrap().is_ok());
+}
+
+#[test]
+fn corrupt_manifests_fail_to_open_without_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_or_create(dir.path(), opts()).unwrap();
+    db.put(b"k", b"v").unwrap();
+    db.commit().unwrap();
+    drop(db);
+    let path = dir.path().join("manifest.ocdbt");
+    let good = std::fs::read(&path).unwrap();
+    for i in 0..good.len() {
+        let mut bad = good.clone();
+        bad[i] ^= 0x40;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(Db::open_or_create(dir.path(), opts()).is_err(), "byte {i}");
+    }
+    std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+    assert!(Db::open_or_create(dir.path(), opts()).is_err());
+}

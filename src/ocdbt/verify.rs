@@ -1,0 +1,147 @@
+//! Read-only inspection of a database directory: the versions it keeps, and
+//! a full check of every node (CRC-32C, decoding, height, key order) and
+//! every reference (file present, range inside it).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::data_file::DataFile;
+use super::db::MANIFEST_FILE;
+use super::error::{io_at, Result};
+use super::manifest;
+use super::tree_read::{manifest_versions, walk_tree, FileSource, Visit};
+
+/// Opens data files of a directory on demand, read-only.
+struct DirFiles<'a> {
+    dir: &'a Path,
+    open: Mutex<HashMap<String, Arc<DataFile>>>,
+}
+
+impl FileSource for DirFiles<'_> {
+    fn file(&self, path: &str, transitive: &str) -> Result<Arc<DataFile>> {
+        let mut open = self.open.lock();
+        if let Some(f) = open.get(path) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(DataFile::open(self.dir, path, transitive)?);
+        open.insert(path.to_string(), f.clone());
+        Ok(f)
+    }
+}
+
+/// One kept version, as `ckptfs versions` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub generation: u64,
+    pub commit_time_ns: u64,
+    pub num_keys: u64,
+    pub tree_bytes: u64,
+    pub indirect_value_bytes: u64,
+}
+
+/// The versions the manifest in `dir` references, oldest first.
+pub fn versions(dir: &Path) -> Result<Vec<VersionInfo>> {
+    let path = dir.join(MANIFEST_FILE);
+    let m = manifest::decode(&std::fs::read(&path).map_err(io_at(&path))?)?;
+    let src = DirFiles {
+        dir,
+        open: Mutex::new(HashMap::new()),
+    };
+    Ok(manifest_versions(&src, &m)?
+        .into_iter()
+        .map(|v| VersionInfo {
+            generation: v.generation,
+            commit_time_ns: v.commit_time_ns,
+            num_keys: v.stats.num_keys,
+            tree_bytes: v.stats.num_tree_bytes,
+            indirect_value_bytes: v.stats.num_indirect_value_bytes,
+        })
+        .collect())
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyReport {
+    pub versions: usize,
+    pub nodes: usize,
+    pub keys: usize,
+    pub indirect_values: usize,
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks every kept version of the database in `dir`. Corruption is
+/// reported in `problems`; only an unreadable manifest path is an error.
+pub fn verify(dir: &Path) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let path = dir.join(MANIFEST_FILE);
+    let bytes = std::fs::read(&path).map_err(io_at(&path))?;
+    let m = match manifest::decode(&bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            report.problems.push(format!("manifest: {e}"));
+            return Ok(report);
+        }
+    };
+    let src = DirFiles {
+        dir,
+        open: Mutex::new(HashMap::new()),
+    };
+    let versions = match manifest_versions(&src, &m) {
+        Ok(v) => v,
+        Err(e) => {
+            report.problems.push(format!("version tree: {e}"));
+            return Ok(report);
+        }
+    };
+    let max_node = (m.config.max_decoded_node_bytes as usize).max(8 << 20) * 2;
+    for v in &versions {
+        report.versions += 1;
+        let (mut keys, mut problems) = (0u64, Vec::new());
+        let walked = walk_tree(&src, v, max_node, &mut |visit| {
+            match visit {
+                Visit::Node(_) => report.nodes += 1,
+                Visit::Entry { key, indirect, .. } => {
+                    keys += 1;
+                    if let Some(r) = indirect {
+                        report.indirect_values += 1;
+                        let end = r.offset.checked_add(r.length);
+                        if end.is_none_or(|e| e > r.file.len()) {
+                            problems.push(format!(
+                                "generation {}: value of {:?} at {}+{} is past the end of {} ({} bytes)",
+                                v.generation,
+                                String::from_utf8_lossy(key),
+                                r.offset,
+                                r.length,
+                                r.file.path,
+                                r.file.len()
+                            ));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+        report.keys += keys as usize;
+        report.problems.extend(problems);
+        match walked {
+            Err(e) => report
+                .problems
+                .push(format!("generation {}: {e}", v.generation)),
+            Ok(()) if keys != v.stats.num_keys => report.problems.push(format!(
+                "generation {}: {keys} keys found, statistics say {}",
+                v.generation, v.stats.num_keys
+            )),
+            Ok(()) => {}
+        }
+    }
+    Ok(report)
+}
