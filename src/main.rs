@@ -88,6 +88,10 @@ enum Cmd {
         json: bool,
         backing_dir: PathBuf,
     },
+    /// List the versions a packed (OCDBT) database keeps.
+    Versions { backing_dir: PathBuf },
+    /// Reclaim space no kept version of a packed (OCDBT) database uses.
+    Compact { backing_dir: PathBuf },
     /// Save and load a model through every strategy (plain disk and each
     /// mount config) and report save time, load time, size and files.
     #[cfg(feature = "bench")]
@@ -194,6 +198,8 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Verify { json, backing_dir } => run_verify(&backing_dir, json),
+        Cmd::Versions { backing_dir } => ExitCode::from(ckptfs::ocdbt::cli::versions(&backing_dir)),
+        Cmd::Compact { backing_dir } => ExitCode::from(ckptfs::ocdbt::cli::compact(&backing_dir)),
         Cmd::CheckConfig { config } => match MountConfig::load(&config) {
             Ok(c) => {
                 println!(

@@ -7,6 +7,7 @@
 //! see `docs/packed-format.md` for the subset we write and read.
 
 pub mod btree;
+pub mod cli;
 pub mod codec;
 mod commit;
 pub mod compact;

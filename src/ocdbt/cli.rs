@@ -1,0 +1,59 @@
+//! `ckptfs versions DIR` and `ckptfs compact DIR` over a packed database.
+
+use std::path::Path;
+
+use super::db::{Db, DbOptions};
+use super::verify::versions as list_versions;
+
+/// Prints the kept versions, oldest first; returns the exit status.
+pub fn versions(dir: &Path) -> u8 {
+    match list_versions(dir) {
+        Ok(v) => {
+            println!(
+                "{:>10}  {:>20}  {:>10}  {:>12}  {:>16}",
+                "generation", "commit_time_ns", "keys", "tree_bytes", "indirect_bytes"
+            );
+            for v in v {
+                println!(
+                    "{:>10}  {:>20}  {:>10}  {:>12}  {:>16}",
+                    v.generation,
+                    v.commit_time_ns,
+                    v.num_keys,
+                    v.tree_bytes,
+                    v.indirect_value_bytes
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("ckptfs: {}: {e}", dir.display());
+            1
+        }
+    }
+}
+
+/// Compacts the database (it must not be open elsewhere); returns the exit
+/// status.
+pub fn compact(dir: &Path) -> u8 {
+    if !dir.join(super::db::MANIFEST_FILE).exists() {
+        eprintln!("ckptfs: {}: no OCDBT manifest", dir.display());
+        return 1;
+    }
+    let opts = DbOptions {
+        auto_compact_garbage_ratio: None,
+        ..DbOptions::default()
+    };
+    match Db::open_or_create(dir, opts).and_then(|db| db.compact()) {
+        Ok(r) => {
+            println!(
+                "removed {} data files, copied {} bytes, reclaimed {} bytes",
+                r.files_removed, r.bytes_copied, r.bytes_reclaimed
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("ckptfs: {}: {e}", dir.display());
+            1
+        }
+    }
+}
