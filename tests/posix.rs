@@ -270,3 +270,62 @@ fn statfs_and_daemon_mode() {
     assert!(st.success());
     assert!(b.join("x").join("zarr.json").exists());
 }
+
+#[test]
+fn fifos_sockets_and_device_nodes_are_made_listed_and_survive_a_remount() {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    use std::os::unix::fs::FileTypeExt;
+    let mut m = Mount::new(None);
+    let perm = Mode::from_bits_truncate(0o640);
+    mknod(&m.path("fifo"), SFlag::S_IFIFO, perm, 0).expect("mkfifo");
+    mknod(&m.path("sock"), SFlag::S_IFSOCK, perm, 0).expect("mknod socket");
+    mknod(&m.path("chr"), SFlag::S_IFCHR, perm, makedev(1, 3)).expect("mknod char");
+    mknod(&m.path("blk"), SFlag::S_IFBLK, perm, makedev(7, 9)).expect("mknod block");
+    let check = |m: &Mount| {
+        let ft = |n: &str| fs::symlink_metadata(m.path(n)).expect("stat").file_type();
+        assert!(ft("fifo").is_fifo());
+        assert!(ft("sock").is_socket());
+        assert!(ft("chr").is_char_device());
+        assert!(ft("blk").is_block_device());
+        let chr = fs::symlink_metadata(m.path("chr")).expect("stat");
+        assert_eq!(chr.rdev(), makedev(1, 3));
+        assert_eq!(chr.mode() & 0o7777, 0o640);
+        let mut names: Vec<_> = fs::read_dir(&m.mnt)
+            .expect("readdir")
+            .map(|e| {
+                let e = e.expect("entry");
+                (
+                    e.file_name().into_string().expect("utf8"),
+                    e.file_type().expect("type"),
+                )
+            })
+            .filter(|(n, _)| n != ".ckptfs")
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(names.len(), 4);
+        assert!(names[0].1.is_block_device() && names[1].1.is_char_device());
+        assert!(names[2].1.is_fifo() && names[3].1.is_socket());
+    };
+    check(&m);
+    // The kernel runs a fifo itself: data passes through without the daemon.
+    let writer = {
+        let p = m.path("fifo");
+        std::thread::spawn(move || fs::write(p, b"through the pipe").expect("write fifo"))
+    };
+    assert_eq!(
+        fs::read(m.path("fifo")).expect("read fifo"),
+        b"through the pipe"
+    );
+    writer.join().expect("writer");
+    m.remount();
+    check(&m);
+    fs::remove_file(m.path("fifo")).expect("unlink fifo");
+    fs::rename(m.path("sock"), m.path("sock2")).expect("rename socket");
+    m.remount();
+    assert!(!m.path("fifo").exists());
+    assert!(fs::symlink_metadata(m.path("sock2"))
+        .expect("stat")
+        .file_type()
+        .is_socket());
+    m.unmount();
+}

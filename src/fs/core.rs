@@ -69,6 +69,10 @@ fn file_kind(mode: u32) -> FileType {
     match mode & libc::S_IFMT {
         libc::S_IFDIR => FileType::Directory,
         libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
         _ => FileType::RegularFile,
     }
 }
@@ -137,6 +141,23 @@ impl CkptFs {
                     a.mtime_ns,
                     a.ctime_ns,
                 )
+            }
+            Kind::Special(rdev) => {
+                let a = node.attrs;
+                let mut attr = fuse_attr(
+                    ino,
+                    file_kind(a.mode),
+                    0,
+                    a.mode,
+                    1,
+                    a.uid,
+                    a.gid,
+                    a.atime_ns,
+                    a.mtime_ns,
+                    a.ctime_ns,
+                );
+                attr.rdev = *rdev as u32;
+                attr
             }
         })
     }
@@ -299,6 +320,56 @@ impl CkptFs {
         self.attr_of(&tree, ino)
     }
 
+    /// Creates a fifo, socket or device node (`mode` carries its type).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mknod_special(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u64,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<FileAttr> {
+        use nix::sys::stat::{mknod, Mode, SFlag};
+        let kind = mode & libc::S_IFMT;
+        if !matches!(
+            kind,
+            libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK
+        ) {
+            return Err(FsError::new(libc::EINVAL, "unsupported node type"));
+        }
+        let mut tree = self.tree.write();
+        Self::check_new(&tree, parent, name)?;
+        let path = tree.path(parent)?.join(to_backing(name));
+        mknod(
+            &path,
+            SFlag::from_bits_truncate(kind),
+            Mode::from_bits_truncate(mode & 0o7777),
+            rdev,
+        )
+        .map_err(|e| FsError::new(e as i32, format!("mknod: {e}")))?;
+        // mknod applied the daemon's umask: set the mode asked for.
+        let made = fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
+            .and_then(|()| std::os::unix::fs::lchown(&path, Some(uid), Some(gid)));
+        if let Err(e) = made {
+            let _ = fs::remove_file(&path);
+            return Err(FsError::io(&e, "mknod"));
+        }
+        let now = now_ns();
+        let attrs = NodeAttrs {
+            mode: kind | (mode & 0o7777),
+            uid,
+            gid,
+            atime_ns: now,
+            mtime_ns: now,
+            ctime_ns: now,
+        };
+        let ino = tree.insert(parent, name, Kind::Special(rdev), attrs);
+        Self::touch_dir(&mut tree, parent);
+        self.attr_of(&tree, ino)
+    }
+
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
         use std::os::unix::ffi::OsStrExt;
         let tree = self.tree.read();
@@ -316,7 +387,7 @@ impl CkptFs {
             _ => false,
         };
         match tree.get(ino).map(|n| &n.kind) {
-            Ok(Kind::Symlink(_)) => {
+            Ok(Kind::Symlink(_) | Kind::Special(_)) => {
                 fs::remove_file(path).ctx("unlink")?;
             }
             _ => {
@@ -508,7 +579,7 @@ impl CkptFs {
             let node = tree.get_mut(ino)?;
             match &node.kind {
                 Kind::File(f) => Some(f.clone()),
-                Kind::Dir(_) | Kind::Symlink(_) => {
+                Kind::Dir(_) | Kind::Symlink(_) | Kind::Special(_) => {
                     if size.is_some() {
                         return Err(FsError::new(libc::EISDIR, "truncate of a directory"));
                     }
@@ -572,6 +643,8 @@ impl CkptFs {
             Kind::File(f) => Ok(f.clone()),
             Kind::Dir(_) => Err(FsError::new(libc::EISDIR, "is a directory")),
             Kind::Symlink(_) => Err(FsError::new(libc::ELOOP, "is a symlink")),
+            // The kernel opens fifos and device nodes itself.
+            Kind::Special(_) => Err(FsError::new(libc::ENXIO, "not a regular file")),
         }
     }
 
@@ -769,9 +842,10 @@ impl CkptFs {
             all.push((control::DIR, FileType::Directory, RESERVED.into()));
         }
         for (name, child) in children {
-            let kind = match tree.get(*child).map(|n| &n.kind) {
-                Ok(Kind::Dir(_)) => FileType::Directory,
-                Ok(Kind::Symlink(_)) => FileType::Symlink,
+            let kind = match tree.get(*child) {
+                Ok(n) if matches!(n.kind, Kind::Dir(_)) => FileType::Directory,
+                Ok(n) if matches!(n.kind, Kind::Symlink(_)) => FileType::Symlink,
+                Ok(n) if matches!(n.kind, Kind::Special(_)) => file_kind(n.attrs.mode),
                 _ => FileType::RegularFile,
             };
             all.push((*child, kind, name.clone()));

@@ -263,29 +263,23 @@ impl Filesystem for FuseAdapter {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         let t = Instant::now();
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            self.done(
-                req,
-                "mknod",
-                t,
-                0,
-                true,
-                Args {
-                    ino: parent.0,
-                    name: Some(name),
-                    ..Default::default()
-                },
-            );
-            reply.error(Errno::from_i32(libc::EPERM));
-            return;
-        }
-        let result = self
-            .fs
-            .mknod_file(parent.0, name, mode & !umask, req.uid(), req.gid());
+        let result = if mode & libc::S_IFMT == libc::S_IFREG {
+            self.fs
+                .mknod_file(parent.0, name, mode & !umask, req.uid(), req.gid())
+        } else {
+            self.fs.mknod_special(
+                parent.0,
+                name,
+                mode & !umask,
+                rdev.into(),
+                req.uid(),
+                req.gid(),
+            )
+        };
         self.reply_entry(
             req,
             "mknod",

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,6 +24,9 @@ pub enum Kind {
     Dir(BTreeMap<OsString, u64>),
     File(Arc<Mutex<FileNode>>),
     Symlink(PathBuf),
+    /// A fifo, socket or device node (`mknod`), kept as a node of the same
+    /// type in the backing dir; the value is its device number.
+    Special(u64),
 }
 
 /// Attributes of directories and symlinks (files keep theirs in FileNode).
@@ -138,6 +141,9 @@ impl Tree {
             let child = if ft.is_symlink() {
                 let target = fs::read_link(&path).ctx("readlink")?;
                 self.insert(ino, &name, Kind::Symlink(target), attrs_of(&meta))
+            } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device()
+            {
+                self.insert(ino, &name, Kind::Special(meta.rdev()), attrs_of(&meta))
             } else if ft.is_dir() {
                 match read_node(&path) {
                     NodeDoc::File(m) => {
