@@ -329,3 +329,19 @@ fn fifos_sockets_and_device_nodes_are_made_listed_and_survive_a_remount() {
         .is_socket());
     m.unmount();
 }
+
+#[test]
+fn names_of_name_max_bytes_work_for_files_dirs_and_renames() {
+    each_layout(|m| {
+        let long = "f".repeat(255);
+        fs::write(m.path(&long), b"x").expect("create 255-byte name");
+        assert_eq!(fs::read(m.path(&long)).expect("read"), b"x");
+        let dir = "d".repeat(255);
+        fs::create_dir(m.path(&dir)).expect("mkdir 255-byte name");
+        fs::rename(m.path(&long), m.path(&dir).join(&long)).expect("rename");
+        assert_eq!(
+            errno(fs::write(m.path(&"g".repeat(256)), b"x")),
+            libc::ENAMETOOLONG
+        );
+    });
+}

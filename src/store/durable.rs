@@ -39,10 +39,15 @@ fn io_err(e: io::Error) -> StorageError {
 /// Name for a temp file next to `path`; never a valid chunk or metadata key
 /// name, so listing skips it and recovery can remove it.
 pub fn temp_name(path: &Path) -> PathBuf {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".ckptfs-tmp.{}.{n}", std::process::id()));
-    path.with_file_name(name)
+    let suffix = format!(".ckptfs-tmp.{}.{n}", std::process::id());
+    // The temp name must fit NAME_MAX (255) even when the name already does.
+    let base = path.file_name().unwrap_or_default().as_bytes();
+    let keep = base.len().min(255usize.saturating_sub(suffix.len()));
+    let mut name = base[..keep].to_vec();
+    name.extend_from_slice(suffix.as_bytes());
+    path.with_file_name(std::ffi::OsString::from_vec(name))
 }
 
 /// Whether a directory entry is one of our temp files.
@@ -302,6 +307,24 @@ pub fn open_rw(path: &Path, create: bool) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temp_names_of_a_255_byte_name_fit_name_max_and_are_recognised() {
+        let long = "a".repeat(255);
+        let tmp = temp_name(&Path::new("/x").join(&long));
+        let name = tmp
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.len() <= 255, "{} bytes", name.len());
+        assert!(is_temp(&name));
+        assert_ne!(temp_name(&tmp), tmp);
+        let short = temp_name(Path::new("/x/model.bin"));
+        assert!(short
+            .to_string_lossy()
+            .starts_with("/x/model.bin.ckptfs-tmp."));
+    }
 
     #[test]
     fn set_get_list_erase_round_trip() {
