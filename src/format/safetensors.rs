@@ -20,7 +20,8 @@ pub fn sniff(head: &[u8]) -> bool {
     (2..=MAX_HEADER).contains(&n) && head[8] == b'{'
 }
 
-/// Bytes needed before the header can be parsed.
+/// Bytes needed before the header can be parsed (`None` when fewer than 8
+/// bytes are in, or the declared length overflows).
 pub fn header_end(head: &[u8]) -> Option<u64> {
     if head.len() < 8 {
         return None;
@@ -28,13 +29,16 @@ pub fn header_end(head: &[u8]) -> Option<u64> {
     let n = u64::from_le_bytes([
         head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
     ]);
-    Some(8 + n)
+    n.checked_add(8)
 }
 
 /// Parses the header and plans the file as segments, in file order. The
 /// last segment is open-ended raw bytes (whatever follows the tensors).
 pub fn plan(head: &[u8]) -> Result<Vec<Segment>, String> {
-    let end = header_end(head).ok_or("short header")?;
+    let end = header_end(head).ok_or("short header or header length overflows")?;
+    if end > 8 + MAX_HEADER {
+        return Err(format!("header of {} bytes is too large", end - 8));
+    }
     if (head.len() as u64) < end {
         return Err("short header".into());
     }
@@ -148,5 +152,18 @@ mod tests {
         let mut short = file(r#"{"a":1}"#);
         short.truncate(10);
         assert!(plan(&short).is_err());
+    }
+
+    #[test]
+    fn header_length_near_u64_max_is_refused() {
+        // Found by fuzzing: 8 + the declared length overflowed.
+        let mut h = vec![0xff; 8];
+        h.extend_from_slice(br#"{"a":{"dtype":"U8","shape":[3],"data_offsets":[0,3]}}"#);
+        assert_eq!(header_end(&h), None);
+        assert!(!sniff(&h));
+        assert!(plan(&h).is_err());
+        let mut big = (MAX_HEADER + 1).to_le_bytes().to_vec();
+        big.extend_from_slice(b"{}");
+        assert!(plan(&big).is_err());
     }
 }
