@@ -345,3 +345,25 @@ fn names_of_name_max_bytes_work_for_files_dirs_and_renames() {
         );
     });
 }
+
+#[test]
+fn unlinked_open_file_has_no_links_and_still_reads_and_writes() {
+    use std::os::unix::fs::FileExt;
+    each_layout(|m| {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(m.path("gone"))
+            .expect("create");
+        fs::remove_file(m.path("gone")).expect("unlink");
+        assert_eq!(f.metadata().expect("fstat").nlink(), 0);
+        f.write_all_at(b"still here", 0).expect("write");
+        let mut buf = [0u8; 10];
+        f.read_exact_at(&mut buf, 0).expect("read");
+        assert_eq!(&buf, b"still here");
+        fs::write(m.path("kept"), b"k").expect("create");
+        assert_eq!(fs::metadata(m.path("kept")).expect("stat").nlink(), 1);
+    });
+}

@@ -97,6 +97,10 @@ impl CkptFs {
         let node = tree.get(ino)?;
         Ok(match &node.kind {
             Kind::File(f) => {
+                // Unlinked while open: it lives on with no name.
+                let linked = tree
+                    .children(node.parent)
+                    .is_ok_and(|c| c.get(&node.name) == Some(&ino));
                 let f = f.lock();
                 let a = f.attrs;
                 fuse_attr(
@@ -104,7 +108,7 @@ impl CkptFs {
                     FileType::RegularFile,
                     f.size,
                     a.mode,
-                    1,
+                    u32::from(linked),
                     a.uid,
                     a.gid,
                     a.atime_ns,
