@@ -343,6 +343,16 @@ fn names_of_name_max_bytes_work_for_files_dirs_and_renames() {
             errno(fs::write(m.path(&"g".repeat(256)), b"x")),
             libc::ENAMETOOLONG
         );
+        // Looking up a name longer than NAME_MAX is ENAMETOOLONG too, not ENOENT.
+        assert_eq!(
+            errno(fs::metadata(m.path(&"g".repeat(256)))),
+            libc::ENAMETOOLONG
+        );
+        let p = m.path(&dir).join("h".repeat(256));
+        assert_eq!(
+            errno(fs::set_permissions(&p, fs::Permissions::from_mode(0o600))),
+            libc::ENAMETOOLONG
+        );
     });
 }
 

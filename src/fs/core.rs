@@ -175,6 +175,8 @@ impl CkptFs {
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<FileAttr> {
+        // A name no entry can have: ENAMETOOLONG, as POSIX asks, not ENOENT.
+        name_check(name)?;
         if parent == ROOT && name == RESERVED {
             return Ok(control::attr(control::DIR, self.started_ns));
         }
