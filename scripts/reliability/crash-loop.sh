@@ -112,10 +112,13 @@ check_files() {
             else
                 echo "interrupted $name: $(stat -c %s "$MNT/$name") bytes, sha256 $got is neither the last committed version ($want) nor the new one (${PENDING[$name]})"
                 bad=1
+                # Reported once: later iterations start from what is there now.
+                COMMITTED[$name]=$got
             fi
         elif [ "$want" != "-" ]; then
             echo "interrupted $name: gone, but version $want had been committed"
             bad=1
+            COMMITTED[$name]="-"
         else
             STATES+=" $name:absent"
         fi
