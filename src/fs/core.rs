@@ -749,6 +749,21 @@ impl CkptFs {
             crate::pipeline::plain::read_or_zeros(&data, offset, &mut out)?;
             return Ok(out);
         }
+        if let Some((reader, len)) = f.sealed_reader(&self.pipe)? {
+            // Chunk loads of a committed checkpoint run unlocked, so the
+            // kernel's parallel read-ahead requests proceed in parallel.
+            drop(f);
+            if offset >= len {
+                return Ok(Vec::new());
+            }
+            let mut out = vec![0u8; (size as u64).min(len - offset) as usize];
+            match reader.read(&self.pipe, offset, &mut out) {
+                Ok(()) => return Ok(out),
+                // A rewrite committed meanwhile may have removed the arrays
+                // this reader knew: read again, under the lock, what is now.
+                Err(_) => f = file.lock(),
+            }
+        }
         f.read(&self.pipe, offset, size as usize)
     }
 

@@ -193,11 +193,9 @@ impl FileNode {
                     m.chunks.clone(),
                 )?))
             }
-            "segments" => Ok(Data::Format(FormatData::Sealed(SegmentReader::open(
-                &self.store,
-                self.file_id,
-                m,
-            )?))),
+            "segments" => Ok(Data::Format(FormatData::Sealed(Arc::new(
+                SegmentReader::open(&self.store, self.file_id, m)?,
+            )))),
             other => Err(FsError::new(
                 libc::EIO,
                 format!("unknown layout `{other}` in manifest"),
@@ -364,6 +362,22 @@ impl FileNode {
         match &self.data {
             Some(Data::Plain(p)) => Some((p.shared_file(), self.size)),
             _ => None,
+        }
+    }
+
+    /// A reader of a committed checkpoint that needs no lock: its arrays do
+    /// not change until the next write, which replaces the reader.
+    pub fn sealed_reader(
+        &mut self,
+        pipe: &Pipeline,
+    ) -> FsResult<Option<(Arc<SegmentReader>, u64)>> {
+        if self.manifest.generation == 0 && self.data.is_none() {
+            return Ok(None);
+        }
+        let size = self.size;
+        match self.data(pipe)? {
+            Data::Format(FormatData::Sealed(r)) => Ok(Some((r.clone(), size))),
+            _ => Ok(None),
         }
     }
 

@@ -19,7 +19,8 @@ use super::Pipeline;
 
 pub enum FormatData {
     Writing(Box<FormatWriter>),
-    Sealed(SegmentReader),
+    /// Shared so reads can run without the file's lock.
+    Sealed(Arc<SegmentReader>),
     Staged { file: File, key: String, gen: u64 },
 }
 
@@ -86,7 +87,7 @@ impl FormatData {
         };
         let reader = match (&reader, &*self) {
             (Some(r), _) => r,
-            (None, FormatData::Sealed(r)) => r,
+            (None, FormatData::Sealed(r)) => &**r,
             _ => return Err(FsError::new(libc::EIO, "nothing to stage")),
         };
         let mut buf = vec![0u8; COPY_BLOCK];
@@ -230,7 +231,7 @@ impl FormatData {
             FormatData::Staged { key, .. } => Some(key.clone()),
             _ => None,
         };
-        *self = FormatData::Sealed(SegmentReader::open(store, file_id, m)?);
+        *self = FormatData::Sealed(Arc::new(SegmentReader::open(store, file_id, m)?));
         if let Some(key) = staging {
             let _ = fs::remove_file(store.key_path(&key));
         }

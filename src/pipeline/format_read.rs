@@ -90,6 +90,9 @@ impl SegmentReader {
     pub fn read(&self, pipe: &Arc<Pipeline>, offset: u64, out: &mut [u8]) -> FsResult<()> {
         out.fill(0);
         let end = offset + out.len() as u64;
+        // This request's chunks and the next request's decode on the worker
+        // pool while this thread gathers them in order.
+        self.prefetch(pipe, offset, end + out.len() as u64);
         let first = self.segments.partition_point(|s| seg_range(s).1 <= offset);
         for (i, seg) in self.segments.iter().enumerate().skip(first) {
             let (s, e) = seg_range(seg);
@@ -171,18 +174,8 @@ impl SegmentReader {
             let linear = layout.linear(&coords);
             let key = (self.file_id, self.gen, tensor_key(segment, linear));
             let expect = crcs.get(linear as usize).copied();
-            let arr = array.clone();
             let chunk = pipe.cache.get_or_load(key, || {
-                let _t = pipe.profiler.stage("decode");
-                let got: ArrayBytes = arr
-                    .retrieve_chunk_opt(&coords, &CodecOptions::default().with_concurrent_target(1))
-                    .map_err(|e| from_array(&e, "read tensor chunk"))?;
-                let raw = got
-                    .into_fixed()
-                    .map_err(|e| eio(format!("tensor chunk: {e}")))?
-                    .into_owned();
-                check(&raw, expect, "tensor chunk")?;
-                Ok(raw)
+                load_tensor_chunk(pipe, array, &coords, expect, "decode")
             })?;
             let from = within as usize * si;
             let to = from + run as usize * si;
@@ -199,6 +192,70 @@ impl SegmentReader {
         dst.copy_from_slice(&bytes[skip..skip + dst.len()]);
         Ok(())
     }
+}
+
+/// Most chunk loads one request queues ahead of itself.
+const PREFETCH_MAX: usize = 256;
+
+impl SegmentReader {
+    /// Queues loads of the uncached tensor chunks under `[offset, end)`.
+    fn prefetch(&self, pipe: &Arc<Pipeline>, offset: u64, end: u64) {
+        let mut queued = 0;
+        let mut seen = std::collections::HashSet::new();
+        let first = self.segments.partition_point(|s| seg_range(s).1 <= offset);
+        for (i, seg) in self.segments.iter().enumerate().skip(first) {
+            let (s, e) = seg_range(seg);
+            if s >= end || queued >= PREFETCH_MAX {
+                break;
+            }
+            let SegmentMeta::Tensor { layout, crcs, .. } = seg else {
+                continue;
+            };
+            let Some(array) = self.arrays[i].as_ref() else {
+                continue;
+            };
+            let fi = layout.dtype.size();
+            let mut el = (s.max(offset) - s) / fi;
+            let e1 = (e.min(end) - s).div_ceil(fi);
+            while el < e1 && queued < PREFETCH_MAX {
+                let (coords, _, run) = layout.locate(el);
+                el += run.max(1);
+                let linear = layout.linear(&coords);
+                let key = (self.file_id, self.gen, tensor_key(i, linear));
+                if !seen.insert(key) || pipe.cache.contains(&key) {
+                    continue;
+                }
+                queued += 1;
+                let (p, arr) = (pipe.clone(), array.clone());
+                let expect = crcs.get(linear as usize).copied();
+                pipe.pool.spawn(move || {
+                    let _ = p.cache.get_or_load(key, || {
+                        load_tensor_chunk(&p, &arr, &coords, expect, "readahead_decode")
+                    });
+                });
+            }
+        }
+    }
+}
+
+/// Reads, decodes and checks one tensor chunk (stored dtype, full shape).
+fn load_tensor_chunk(
+    pipe: &Pipeline,
+    array: &TensorArray,
+    coords: &[u64],
+    expect: Option<u32>,
+    stage: &'static str,
+) -> FsResult<Vec<u8>> {
+    let _t = pipe.profiler.stage(stage);
+    let got: ArrayBytes = array
+        .retrieve_chunk_opt(coords, &CodecOptions::default().with_concurrent_target(1))
+        .map_err(|e| from_array(&e, "read tensor chunk"))?;
+    let raw = got
+        .into_fixed()
+        .map_err(|e| eio(format!("tensor chunk: {e}")))?
+        .into_owned();
+    check(&raw, expect, "tensor chunk")?;
+    Ok(raw)
 }
 
 fn seg_range(s: &SegmentMeta) -> (u64, u64) {
