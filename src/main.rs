@@ -253,7 +253,14 @@ fn run_verify(backing: &std::path::Path, json: bool) -> ExitCode {
         for p in &report.problems {
             println!("problem: {p}");
         }
-        println!(
+        if let Some([versions, nodes, keys]) = report.packed {
+            println!(
+                "packed database: {versions} versions, {nodes} nodes, {keys} keys, {} values checked; {} problems",
+                report.chunks,
+                report.problems.len()
+            );
+        } else {
+            println!(
             "{} files, {} dirs, {} chunks ({} bytes) checked; {} leftovers for the next mount to remove; {} problems",
             report.files,
             report.dirs,
@@ -262,6 +269,7 @@ fn run_verify(backing: &std::path::Path, json: bool) -> ExitCode {
             report.leftovers,
             report.problems.len()
         );
+        }
     }
     if report.problems.is_empty() {
         ExitCode::SUCCESS

@@ -33,6 +33,9 @@ pub struct Report {
     pub bytes: u64,
     /// Temp entries and superseded generations a mount would clean up.
     pub leftovers: u64,
+    /// For a packed (OCDBT) database: kept versions, tree nodes and keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packed: Option<[u64; 3]>,
     pub problems: Vec<String>,
 }
 
@@ -40,6 +43,9 @@ pub struct Report {
 pub fn verify(backing: &Path) -> Result<Report> {
     if !backing.is_dir() {
         bail!("{} is not a directory", backing.display());
+    }
+    if backing.join("manifest.ocdbt").is_file() {
+        return Ok(verify_packed(backing));
     }
     let mut report = Report::default();
     let mut files = Vec::new();
@@ -67,6 +73,23 @@ pub fn verify(backing: &Path) -> Result<Report> {
     report.problems.extend(t.problems);
     report.problems.sort();
     Ok(report)
+}
+
+/// A packed database: every kept version's nodes (CRC-32C, order) and
+/// every value reference; an unreadable manifest is a problem, not an error.
+fn verify_packed(backing: &Path) -> Report {
+    let mut report = Report::default();
+    match crate::ocdbt::verify(backing) {
+        Ok(r) => {
+            report.chunks = r.indirect_values as u64;
+            report.packed = Some([r.versions as u64, r.nodes as u64, r.keys as u64]);
+            report.problems = r.problems;
+        }
+        Err(e) => report
+            .problems
+            .push(format!("{}: {e}", backing.join("manifest.ocdbt").display())),
+    }
+    report
 }
 
 #[derive(Default)]

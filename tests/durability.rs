@@ -161,3 +161,35 @@ fn verify_checks_every_chunk_and_refuses_a_live_mount() {
         assert!(out.contains("b.bin"), "{out}");
     }
 }
+
+#[test]
+fn verify_checks_a_packed_database() {
+    use ckptfs::ocdbt::{Compression, Db, DbOptions};
+    let dir = tempfile::tempdir().expect("tmp");
+    let opts = DbOptions {
+        compression: Compression::None,
+        ..DbOptions::default()
+    };
+    let db = Db::open_or_create(dir.path(), opts).expect("create db");
+    db.put(b"a/zarr.json", b"{}").expect("put");
+    db.put(b"a/c/0", &vec![7u8; 5000]).expect("put");
+    db.commit().expect("commit");
+    drop(db);
+    let (code, out) = verify(dir.path());
+    assert_eq!(code, 0, "clean database reported:\n{out}");
+    assert!(out.contains("packed database"), "{out}");
+    // The tree node follows the 5000-byte value in the only data file.
+    let data = fs::read_dir(dir.path().join("d"))
+        .expect("data dir")
+        .next()
+        .expect("a data file")
+        .expect("entry")
+        .path();
+    flip_byte(&data, 5000 + 20);
+    let (code, out) = verify(dir.path());
+    assert_eq!(code, 1, "flipped node byte not found:\n{out}");
+    flip_byte(&data, 5000 + 20);
+    flip_byte(&dir.path().join("manifest.ocdbt"), 30);
+    let (code, out) = verify(dir.path());
+    assert_eq!(code, 1, "corrupt manifest not reported:\n{out}");
+}
