@@ -21,7 +21,11 @@ pub enum FormatData {
     Writing(Box<FormatWriter>),
     /// Shared so reads can run without the file's lock.
     Sealed(Arc<SegmentReader>),
-    Staged { file: File, key: String, gen: u64 },
+    Staged {
+        file: File,
+        key: String,
+        gen: u64,
+    },
 }
 
 /// What a commit records in the manifest.
