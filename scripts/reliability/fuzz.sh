@@ -28,7 +28,8 @@ for t in "${TARGETS[@]}"; do
     scratch=$(mktemp -d "$WORK_ROOT/ckptfs-fuzz-$t.XXXXXX")
     logf="$LOG_DIR/fuzz-$t.log"
     start=$(date +%s)
-    cargo +nightly fuzz run "$t" "$scratch" "corpus/$t" -- \
+    # The binary `fuzz build` made (`fuzz run` would rebuild on any change to the tree).
+    "target/x86_64-unknown-linux-gnu/release/$t" "$scratch" "corpus/$t" \
         -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$LOG_DIR/fuzz-$t-" >"$logf" 2>&1
     rc=$?
