@@ -193,3 +193,36 @@ fn verify_checks_a_packed_database() {
     let (code, out) = verify(dir.path());
     assert_eq!(code, 1, "corrupt manifest not reported:\n{out}");
 }
+
+/// The temp-file-then-rename save (safetensors' `save_file`): the rename
+/// happens before the close, and a crash right after it must leave the new
+/// content (or the old), never the temp file's empty first state.
+#[test]
+fn kill9_after_rename_over_a_committed_file_keeps_a_whole_version() {
+    for config in [repo_config("default"), repo_config("passthrough")] {
+        let mut m = Mount::new(Some(config.clone()));
+        let old = write_random(&m.path("model.bin"), 700_000, 11);
+        let mut f = File::create(m.path(".tmp123")).expect("create temp");
+        let mut buf = vec![0u8; 900_000];
+        let mut s = 12;
+        fill(&mut buf, &mut s);
+        f.write_all(&buf).expect("write temp");
+        let new = format!("{:x}", Sha256::digest(&buf));
+        fs::rename(m.path(".tmp123"), m.path("model.bin")).expect("rename over");
+        m.kill9();
+        drop(f);
+        let (code, out) = verify(&m.backing);
+        assert_eq!(code, 0, "verify after kill -9 found problems:\n{out}");
+        m.start();
+        let got = sha256_file(&m.path("model.bin"));
+        assert!(
+            got == new || got == old,
+            "{}: model.bin is neither version ({} bytes)",
+            config.display(),
+            fs::metadata(m.path("model.bin"))
+                .map(|x| x.len())
+                .unwrap_or(0)
+        );
+        m.unmount();
+    }
+}

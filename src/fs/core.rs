@@ -454,6 +454,22 @@ impl CkptFs {
         flags: u32,
     ) -> FsResult<()> {
         name_check(newname)?;
+        // Publishing by rename (write a temp file, rename it over the old
+        // one, then close) must not let a crash leave the name on the temp
+        // file's last committed state (empty): commit it first, as ext4
+        // flushes a file renamed over another.
+        let replacing = {
+            let tree = self.tree.read();
+            let src = tree.lookup(parent, name)?;
+            let dst = tree.children(newparent)?.get(newname).copied();
+            match &tree.get(src)?.kind {
+                Kind::File(f) if dst.is_some_and(|d| d != src) => Some(f.clone()),
+                _ => None,
+            }
+        };
+        if let Some(f) = replacing {
+            f.lock().commit(&self.pipe)?;
+        }
         let mut tree = self.tree.write();
         let src = tree.lookup(parent, name)?;
         if newparent == ROOT && newname == RESERVED {
