@@ -363,7 +363,19 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<()> {
         .ok()
         .and_then(|s| s.trim().parse().ok());
     let flags = if lazy { libc::MNT_DETACH } else { 0 };
-    umount(&mnt, flags).map_err(|e| {
+    // A file closed just before can still hold the mount for a moment
+    // (the kernel releases it asynchronously): retry EBUSY briefly.
+    let mut result = umount(&mnt, flags);
+    for _ in 0..30 {
+        match &result {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(Duration::from_millis(100));
+                result = umount(&mnt, flags);
+            }
+            _ => break,
+        }
+    }
+    result.map_err(|e| {
         if e.raw_os_error() == Some(libc::EBUSY) {
             anyhow!(
                 "{} is busy (files are open); close them or use --lazy",

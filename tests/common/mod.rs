@@ -59,7 +59,7 @@ impl Mount {
         }
         cmd.arg(&self.backing)
             .arg(&self.mnt)
-            .env("CKPTFS_LOG", "warn")
+            .env("CKPTFS_LOG", "warn,fuser::session=error")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
