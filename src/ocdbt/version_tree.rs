@@ -95,34 +95,40 @@ pub fn write_version_refs(out: &mut Vec<u8>, v: &[VersionRef], file_of: impl Fn(
     }
 }
 
+/// A column of `n` varints.
+fn read_varints(r: &mut Reader, n: usize) -> Result<Vec<u64>> {
+    (0..n).map(|_| r.varint()).collect()
+}
+
+/// A column of `n` data-file ids, each inside a table of `files`.
+fn read_file_ids(r: &mut Reader, n: usize, files: usize) -> Result<Vec<usize>> {
+    (0..n)
+        .map(|_| {
+            let id = r.varint()?;
+            if id >= files as u64 {
+                return Err(corrupt(format!(
+                    "data file id {id} outside table of {files}"
+                )));
+            }
+            Ok(id as usize)
+        })
+        .collect()
+}
+
 pub fn read_version_refs(r: &mut Reader, arity_log2: u8, files: usize) -> Result<Vec<VersionRef>> {
     let n = r.varint_max(1u64 << arity_log2, "version count")? as usize;
     if n == 0 {
         return Err(corrupt("version list is empty"));
     }
-    let mut gens = Vec::with_capacity(n);
-    for _ in 0..n {
-        gens.push(r.varint()?);
-    }
+    let gens = read_varints(r, n)?;
     let mut heights = Vec::with_capacity(n);
     for _ in 0..n {
         heights.push(r.byte()?);
     }
-    let mut ids = Vec::with_capacity(n);
-    for _ in 0..n {
-        let id = r.varint()?;
-        if id >= files as u64 {
-            return Err(corrupt(format!(
-                "data file id {id} outside table of {files}"
-            )));
-        }
-        ids.push(id as usize);
-    }
+    let ids = read_file_ids(r, n, files)?;
     let mut cols = [vec![], vec![], vec![], vec![], vec![]];
     for col in cols.iter_mut() {
-        for _ in 0..n {
-            col.push(r.varint()?);
-        }
+        *col = read_varints(r, n)?;
     }
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
@@ -209,25 +215,11 @@ pub fn read_node_refs(
     files: usize,
 ) -> Result<Vec<VersionNodeRef>> {
     let n = r.varint_max(max_entries, "version node count")? as usize;
-    let mut gens = Vec::with_capacity(n);
-    for _ in 0..n {
-        gens.push(r.varint()?);
-    }
-    let mut ids = Vec::with_capacity(n);
-    for _ in 0..n {
-        let id = r.varint()?;
-        if id >= files as u64 {
-            return Err(corrupt(format!(
-                "data file id {id} outside table of {files}"
-            )));
-        }
-        ids.push(id as usize);
-    }
+    let gens = read_varints(r, n)?;
+    let ids = read_file_ids(r, n, files)?;
     let mut cols = [vec![], vec![], vec![]];
     for col in cols.iter_mut() {
-        for _ in 0..n {
-            col.push(r.varint()?);
-        }
+        *col = read_varints(r, n)?;
     }
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
