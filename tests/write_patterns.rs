@@ -283,3 +283,47 @@ fn random_write_patterns_match_the_model_on_every_layout() {
         run_layout(&name, config, cases);
     }
 }
+
+#[test]
+fn a_write_far_past_the_end_stores_only_the_chunks_written() {
+    for layout in ["default", "zstd"] {
+        let mut m = Mount::new(Some(common::repo_config(layout)));
+        let far = 16u64 << 30;
+        {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(m.path("sparse"))
+                .expect("create");
+            f.write_all_at(b"head", 0).expect("write head");
+            f.write_all_at(b"z", far).expect("write far");
+        }
+        // The hole between is neither read nor encoded: two chunks, not 2049.
+        let stats: serde_json::Value =
+            serde_json::from_slice(&fs::read(m.path(".ckptfs/stats")).expect("stats"))
+                .expect("stats json");
+        let encoded = stats["stages"]["encode_store"]["count"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(
+            encoded <= 2,
+            "{layout}: {encoded} chunks encoded for 2 written"
+        );
+        for round in 0..2 {
+            let f = File::open(m.path("sparse")).expect("open");
+            assert_eq!(f.metadata().expect("stat").len(), far + 1, "{layout}");
+            let mut buf = [9u8; 5];
+            f.read_exact_at(&mut buf, 0).expect("read head");
+            assert_eq!(&buf, b"head\0", "{layout} round {round}");
+            f.read_exact_at(&mut buf, far - 4).expect("read tail");
+            assert_eq!(&buf, b"\0\0\0\0z", "{layout} round {round}");
+            f.read_exact_at(&mut buf, far / 2).expect("read hole");
+            assert_eq!(buf, [0u8; 5], "{layout} round {round}");
+            drop(f);
+            m.remount();
+        }
+        m.unmount();
+    }
+}

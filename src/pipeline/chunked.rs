@@ -65,6 +65,20 @@ pub struct ChunkedData {
 }
 
 /// A chunk read plan for `read`: where the chunk's bytes come from.
+/// Whether `file` holds data (not only a hole) in `start..end`. When the
+/// filesystem cannot tell (no SEEK_DATA), it says yes.
+fn has_data(file: &File, start: u64, end: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(off) = libc::off_t::try_from(start) else {
+        return true;
+    };
+    match nix::unistd::lseek(file.as_raw_fd(), off, nix::unistd::Whence::SeekData) {
+        Ok(next) => (next as u64) < end,
+        // ENXIO: no data at or after `start`.
+        Err(e) => e != nix::errno::Errno::ENXIO,
+    }
+}
+
 fn chunk_count(size: u64, chunk: u64) -> u64 {
     size.div_ceil(chunk)
 }
@@ -414,6 +428,12 @@ impl ChunkedData {
         for index in 0..chunk_count(size, chunk) {
             let start = index * chunk;
             let valid = (size.min(start + chunk) - start) as usize;
+            // A hole of the staging file is a chunk never written: leave it
+            // absent (it reads as zeros) instead of reading and storing zeros,
+            // so a write far past the end costs what was written.
+            if !has_data(&st.file, start, start + valid as u64) {
+                continue;
+            }
             let reservation = pipe.budget.reserve(chunk);
             let mut data = vec![0u8; chunk as usize];
             let mut done = 0;
