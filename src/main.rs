@@ -108,6 +108,15 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Mount { .. }) {
+        // `ckptfs report … | head`: a closed pipe ends the command quietly,
+        // as for other Unix tools, instead of a panic in println!. The mount
+        // keeps Rust's default (EPIPE as an error) for its own pipes.
+        // SAFETY: restoring a default signal disposition at startup.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         Cmd::Mount {
             config,
