@@ -29,6 +29,13 @@ FSX_MIXES=${FSX_MIXES:-default wide}
 FSX_FLEN=${FSX_FLEN:-262144}
 FSX_OPSIZE=${FSX_OPSIZE:-65536}
 
+# fsx 0.3.2 never unmaps its mapped reads: a long run hits vm.max_map_count
+# (65530) and its mmap fails with ENOMEM (a tool limit, not a filesystem
+# error). Raise the limit, only upward, for soaks.
+if [ "$FSX_OPS" -gt 50000 ] && [ "$(cat /proc/sys/vm/max_map_count)" -lt 4194304 ]; then
+    echo 4194304 >/proc/sys/vm/max_map_count || echo "fsx: could not raise vm.max_map_count" >&2
+fi
+
 need_cargo fsx fsx || { record FAIL fsx/install "cargo install --locked fsx failed"; summary fsx; exit 1; }
 BIN=$(ckptfs_bin) || { record FAIL fsx/build "cargo build --release failed"; summary fsx; exit 1; }
 
