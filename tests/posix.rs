@@ -377,3 +377,32 @@ fn unlinked_open_file_has_no_links_and_still_reads_and_writes() {
         assert_eq!(fs::metadata(m.path("kept")).expect("stat").nlink(), 1);
     });
 }
+
+/// `ckptfs check-config X | head`: a reader that went away ends the command
+/// by SIGPIPE, like other Unix tools, not by a panic (exit 101).
+#[test]
+fn a_closed_output_pipe_does_not_panic_the_cli() {
+    use std::os::unix::process::ExitStatusExt;
+    for _ in 0..3 {
+        let mut child = Command::new(common::BIN)
+            .arg("check-config")
+            .arg(repo_config("default"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn ckptfs");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        assert_ne!(
+            out.status.code(),
+            Some(101),
+            "panicked: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{:?}",
+            out.status
+        );
+    }
+}
