@@ -90,6 +90,35 @@ def compare(d, ref, lossy):
     print("compare ok")
 
 
+def tensor_arrays(backing):
+    """(ckptfs attributes, TensorStore kvstore spec) of each tensor array of
+    backing/model.safetensors: files under it, or, with the packed index,
+    keys of the OCDBT database at the backing root, found with TensorStore's
+    own ocdbt driver from the file's id and generation in its manifest."""
+    import tensorstore as ts
+
+    fdir = os.path.join(backing, "model.safetensors")
+    root = os.path.abspath(backing)
+    while root != "/" and not os.path.exists(os.path.join(root, "manifest.ocdbt")):
+        root = os.path.dirname(root)
+    m = json.load(open(os.path.join(fdir, "zarr.json")))["attributes"]["ckptfs"]
+    if not m.get("packed"):
+        for meta in glob.glob(os.path.join(fdir, "g*", "t*", "zarr.json")):
+            d = os.path.dirname(meta)
+            yield json.load(open(meta))["attributes"]["ckptfs"], {"driver": "file", "path": d}
+        return
+    kv = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{root}/"}).result()
+    prefix = f"{m['id']}/g{m['generation']}/"
+    keys = [k.decode() for k in kv.list().result()]
+    metas = [k for k in keys if k.startswith(prefix + "t") and k.endswith("/zarr.json")]
+    if not metas:
+        fail(f"no tensor arrays under {prefix} in the ocdbt database ({len(keys)} keys)")
+    for k in metas:
+        attrs = json.loads(kv.read(k).result().value)["attributes"]["ckptfs"]
+        path = k[: -len("zarr.json")]
+        yield attrs, {"driver": "ocdbt", "base": f"file://{root}/", "path": path}
+
+
 def arrays(backing, ref):
     import tensorstore as ts
     import zarr
@@ -97,21 +126,19 @@ def arrays(backing, ref):
 
     want = load_file(os.path.join(ref, "model.safetensors"))
     seen = 0
-    for meta in glob.glob(os.path.join(backing, "model.safetensors", "g*", "t*", "zarr.json")):
-        d = os.path.dirname(meta)
-        attrs = json.load(open(meta))["attributes"]["ckptfs"]
+    for attrs, kvstore in tensor_arrays(backing):
         name = attrs["tensor"]
         exp = want[name]
         stored = {"F16": np.float16, "F32": np.float32, "F64": np.float64}.get(attrs["stored_dtype"])
         if stored is not None and exp.dtype != stored:
             exp = exp.astype(stored)
-        got = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": d}}).result().read().result()
+        got = ts.open({"driver": "zarr3", "kvstore": kvstore}).result().read().result()
         if attrs["stored_dtype"] == "BF16" and exp.dtype != got.dtype:
             exp = exp.astype(got.dtype)  # ml_dtypes.bfloat16, rounded like torch
         if got.shape != exp.shape or not np.array_equal(got, exp):
             fail(f"tensorstore read of {name} differs")
-        if attrs["stored_dtype"] != "BF16":
-            z = zarr.open_array(d, mode="r")[...]
+        if attrs["stored_dtype"] != "BF16" and kvstore["driver"] == "file":
+            z = zarr.open_array(kvstore["path"], mode="r")[...]
             if not np.array_equal(z, exp):
                 fail(f"zarr-python read of {name} differs")
         lo, hi = attrs["byte_range"]

@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
-use crate::fs::names::to_backing;
+use crate::fs::names::to_backing_in;
 use crate::layout::manifest::{read_node, NodeDoc, SegmentMeta};
+use crate::ocdbt::db::MANIFEST_FILE;
+use crate::ocdbt::Db;
 
 /// Maps a path inside a live ckptfs mount to its backing directory.
 fn backing_of(path: &Path) -> Option<PathBuf> {
@@ -36,8 +38,8 @@ fn backing_of(path: &Path) -> Option<PathBuf> {
     let (target, backing) = best?;
     let rel = abs.strip_prefix(&target).ok()?;
     let mut out = backing;
-    for part in rel.components() {
-        out.push(to_backing(part.as_os_str()));
+    for (i, part) in rel.components().enumerate() {
+        out.push(to_backing_in(part.as_os_str(), i == 0));
     }
     Some(out)
 }
@@ -68,6 +70,42 @@ pub fn inspect(path: &Path) -> Result<serde_json::Value> {
         ),
     };
     let gen_dir = dir.join(format!("g{}", m.generation));
+    // A packed file's arrays are keys `<id>/g<N>/...` of the database at the
+    // backing root (the nearest ancestor with a manifest.ocdbt).
+    let packed = if m.packed {
+        let root = dir
+            .ancestors()
+            .find(|a| a.join(MANIFEST_FILE).is_file())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: packed file outside a packed backing dir",
+                    dir.display()
+                )
+            })?;
+        let newest = crate::ocdbt::versions(root)
+            .with_context(|| format!("read {}", root.join(MANIFEST_FILE).display()))?
+            .last()
+            .map(|v| v.generation)
+            .ok_or_else(|| anyhow!("{}: no version", root.display()))?;
+        let root = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        let db = Db::open_version(&root, newest)?;
+        Some((root, db))
+    } else {
+        None
+    };
+    let stored_of = |rel: &str| match &packed {
+        Some((_, db)) => db
+            .list_prefix(format!("{}/{}/", m.id, rel.trim_matches('/')).as_bytes())
+            .iter()
+            .filter(|(k, _)| !k.ends_with(b"zarr.json"))
+            .map(|(_, n)| n)
+            .sum(),
+        None => dir_bytes(&dir.join(rel.trim_start_matches('/'))),
+    };
+    let array_of = |rel: &str| match &packed {
+        Some(_) => format!("{}/{}", m.id, rel.trim_start_matches('/')),
+        None => format!("{}{}", dir.display(), rel),
+    };
     let mut tensors = Vec::new();
     let mut tensor_bytes = 0u64;
     for seg in &m.segments {
@@ -79,7 +117,7 @@ pub fn inspect(path: &Path) -> Result<serde_json::Value> {
             ..
         } = seg
         {
-            let stored = dir_bytes(&dir.join(layout.path.trim_start_matches('/')));
+            let stored = stored_of(&layout.path);
             tensor_bytes += stored;
             tensors.push(json!({
                 "name": name,
@@ -92,13 +130,25 @@ pub fn inspect(path: &Path) -> Result<serde_json::Value> {
                 "bytes": len,
                 "stored_bytes": stored,
                 "ratio": if stored > 0 { *len as f64 / stored as f64 } else { 0.0 },
-                "array": format!("{}{}", dir.display(), layout.path),
+                "array": array_of(&layout.path),
                 "max_abs_error": max_abs_error,
             }));
         }
     }
-    let total_stored = dir_bytes(&gen_dir);
+    let total_stored = match &packed {
+        Some(_) => stored_of(&format!("g{}", m.generation)),
+        None => dir_bytes(&gen_dir),
+    };
+    // How to open `array` with TensorStore: a path in the backing dir, or a
+    // key path in the ocdbt kvstore at the backing root.
+    let kvstore = match &packed {
+        Some((root, _)) => {
+            json!({"driver": "ocdbt", "base": format!("file://{}/", root.display())})
+        }
+        None => json!({"driver": "file"}),
+    };
     Ok(json!({
+        "kvstore": kvstore,
         "path": path.display().to_string(),
         "backing": dir.display().to_string(),
         "format": m.format.clone().unwrap_or_else(|| "raw".into()),

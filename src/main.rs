@@ -39,6 +39,9 @@ enum Cmd {
         /// What the profiler records.
         #[arg(long, value_enum, default_value = "full")]
         profile: ckptfs::profile::Level,
+        /// Mount generation N of the packed index read-only (see `ckptfs versions`).
+        #[arg(long, value_name = "N")]
+        version: Option<u64>,
         backing_dir: PathBuf,
         mountpoint: PathBuf,
     },
@@ -91,7 +94,12 @@ enum Cmd {
     /// List the versions a packed (OCDBT) database keeps.
     Versions { backing_dir: PathBuf },
     /// Reclaim space no kept version of a packed (OCDBT) database uses.
-    Compact { backing_dir: PathBuf },
+    Compact {
+        /// Versions to keep readable (the newest K; default 4).
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=16))]
+        keep: Option<u64>,
+        backing_dir: PathBuf,
+    },
     /// Save and load a model through every strategy (plain disk and each
     /// mount config) and report save time, load time, size and files.
     #[cfg(feature = "bench")]
@@ -124,6 +132,7 @@ fn main() -> ExitCode {
             log,
             profile_out,
             profile,
+            version,
             backing_dir,
             mountpoint,
         } => {
@@ -145,6 +154,7 @@ fn main() -> ExitCode {
                 log,
                 profile_out,
                 profile,
+                version,
             };
             match mount::run(args) {
                 Ok(code) => ExitCode::from(code as u8),
@@ -208,7 +218,24 @@ fn main() -> ExitCode {
         },
         Cmd::Verify { json, backing_dir } => run_verify(&backing_dir, json),
         Cmd::Versions { backing_dir } => ExitCode::from(ckptfs::ocdbt::cli::versions(&backing_dir)),
-        Cmd::Compact { backing_dir } => ExitCode::from(ckptfs::ocdbt::cli::compact(&backing_dir)),
+        Cmd::Compact { keep, backing_dir } => {
+            // A mounted backing dir's database belongs to its daemon.
+            let _lock = if backing_dir.join(".ckptfs").is_dir() {
+                match mount::lock_backing(&backing_dir) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        eprintln!("ckptfs: {e:#}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                None
+            };
+            ExitCode::from(ckptfs::ocdbt::cli::compact(
+                &backing_dir,
+                keep.map(|k| k as usize),
+            ))
+        }
         Cmd::CheckConfig { config } => match MountConfig::load(&config) {
             Ok(c) => {
                 println!(

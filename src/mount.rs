@@ -15,12 +15,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use fuser::{Config, MountOption, Session, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::config::MountConfig;
+use crate::config::{Index, MountConfig};
 use crate::fs::core::CkptFs;
 use crate::fs::fuse::FuseAdapter;
 use crate::fs::names::RESERVED;
 use crate::fs::tree::Tree;
 use crate::layout::manifest::{dir_group_json, ZARR_JSON};
+use crate::ocdbt::db::MANIFEST_FILE;
+use crate::ocdbt::{Db, DbOptions};
 use crate::pipeline::Pipeline;
 use crate::profile::Profiler;
 use crate::store::durable::write_atomic;
@@ -37,6 +39,52 @@ pub struct MountArgs {
     /// Where the profile goes at unmount.
     pub profile_out: Option<PathBuf>,
     pub profile: crate::profile::Level,
+    /// Mount this version of the packed index, read-only.
+    pub version: Option<u64>,
+}
+
+/// Opens the packed database at the backing root: the version asked for
+/// (read-only), or the live one when the config packs new files or the
+/// backing dir already has one.
+fn open_packed(
+    backing: &Path,
+    config: &MountConfig,
+    version: Option<u64>,
+) -> Result<Option<Arc<Db>>> {
+    let exists = backing.join(MANIFEST_FILE).exists();
+    if let Some(n) = version {
+        if !exists {
+            bail!(
+                "--version {n}: {} has no packed index ({MANIFEST_FILE}); versions exist only with layout.index = \"packed\"",
+                backing.display()
+            );
+        }
+        let db = Db::open_version(backing, n).map_err(|e| {
+            let kept = crate::ocdbt::versions(backing)
+                .map(|v| {
+                    v.iter()
+                        .map(|v| v.generation.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            anyhow!("--version {n}: {e} (kept: {kept}; see ckptfs versions)")
+        })?;
+        return Ok(Some(db));
+    }
+    if !exists && config.layout.index != Index::Packed {
+        return Ok(None);
+    }
+    let p = &config.packed;
+    let opts = DbOptions {
+        target_data_file_size: p.data_file_bytes,
+        keep_versions: p.keep_versions,
+        auto_compact_garbage_ratio: (p.auto_compact_ratio > 0.0).then_some(p.auto_compact_ratio),
+        ..DbOptions::default()
+    };
+    let db = Db::open_or_create(backing, opts)
+        .with_context(|| format!("open packed index in {}", backing.display()))?;
+    Ok(Some(db))
 }
 
 /// Holds the backing dir's lock for as long as the mount lives.
@@ -177,7 +225,11 @@ pub fn run(args: MountArgs) -> Result<i32> {
     signals.thread_block().context("block signals")?;
 
     let started = Instant::now();
-    let (tree, rec) = Tree::load(&backing).map_err(|e| anyhow!("load backing dir: {e}"))?;
+    let db = open_packed(&backing, &args.config, args.version)?;
+    let read_only = args.version.is_some();
+    let pack_new = args.config.layout.index == Index::Packed;
+    let (tree, rec) =
+        Tree::load(&backing, db, pack_new).map_err(|e| anyhow!("load backing dir: {e}"))?;
     tracing::info!(
         files = rec.files,
         dirs = rec.dirs,
@@ -200,6 +252,10 @@ pub fn run(args: MountArgs) -> Result<i32> {
             MountOption::DefaultPermissions,
             MountOption::NoAtime,
         ];
+        if read_only {
+            // The kernel answers EROFS to every change.
+            c.mount_options.push(MountOption::RO);
+        }
         c.acl = SessionACL::All;
         c.n_threads = Some(config.io.fuse_threads);
         c.clone_fd = clone_fd;

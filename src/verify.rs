@@ -16,10 +16,12 @@ use anyhow::{bail, Context, Result};
 use parking_lot::Mutex;
 use zarrs::array::{ArrayBytes, CodecOptions};
 
-use crate::fs::names::RESERVED;
+use crate::fs::names::{is_packed_root_entry, RESERVED};
 use crate::layout::array::{parse_codec, retrieve_chunk, ByteArraySpec};
 use crate::layout::manifest::{read_node, FileManifest, NodeDoc, SegmentMeta, ZARR_JSON};
 use crate::layout::tensor::TensorLayout;
+use crate::ocdbt::db::MANIFEST_FILE;
+use crate::ocdbt::Db;
 use crate::pipeline::crc_with_zeros;
 use crate::pipeline::plain::data_key;
 use crate::store::durable::{is_temp, DurableStore};
@@ -44,10 +46,17 @@ pub fn verify(backing: &Path) -> Result<Report> {
     if !backing.is_dir() {
         bail!("{} is not a directory", backing.display());
     }
-    if backing.join("manifest.ocdbt").is_file() {
-        return Ok(verify_packed(backing));
-    }
-    let mut report = Report::default();
+    let (mut report, db) = if backing.join(MANIFEST_FILE).is_file() {
+        let report = verify_packed(backing);
+        // Files' arrays are read from the newest version.
+        let newest = crate::ocdbt::versions(backing)
+            .ok()
+            .and_then(|v| v.last().map(|v| v.generation));
+        let db = newest.and_then(|g| Db::open_version(backing, g).ok());
+        (report, db)
+    } else {
+        (Report::default(), None)
+    };
     let mut files = Vec::new();
     walk(backing, true, &mut files, &mut report)?;
     report.files = files.len() as u64;
@@ -60,7 +69,7 @@ pub fn verify(backing: &Path) -> Result<Report> {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((dir, m)) = files.get(i) else { break };
                 let mut t = Tally::default();
-                if let Err(e) = check_file(dir, m, &mut t) {
+                if let Err(e) = check_file(dir, m, db.as_ref(), &mut t) {
                     t.problems.push(format!("{}: {e:#}", dir.display()));
                 }
                 shared.lock().add(t);
@@ -122,7 +131,7 @@ fn walk(
         let entry = entry.with_context(|| format!("read {}", dir.display()))?;
         let name = entry.file_name();
         let path = entry.path();
-        if root && name == RESERVED {
+        if root && (name == RESERVED || is_packed_root_entry(&name)) {
             continue;
         }
         if is_temp(&name.to_string_lossy()) {
@@ -174,7 +183,7 @@ fn superseded(dir: &Path, m: &FileManifest) -> Result<u64> {
     Ok(n)
 }
 
-fn check_file(dir: &Path, m: &FileManifest, t: &mut Tally) -> Result<()> {
+fn check_file(dir: &Path, m: &FileManifest, db: Option<&Arc<Db>>, t: &mut Tally) -> Result<()> {
     if m.generation == 0 || m.layout.kind == "empty" {
         if m.size != 0 {
             t.problem(format!(
@@ -185,8 +194,20 @@ fn check_file(dir: &Path, m: &FileManifest, t: &mut Tally) -> Result<()> {
         }
         return Ok(());
     }
-    let gen_dir = dir.join(format!("g{}", m.generation));
-    if !gen_dir.is_dir() {
+    let present = match (m.packed, db) {
+        (false, _) => dir.join(format!("g{}", m.generation)).is_dir(),
+        (true, Some(db)) => !db
+            .list_prefix(format!("{}/g{}/", m.id, m.generation).as_bytes())
+            .is_empty(),
+        (true, None) => {
+            t.problem(format!(
+                "{}: its arrays are in the packed index, which cannot be read",
+                dir.display()
+            ));
+            return Ok(());
+        }
+    };
+    if !present {
         t.problem(format!(
             "{}: generation g{} is missing",
             dir.display(),
@@ -194,8 +215,13 @@ fn check_file(dir: &Path, m: &FileManifest, t: &mut Tally) -> Result<()> {
         ));
         return Ok(());
     }
-    let store =
-        Arc::new(DurableStore::open(dir).with_context(|| format!("open {}", dir.display()))?);
+    let store = Arc::new(
+        match (m.packed, db) {
+            (true, Some(db)) => DurableStore::open_packed(dir, db.clone(), &m.id),
+            _ => DurableStore::open(dir),
+        }
+        .with_context(|| format!("open {}", dir.display()))?,
+    );
     match m.layout.kind.as_str() {
         "plain" => check_plain(dir, &store, m, t),
         "bytes" => check_bytes(dir, &store, m, m.size, t),
@@ -305,7 +331,7 @@ fn check_bytes(
     t: &mut Tally,
 ) -> Result<()> {
     let path = format!("/g{}", m.generation);
-    require_metadata(dir, &path, t);
+    require_metadata(dir, store, &path, t);
     check_byte_array(dir, store, m, &path, size, t)
 }
 
@@ -355,7 +381,7 @@ fn check_segments(
     }
     let raw = format!("/g{}/raw", m.generation);
     if raw_total > 0 {
-        require_metadata(dir, &raw, t);
+        require_metadata(dir, store, &raw, t);
     }
     check_byte_array(dir, store, m, &raw, raw_total, t)
 }
@@ -367,7 +393,7 @@ fn check_tensor(
     crcs: &[u32],
     t: &mut Tally,
 ) -> Result<()> {
-    require_metadata(dir, &layout.path, t);
+    require_metadata(dir, store, &layout.path, t);
     let grid = layout.grid();
     let count: u64 = grid.iter().product();
     if crcs.len() as u64 != count {
@@ -424,10 +450,16 @@ fn unravel(mut i: u64, grid: &[u64]) -> Vec<u64> {
 }
 
 /// An array's `zarr.json` must exist for other Zarr readers to open it.
-fn require_metadata(dir: &Path, path: &str, t: &mut Tally) {
+fn require_metadata(dir: &Path, store: &DurableStore, path: &str, t: &mut Tally) {
     let doc = dir.join(path.trim_start_matches('/')).join(ZARR_JSON);
-    let ok = fs::read(&doc)
+    let key = format!("{}/{ZARR_JSON}", path.trim_matches('/'));
+    let ok = zarrs_storage::StoreKey::new(key)
         .ok()
+        .and_then(|k| {
+            zarrs_storage::ReadableStorageTraits::get(store, &k)
+                .ok()
+                .flatten()
+        })
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .is_some_and(|v| v.get("node_type").and_then(|n| n.as_str()) == Some("array"));
     if !ok {

@@ -55,7 +55,12 @@ fn kill9_during_a_write_keeps_committed_files_and_the_old_version() {
         "c64k",
         "[layout]\nraw_chunk_bytes = 65536\n[io]\nconcurrency = 2\n",
     );
-    for config in [repo_config("passthrough"), small_chunks] {
+    let packed = write_config(
+        tmp.path(),
+        "p64k",
+        "[layout]\nraw_chunk_bytes = 65536\nindex = \"packed\"\n[io]\nconcurrency = 2\n",
+    );
+    for config in [repo_config("passthrough"), small_chunks, packed] {
         for round in 0..3u64 {
             let mut m = Mount::new(Some(config.clone()));
             let a = write_random(&m.path("a.bin"), 3_000_000, 1 + round);

@@ -85,6 +85,7 @@ fn checkpoints_round_trip_byte_exact_on_every_lossless_layout() {
         "zstd",
         "default",
         "passthrough",
+        "ts-ocdbt",
     ]
     .iter()
     .map(|n| (n.to_string(), repo_config(n)))

@@ -20,7 +20,9 @@
 # and one flipped byte in a committed file's chunk must make verify exit 1.
 #
 # Env: CRASH_ITERS (default 20), CRASH_SEED (default: the clock; printed),
-# CRASH_MAX_BIG (largest "big" tensor in bytes, default 24 MiB).
+# CRASH_MAX_BIG (largest "big" tensor in bytes, default 24 MiB),
+# CRASH_LAYOUTS (space-separated config names, rotated), CRASH_TAG (the
+# name results are recorded under, default crash-loop).
 
 . "$(dirname "$0")/lib.sh"
 need_root
@@ -28,17 +30,18 @@ need_root
 ITERS=${CRASH_ITERS:-20}
 SEED=${CRASH_SEED:-$(date +%s)}
 MAX_BIG=${CRASH_MAX_BIG:-$((24 << 20))}
-LAYOUTS=(default chunked tensorstore-basic recommended passthrough)
+read -r -a LAYOUTS <<<"${CRASH_LAYOUTS:-default chunked tensorstore-basic recommended passthrough}"
+TAG=${CRASH_TAG:-crash-loop}
 RANDOM=$SEED
 
 BIN=$(ckptfs_bin) || {
-    record FAIL crash-loop/build "no ckptfs binary"
+    record FAIL $TAG/build "no ckptfs binary"
     exit 1
 }
 for tool in fio python3 sha256sum; do
     if ! command -v "$tool" >/dev/null 2>&1; then
-        record FAIL crash-loop/tools "$tool is missing"
-        summary crash-loop
+        record FAIL $TAG/tools "$tool is missing"
+        summary "$TAG"
         exit 1
     fi
 done
@@ -172,6 +175,10 @@ except Exception: print(-1)' "$dir/write.json" 2>/dev/null)
 corrupt_check() {
     local chunk=""
     local name
+    if [ -f "$BACKING/manifest.ocdbt" ]; then
+        corrupt_packed
+        return $?
+    fi
     for name in "${!COMMITTED[@]}"; do
         case $name in keep-*) ;; *) continue ;; esac
         chunk=$(find "$BACKING/$name" -path '*/c/*' -type f -size +0 2>/dev/null | head -n 1)
@@ -200,6 +207,45 @@ PY
     echo "flipped byte in ${chunk#"$BACKING"/} reported (exit 1)"
 }
 
+# corrupt_packed: with the packed index a committed file's chunk is a value
+# in a data file under d/; find one by its bytes (a keep file is random and
+# stored uncompressed) and flip a byte in it.
+corrupt_packed() {
+    local name found=""
+    for name in "${!COMMITTED[@]}"; do
+        case $name in keep-*) ;; *) continue ;; esac
+        found=$(python3 - "$WORK/ref/$name" "$BACKING/d" <<'PY'
+import os, sys
+needle = open(sys.argv[1], "rb").read()[:256]
+for f in sorted(os.listdir(sys.argv[2])):
+    p = os.path.join(sys.argv[2], f)
+    data = open(p, "rb").read()
+    at = data.find(needle)
+    if at >= 0:
+        with open(p, "r+b") as out:
+            out.seek(at + 100)
+            out.write(bytes([data[at + 100] ^ 0x01]))
+        print(f"d/{f}+{at + 100}")
+        break
+PY
+)
+        [ -n "$found" ] && break
+    done
+    if [ -z "$found" ]; then
+        echo "no committed file's bytes found in the packed data files"
+        return 1
+    fi
+    local out rc
+    out=$("$BIN" verify "$BACKING" 2>&1)
+    rc=$?
+    echo "$out" | tail -n 3
+    if [ $rc -ne 1 ] || ! echo "$out" | grep -q "$name"; then
+        echo "verify exited $rc after a flipped byte in $name's chunk ($found), expected 1 naming it"
+        return 1
+    fi
+    echo "flipped byte in $name's chunk ($found) reported (exit 1)"
+}
+
 # readback ITER: after the crash of iteration ITER, on a fresh mount. Runs in
 # this shell (check_files updates COMMITTED).
 readback() {
@@ -213,15 +259,15 @@ readback() {
         [ "${COMMITTED[$name]}" != "-" ] && n=$((n + 1))
     done
     if [ $rc1 -eq 0 ] && [ $rc2 -eq 0 ]; then
-        record PASS "crash-loop/readback-$1" "$n committed files byte-identical; interrupted:${STATES:- none}; $(head -n 1 "$WORK/fio.out")"
+        record PASS "$TAG/readback-$1" "$n committed files byte-identical; interrupted:${STATES:- none}; $(head -n 1 "$WORK/fio.out")"
     else
-        record FAIL "crash-loop/readback-$1" "$(cat "$WORK/files.out" "$WORK/fio.out" | head -n 5)"
+        record FAIL "$TAG/readback-$1" "$(cat "$WORK/files.out" "$WORK/fio.out" | head -n 5)"
     fi
 }
 
 if ! mount_fg "${LAYOUTS[0]}"; then
-    record FAIL crash-loop/mount "first mount failed"
-    summary crash-loop
+    record FAIL $TAG/mount "first mount failed"
+    summary "$TAG"
     exit 1
 fi
 
@@ -237,7 +283,7 @@ for ((i = 0; i < ITERS; i++)); do
     if dd if="$WORK/ref/$keep" of="$MNT/$keep" bs=1M conv=fsync status=none; then
         COMMITTED[$keep]=$(sha_of "$WORK/ref/$keep")
     else
-        record FAIL "crash-loop/write-$i" "writing $keep failed"
+        record FAIL "$TAG/write-$i" "writing $keep failed"
     fi
 
     # The racing writers: the checkpoints (and, alongside, the same save to
@@ -264,7 +310,7 @@ for ((i = 0; i < ITERS; i++)); do
     save_rc=$?
     wait "$FPID"
     if ! wait "$RPID"; then
-        record FAIL "crash-loop/local-save-$i" "$(tail -n 1 "$WORK/ref.log")"
+        record FAIL "$TAG/local-save-$i" "$(tail -n 1 "$WORK/ref.log")"
         break
     fi
     local_ms=$((($(date +%s%N) - t0) / 1000000))
@@ -286,10 +332,10 @@ for ((i = 0; i < ITERS; i++)); do
     # The dead mount: detach, check the store offline, remount.
     umount -l "$MNT" 2>/dev/null || fusermount3 -u -z "$MNT" 2>/dev/null
     DPID=""
-    check "crash-loop/verify-$i" "$BIN" verify "$BACKING"
+    check "$TAG/verify-$i" "$BIN" verify "$BACKING"
     next=${LAYOUTS[$(((i + 1) % ${#LAYOUTS[@]}))]}
     if ! mount_fg "$next"; then
-        record FAIL "crash-loop/mount-$i" "remount with $next after the kill failed"
+        record FAIL "$TAG/mount-$i" "remount with $next after the kill failed"
         break
     fi
 done
@@ -299,11 +345,11 @@ readback $((ITERS - 1))
 if "$BIN" umount "$MNT" >&2; then
     wait "$DPID" 2>/dev/null
     DPID=""
-    check crash-loop/verify-clean "$BIN" verify "$BACKING"
-    check crash-loop/verify-finds-flipped-byte corrupt_check
+    check $TAG/verify-clean "$BIN" verify "$BACKING"
+    check $TAG/verify-finds-flipped-byte corrupt_check
 else
-    record FAIL crash-loop/umount "clean unmount failed"
+    record FAIL $TAG/umount "clean unmount failed"
 fi
 log "crash loop seed $SEED (rerun with CRASH_SEED=$SEED)"
-summary crash-loop
+summary "$TAG"
 exit $?

@@ -24,7 +24,7 @@ use crate::store::durable::{sync_dir, temp_name, write_atomic, DurableStore};
 use super::attr::{from_time, fuse_attr, now_ns};
 use super::control::{self, ControlHandle};
 use super::file::{FileAttrs, FileNode};
-use super::names::{to_backing, RESERVED};
+use super::names::RESERVED;
 use super::tree::{Kind, NodeAttrs, Tree, ROOT};
 
 /// An open file.
@@ -218,7 +218,7 @@ impl CkptFs {
     ) -> FsResult<FileAttr> {
         let mut tree = self.tree.write();
         Self::check_new(&tree, parent, name)?;
-        let path = tree.path(parent)?.join(to_backing(name));
+        let path = tree.child_path(parent, name)?;
         fs::create_dir(&path).ctx("mkdir")?;
         let made = (|| {
             write_atomic(&path.join("zarr.json"), &dir_group_json("dir"), false)?;
@@ -254,7 +254,7 @@ impl CkptFs {
     ) -> FsResult<FileAttr> {
         let mut tree = self.tree.write();
         Self::check_new(&tree, parent, name)?;
-        let final_path = tree.path(parent)?.join(to_backing(name));
+        let final_path = tree.child_path(parent, name)?;
         // Built under a temp name, then renamed: a crash never leaves a
         // half-made file that could be mistaken for a directory.
         let tmp = temp_name(&final_path);
@@ -269,7 +269,13 @@ impl CkptFs {
             ctime_ns: now,
         };
         let made = (|| {
-            let store = Arc::new(DurableStore::open(&tmp).ctx("open file dir")?);
+            let store = Arc::new(
+                match tree.packed_for_new() {
+                    Some(db) => DurableStore::open_packed(&tmp, db, &super::file::new_id()),
+                    None => DurableStore::open(&tmp),
+                }
+                .ctx("open file dir")?,
+            );
             let file = FileNode::create(store, tree.peek_ino(), &name.to_string_lossy(), attrs)?;
             fs::rename(&tmp, &final_path).ctx("create file")?;
             Ok(file)
@@ -309,7 +315,7 @@ impl CkptFs {
     ) -> FsResult<FileAttr> {
         let mut tree = self.tree.write();
         Self::check_new(&tree, parent, name)?;
-        let path = tree.path(parent)?.join(to_backing(name));
+        let path = tree.child_path(parent, name)?;
         symlink(target, &path).ctx("symlink")?;
         let _ = std::os::unix::fs::lchown(&path, Some(uid), Some(gid));
         let now = now_ns();
@@ -347,7 +353,7 @@ impl CkptFs {
         }
         let mut tree = self.tree.write();
         Self::check_new(&tree, parent, name)?;
-        let path = tree.path(parent)?.join(to_backing(name));
+        let path = tree.child_path(parent, name)?;
         mknod(
             &path,
             SFlag::from_bits_truncate(kind),
@@ -402,6 +408,9 @@ impl CkptFs {
                 if is_file_open {
                     self.orphans.insert(ino, dest);
                 } else {
+                    if let Ok(Kind::File(f)) = tree.get(ino).map(|n| &n.kind) {
+                        f.lock().store.destroy();
+                    }
                     let _ = fs::remove_dir_all(&dest);
                 }
             }
@@ -485,7 +494,7 @@ impl CkptFs {
         }
         let dst = tree.children(newparent)?.get(newname).copied();
         let src_path = tree.path(src)?;
-        let dst_path = tree.path(newparent)?.join(to_backing(newname));
+        let dst_path = tree.child_path(newparent, newname)?;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         if flags & libc::RENAME_NOREPLACE != 0 && dst.is_some() {
             return Err(FsError::new(libc::EEXIST, "target exists"));
@@ -834,6 +843,7 @@ impl CkptFs {
         if let Some((_, dir)) = self.orphans.remove(&h.ino) {
             // Unlinked while open: its data goes with the last close.
             f.abandon();
+            f.store.destroy();
             drop(f);
             let _ = fs::remove_dir_all(&dir);
             self.tree.write().nodes.remove(&h.ino);
@@ -920,6 +930,14 @@ impl CkptFs {
             let mut f = f.lock();
             if let Err(e) = f.commit(&self.pipe) {
                 tracing::error!("commit at unmount failed: {e}");
+                failed += 1;
+            }
+        }
+        // Deletions since the last file commit (files removed) become durable.
+        let db = self.tree.read().db.clone();
+        if let Some(db) = db.filter(|db| !db.is_read_only()) {
+            if let Err(e) = db.commit() {
+                tracing::error!("packed index commit at unmount failed: {e}");
                 failed += 1;
             }
         }

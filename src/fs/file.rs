@@ -61,7 +61,8 @@ pub struct FileNode {
     pub version: u64,
 }
 
-fn new_id() -> String {
+/// A new stable file id (also the file's key prefix in a packed database).
+pub fn new_id() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -80,7 +81,11 @@ impl FileNode {
     ) -> FsResult<Self> {
         let manifest = FileManifest {
             kind: "file".into(),
-            id: new_id(),
+            id: store
+                .packed_prefix()
+                .map(|p| p.trim_end_matches('/').to_string())
+                .unwrap_or_else(new_id),
+            packed: store.packed_prefix().is_some(),
             generation: 0,
             commit: 0,
             size: 0,
@@ -345,13 +350,13 @@ impl FileNode {
         match old {
             Data::Plain(p) => {
                 if p.gen != self.manifest.generation {
-                    let _ = fs::remove_dir_all(self.store.key_path(&format!("g{}", p.gen)));
+                    self.store.remove_generation(p.gen);
                 }
             }
             Data::Chunked(mut c) => c.discard(&self.store),
             Data::Format(mut f) => f.discard(&self.store),
             Data::Sniff { gen, .. } => {
-                let _ = fs::remove_dir_all(self.store.key_path(&format!("g{gen}")));
+                self.store.remove_generation(gen);
             }
         }
     }
@@ -507,6 +512,11 @@ impl FileNode {
         next.ctime_ns = self.attrs.ctime_ns;
         {
             let _t = pipe.profiler.stage("manifest_commit");
+            if self.store.packed_prefix().is_some() {
+                let json = next.to_group_json()?;
+                let _t = pipe.profiler.stage("fsync");
+                self.store.seal(&json).ctx("commit packed index")?;
+            }
             next.commit(self.store.base(), true)?;
         }
         if self.dirty {
@@ -517,7 +527,7 @@ impl FileNode {
             }
         }
         if old_gen != 0 && old_gen != next.generation {
-            let _ = fs::remove_dir_all(self.store.key_path(&format!("g{old_gen}")));
+            self.store.remove_generation(old_gen);
         }
         self.manifest = next;
         self.dirty = false;

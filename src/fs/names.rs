@@ -3,13 +3,36 @@
 //! A mounted directory's backing directory also holds its `zarr.json`, so a
 //! mounted entry called `zarr.json` is stored as `%zarr.json`, and names that
 //! start with `%` gain one more `%`. At the root, `.ckptfs` is reserved for
-//! the filesystem's own state and virtual files.
+//! the filesystem's own state and virtual files, and `d` and
+//! `manifest.ocdbt` (the packed index's data files and manifest, where
+//! TensorStore's ocdbt driver expects them) are stored as `%d` and
+//! `%manifest.ocdbt`.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 /// The reserved root entry.
 pub const RESERVED: &str = ".ckptfs";
+
+/// Root entries of the packed index, never a mounted name.
+pub const PACKED_ROOT: [&str; 2] = ["d", "manifest.ocdbt"];
+
+/// Whether a backing root entry belongs to the packed index (its data
+/// files, manifest, or the manifest's temp file).
+pub fn is_packed_root_entry(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    b == b"d" || b.starts_with(b"manifest.ocdbt")
+}
+
+/// The backing name of a mounted name in a directory (`at_root`: the root).
+pub fn to_backing_in(name: &OsStr, at_root: bool) -> OsString {
+    if at_root && PACKED_ROOT.iter().any(|r| name.as_bytes() == r.as_bytes()) {
+        let mut v = b"%".to_vec();
+        v.extend_from_slice(name.as_bytes());
+        return OsString::from_vec(v);
+    }
+    to_backing(name)
+}
 
 pub fn to_backing(name: &OsStr) -> OsString {
     let b = name.as_bytes();
@@ -40,6 +63,12 @@ mod tests {
             let b = to_backing(OsStr::new(n));
             assert_ne!(b, "zarr.json");
             assert_eq!(from_backing(&b), n);
+        }
+        for n in ["d", "manifest.ocdbt"] {
+            let b = to_backing_in(OsStr::new(n), true);
+            assert!(!is_packed_root_entry(&b), "{n}");
+            assert_eq!(from_backing(&b), n);
+            assert_eq!(to_backing_in(OsStr::new(n), false), n);
         }
     }
 }

@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::error::{enoent, FsResult, IoContext};
-use crate::layout::manifest::{read_node, NodeDoc, ZARR_JSON};
+use crate::error::{enoent, FsError, FsResult, IoContext};
+use crate::layout::manifest::{parse_node, read_node, FileManifest, NodeDoc, ZARR_JSON};
+use crate::ocdbt::Db;
 use crate::store::durable::{is_temp, DurableStore};
 
 use super::file::FileNode;
-use super::names::{from_backing, to_backing, RESERVED};
+use super::names::{from_backing, is_packed_root_entry, to_backing_in, RESERVED};
 
 pub const ROOT: u64 = 1;
 
@@ -51,6 +52,10 @@ pub struct Tree {
     pub nodes: HashMap<u64, Node>,
     next_ino: u64,
     pub backing: PathBuf,
+    /// The packed database at the backing root, if there is one.
+    pub db: Option<Arc<Db>>,
+    /// New files put their arrays in `db` (`layout.index = "packed"`).
+    pub pack_new: bool,
 }
 
 /// What recovery found and removed, for the log.
@@ -90,14 +95,66 @@ fn clean_file_dir(dir: &Path, live: &str, rec: &mut Recovery) -> std::io::Result
     Ok(())
 }
 
+/// Removes packed keys no file references (a deleted file's, or a
+/// generation a crash left unpublished) and brings each file's copy of its
+/// manifest in the database up to the one in its directory; commits if
+/// anything changed. Returns how many key prefixes were removed.
+fn recover_packed(db: &Db, live: &HashMap<String, (u64, Vec<u8>)>) -> FsResult<u64> {
+    let fail = |e: crate::ocdbt::OcdbtError| FsError::new(libc::EIO, format!("packed index: {e}"));
+    let mut doomed = std::collections::BTreeSet::new();
+    for (key, _) in db.list_prefix(b"") {
+        let text = String::from_utf8_lossy(&key);
+        let Some((id, rest)) = text.split_once('/') else {
+            continue;
+        };
+        // Only our own keys: a file id is 32 hex digits.
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        match live.get(id) {
+            None => {
+                doomed.insert(format!("{id}/"));
+            }
+            Some((gen, _)) => {
+                let first = rest.split('/').next().unwrap_or_default();
+                if rest.contains('/') && first != format!("g{gen}") {
+                    doomed.insert(format!("{id}/{first}/"));
+                }
+            }
+        }
+    }
+    let mut changed = !doomed.is_empty();
+    for prefix in &doomed {
+        db.delete_prefix(prefix.as_bytes()).map_err(fail)?;
+    }
+    for (id, (_, json)) in live {
+        let key = format!("{id}/{ZARR_JSON}");
+        let have = db.get(key.as_bytes()).map_err(fail)?;
+        if have.as_deref() != Some(json.as_slice()) {
+            db.put(key.as_bytes(), json).map_err(fail)?;
+            changed = true;
+        }
+    }
+    if changed {
+        db.commit().map_err(fail)?;
+    }
+    Ok(doomed.len() as u64)
+}
+
 impl Tree {
     /// Loads the tree under `backing`, recovering from any interrupted work.
-    pub fn load(backing: &Path) -> FsResult<(Self, Recovery)> {
+    ///
+    /// With a read-only `db` (one version, `ckptfs mount --version N`)
+    /// nothing is changed on disk, and each packed file shows the manifest
+    /// that version holds (files it does not hold are left out).
+    pub fn load(backing: &Path, db: Option<Arc<Db>>, pack_new: bool) -> FsResult<(Self, Recovery)> {
         let meta = fs::metadata(backing).ctx(format!("backing dir {}", backing.display()))?;
         let mut tree = Tree {
             nodes: HashMap::new(),
             next_ino: ROOT + 1,
             backing: backing.to_path_buf(),
+            db,
+            pack_new,
         };
         tree.nodes.insert(
             ROOT,
@@ -109,17 +166,85 @@ impl Tree {
             },
         );
         let mut rec = Recovery::default();
-        tree.load_dir(backing, ROOT, &mut rec)?;
+        let mut live = HashMap::new();
+        tree.load_dir(backing, ROOT, &mut rec, &mut live)?;
+        if let Some(db) = tree.db.as_ref().filter(|db| !db.is_read_only()) {
+            rec.removed += recover_packed(db, &live)?;
+        }
         Ok((tree, rec))
     }
 
-    fn load_dir(&mut self, dir: &Path, ino: u64, rec: &mut Recovery) -> FsResult<()> {
+    /// Whether the tree may change nothing on disk (an old version).
+    pub fn read_only(&self) -> bool {
+        self.db.as_ref().is_some_and(|db| db.is_read_only())
+    }
+
+    /// The database new files go into, if packed.
+    pub fn packed_for_new(&self) -> Option<Arc<Db>> {
+        self.db
+            .clone()
+            .filter(|db| self.pack_new && !db.is_read_only())
+    }
+
+    /// The manifest and store of a file directory; `None` when a version
+    /// mount's database does not hold the file.
+    fn open_file(
+        &self,
+        path: &Path,
+        m: Box<FileManifest>,
+    ) -> FsResult<Option<(Box<FileManifest>, DurableStore)>> {
+        if !m.packed {
+            let store = DurableStore::open(path).ctx(format!("open {}", path.display()))?;
+            return Ok(Some((m, store)));
+        }
+        let Some(db) = &self.db else {
+            return Err(FsError::new(
+                libc::EIO,
+                format!(
+                    "{} keeps its data in the packed index, but {} has no {}",
+                    path.display(),
+                    self.backing.display(),
+                    crate::ocdbt::db::MANIFEST_FILE
+                ),
+            ));
+        };
+        let m = if db.is_read_only() {
+            let key = format!("{}/{ZARR_JSON}", m.id);
+            let doc = db.get(key.as_bytes()).map_err(|e| {
+                FsError::new(libc::EIO, format!("read {key} from the packed index: {e}"))
+            })?;
+            match doc.as_deref().map(parse_node) {
+                Some(NodeDoc::File(old)) => old,
+                _ => return Ok(None),
+            }
+        } else {
+            m
+        };
+        let store = DurableStore::open_packed(path, db.clone(), &m.id)
+            .ctx(format!("open {}", path.display()))?;
+        Ok(Some((m, store)))
+    }
+
+    fn load_dir(
+        &mut self,
+        dir: &Path,
+        ino: u64,
+        rec: &mut Recovery,
+        live: &mut HashMap<String, (u64, Vec<u8>)>,
+    ) -> FsResult<()> {
         let entries = fs::read_dir(dir).ctx(format!("read {}", dir.display()))?;
+        let read_only = self.read_only();
+        let remove = |path: &Path, rec: &mut Recovery| {
+            if !read_only {
+                remove_any(path);
+                rec.removed += 1;
+            }
+        };
         for entry in entries {
             let entry = entry.ctx("read dir entry")?;
             let bname = entry.file_name();
             let path = entry.path();
-            if ino == ROOT && bname == RESERVED {
+            if ino == ROOT && (bname == RESERVED || is_packed_root_entry(&bname)) {
                 continue;
             }
             let meta = fs::symlink_metadata(&path).ctx(format!("stat {}", path.display()))?;
@@ -127,14 +252,12 @@ impl Tree {
             if ft.is_file() {
                 // Ours: the group document, or a temp file a crash left.
                 if bname != ZARR_JSON {
-                    remove_any(&path);
-                    rec.removed += 1;
+                    remove(&path, rec);
                 }
                 continue;
             }
             if is_temp(&bname.to_string_lossy()) {
-                remove_any(&path);
-                rec.removed += 1;
+                remove(&path, rec);
                 continue;
             }
             let name = from_backing(&bname);
@@ -147,15 +270,21 @@ impl Tree {
             } else if ft.is_dir() {
                 match read_node(&path) {
                     NodeDoc::File(m) => {
-                        let live = if m.generation == 0 {
-                            String::new()
-                        } else {
-                            format!("g{}", m.generation)
+                        let Some((m, store)) = self.open_file(&path, m)? else {
+                            continue;
                         };
-                        clean_file_dir(&path, &live, rec).ctx("clean file dir")?;
-                        let store = Arc::new(
-                            DurableStore::open(&path).ctx(format!("open {}", path.display()))?,
-                        );
+                        if !read_only {
+                            let gen_dir = if m.generation == 0 || m.packed {
+                                String::new()
+                            } else {
+                                format!("g{}", m.generation)
+                            };
+                            clean_file_dir(&path, &gen_dir, rec).ctx("clean file dir")?;
+                        }
+                        if m.packed {
+                            live.insert(m.id.clone(), (m.generation, m.to_group_json()?));
+                        }
+                        let store = Arc::new(store);
                         let new_ino = self.next_ino;
                         let file = FileNode::load(store, new_ino, &name.to_string_lossy(), *m);
                         rec.files += 1;
@@ -170,7 +299,7 @@ impl Tree {
                         rec.dirs += 1;
                         let child =
                             self.insert(ino, &name, Kind::Dir(BTreeMap::new()), attrs_of(&meta));
-                        self.load_dir(&path, child, rec)?;
+                        self.load_dir(&path, child, rec, live)?;
                         child
                     }
                 }
@@ -242,7 +371,7 @@ impl Tree {
         let mut cur = ino;
         while cur != ROOT {
             let node = self.get(cur)?;
-            parts.push(to_backing(&node.name));
+            parts.push(to_backing_in(&node.name, node.parent == ROOT));
             cur = node.parent;
         }
         let mut p = self.backing.clone();
@@ -250,6 +379,11 @@ impl Tree {
             p.push(part);
         }
         Ok(p)
+    }
+
+    /// Backing path of the entry `name` in directory `parent`.
+    pub fn child_path(&self, parent: u64, name: &OsStr) -> FsResult<PathBuf> {
+        Ok(self.path(parent)?.join(to_backing_in(name, parent == ROOT)))
     }
 
     /// Detaches a node from its parent (the node itself stays until dropped).

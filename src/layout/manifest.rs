@@ -49,6 +49,10 @@ pub struct FileManifest {
     /// CRC-32C of the valid bytes of each chunk; `None` for a chunk never
     /// written (it reads as zeros). For a parsed checkpoint: of its raw array.
     pub chunks: Vec<Option<u32>>,
+    /// The arrays live in the packed database under `<id>/`, not in the
+    /// file's backing directory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub packed: bool,
     /// The checkpoint format recognised (`safetensors`, …), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
@@ -110,10 +114,15 @@ pub enum NodeDoc {
 
 /// Reads the `zarr.json` of a backing directory.
 pub fn read_node(dir: &Path) -> NodeDoc {
-    let Ok(text) = std::fs::read(dir.join(ZARR_JSON)) else {
-        return NodeDoc::Unknown;
-    };
-    let Ok(doc) = serde_json::from_slice::<GroupDoc>(&text) else {
+    match std::fs::read(dir.join(ZARR_JSON)) {
+        Ok(text) => parse_node(&text),
+        Err(_) => NodeDoc::Unknown,
+    }
+}
+
+/// Parses a `zarr.json` document (from a directory or a packed key).
+pub fn parse_node(text: &[u8]) -> NodeDoc {
+    let Ok(doc) = serde_json::from_slice::<GroupDoc>(text) else {
         return NodeDoc::Unknown;
     };
     let Some(meta) = doc.attributes.get("ckptfs") else {

@@ -32,16 +32,19 @@ pub fn versions(dir: &Path) -> u8 {
     }
 }
 
-/// Compacts the database (it must not be open elsewhere); returns the exit
-/// status.
-pub fn compact(dir: &Path) -> u8 {
+/// Compacts the database (it must not be open elsewhere), keeping the
+/// newest `keep` versions (default: as many as the database options keep);
+/// returns the exit status.
+pub fn compact(dir: &Path, keep: Option<usize>) -> u8 {
     if !dir.join(super::db::MANIFEST_FILE).exists() {
         eprintln!("ckptfs: {}: no OCDBT manifest", dir.display());
         return 1;
     }
+    let defaults = DbOptions::default();
     let opts = DbOptions {
         auto_compact_garbage_ratio: None,
-        ..DbOptions::default()
+        keep_versions: keep.unwrap_or(defaults.keep_versions),
+        ..defaults
     };
     match Db::open_or_create(dir, opts).and_then(|db| db.compact()) {
         Ok(r) => {

@@ -261,6 +261,11 @@ impl Db {
         (self.config.max_decoded_node_bytes as usize).max(8 << 20) * 2
     }
 
+    /// Whether this handle is one version opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

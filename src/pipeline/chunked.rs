@@ -292,7 +292,7 @@ impl ChunkedData {
         }
         file.set_len(size).ctx("size staging file")?;
         if !self.committed_gen {
-            let _ = fs::remove_dir_all(store.key_path(&format!("g{}", self.gen)));
+            store.remove_generation(self.gen);
         }
         self.gen = new_gen;
         self.array = Arc::new(self.spec.handle(store, &format!("/g{new_gen}"))?);
@@ -559,7 +559,7 @@ impl ChunkedData {
             let _ = fs::remove_file(store.key_path(&st.key));
         }
         if !self.committed_gen {
-            let _ = fs::remove_dir_all(store.key_path(&format!("g{}", self.gen)));
+            store.remove_generation(self.gen);
         }
     }
 

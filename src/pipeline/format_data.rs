@@ -105,7 +105,7 @@ impl FormatData {
         }
         file.set_len(size).ctx("size staging file")?;
         if let Some(g) = drop_gen {
-            let _ = fs::remove_dir_all(store.key_path(&format!("g{g}")));
+            store.remove_generation(g);
         }
         *self = FormatData::Staged { file, key, gen };
         Ok(())
@@ -248,11 +248,11 @@ impl FormatData {
         match self {
             FormatData::Writing(w) => {
                 let _ = w.finish();
-                let _ = fs::remove_dir_all(store.key_path(&format!("g{}", w.gen)));
+                store.remove_generation(w.gen);
             }
             FormatData::Staged { key, gen, .. } => {
                 let _ = fs::remove_file(store.key_path(key));
-                let _ = fs::remove_dir_all(store.key_path(&format!("g{gen}")));
+                store.remove_generation(*gen);
             }
             FormatData::Sealed(_) => {}
         }

@@ -565,9 +565,14 @@ impl FormatWriter {
             "node_type": "group",
             "attributes": { "ckptfs": { "file": self.file_name, "format": self.format.map(|f| f.name()) } },
         });
-        let path = self.store.key_path(&format!("g{}/zarr.json", self.gen));
-        crate::store::durable::write_atomic(&path, group.to_string().as_bytes(), false)
-            .map_err(|e| FsError::io(&e, "write generation group"))
+        let key = zarrs_storage::StoreKey::new(format!("g{}/zarr.json", self.gen))
+            .map_err(|e| FsError::new(libc::EIO, format!("generation group key: {e}")))?;
+        zarrs_storage::WritableStorageTraits::set(
+            &*self.store,
+            &key,
+            zarrs_storage::Bytes::from(group.to_string()),
+        )
+        .map_err(|e| crate::error::from_storage(&e, "write generation group"))
     }
 }
 

@@ -8,6 +8,10 @@
 //! The store holds an open descriptor on its root and reaches keys through
 //! `/proc/self/fd/N/...`: the root can be renamed (a file renamed in the
 //! mount) while chunks are in flight, and every write still lands in it.
+//!
+//! With the packed index, a file's keys live in the OCDBT database under
+//! its stable id (`<id>/g3/...`) instead: the directory then keeps only the
+//! manifest and staging files, and `seal` is the commit point of the data.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -17,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::ocdbt::{Db, OcdbtError, PackedStore};
 use zarrs_storage::byte_range::{ByteRange, ByteRangeIterator, InvalidByteRangeError};
 use zarrs_storage::{
     Bytes, ListableStorageTraits, MaybeBytesIterator, ReadableStorageTraits, StorageError,
@@ -25,11 +30,28 @@ use zarrs_storage::{
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// A store whose keys are files under one directory.
-#[derive(Debug)]
+/// A store whose keys are files under one directory, or keys of the packed
+/// database under the file's id.
 pub struct DurableStore {
     root: File,
     base: PathBuf,
+    packed: Option<PackedStore>,
+}
+
+impl std::fmt::Debug for DurableStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableStore")
+            .field("base", &self.base)
+            .field("packed", &self.packed.as_ref().map(|p| &p.prefix))
+            .finish()
+    }
+}
+
+fn db_err(e: OcdbtError) -> io::Error {
+    match e {
+        OcdbtError::Io { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    }
 }
 
 fn io_err(e: io::Error) -> StorageError {
@@ -85,7 +107,54 @@ impl DurableStore {
             return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
         }
         let base = PathBuf::from(format!("/proc/self/fd/{}", root.as_raw_fd()));
-        Ok(DurableStore { root, base })
+        Ok(DurableStore {
+            root,
+            base,
+            packed: None,
+        })
+    }
+
+    /// Opens a file directory whose data keys live in `db` under `id/`.
+    pub fn open_packed(dir: &Path, db: Arc<Db>, id: &str) -> io::Result<Self> {
+        let mut store = Self::open(dir)?;
+        store.packed = Some(PackedStore::new(db, format!("{id}/")));
+        Ok(store)
+    }
+
+    /// The key prefix in the packed database (`<id>/`), if packed.
+    pub fn packed_prefix(&self) -> Option<&str> {
+        self.packed.as_ref().map(|p| p.prefix.as_str())
+    }
+
+    /// Commit point of the data of a packed file: stores the manifest as
+    /// `<id>/zarr.json` and commits the database (one group commit shared
+    /// with concurrent callers). Nothing to do for a file store, whose data
+    /// `barrier` made durable.
+    pub fn seal(&self, manifest_json: &[u8]) -> io::Result<()> {
+        let Some(p) = &self.packed else {
+            return Ok(());
+        };
+        p.db.put(format!("{}zarr.json", p.prefix).as_bytes(), manifest_json)
+            .map_err(db_err)?;
+        p.db.commit().map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Removes generation `gen`'s array (and its plain data file).
+    pub fn remove_generation(&self, gen: u64) {
+        let _ = fs::remove_dir_all(self.key_path(&format!("g{gen}")));
+        if let Some(p) = &self.packed {
+            let _ =
+                p.db.delete_prefix(format!("{}g{gen}/", p.prefix).as_bytes());
+        }
+    }
+
+    /// Removes every key of a packed file (it was deleted); durable with
+    /// the database's next commit, and recovery removes it after a crash.
+    pub fn destroy(&self) {
+        if let Some(p) = &self.packed {
+            let _ = p.db.delete_prefix(p.prefix.as_bytes());
+        }
     }
 
     /// Path of the root that stays valid across renames of the directory.
@@ -101,6 +170,10 @@ impl DurableStore {
     /// Makes everything written to the backing filesystem durable (one
     /// `syncfs` instead of an fsync per chunk file).
     pub fn barrier(&self) -> io::Result<()> {
+        if self.packed.is_some() {
+            // Packed data becomes durable with the database commit in `seal`.
+            return Ok(());
+        }
         // SAFETY: syncfs takes a valid descriptor we own.
         let rc = unsafe { libc::syncfs(self.root.as_raw_fd()) };
         if rc != 0 {
@@ -143,6 +216,9 @@ impl ReadableStorageTraits for DurableStore {
         key: &StoreKey,
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<MaybeBytesIterator<'a>, StorageError> {
+        if let Some(p) = &self.packed {
+            return p.get_partial_many(key, byte_ranges);
+        }
         let mut file = match File::open(self.key_path(key.as_str())) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -169,6 +245,9 @@ impl ReadableStorageTraits for DurableStore {
     }
 
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
+        if let Some(p) = &self.packed {
+            return p.size_key(key);
+        }
         match fs::metadata(self.key_path(key.as_str())) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -183,6 +262,9 @@ impl ReadableStorageTraits for DurableStore {
 
 impl WritableStorageTraits for DurableStore {
     fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
+        if let Some(p) = &self.packed {
+            return p.set(key, value);
+        }
         let path = self.key_path(key.as_str());
         let write = || write_atomic(&path, &value, false);
         match write() {
@@ -201,6 +283,9 @@ impl WritableStorageTraits for DurableStore {
         key: &StoreKey,
         offset_values: zarrs_storage::OffsetBytesIterator,
     ) -> Result<(), StorageError> {
+        if let Some(p) = &self.packed {
+            return p.set_partial_many(key, offset_values);
+        }
         // Read-modify-write through a temp file keeps the update atomic.
         let path = self.key_path(key.as_str());
         let mut data = match fs::read(&path) {
@@ -220,6 +305,9 @@ impl WritableStorageTraits for DurableStore {
     }
 
     fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
+        if let Some(p) = &self.packed {
+            return p.erase(key);
+        }
         match fs::remove_file(self.key_path(key.as_str())) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(e)),
             _ => Ok(()),
@@ -227,6 +315,9 @@ impl WritableStorageTraits for DurableStore {
     }
 
     fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
+        if let Some(p) = &self.packed {
+            return p.erase_prefix(prefix);
+        }
         let path = self.key_path(prefix.as_str());
         if prefix.as_str().is_empty() {
             return Err(StorageError::Other(
@@ -250,6 +341,9 @@ impl ListableStorageTraits for DurableStore {
     }
 
     fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
+        if let Some(p) = &self.packed {
+            return p.list_prefix(prefix);
+        }
         let mut out = Vec::new();
         self.walk(&self.key_path(prefix.as_str()), prefix.as_str(), &mut out)
             .map_err(io_err)?;
@@ -258,6 +352,9 @@ impl ListableStorageTraits for DurableStore {
     }
 
     fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
+        if let Some(p) = &self.packed {
+            return p.list_dir(prefix);
+        }
         let mut keys = Vec::new();
         let mut prefixes: StorePrefixes = Vec::new();
         let dir = self.key_path(prefix.as_str());

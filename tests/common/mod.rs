@@ -176,7 +176,9 @@ pub fn sha256_file(path: &Path) -> String {
 }
 
 /// The layouts every data test runs against: plain, chunked with tiny
-/// chunks (so chunk edges are everywhere), and compressed.
+/// chunks (so chunk edges are everywhere), compressed, and tiny compressed
+/// chunks in the packed index (two versions kept, eager compaction, small
+/// data files, so rolling and background compaction run under the test).
 pub fn layouts(dir: &Path) -> Vec<(String, PathBuf)> {
     vec![
         ("passthrough".into(), repo_config("passthrough")),
@@ -194,6 +196,14 @@ pub fn layouts(dir: &Path) -> Vec<(String, PathBuf)> {
                 dir,
                 "zstd-8k",
                 "[layout]\nraw_chunk_bytes = 8192\ncodec = \"zstd\"\nlevel = 3\n[io]\nconcurrency = 2\nmemory_budget = 1048576\n",
+            ),
+        ),
+        (
+            "packed-4k".into(),
+            write_config(
+                dir,
+                "packed-4k",
+                "[layout]\nraw_chunk_bytes = 4096\ncodec = \"zstd\"\nindex = \"packed\"\n[packed]\nkeep_versions = 2\ndata_file_bytes = 1048576\nauto_compact_ratio = 0.2\n[io]\nconcurrency = 3\nmemory_budget = 1048576\n",
             ),
         ),
     ]

@@ -1,0 +1,256 @@
+//! The packed index through a real mount: versions and `--version N`
+//! read-only mounts, removal of what no file references (also after a
+//! kill -9), compaction, and the root names the database reserves.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use ckptfs::ocdbt::Db;
+use common::{fill, sha256_file, verify, write_config, Mount, BIN};
+
+fn packed_config(dir: &Path) -> std::path::PathBuf {
+    write_config(
+        dir,
+        "packed",
+        "[layout]\nraw_chunk_bytes = 65536\ncodec = \"none\"\nindex = \"packed\"\n[packed]\nkeep_versions = 8\nauto_compact_ratio = 0\n",
+    )
+}
+
+fn write_file(path: &Path, bytes: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; bytes];
+    let mut s = seed;
+    fill(&mut data, &mut s);
+    fs::write(path, &data).expect("write");
+    data
+}
+
+fn ckptfs(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (bool, String) {
+    let mut cmd = Command::new(BIN);
+    for a in args {
+        cmd.arg(a);
+    }
+    let out = cmd.output().expect("run ckptfs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Generations `ckptfs versions` lists, oldest first.
+fn versions(backing: &Path) -> Vec<u64> {
+    let (ok, out) = ckptfs(&[&"versions", &backing]);
+    assert!(ok, "ckptfs versions failed:\n{out}");
+    out.lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// (id, generation) of every file manifest under a backing dir.
+fn manifests(dir: &Path, out: &mut BTreeSet<(String, u64)>) {
+    for e in fs::read_dir(dir).expect("read dir") {
+        let p = e.expect("entry").path();
+        if !p.is_dir() || p.file_name().is_some_and(|n| n == ".ckptfs" || n == "d") {
+            continue;
+        }
+        let doc = fs::read(p.join("zarr.json")).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&doc).unwrap_or_default();
+        let m = &v["attributes"]["ckptfs"];
+        if m["kind"] == "file" {
+            assert_eq!(m["packed"], true, "{}: not packed", p.display());
+            let id = m["id"].as_str().expect("id").to_string();
+            out.insert((id, m["generation"].as_u64().expect("generation")));
+        } else {
+            manifests(&p, out);
+        }
+    }
+}
+
+/// Asserts that the newest version holds exactly the live files' manifests
+/// and generations: nothing of a deleted file or a superseded generation.
+fn assert_only_live_keys(backing: &Path) {
+    let mut live = BTreeSet::new();
+    manifests(backing, &mut live);
+    let newest = *versions(backing).last().expect("a version");
+    let db = Db::open_version(backing, newest).expect("open newest version");
+    let mut seen = BTreeSet::new();
+    for (key, _) in db.list_prefix(b"") {
+        let key = String::from_utf8(key).expect("utf-8 key");
+        let mut parts = key.splitn(3, '/');
+        let id = parts.next().unwrap_or_default().to_string();
+        let second = parts.next().unwrap_or_default();
+        let gen = live
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, g)| *g)
+            .unwrap_or_else(|| panic!("key {key} belongs to no live file"));
+        if second != "zarr.json" {
+            assert_eq!(
+                second,
+                format!("g{gen}"),
+                "key {key}: superseded generation"
+            );
+        }
+        seen.insert(id);
+    }
+    let live_ids: BTreeSet<String> = live.iter().map(|(i, _)| i.clone()).collect();
+    assert_eq!(seen, live_ids, "a live file has no keys");
+}
+
+#[test]
+fn an_old_version_mounts_read_only_with_its_contents() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut m = Mount::new(Some(packed_config(tmp.path())));
+    let v1 = write_file(&m.path("a.bin"), 300_000, 1);
+    fs::create_dir(m.path("sub")).expect("mkdir");
+    write_file(&m.path("sub/b.bin"), 70_000, 2);
+    m.unmount();
+    let g1 = *versions(&m.backing)
+        .last()
+        .expect("a version after the first save");
+
+    m.start();
+    let v2 = write_file(&m.path("a.bin"), 200_000, 3);
+    write_file(&m.path("c.bin"), 10_000, 4);
+    m.unmount();
+    let all = versions(&m.backing);
+    assert!(
+        *all.last().expect("versions") > g1,
+        "no newer version: {all:?}"
+    );
+    assert!(all.contains(&g1), "version {g1} not kept: {all:?}");
+
+    let old = m.root.path().join("old");
+    fs::create_dir_all(&old).expect("mkdir");
+    let (ok, out) = ckptfs(&[
+        &"mount",
+        &"--daemon",
+        &"--version",
+        &g1.to_string(),
+        &m.backing,
+        &old,
+    ]);
+    assert!(ok, "mount --version {g1} failed:\n{out}");
+    let got = fs::read(old.join("a.bin"));
+    let new_file = old.join("c.bin").exists();
+    let write = fs::write(old.join("x"), b"x");
+    let (ok, umount_out) = ckptfs(&[&"umount", &old]);
+    assert!(ok, "umount failed:\n{umount_out}");
+    assert_eq!(
+        got.expect("read old a.bin"),
+        v1,
+        "version {g1} shows other bytes"
+    );
+    assert!(
+        !new_file,
+        "a file saved after version {g1} is visible in it"
+    );
+    let e = write.expect_err("a write to an old version succeeded");
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+
+    let (ok, out) = ckptfs(&[
+        &"mount",
+        &"--daemon",
+        &"--version",
+        &"999",
+        &m.backing,
+        &old,
+    ]);
+    assert!(!ok, "a version never committed mounted");
+    assert!(out.contains("kept"), "{out}");
+
+    m.start();
+    assert_eq!(fs::read(m.path("a.bin")).expect("read"), v2);
+    m.unmount();
+    let (code, out) = verify(&m.backing);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn deleted_files_and_old_generations_leave_the_index_even_after_kill9() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut m = Mount::new(Some(packed_config(tmp.path())));
+    write_file(&m.path("gone.bin"), 500_000, 1);
+    write_file(&m.path("kept.bin"), 200_000, 2);
+    let kept = write_file(&m.path("kept.bin"), 150_000, 3);
+    fs::remove_file(m.path("gone.bin")).expect("unlink");
+    m.unmount();
+    assert_only_live_keys(&m.backing);
+
+    // Deleted and rewritten with no commit after: the kill leaves the keys
+    // in the index, and the next mount removes them.
+    m.start();
+    write_file(&m.path("late.bin"), 100_000, 4);
+    fs::remove_file(m.path("kept.bin")).expect("unlink");
+    m.kill9();
+    m.start();
+    assert!(!m.path("kept.bin").exists());
+    assert_eq!(sha256_file(&m.path("late.bin")).len(), 64);
+    m.unmount();
+    assert_only_live_keys(&m.backing);
+    let (code, out) = verify(&m.backing);
+    assert_eq!(code, 0, "{out}");
+    let _ = kept;
+}
+
+fn data_bytes(backing: &Path) -> u64 {
+    fs::read_dir(backing.join("d"))
+        .expect("data dir")
+        .map(|e| e.expect("entry").metadata().expect("stat").len())
+        .sum()
+}
+
+#[test]
+fn compact_reclaims_a_deleted_checkpoint() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut m = Mount::new(Some(packed_config(tmp.path())));
+    write_file(&m.path("big.bin"), 8 << 20, 1);
+    let small = write_file(&m.path("small.bin"), 100_000, 2);
+    fs::remove_file(m.path("big.bin")).expect("unlink");
+    m.unmount();
+    let before = data_bytes(&m.backing);
+    // Kept versions still reference the big file: keep only the newest.
+    let (ok, out) = ckptfs(&[&"compact", &m.backing, &"--keep", &"1"]);
+    assert!(ok, "compact failed:\n{out}");
+    let after = data_bytes(&m.backing);
+    assert!(
+        after + (7 << 20) < before,
+        "compaction kept {after} of {before} bytes"
+    );
+    m.start();
+    assert_eq!(fs::read(m.path("small.bin")).expect("read"), small);
+    m.unmount();
+    let (code, out) = verify(&m.backing);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn root_names_of_the_database_stay_usable() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut m = Mount::new(Some(packed_config(tmp.path())));
+    fs::create_dir(m.path("d")).expect("mkdir d");
+    fs::write(m.path("d/x"), b"in d").expect("write");
+    fs::write(m.path("manifest.ocdbt"), b"not the manifest").expect("write");
+    m.remount();
+    assert_eq!(fs::read(m.path("d/x")).expect("read"), b"in d");
+    assert_eq!(
+        fs::read(m.path("manifest.ocdbt")).expect("read"),
+        b"not the manifest"
+    );
+    let names: BTreeSet<String> = fs::read_dir(&m.mnt)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.contains("d") && names.contains("manifest.ocdbt"),
+        "{names:?}"
+    );
+    m.unmount();
+    assert!(m.backing.join("manifest.ocdbt").is_file());
+    assert!(m.backing.join("d").is_dir());
+    let (code, out) = verify(&m.backing);
+    assert_eq!(code, 0, "{out}");
+}
