@@ -52,7 +52,15 @@ impl Db {
         }
         let _guard = Guard(self);
 
-        // 1. What is referenced, per file.
+        // 1. What is referenced, per file. The file list is taken first:
+        // a file created after it (the writer may roll meanwhile) is never
+        // a candidate.
+        let files: Vec<(u32, Arc<DataFile>)> = self
+            .files
+            .lock()
+            .iter()
+            .map(|(id, f)| (id, f.clone()))
+            .collect();
         let versions = self.committed.lock().clone();
         let live = self.index.read().map.clone();
         let current = self.writer.lock().as_ref().map(|f| f.path.clone());
@@ -80,12 +88,6 @@ impl Db {
         for k in values.keys() {
             *used.entry(k.0.clone()).or_default() += k.2;
         }
-        let files: Vec<(u32, Arc<DataFile>)> = self
-            .files
-            .lock()
-            .iter()
-            .map(|(id, f)| (id, f.clone()))
-            .collect();
         let victims: HashSet<String> = files
             .iter()
             .filter(|(_, f)| Some(&f.path) != current.as_ref())
@@ -126,6 +128,8 @@ impl Db {
             Ok(n)
         };
         let removed = self.exclusive(|| {
+            // No put is between its append and its index insert.
+            let _gate = self.put_gate.write();
             let versions = self.committed.lock().clone();
             let mut rewritten = Vec::with_capacity(versions.len());
             for v in versions {

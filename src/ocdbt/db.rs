@@ -100,6 +100,10 @@ pub struct Db {
     pub(crate) commit_state: Mutex<CommitState>,
     pub(crate) commit_cv: Condvar,
     pub(crate) compacting: AtomicBool,
+    /// Held (shared) by a `put` from its append to its index insert, and
+    /// (exclusive) by compaction's swap: a value appended to a file that
+    /// compaction deletes is always in the index the swap relocates.
+    pub(crate) put_gate: RwLock<()>,
     /// Data files were created since the directory was last fsynced.
     pub(crate) new_files: AtomicBool,
     pub(crate) me: Weak<Db>,
@@ -158,6 +162,7 @@ impl Db {
             }),
             commit_cv: Condvar::new(),
             compacting: AtomicBool::new(false),
+            put_gate: RwLock::new(()),
             new_files: AtomicBool::new(false),
             me: me.clone(),
         })
@@ -361,6 +366,7 @@ impl Db {
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.writable()?;
         check_key(key)?;
+        let _gate = self.put_gate.read();
         let v = if value.len() as u64 <= u64::from(self.config.max_inline_value_bytes) {
             Value::Inline(Bytes::copy_from_slice(value))
         } else {
