@@ -138,8 +138,8 @@ fn verify_checks_every_chunk_and_refuses_a_live_mount() {
     ] {
         let mut m = Mount::new(Some(config.clone()));
         write_random(&m.path("a.bin"), 100_000, 3);
-        fs::create_dir(m.path("d")).expect("mkdir");
-        write_random(&m.path("d/b.bin"), 50_000, 4);
+        fs::create_dir(m.path("sub")).expect("mkdir");
+        write_random(&m.path("sub/b.bin"), 50_000, 4);
         let (code, out) = verify(&m.backing);
         assert_eq!(code, 2, "verify of a mounted store must refuse:\n{out}");
         m.unmount();
@@ -152,7 +152,7 @@ fn verify_checks_every_chunk_and_refuses_a_live_mount() {
         );
         assert!(out.contains("2 files"), "{out}");
         let mut chunks = Vec::new();
-        chunk_files(&m.backing.join("d/b.bin"), &mut chunks);
+        chunk_files(&m.backing.join("sub/b.bin"), &mut chunks);
         chunks.sort();
         let victim = chunks.last().expect("a chunk file");
         flip_byte(victim, 100);

@@ -47,6 +47,18 @@ raw_chunk_bytes = 65536
 codec = "zstd"
 level = 1
 EOF
+# small-packed: the same chunks in the packed index (every fsync is a
+# database commit; 2 versions kept, compaction in the background past 20%).
+cat >"$LOG_DIR/small-packed.toml" <<EOF
+[layout]
+raw_chunk_bytes = 65536
+codec = "zstd"
+level = 1
+index = "packed"
+[packed]
+keep_versions = 2
+auto_compact_ratio = 0.2
+EOF
 # Every msync/fsync commits the file, and a commit stores whole (padded)
 # chunks: with 16 and 64 MiB chunks (recommended, t5x) a 256 KiB file costs
 # 16/64 MiB per commit, 11 and 49 minutes for this suite on 2 busy cores. The
@@ -65,12 +77,15 @@ small_chunk_layouts() {
     done
 }
 case ${FSX_LAYOUTS:-} in
-"") layouts="$(small_chunk_layouts | tr '\n' ' ')small-chunks" ;;
-all) layouts="$(lossless_layouts | tr '\n' ' ')small-chunks" ;;
+"") layouts="$(small_chunk_layouts | tr '\n' ' ')small-chunks small-packed" ;;
+all) layouts="$(lossless_layouts | tr '\n' ' ')small-chunks small-packed" ;;
 *) layouts=$FSX_LAYOUTS ;;
 esac
 layout_config() {
-    if [ "$1" = small-chunks ]; then echo "$LOG_DIR/small-chunks.toml"; else echo "$1"; fi
+    case $1 in
+    small-chunks | small-packed) echo "$LOG_DIR/$1.toml" ;;
+    *) echo "$1" ;;
+    esac
 }
 if [ -n "${FSX_SEED_LIST:-}" ]; then
     seeds=$FSX_SEED_LIST
