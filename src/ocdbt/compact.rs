@@ -52,6 +52,17 @@ impl Db {
         }
         let _guard = Guard(self);
 
+        // The file being written is never a candidate: close it (the next
+        // append starts a new one), or the garbage in it, up to
+        // `target_data_file_size` of it, could not be reclaimed until it is
+        // full (a file rewritten by many commits fills it with old copies).
+        {
+            let mut w = self.writer.lock();
+            if w.as_ref().is_some_and(|f| !f.is_empty()) {
+                *w = None;
+            }
+        }
+
         // 1. What is referenced, per file. The file list is taken first:
         // a file created after it (the writer may roll meanwhile) is never
         // a candidate.
