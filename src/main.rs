@@ -220,16 +220,9 @@ fn main() -> ExitCode {
         Cmd::Versions { backing_dir } => ExitCode::from(ckptfs::ocdbt::cli::versions(&backing_dir)),
         Cmd::Compact { keep, backing_dir } => {
             // A mounted backing dir's database belongs to its daemon.
-            let _lock = if backing_dir.join(".ckptfs").is_dir() {
-                match mount::lock_backing(&backing_dir) {
-                    Ok(l) => Some(l),
-                    Err(e) => {
-                        eprintln!("ckptfs: {e:#}");
-                        return ExitCode::from(2);
-                    }
-                }
-            } else {
-                None
+            let _lock = match offline_lock(&backing_dir) {
+                Ok(l) => l,
+                Err(code) => return code,
             };
             ExitCode::from(ckptfs::ocdbt::cli::compact(
                 &backing_dir,
@@ -260,18 +253,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// The lock of a backing dir for an offline command; exit status 2 when a
+/// live mount holds it. A directory that was never mounted needs none.
+fn offline_lock(backing: &std::path::Path) -> Result<Option<mount::BackingLock>, ExitCode> {
+    if !backing.join(".ckptfs").is_dir() {
+        return Ok(None);
+    }
+    mount::lock_backing(backing).map(Some).map_err(|e| {
+        eprintln!("ckptfs: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
 /// `ckptfs verify`: refuses a store a live mount holds (it changes under us).
 fn run_verify(backing: &std::path::Path, json: bool) -> ExitCode {
-    let _lock = if backing.join(".ckptfs").is_dir() {
-        match mount::lock_backing(backing) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                eprintln!("ckptfs: {e:#}");
-                return ExitCode::from(2);
-            }
-        }
-    } else {
-        None
+    let _lock = match offline_lock(backing) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     let report = match ckptfs::verify::verify(backing) {
         Ok(r) => r,
