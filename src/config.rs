@@ -80,6 +80,18 @@ pub struct Layout {
     pub index: Index,
 }
 
+/// How the kernel serves read-only opens of chunked files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadMode {
+    /// Through the kernel's page cache (mmap and repeated reads are served
+    /// from memory).
+    Cached,
+    /// Straight from the daemon into the reader's buffer: no page-cache
+    /// copy for one-pass `read()` loads; mmap works, uncached.
+    Direct,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Io {
     /// Chunks encoded and stored in flight.
@@ -88,8 +100,16 @@ pub struct Io {
     pub memory_budget: u64,
     /// Bytes of decoded chunks kept for reads.
     pub cache: u64,
-    /// Chunks decoded ahead of a sequential reader.
+    /// First read-ahead window of a sequential reader, in chunks (0: off).
     pub readahead_chunks: usize,
+    /// Largest read-ahead window of one reader, in bytes (0: off).
+    pub prefetch_max_bytes: u64,
+    /// Threads loading chunks ahead of readers.
+    pub read_concurrency: usize,
+    /// Kernel FUSE passthrough for plain-layout files.
+    pub passthrough: crate::fs::io_mode::PassthroughUse,
+    /// How read-only opens of chunked files are served.
+    pub read_mode: ReadMode,
     /// FUSE request loops.
     pub fuse_threads: usize,
     /// Milliseconds the kernel may cache attributes and entries.
@@ -170,6 +190,10 @@ impl MountConfig {
                 memory_budget: 512 * MIB,
                 cache: 256 * MIB,
                 readahead_chunks: 4,
+                prefetch_max_bytes: 128 * MIB,
+                read_concurrency: 16,
+                passthrough: crate::fs::io_mode::PassthroughUse::Read,
+                read_mode: ReadMode::Cached,
                 fuse_threads: 4,
                 attr_ttl_ms: 1000,
                 kernel_readahead_kb: 8192,
@@ -223,6 +247,10 @@ impl MountConfig {
                 "memory_budget",
                 "cache",
                 "readahead_chunks",
+                "prefetch_max_bytes",
+                "read_concurrency",
+                "passthrough",
+                "read_mode",
                 "fuse_threads",
                 "attr_ttl_ms",
                 "kernel_readahead_kb",
@@ -287,6 +315,29 @@ impl MountConfig {
         let concurrency = opt_u64(io, "io.concurrency", 1, 1024)?.unwrap_or(4) as usize;
         let cache = opt_u64(io, "io.cache", 0, 1 << 40)?.unwrap_or(256 * MIB);
         let readahead_chunks = opt_u64(io, "io.readahead_chunks", 0, 256)?.unwrap_or(4) as usize;
+        let prefetch_max_bytes =
+            opt_u64(io, "io.prefetch_max_bytes", 0, 1 << 40)?.unwrap_or((cache / 2).min(256 * MIB));
+        let read_concurrency = opt_u64(io, "io.read_concurrency", 1, 256)?.unwrap_or(16) as usize;
+        use crate::fs::io_mode::PassthroughUse;
+        let passthrough = match opt_str(io, "io.passthrough")?.as_deref() {
+            None | Some("read") => PassthroughUse::Read,
+            Some("read-write") => PassthroughUse::ReadWrite,
+            Some("off") => PassthroughUse::Off,
+            Some(other) => {
+                return err(format!(
+                    "io.passthrough = {other:?} is not allowed; allowed values: \"off\", \"read\", \"read-write\""
+                ))
+            }
+        };
+        let read_mode = match opt_str(io, "io.read_mode")?.as_deref() {
+            None | Some("cached") => ReadMode::Cached,
+            Some("direct") => ReadMode::Direct,
+            Some(other) => {
+                return err(format!(
+                "io.read_mode = {other:?} is not allowed; allowed values: \"cached\", \"direct\""
+            ))
+            }
+        };
         let fuse_threads = opt_u64(io, "io.fuse_threads", 1, 64)?.unwrap_or(4) as usize;
         let attr_ttl_ms = opt_u64(io, "io.attr_ttl_ms", 0, 3_600_000)?.unwrap_or(1000);
         let kernel_readahead_kb =
@@ -319,6 +370,10 @@ impl MountConfig {
                 memory_budget,
                 cache,
                 readahead_chunks,
+                prefetch_max_bytes,
+                read_concurrency,
+                passthrough,
+                read_mode,
                 fuse_threads,
                 attr_ttl_ms,
                 kernel_readahead_kb,

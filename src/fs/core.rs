@@ -18,12 +18,14 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{enoent, FsError, FsResult, IoContext};
 use crate::layout::manifest::dir_group_json;
+use crate::pipeline::prefetch::Prefetcher;
 use crate::pipeline::Pipeline;
 use crate::store::durable::{sync_dir, temp_name, write_atomic, DurableStore};
 
 use super::attr::{from_time, fuse_attr, now_ns};
 use super::control::{self, ControlHandle};
 use super::file::{FileAttrs, FileNode};
+use super::io_mode::{BackingToken, Choice, IoPath, Passthrough, PassthroughUse};
 use super::names::RESERVED;
 use super::tree::{Kind, NodeAttrs, Tree, ROOT};
 
@@ -38,6 +40,32 @@ pub struct Handle {
     pub pid: u32,
     pub file: Arc<Mutex<FileNode>>,
     pub writable: bool,
+    /// Read-ahead of this handle's sequential reads.
+    pub prefetch: Arc<Prefetcher>,
+    /// How the kernel serves this open.
+    pub path: IoPath,
+}
+
+/// How the FUSE adapter answers an open.
+pub enum OpenReply {
+    /// Through the kernel's page cache; `keep_cache` keeps what it holds.
+    Cached { keep_cache: bool },
+    /// Every read and write reaches the daemon.
+    Direct,
+    /// Kernel passthrough to the registered backing file.
+    Passthrough(BackingToken),
+}
+
+/// Registers a backing file with the kernel for passthrough.
+pub type RegisterBacking<'a> = &'a dyn Fn(&fs::File) -> std::io::Result<BackingToken>;
+
+/// Opens of each kind since the mount started.
+#[derive(Default)]
+pub struct OpenCounts {
+    pub cached: AtomicU64,
+    pub direct: AtomicU64,
+    pub passthrough: AtomicU64,
+    pub passthrough_failed: AtomicU64,
 }
 
 pub struct CkptFs {
@@ -50,6 +78,10 @@ pub struct CkptFs {
     orphans: DashMap<u64, PathBuf>,
     controls: DashMap<u64, ControlHandle>,
     started_ns: i64,
+    /// What kernel passthrough this mount uses (the config's choice, once
+    /// the kernel granted it at init).
+    passthrough: parking_lot::RwLock<(PassthroughUse, String)>,
+    pub opens: OpenCounts,
 }
 
 /// Time fields a setattr may change.
@@ -90,6 +122,11 @@ impl CkptFs {
             orphans: DashMap::new(),
             controls: DashMap::new(),
             started_ns: now_ns(),
+            passthrough: parking_lot::RwLock::new((
+                PassthroughUse::Off,
+                "not negotiated with the kernel yet".into(),
+            )),
+            opens: OpenCounts::default(),
         })
     }
 
@@ -101,7 +138,9 @@ impl CkptFs {
                 let linked = tree
                     .children(node.parent)
                     .is_ok_and(|c| c.get(&node.name) == Some(&ino));
-                let f = f.lock();
+                let mut f = f.lock();
+                // Passthrough writers change size and times unseen.
+                f.refresh_from_kernel()?;
                 let a = f.attrs;
                 fuse_attr(
                     ino,
@@ -679,19 +718,119 @@ impl CkptFs {
         }
     }
 
-    /// Opens a file and returns its handle number.
-    pub fn open(&self, ino: u64, flags: i32, pid: u32) -> FsResult<u64> {
+    /// Sets what passthrough the mount uses, and why (after FUSE init).
+    pub fn set_passthrough(&self, use_: PassthroughUse, why: impl Into<String>) {
+        *self.passthrough.write() = (use_, why.into());
+    }
+
+    /// The passthrough in use and why, for stats and the profile.
+    pub fn passthrough(&self) -> (PassthroughUse, String) {
+        self.passthrough.read().clone()
+    }
+
+    /// Opens a file: its handle number and how the kernel is to serve it.
+    /// `register` registers a backing file for kernel passthrough.
+    pub fn open(
+        &self,
+        ino: u64,
+        flags: i32,
+        pid: u32,
+        register: RegisterBacking,
+    ) -> FsResult<(u64, OpenReply)> {
         if control::is_control(ino) {
-            return self.open_control(ino, flags);
+            return Ok((self.open_control(ino, flags)?, OpenReply::Direct));
         }
         let file = self.file_of(ino)?;
-        let label = {
-            let mut f = file.lock();
-            f.open_count += 1;
-            Arc::from(f.name.as_str())
-        };
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let acc = flags & libc::O_ACCMODE;
+        let writable = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+        let lossless = self.pipe.config.layout.dtype == crate::config::StoredDtype::Keep;
+        let allow = self.passthrough.read().0;
+        let (label, path, reply) = {
+            let mut f = file.lock();
+            let plain = if allow == PassthroughUse::Off {
+                None
+            } else {
+                f.plain_state(&self.pipe)?
+            };
+            let choice =
+                f.io.choose(plain.as_ref().map(|(s, _)| *s), writable, allow);
+            let (path, reply) = match (choice, &plain) {
+                (Choice::Register, Some((state, data))) => match register(data) {
+                    Ok(token) => {
+                        f.io.passthrough = Some(Passthrough {
+                            gen: state.gen,
+                            id: token.clone(),
+                            opens: 1,
+                            writers: u32::from(writable),
+                        });
+                        (IoPath::Passthrough, OpenReply::Passthrough(token))
+                    }
+                    Err(e) => {
+                        // The kernel refused (a stacked backing filesystem,
+                        // say): serve this open through the daemon.
+                        tracing::debug!("passthrough registration failed: {e}");
+                        self.opens
+                            .passthrough_failed
+                            .fetch_add(1, Ordering::Relaxed);
+                        f.io.cached += 1;
+                        (IoPath::Cached, OpenReply::Cached { keep_cache: false })
+                    }
+                },
+                (Choice::Join, _) => match f.io.passthrough.as_mut() {
+                    Some(pt) => {
+                        pt.opens += 1;
+                        pt.writers += u32::from(writable);
+                        (IoPath::Passthrough, OpenReply::Passthrough(pt.id.clone()))
+                    }
+                    None => return Err(FsError::new(libc::EIO, "passthrough state vanished")),
+                },
+                (
+                    Choice::Direct {
+                        copy_on_first_write,
+                    },
+                    _,
+                ) => {
+                    f.io.direct += 1;
+                    if writable {
+                        if copy_on_first_write {
+                            f.copy_on_next_write();
+                        }
+                        f.page_cache_stale = true;
+                    }
+                    (IoPath::Direct, OpenReply::Direct)
+                }
+                _ if !writable
+                    && plain.is_none()
+                    && self.pipe.config.io.read_mode == crate::config::ReadMode::Direct =>
+                {
+                    f.io.direct += 1;
+                    (IoPath::Direct, OpenReply::Direct)
+                }
+                _ => {
+                    f.io.cached += 1;
+                    // Every change goes through this mount, so pages the
+                    // kernel cached stay valid across opens (fast mmap
+                    // loads) — unless passthrough or direct writes bypassed
+                    // them, or the layout is lossy (a reopen must see the
+                    // rounded values, not the pages the writer left).
+                    let keep_cache = lossless && !f.page_cache_stale;
+                    f.page_cache_stale = false;
+                    (IoPath::Cached, OpenReply::Cached { keep_cache })
+                }
+            };
+            if path == IoPath::Passthrough && writable {
+                f.begin_kernel_writes();
+            }
+            f.open_count += 1;
+            (Arc::<str>::from(f.name.as_str()), path, reply)
+        };
+        let counter = match path {
+            IoPath::Cached => &self.opens.cached,
+            IoPath::Direct => &self.opens.direct,
+            IoPath::Passthrough => &self.opens.passthrough,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.insert(
             fh,
             Handle {
@@ -699,10 +838,12 @@ impl CkptFs {
                 label,
                 pid: process_of(pid),
                 file,
-                writable: acc == libc::O_WRONLY || acc == libc::O_RDWR,
+                writable,
+                prefetch: Arc::default(),
+                path,
             },
         );
-        Ok(fh)
+        Ok((fh, reply))
     }
 
     fn open_control(&self, ino: u64, flags: i32) -> FsResult<u64> {
@@ -719,8 +860,10 @@ impl CkptFs {
                     "peak": self.pipe.budget.peak(),
                     "waits": self.pipe.budget.waits(),
                 });
+                doc["io_paths"] = self.io_paths_json();
                 doc["cache"] = serde_json::json!({
                     "bytes": self.pipe.cache.bytes(),
+                    "pinned_bytes": self.pipe.cache.pinned_bytes(),
                     "hits": self.pipe.cache.hits.load(Ordering::Relaxed),
                     "misses": self.pipe.cache.misses.load(Ordering::Relaxed),
                 });
@@ -742,6 +885,25 @@ impl CkptFs {
         Ok(fh)
     }
 
+    /// Which paths the kernel used for opens: passthrough bytes never reach
+    /// the daemon, so only their opens are counted.
+    pub fn io_paths_json(&self) -> serde_json::Value {
+        let (use_, why) = self.passthrough();
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (reused, allocated) = self.pipe.buffers.counts();
+        serde_json::json!({
+            "passthrough": use_,
+            "passthrough_note": why,
+            "opens_passthrough": n(&self.opens.passthrough),
+            "opens_passthrough_refused": n(&self.opens.passthrough_failed),
+            "opens_direct": n(&self.opens.direct),
+            "opens_cached": n(&self.opens.cached),
+            "buffers_reused": reused,
+            "buffers_allocated": allocated,
+            "buffers_retained_bytes": self.pipe.buffers.retained(),
+        })
+    }
+
     pub fn is_control(&self, ino: u64) -> bool {
         control::is_control(ino)
     }
@@ -758,38 +920,49 @@ impl CkptFs {
             .ok_or_else(|| FsError::new(libc::EBADF, format!("no handle {fh}")))
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    /// Reads up to `size` bytes at `offset` into `out` (its length is what
+    /// the read returns). `out` is the caller's reusable buffer: the fast
+    /// paths overwrite it without zeroing first.
+    pub fn read(&self, fh: u64, offset: u64, size: u32, out: &mut Vec<u8>) -> FsResult<()> {
         if let Some(c) = self.controls.get(&fh) {
-            return Ok(c.read(offset, size));
+            *out = c.read(offset, size);
+            return Ok(());
         }
-        let (_, file) = self.handle_file(fh)?;
+        let (file, prefetch) = self
+            .handles
+            .get(&fh)
+            .map(|h| (h.file.clone(), h.prefetch.clone()))
+            .ok_or_else(|| FsError::new(libc::EBADF, format!("no handle {fh}")))?;
         let mut f = file.lock();
+        f.refresh_from_kernel()?;
         if let Some((data, len)) = f.plain_reader() {
             drop(f);
-            if offset >= len {
-                return Ok(Vec::new());
-            }
-            let mut out = vec![0u8; (size as u64).min(len - offset) as usize];
+            let n = (size as u64).min(len.saturating_sub(offset)) as usize;
+            out.resize(n, 0);
             // Past the data file's end (a truncate-up hole) reads zeros.
-            crate::pipeline::plain::read_or_zeros(&data, offset, &mut out)?;
-            return Ok(out);
+            let got = crate::pipeline::plain::read_full(&data, offset, out)?;
+            out[got..].fill(0);
+            return Ok(());
         }
         if let Some((reader, len)) = f.sealed_reader(&self.pipe)? {
-            // Chunk loads of a committed checkpoint run unlocked, so the
-            // kernel's parallel read-ahead requests proceed in parallel.
+            // Chunk loads of committed data run unlocked, so the kernel's
+            // parallel read-ahead requests proceed in parallel.
             drop(f);
-            if offset >= len {
-                return Ok(Vec::new());
+            let n = (size as u64).min(len.saturating_sub(offset)) as usize;
+            out.resize(n, 0);
+            if n == 0 {
+                return Ok(());
             }
-            let mut out = vec![0u8; (size as u64).min(len - offset) as usize];
-            match reader.read(&self.pipe, offset, &mut out) {
-                Ok(()) => return Ok(out),
-                // A rewrite committed meanwhile may have removed the arrays
+            prefetch.on_read(&self.pipe, &reader, offset, n as u64, len);
+            match reader.read(&self.pipe, offset, out) {
+                Ok(()) => return Ok(()),
+                // A rewrite committed meanwhile may have removed the chunks
                 // this reader knew: read again, under the lock, what is now.
                 Err(_) => f = file.lock(),
             }
         }
-        f.read(&self.pipe, offset, size as usize)
+        *out = f.read(&self.pipe, offset, size as usize)?;
+        Ok(())
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
@@ -835,7 +1008,16 @@ impl CkptFs {
         let Some((_, h)) = self.handles.remove(&fh) else {
             return Ok(());
         };
+        h.prefetch.release(&self.pipe);
         let mut f = h.file.lock();
+        if h.path == IoPath::Passthrough && h.writable {
+            // Take in the kernel's last writes while they are still ours.
+            f.refresh_from_kernel()?;
+        }
+        f.io.close(h.path, h.writable);
+        if !f.io.passthrough_writers() {
+            f.end_kernel_writes();
+        }
         f.open_count = f.open_count.saturating_sub(1);
         if f.open_count > 0 {
             return Ok(());

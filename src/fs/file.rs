@@ -13,10 +13,12 @@ use crate::pipeline::format_data::FormatData;
 use crate::pipeline::format_read::SegmentReader;
 use crate::pipeline::format_write::FormatWriter;
 use crate::pipeline::plain::PlainData;
+use crate::pipeline::sealed::{ByteReader, SealedRead};
 use crate::pipeline::Pipeline;
 use crate::store::durable::{sync_dir, DurableStore};
 
 use super::attr::now_ns;
+use super::io_mode::{IoModes, PlainState};
 
 enum Data {
     Plain(PlainData),
@@ -59,6 +61,17 @@ pub struct FileNode {
     pub open_count: u32,
     /// Bumped by every change, so readers know when cached pages are stale.
     pub version: u64,
+    /// Lock-free reader of the committed data of a `bytes` file, kept
+    /// while nothing changes.
+    sealed: Option<Arc<dyn SealedRead>>,
+    /// How the kernel serves each of the file's opens.
+    pub io: IoModes,
+    /// The kernel's page cache of the file may be stale (passthrough or
+    /// direct writes bypassed it): the next cached open invalidates it.
+    pub page_cache_stale: bool,
+    /// Length and mtime of the plain data file when last looked at, while
+    /// passthrough writers change it behind the daemon's back.
+    kernel_seen: Option<(u64, i64)>,
 }
 
 /// A new stable file id (also the file's key prefix in a packed database).
@@ -120,6 +133,10 @@ impl FileNode {
             max_gen: 0,
             open_count: 0,
             version: 0,
+            sealed: None,
+            io: IoModes::default(),
+            page_cache_stale: false,
+            kernel_seen: None,
         })
     }
 
@@ -151,6 +168,10 @@ impl FileNode {
             meta_dirty: false,
             open_count: 0,
             version: 0,
+            sealed: None,
+            io: IoModes::default(),
+            page_cache_stale: false,
+            kernel_seen: None,
         }
     }
 
@@ -254,6 +275,7 @@ impl FileNode {
     }
 
     fn touch(&mut self) {
+        self.sealed = None;
         let now = now_ns();
         self.attrs.mtime_ns = now;
         self.attrs.ctime_ns = now;
@@ -263,6 +285,7 @@ impl FileNode {
 
     /// Writes `data` at `offset`; never a short write.
     pub fn write(&mut self, pipe: &Arc<Pipeline>, offset: u64, data: &[u8]) -> FsResult<()> {
+        self.refresh_from_kernel()?;
         let end = offset
             .checked_add(data.len() as u64)
             .filter(|e| *e <= i64::MAX as u64)
@@ -309,10 +332,12 @@ impl FileNode {
 
     /// Sets the size; growing reads as zeros.
     pub fn truncate(&mut self, pipe: &Arc<Pipeline>, new_size: u64) -> FsResult<()> {
+        self.refresh_from_kernel()?;
         if new_size > i64::MAX as u64 {
             return Err(FsError::new(libc::EFBIG, "size past the largest file size"));
         }
-        if new_size == 0 {
+        let kernel_writes = self.io.passthrough_writers();
+        if new_size == 0 && !kernel_writes {
             // Start over in a new generation; the committed one stays intact.
             if let Some(old) = self.data.take() {
                 self.discard(old);
@@ -361,6 +386,79 @@ impl FileNode {
         }
     }
 
+    /// The plain data file of the current generation, for kernel
+    /// passthrough (None when the file is chunked).
+    pub fn plain_state(
+        &mut self,
+        pipe: &Pipeline,
+    ) -> FsResult<Option<(PlainState, Arc<fs::File>)>> {
+        if !pipe.plain_layout() && self.manifest.layout.kind != "plain" {
+            return Ok(None);
+        }
+        if self.manifest.generation != 0 && self.manifest.layout.kind != "plain" {
+            return Ok(None);
+        }
+        match self.data(pipe)? {
+            Data::Plain(p) => Ok(Some((
+                PlainState {
+                    gen: p.gen,
+                    protected: p.is_protected(),
+                },
+                p.shared_file(),
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    /// A writer opened beside passthrough readers of committed bytes: its
+    /// first write moves to a new generation, the readers keep theirs.
+    pub fn copy_on_next_write(&mut self) {
+        if let Some(Data::Plain(p)) = self.data.as_mut() {
+            p.copy_on_next_write();
+        }
+    }
+
+    /// A passthrough writer opened: the kernel writes the data file
+    /// directly from now on.
+    pub fn begin_kernel_writes(&mut self) {
+        if let Some(Data::Plain(p)) = self.data.as_mut() {
+            p.share_with_kernel(true);
+        }
+        self.kernel_seen = None;
+        self.page_cache_stale = true;
+        self.sealed = None;
+    }
+
+    /// The last passthrough writer closed.
+    pub fn end_kernel_writes(&mut self) {
+        if let Some(Data::Plain(p)) = self.data.as_mut() {
+            p.share_with_kernel(false);
+        }
+    }
+
+    /// Takes in what passthrough writers did to the data file: its size
+    /// and time, and marks the file changed when it is.
+    pub fn refresh_from_kernel(&mut self) -> FsResult<()> {
+        if !self.io.passthrough_writers() {
+            return Ok(());
+        }
+        let Some(Data::Plain(p)) = self.data.as_mut() else {
+            return Ok(());
+        };
+        let (len, mtime) = p.file_state().ctx("stat data file")?;
+        if self.kernel_seen == Some((len, mtime)) {
+            return Ok(());
+        }
+        p.share_with_kernel(true);
+        self.kernel_seen = Some((len, mtime));
+        self.size = len;
+        self.attrs.mtime_ns = mtime;
+        self.attrs.ctime_ns = mtime.max(self.attrs.ctime_ns);
+        self.dirty = true;
+        self.version += 1;
+        Ok(())
+    }
+
     /// For the plain layout: the data file and size, so a read can run
     /// without holding this file's lock (parallel read-ahead requests).
     pub fn plain_reader(&self) -> Option<(Arc<fs::File>, u64)> {
@@ -370,20 +468,30 @@ impl FileNode {
         }
     }
 
-    /// A reader of a committed checkpoint that needs no lock: its arrays do
-    /// not change until the next write, which replaces the reader.
+    /// A reader of the committed data that needs no lock (its chunks do
+    /// not change until the next write, which replaces the reader), when
+    /// the file has no uncommitted change and is chunked.
     pub fn sealed_reader(
         &mut self,
         pipe: &Pipeline,
-    ) -> FsResult<Option<(Arc<SegmentReader>, u64)>> {
-        if self.manifest.generation == 0 && self.data.is_none() {
+    ) -> FsResult<Option<(Arc<dyn SealedRead>, u64)>> {
+        if self.manifest.generation == 0 || self.dirty {
             return Ok(None);
         }
         let size = self.size;
-        match self.data(pipe)? {
-            Data::Format(FormatData::Sealed(r)) => Ok(Some((r.clone(), size))),
-            _ => Ok(None),
+        if let Some(r) = &self.sealed {
+            return Ok(Some((r.clone(), size)));
         }
+        let reader: Arc<dyn SealedRead> = match self.manifest.layout.kind.as_str() {
+            "segments" => match self.data(pipe)? {
+                Data::Format(FormatData::Sealed(r)) => r.clone(),
+                _ => return Ok(None),
+            },
+            "bytes" => Arc::new(ByteReader::open(&self.store, self.file_id, &self.manifest)?),
+            _ => return Ok(None),
+        };
+        self.sealed = Some(reader.clone());
+        Ok(Some((reader, size)))
     }
 
     /// Reads up to `len` bytes at `offset` (short only at end of file).
@@ -423,6 +531,7 @@ impl FileNode {
     /// Commits data and attributes: after this returns, the file survives a
     /// crash as it is now.
     pub fn commit(&mut self, pipe: &Arc<Pipeline>) -> FsResult<()> {
+        self.refresh_from_kernel()?;
         if !self.dirty && !self.meta_dirty {
             return Ok(());
         }
@@ -532,6 +641,13 @@ impl FileNode {
         self.manifest = next;
         self.dirty = false;
         self.meta_dirty = false;
+        self.sealed = None;
+        if self.io.passthrough_writers() {
+            // What the commit saw; a later change shows as a new state.
+            if let Some(Data::Plain(p)) = self.data.as_ref() {
+                self.kernel_seen = p.file_state().ok();
+            }
+        }
         Ok(())
     }
 

@@ -8,15 +8,30 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
-    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    BackingId, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::FsError;
 
-use super::core::{CkptFs, SetTimes};
+use super::core::{CkptFs, OpenReply, SetTimes};
+use super::io_mode::{BackingToken, PassthroughUse};
+
+/// The kernel's id of a registered backing file, out of the core's token.
+fn backing_id(token: &BackingToken) -> Option<&BackingId> {
+    token.downcast_ref::<BackingId>()
+}
+
+/// Open flags for an answer other than passthrough.
+fn open_flags(reply: &OpenReply) -> FopenFlags {
+    match reply {
+        OpenReply::Cached { keep_cache: true } => FopenFlags::FOPEN_KEEP_CACHE,
+        OpenReply::Direct => FopenFlags::FOPEN_DIRECT_IO,
+        _ => FopenFlags::empty(),
+    }
+}
 
 /// What an access-log line says about an operation's arguments.
 #[derive(Default, Clone, Copy)]
@@ -37,25 +52,11 @@ fn args(ino: u64) -> Args<'static> {
 pub struct FuseAdapter {
     pub fs: Arc<CkptFs>,
     ttl: Duration,
-    open_flags: FopenFlags,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<CkptFs>, ttl: Duration) -> Self {
-        // Every change goes through this mount, so pages the kernel cached
-        // stay valid across opens (fast mmap loads) — unless the layout is
-        // lossy: then a reopen must see the rounded values, not the pages
-        // the writer left behind.
-        let open_flags = if fs.pipe.config.layout.dtype == crate::config::StoredDtype::Keep {
-            FopenFlags::FOPEN_KEEP_CACHE
-        } else {
-            FopenFlags::empty()
-        };
-        FuseAdapter {
-            fs,
-            ttl,
-            open_flags,
-        }
+        FuseAdapter { fs, ttl }
     }
 
     fn reply_entry(
@@ -182,6 +183,31 @@ impl Filesystem for FuseAdapter {
         let _ = config.set_max_background(64);
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // Direct opens (read_mode = "direct", writers beside passthrough
+        // readers) may still be mapped; large direct reads go out in
+        // parallel requests.
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
+        let want = self.fs.pipe.config.io.passthrough;
+        if want == PassthroughUse::Off {
+            self.fs
+                .set_passthrough(want, "off in the mount config (io.passthrough)");
+        } else if config
+            .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+            .is_err()
+        {
+            self.fs.set_passthrough(
+                PassthroughUse::Off,
+                "the kernel does not offer FUSE passthrough",
+            );
+        } else if config.set_max_stack_depth(1).is_err() {
+            self.fs
+                .set_passthrough(PassthroughUse::Off, "the kernel refused the stacking depth");
+        } else {
+            // Backing files on a plain filesystem (depth 1); each open
+            // still needs CAP_SYS_ADMIN to register its file.
+            self.fs.set_passthrough(want, "granted by the kernel");
+        }
         Ok(())
     }
 
@@ -411,16 +437,24 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let t = Instant::now();
-        match self.fs.open(ino.0, flags.0, req.pid()) {
-            Ok(fh) => {
-                // Control files have no size: reads must reach us.
-                let flags = if self.fs.is_control(ino.0) {
-                    FopenFlags::FOPEN_DIRECT_IO
-                } else {
-                    self.open_flags
-                };
+        let opened = {
+            let register = |file: &std::fs::File| -> std::io::Result<BackingToken> {
+                Ok(Arc::new(reply.open_backing(file)?))
+            };
+            self.fs.open(ino.0, flags.0, req.pid(), &register)
+        };
+        match opened {
+            Ok((fh, answer)) => {
                 self.done(req, "open", t, 0, false, args(ino.0));
-                reply.opened(FileHandle(fh), flags);
+                match answer {
+                    OpenReply::Passthrough(token) => match backing_id(&token) {
+                        Some(id) => {
+                            reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), id)
+                        }
+                        None => reply.error(Errno::from_i32(libc::EIO)),
+                    },
+                    other => reply.opened(FileHandle(fh), open_flags(&other)),
+                }
             }
             Err(e) => {
                 self.done(req, "open", t, 0, true, args(ino.0));
@@ -441,40 +475,35 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let t = Instant::now();
-        match self.fs.read(fh.0, offset, size) {
-            Ok(data) => {
-                self.done(
-                    req,
-                    "read",
-                    t,
-                    data.len() as u64,
-                    false,
-                    Args {
-                        ino: ino.0,
-                        fh: Some(fh.0),
-                        offset: Some(offset),
-                        name: None,
-                    },
-                );
-                reply.data(&data);
-            }
-            Err(e) => {
-                self.done(
-                    req,
-                    "read",
-                    t,
-                    0,
-                    true,
-                    Args {
-                        ino: ino.0,
-                        fh: Some(fh.0),
-                        offset: Some(offset),
-                        name: None,
-                    },
-                );
-                reply.error(self.fail("read", &e));
-            }
+        thread_local! {
+            // One reply buffer per FUSE thread, reused: a fresh buffer per
+            // request would land every read on newly faulted pages.
+            static REPLY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        REPLY.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let a = Args {
+                ino: ino.0,
+                fh: Some(fh.0),
+                offset: Some(offset),
+                name: None,
+            };
+            match self.fs.read(fh.0, offset, size, &mut buf) {
+                Ok(()) => {
+                    self.done(req, "read", t, buf.len() as u64, false, a);
+                    reply.data(&buf);
+                }
+                Err(e) => {
+                    self.done(req, "read", t, 0, true, a);
+                    reply.error(self.fail("read", &e));
+                }
+            }
+            // Keep the buffer for the next request, not a control file's
+            // snapshot or an outsized one.
+            if buf.capacity() > 2 * self.fs.pipe.config.io.max_request_bytes as usize {
+                *buf = Vec::new();
+            }
+        });
     }
 
     fn write(
@@ -739,12 +768,16 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let t = Instant::now();
-        let made = self
-            .fs
-            .mknod_file(parent.0, name, mode & !umask, req.uid(), req.gid())
-            .and_then(|attr| Ok((attr, self.fs.open(attr.ino.0, flags, req.pid())?)));
+        let made = {
+            let register = |file: &std::fs::File| -> std::io::Result<BackingToken> {
+                Ok(Arc::new(reply.open_backing(file)?))
+            };
+            self.fs
+                .mknod_file(parent.0, name, mode & !umask, req.uid(), req.gid())
+                .and_then(|attr| Ok((attr, self.fs.open(attr.ino.0, flags, req.pid(), &register)?)))
+        };
         match made {
-            Ok((attr, fh)) => {
+            Ok((attr, (fh, answer))) => {
                 self.done(
                     req,
                     "create",
@@ -757,13 +790,26 @@ impl Filesystem for FuseAdapter {
                         ..Default::default()
                     },
                 );
-                reply.created(
-                    &self.ttl,
-                    &attr,
-                    Generation(0),
-                    FileHandle(fh),
-                    self.open_flags,
-                );
+                match answer {
+                    OpenReply::Passthrough(token) => match backing_id(&token) {
+                        Some(id) => reply.created_passthrough(
+                            &self.ttl,
+                            &attr,
+                            Generation(0),
+                            FileHandle(fh),
+                            FopenFlags::empty(),
+                            id,
+                        ),
+                        None => reply.error(Errno::from_i32(libc::EIO)),
+                    },
+                    other => reply.created(
+                        &self.ttl,
+                        &attr,
+                        Generation(0),
+                        FileHandle(fh),
+                        open_flags(&other),
+                    ),
+                }
             }
             Err(e) => {
                 self.done(

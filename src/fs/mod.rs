@@ -6,5 +6,6 @@ pub mod control;
 pub mod core;
 pub mod file;
 pub mod fuse;
+pub mod io_mode;
 pub mod names;
 pub mod tree;

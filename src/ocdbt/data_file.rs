@@ -115,6 +115,39 @@ impl DataFile {
         Ok(buf)
     }
 
+    /// Fills `buf` from `offset`, refusing ranges past the file's end.
+    pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or_else(|| corrupt("reference range overflows"))?;
+        if end > self.len() {
+            return Err(corrupt(format!(
+                "reference {offset}+{} past the end of {} ({} bytes)",
+                buf.len(),
+                self.path,
+                self.len()
+            )));
+        }
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(io_at(&self.path))
+    }
+
+    /// Asks the kernel to drop its cached pages of a range that was read
+    /// once for a reader that keeps its own copy (a hint: errors ignored).
+    pub fn drop_cached(&self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let (Ok(off), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        let _ = nix::fcntl::posix_fadvise(
+            self.file.as_raw_fd(),
+            off,
+            len,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
+    }
+
     /// `fdatasync` if anything was written since the last one.
     pub fn sync(&self) -> Result<()> {
         if self.dirty.swap(false, Ordering::AcqRel) {

@@ -17,6 +17,7 @@ pub mod db;
 pub mod envelope;
 pub mod error;
 pub mod manifest;
+pub mod multi_get;
 pub mod store;
 pub mod tree_read;
 pub mod tree_write;

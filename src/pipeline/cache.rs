@@ -1,10 +1,17 @@
 //! The decoded-chunk cache for readers, bounded in bytes, with one load per
-//! chunk however many readers (or read-ahead jobs) ask for it at once.
+//! chunk however many readers (or prefetch jobs) ask for it at once.
+//!
+//! Sharded by key so parallel FUSE reads and prefetch workers rarely meet on
+//! a lock. A chunk the prefetcher loaded is *pinned* until a reader takes it
+//! (or its prefetcher lets it go): eviction skips pinned chunks, so read-ahead
+//! never throws away what it fetched before it is used. The prefetchers keep
+//! the pinned total within a share of the limit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::{Condvar, Mutex};
 
@@ -13,114 +20,300 @@ use crate::error::{FsError, FsResult};
 /// (file id, generation, chunk index).
 pub type ChunkKey = (u64, u64, u64);
 
-type Slot = Arc<(Mutex<Option<FsResult<Arc<Vec<u8>>>>>, Condvar)>;
+const SHARDS: usize = 16;
 
-struct Inner {
-    lru: LruCache<ChunkKey, Arc<Vec<u8>>>,
-    bytes: u64,
+type Slot = Arc<(Mutex<Option<FsResult<Bytes>>>, Condvar)>;
+
+struct Entry {
+    data: Bytes,
+    pinned: bool,
+    /// When it was last used (the cache's clock): eviction takes the
+    /// oldest of the shards' least recent entries, a global LRU.
+    tick: u64,
+}
+
+#[derive(Default)]
+struct Shard {
+    lru: Option<LruCache<ChunkKey, Entry>>,
+    loading: HashMap<ChunkKey, Slot>,
+}
+
+impl Shard {
+    fn lru(&mut self) -> &mut LruCache<ChunkKey, Entry> {
+        self.lru.get_or_insert_with(LruCache::unbounded)
+    }
 }
 
 pub struct ChunkCache {
     limit: u64,
-    inner: Mutex<Inner>,
-    loading: Mutex<HashMap<ChunkKey, Slot>>,
+    shards: Vec<Mutex<Shard>>,
+    /// Bytes cached in all shards (one budget: a shard may hold more than
+    /// its share, so chunks larger than limit/SHARDS are cached too).
+    bytes: AtomicU64,
+    pinned: AtomicU64,
+    clock: AtomicU64,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+}
+
+/// The right to load one chunk: other askers wait for its result. Dropped
+/// without [`LoadGuard::finish`], it reports an error to them.
+pub struct LoadGuard<'a> {
+    cache: &'a ChunkCache,
+    key: ChunkKey,
+    slot: Slot,
+    done: bool,
+}
+
+impl LoadGuard<'_> {
+    /// Publishes the load's result; `pin` keeps the chunk until it is read.
+    pub fn finish(mut self, result: FsResult<Bytes>, pin: bool) -> FsResult<Bytes> {
+        self.done = true;
+        if let Ok(v) = &result {
+            self.cache.insert(self.key, v.clone(), pin);
+        }
+        self.publish(result.clone());
+        result
+    }
+
+    fn publish(&self, result: FsResult<Bytes>) {
+        *self.slot.0.lock() = Some(result);
+        self.slot.1.notify_all();
+        self.cache.shard(&self.key).lock().loading.remove(&self.key);
+    }
+}
+
+impl Drop for LoadGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.publish(Err(FsError::new(libc::EIO, "chunk load abandoned")));
+        }
+    }
 }
 
 impl ChunkCache {
     pub fn new(limit: u64) -> Self {
         ChunkCache {
             limit,
-            inner: Mutex::new(Inner {
-                lru: LruCache::unbounded(),
-                bytes: 0,
-            }),
-            loading: Mutex::new(HashMap::new()),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            bytes: AtomicU64::new(0),
+            pinned: AtomicU64::new(0),
+            clock: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
-    pub fn get(&self, key: &ChunkKey) -> Option<Arc<Vec<u8>>> {
-        self.inner.lock().lru.get(key).cloned()
+    fn shard_index(key: &ChunkKey) -> usize {
+        let h = key
+            .0
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(key.1.wrapping_mul(31))
+            .wrapping_add(key.2.wrapping_mul(0xff51_afd7_ed55_8ccd));
+        (h >> 59) as usize % SHARDS
     }
 
-    pub fn contains(&self, key: &ChunkKey) -> bool {
-        self.inner.lock().lru.contains(key) || self.loading.lock().contains_key(key)
+    fn shard(&self, key: &ChunkKey) -> &Mutex<Shard> {
+        &self.shards[Self::shard_index(key)]
     }
 
-    fn insert(&self, key: ChunkKey, value: Arc<Vec<u8>>) {
-        let size = value.len() as u64;
-        if size > self.limit {
-            return;
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The least recent unpinned entry of a shard (pinned ones found at
+    /// its end are moved up: they are about to be read).
+    fn oldest(&self, shard: &mut Shard) -> Option<(u64, ChunkKey)> {
+        let lru = shard.lru();
+        for _ in 0..lru.len() {
+            let (k, e) = lru.peek_lru()?;
+            if !e.pinned {
+                return Some((e.tick, *k));
+            }
+            let k = *k;
+            lru.promote(&k);
         }
-        let mut inner = self.inner.lock();
-        if let Some(old) = inner.lru.put(key, value) {
-            inner.bytes -= old.len() as u64;
-        }
-        inner.bytes += size;
-        while inner.bytes > self.limit {
-            match inner.lru.pop_lru() {
-                Some((_, v)) => inner.bytes -= v.len() as u64,
-                None => break,
+        None
+    }
+
+    /// Evicts the globally least recent unpinned chunks until the total is
+    /// within the limit (one shard lock at a time).
+    fn evict(&self) {
+        while self.bytes.load(Ordering::Relaxed) > self.limit {
+            let victim = self
+                .shards
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| self.oldest(&mut s.lock()).map(|(t, k)| (t, i, k)))
+                .min();
+            let Some((_, i, key)) = victim else {
+                return; // everything left is pinned
+            };
+            let mut s = self.shards[i].lock();
+            if s.lru().peek(&key).is_some_and(|e| !e.pinned) {
+                if let Some(e) = s.lru().pop(&key) {
+                    self.bytes.fetch_sub(e.data.len() as u64, Ordering::Relaxed);
+                }
             }
         }
     }
 
+    /// The cached chunk, unpinning it (a reader has it now).
+    pub fn get(&self, key: &ChunkKey) -> Option<Bytes> {
+        let tick = self.tick();
+        let mut s = self.shard(key).lock();
+        let e = s.lru().get_mut(key)?;
+        e.tick = tick;
+        if e.pinned {
+            e.pinned = false;
+            self.pinned
+                .fetch_sub(e.data.len() as u64, Ordering::Relaxed);
+        }
+        Some(e.data.clone())
+    }
+
+    /// Whether the chunk is cached or being loaded.
+    pub fn contains(&self, key: &ChunkKey) -> bool {
+        let mut s = self.shard(key).lock();
+        s.loading.contains_key(key) || s.lru().contains(key)
+    }
+
+    /// Lets a pinned chunk be evicted again (its prefetcher moved on).
+    pub fn unpin(&self, key: &ChunkKey) {
+        let mut s = self.shard(key).lock();
+        if let Some(e) = s.lru().peek_mut(key) {
+            if e.pinned {
+                e.pinned = false;
+                self.pinned
+                    .fetch_sub(e.data.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Bytes of chunks loaded ahead and not read yet.
+    pub fn pinned_bytes(&self) -> u64 {
+        self.pinned.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    fn insert(&self, key: ChunkKey, data: Bytes, pin: bool) {
+        let size = data.len() as u64;
+        if size > self.limit && !pin {
+            return;
+        }
+        let tick = self.tick();
+        {
+            let mut s = self.shard(&key).lock();
+            if pin {
+                self.pinned.fetch_add(size, Ordering::Relaxed);
+            }
+            let entry = Entry {
+                data,
+                pinned: pin,
+                tick,
+            };
+            if let Some(old) = s.lru().put(key, entry) {
+                self.bytes
+                    .fetch_sub(old.data.len() as u64, Ordering::Relaxed);
+                if old.pinned {
+                    self.pinned
+                        .fetch_sub(old.data.len() as u64, Ordering::Relaxed);
+                }
+            }
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+        }
+        self.evict();
+    }
+
     /// Drops one chunk (it is about to be rewritten).
     pub fn remove(&self, key: &ChunkKey) {
-        let mut inner = self.inner.lock();
-        if let Some(v) = inner.lru.pop(key) {
-            inner.bytes -= v.len() as u64;
+        let mut s = self.shard(key).lock();
+        if let Some(e) = s.lru().pop(key) {
+            self.bytes.fetch_sub(e.data.len() as u64, Ordering::Relaxed);
+            if e.pinned {
+                self.pinned
+                    .fetch_sub(e.data.len() as u64, Ordering::Relaxed);
+            }
         }
     }
 
     pub fn bytes(&self) -> u64 {
-        self.inner.lock().bytes
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Claims the load of `key`, unless it is cached or already loading.
+    pub fn begin(&self, key: ChunkKey) -> Option<LoadGuard<'_>> {
+        let mut s = self.shard(&key).lock();
+        if s.loading.contains_key(&key) || s.lru().contains(&key) {
+            return None;
+        }
+        let slot: Slot = Arc::new((Mutex::new(None), Condvar::new()));
+        s.loading.insert(key, slot.clone());
+        Some(LoadGuard {
+            cache: self,
+            key,
+            slot,
+            done: false,
+        })
     }
 
     /// Returns the chunk, loading it once if absent.
     pub fn get_or_load(
         &self,
         key: ChunkKey,
-        load: impl FnOnce() -> FsResult<Vec<u8>>,
-    ) -> FsResult<Arc<Vec<u8>>> {
-        if let Some(v) = self.get(&key) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(v);
-        }
-        let (slot, leader) = {
-            let mut loading = self.loading.lock();
-            match loading.get(&key) {
-                Some(s) => (s.clone(), false),
+        load: impl FnOnce() -> FsResult<Bytes>,
+    ) -> FsResult<Bytes> {
+        let tick = self.tick();
+        let slot = {
+            let mut s = self.shard(&key).lock();
+            if let Some(e) = s.lru().get_mut(&key) {
+                e.tick = tick;
+                if e.pinned {
+                    e.pinned = false;
+                    self.pinned
+                        .fetch_sub(e.data.len() as u64, Ordering::Relaxed);
+                }
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(e.data.clone());
+            }
+            match s.loading.get(&key) {
+                Some(slot) => Some(slot.clone()),
                 None => {
-                    let s: Slot = Arc::new((Mutex::new(None), Condvar::new()));
-                    loading.insert(key, s.clone());
-                    (s, true)
+                    let slot: Slot = Arc::new((Mutex::new(None), Condvar::new()));
+                    s.loading.insert(key, slot.clone());
+                    drop(s);
+                    self.misses.fetch_add(1, Ordering::Relaxed);
+                    let guard = LoadGuard {
+                        cache: self,
+                        key,
+                        slot,
+                        done: false,
+                    };
+                    return guard.finish(load(), false);
                 }
             }
         };
-        if !leader {
-            // Another reader is loading it: wait for its result.
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            let mut result = slot.0.lock();
-            while result.is_none() {
-                slot.1.wait(&mut result);
-            }
-            return result
-                .clone()
-                .unwrap_or_else(|| Err(FsError::new(libc::EIO, "chunk load vanished")));
+        // Another reader or a prefetch job is loading it: wait for it.
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = slot else {
+            return Err(FsError::new(libc::EIO, "chunk load vanished"));
+        };
+        let mut result = slot.0.lock();
+        while result.is_none() {
+            slot.1.wait(&mut result);
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let result = load().map(Arc::new);
-        if let Ok(v) = &result {
-            self.insert(key, v.clone());
+        let out = result
+            .clone()
+            .unwrap_or_else(|| Err(FsError::new(libc::EIO, "chunk load vanished")));
+        drop(result);
+        if out.is_ok() {
+            // It was loaded pinned for us: the reader has it now.
+            self.unpin(&key);
         }
-        *slot.0.lock() = Some(result.clone());
-        slot.1.notify_all();
-        self.loading.lock().remove(&key);
-        result
+        out
     }
 }
 
@@ -128,24 +321,56 @@ impl ChunkCache {
 mod tests {
     use super::*;
 
+    fn bytes(n: usize) -> Bytes {
+        Bytes::from(vec![0u8; n])
+    }
+
     #[test]
     fn evicts_to_stay_within_limit() {
         let c = ChunkCache::new(250);
-        for i in 0..5 {
-            c.get_or_load((1, 1, i), || Ok(vec![0u8; 100]))
-                .expect("load");
+        for i in 0..200 {
+            c.get_or_load((1, 1, i), || Ok(bytes(100))).expect("load");
         }
         assert!(c.bytes() <= 250);
-        assert!(c.get(&(1, 1, 4)).is_some());
-        assert!(c.get(&(1, 1, 0)).is_none());
+        assert!(c.get(&(1, 1, 199)).is_some());
     }
 
     #[test]
     fn load_errors_are_not_cached() {
-        let c = ChunkCache::new(1000);
+        let c = ChunkCache::new(1 << 20);
         let e = c.get_or_load((1, 1, 1), || Err(FsError::new(libc::EIO, "x")));
         assert!(e.is_err());
-        let ok = c.get_or_load((1, 1, 1), || Ok(vec![1])).expect("ok");
-        assert_eq!(*ok, vec![1]);
+        let ok = c.get_or_load((1, 1, 1), || Ok(bytes(1))).expect("ok");
+        assert_eq!(ok.len(), 1);
+    }
+
+    #[test]
+    fn pinned_chunks_survive_eviction_until_read() {
+        let c = ChunkCache::new(100);
+        let g = c.begin((7, 1, 0)).expect("claim");
+        g.finish(Ok(bytes(90)), true).expect("load");
+        assert_eq!(c.pinned_bytes(), 90);
+        // Fill every shard well past its limit.
+        for i in 1..2000 {
+            c.get_or_load((7, 1, i), || Ok(bytes(90))).expect("load");
+        }
+        assert!(c.get(&(7, 1, 0)).is_some(), "pinned chunk evicted");
+        assert_eq!(c.pinned_bytes(), 0, "reading unpins");
+    }
+
+    #[test]
+    fn a_waiter_gets_the_result_of_a_claimed_load() {
+        let c = Arc::new(ChunkCache::new(1 << 20));
+        let guard = c.begin((1, 2, 3)).expect("claim");
+        assert!(c.begin((1, 2, 3)).is_none(), "claimed once");
+        let c2 = c.clone();
+        let waiter = std::thread::spawn(move || {
+            c2.get_or_load((1, 2, 3), || Err(FsError::new(libc::EIO, "second load")))
+                .map(|b| b.len())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        guard.finish(Ok(bytes(5)), true).expect("finish");
+        assert_eq!(waiter.join().expect("join").expect("result"), 5);
+        assert_eq!(c.pinned_bytes(), 0);
     }
 }

@@ -153,7 +153,7 @@ impl ChunkedData {
     }
 
     /// Reads and checks one stored chunk through the cache.
-    fn load_chunk(&self, pipe: &Pipeline, index: u64) -> FsResult<Arc<Vec<u8>>> {
+    fn load_chunk(&self, pipe: &Pipeline, index: u64) -> FsResult<bytes::Bytes> {
         let key = (self.file_id, self.gen, index);
         let array = self.array.clone();
         let expect = self.expected_crc(index);
@@ -161,7 +161,7 @@ impl ChunkedData {
             let _t = pipe.profiler.stage("decode");
             let data = retrieve_chunk(&array, index)?;
             check_crc(&data, expect, index)?;
-            Ok(data)
+            Ok(bytes::Bytes::from(data))
         })
     }
 
@@ -384,37 +384,8 @@ impl ChunkedData {
                     }
                     pos += n;
                 }
-                self.readahead(pipe, (offset + out.len() as u64) / chunk, s.end.min(size));
                 Ok(())
             }
-        }
-    }
-
-    /// Decodes the next chunks in the background for a sequential reader.
-    fn readahead(&self, pipe: &Arc<Pipeline>, from: u64, end: u64) {
-        let Mode::Stream(s) = &self.mode else { return };
-        if !s.inflight.is_idle() {
-            return;
-        }
-        let chunk = self.chunk();
-        let last = chunk_count(end, chunk);
-        let buf_index = s.buf.as_ref().map(|b| b.index);
-        for index in from..(from + pipe.config.io.readahead_chunks as u64).min(last) {
-            let key = (self.file_id, self.gen, index);
-            if Some(index) == buf_index || pipe.cache.contains(&key) {
-                continue;
-            }
-            let array = self.array.clone();
-            let expect = self.expected_crc(index);
-            let p = pipe.clone();
-            pipe.pool.spawn(move || {
-                let _ = p.cache.get_or_load(key, || {
-                    let _t = p.profiler.stage("readahead_decode");
-                    let data = retrieve_chunk(&array, index)?;
-                    check_crc(&data, expect, index)?;
-                    Ok(data)
-                });
-            });
         }
     }
 

@@ -15,6 +15,7 @@ use crate::store::durable::DurableStore;
 
 use super::format_read::SegmentReader;
 use super::format_write::FormatWriter;
+use super::sealed::SealedRead;
 use super::Pipeline;
 
 pub enum FormatData {

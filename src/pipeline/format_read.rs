@@ -1,31 +1,162 @@
 //! Reads a parsed checkpoint back as the bytes of its file: raw stretches
 //! from the generation's byte array, tensor stretches gathered from their
 //! chunks (widened back to the file's dtype when stored narrower).
+//!
+//! A request is served chunk by chunk, not element by element: the rows it
+//! covers are walked a chunk band at a time (the rows that share their
+//! leading chunk coordinates), each band's chunks are taken from the cache
+//! once, and each row's run of each chunk is copied straight into the reply.
 
 use std::sync::Arc;
 
-use zarrs::array::{ArrayBytes, CodecOptions};
-
-use crate::error::{eio, from_array, FsError, FsResult};
-use crate::layout::array::{parse_codec, retrieve_chunk, ByteArray, ByteArraySpec};
-use crate::layout::dtype::widen;
+use crate::config::Codec;
+use crate::error::{eio, FsResult};
+use crate::layout::array::{parse_codec, ByteArraySpec};
+use crate::layout::dtype::Dtype;
 use crate::layout::manifest::{FileManifest, SegmentMeta};
-
-use crate::layout::tensor::TensorArray;
+use crate::layout::tensor::TensorLayout;
 use crate::store::durable::DurableStore;
 
+use super::chunk_load::{self, ChunkRef, ChunkSource};
 use super::format_write::tensor_key;
+use super::sealed::{next_epoch, SealedRead};
 use super::Pipeline;
+
+/// A tensor's chunk grid, in the terms the read path needs.
+struct Geometry {
+    /// Bytes per element in the file and in the store.
+    fi: u64,
+    si: u64,
+    stored: Dtype,
+    dtype: Dtype,
+    /// Leading dimensions (all but the last) and their chunk sizes.
+    lead: Vec<u64>,
+    lead_chunk: Vec<u64>,
+    lead_grid: Vec<u64>,
+    /// Elements per row (the last dimension), per chunk along it, chunks.
+    cols: u64,
+    col_chunk: u64,
+    col_grid: u64,
+    decoded: usize,
+    codec: Codec,
+    /// Store key of chunk (0, .., 0) without its coordinates.
+    key_prefix: String,
+    crcs: Vec<u32>,
+}
+
+/// The rows `[row, row + len)` whose leading chunk coordinates are equal.
+struct Band {
+    row: u64,
+    len: u64,
+    /// Linear index of the band's first chunk (column chunk 0).
+    first_chunk: u64,
+    /// Chunk coordinates of the leading dimensions (for store keys).
+    coords: Vec<u64>,
+    /// Row inside the chunk of the band's first row.
+    within: u64,
+}
+
+impl Geometry {
+    fn new(layout: &TensorLayout, crcs: &[u32]) -> FsResult<Self> {
+        let n = layout.shape.len();
+        if n == 0 || layout.chunk.len() != n || layout.chunk.contains(&0) {
+            return Err(eio("manifest: tensor without a chunk shape"));
+        }
+        let lead = layout.shape[..n - 1].to_vec();
+        let lead_chunk = layout.chunk[..n - 1].to_vec();
+        let lead_grid = lead
+            .iter()
+            .zip(&lead_chunk)
+            .map(|(&d, &c)| d.div_ceil(c))
+            .collect();
+        Ok(Geometry {
+            fi: layout.dtype.size(),
+            si: layout.stored.size(),
+            stored: layout.stored,
+            dtype: layout.dtype,
+            lead,
+            lead_chunk,
+            lead_grid,
+            cols: layout.shape[n - 1],
+            col_chunk: layout.chunk[n - 1],
+            col_grid: layout.shape[n - 1].div_ceil(layout.chunk[n - 1]),
+            decoded: (layout.chunk_elems() * layout.stored.size()) as usize,
+            codec: parse_codec(&layout.codec)?,
+            key_prefix: format!("{}/c/", layout.path.trim_start_matches('/')),
+            crcs: crcs.to_vec(),
+        })
+    }
+
+    fn row_bytes(&self) -> u64 {
+        self.cols * self.fi
+    }
+
+    fn rows(&self) -> u64 {
+        self.lead.iter().product()
+    }
+
+    /// The band holding `row`, ending at `last` at most.
+    fn band(&self, row: u64, last: u64) -> Band {
+        let k = self.lead.len();
+        let mut coords = vec![0u64; k];
+        let mut within_lin = 0u64;
+        let mut chunk_lin = 0u64;
+        let mut rest = row;
+        let mut x = vec![0u64; k];
+        for d in (0..k).rev() {
+            x[d] = rest % self.lead[d];
+            rest /= self.lead[d];
+        }
+        for d in 0..k {
+            coords[d] = x[d] / self.lead_chunk[d];
+            within_lin = within_lin * self.lead_chunk[d] + x[d] % self.lead_chunk[d];
+            chunk_lin = chunk_lin * self.lead_grid[d] + coords[d];
+        }
+        let len = match k {
+            0 => 1,
+            _ => {
+                let c = self.lead_chunk[k - 1];
+                (c - x[k - 1] % c).min(self.lead[k - 1] - x[k - 1])
+            }
+        };
+        Band {
+            row,
+            len: len.min(last + 1 - row),
+            first_chunk: chunk_lin * self.col_grid,
+            coords,
+            within: within_lin,
+        }
+    }
+
+    fn chunk_ref(&self, file_id: u64, epoch: u64, segment: usize, band: &Band, j: u64) -> ChunkRef {
+        use std::fmt::Write;
+        let linear = band.first_chunk + j;
+        let mut key = self.key_prefix.clone();
+        for c in &band.coords {
+            let _ = write!(key, "{c}/");
+        }
+        let _ = write!(key, "{j}");
+        ChunkRef {
+            key: (file_id, epoch, tensor_key(segment, linear)),
+            store_key: key,
+            codec: self.codec,
+            decoded: self.decoded,
+            crc: self.crcs.get(linear as usize).map(|&c| (c, self.decoded)),
+        }
+    }
+}
 
 pub struct SegmentReader {
     file_id: u64,
-    gen: u64,
-    raw: Arc<ByteArray>,
+    epoch: u64,
+    raw_prefix: String,
     raw_chunk: u64,
+    raw_codec: Codec,
     raw_crcs: Vec<Option<u32>>,
     raw_total: u64,
     segments: Vec<SegmentMeta>,
-    arrays: Vec<Option<Arc<TensorArray>>>,
+    geometry: Vec<Option<Geometry>>,
+    src: ChunkSource,
 }
 
 impl SegmentReader {
@@ -34,17 +165,20 @@ impl SegmentReader {
             chunk_bytes: m.layout.chunk_bytes,
             codec: parse_codec(&m.layout.codec)?,
         };
-        Self::from_parts(
+        let mut r = Self::from_parts(
             store,
             file_id,
             m.generation,
             spec,
             m.chunks.clone(),
             m.segments.clone(),
-        )
+        )?;
+        r.src.committed = true;
+        Ok(r)
     }
 
-    /// A reader over a generation described by its parts.
+    /// A reader over a generation described by its parts (not yet
+    /// committed: its chunks stay in the kernel's cache).
     pub fn from_parts(
         store: &Arc<DurableStore>,
         file_id: u64,
@@ -53,31 +187,38 @@ impl SegmentReader {
         raw_crcs: Vec<Option<u32>>,
         segments: Vec<SegmentMeta>,
     ) -> FsResult<Self> {
-        let raw = Arc::new(spec.handle(store, &format!("/g{gen}/raw"))?);
-        let mut arrays = Vec::new();
+        if spec.chunk_bytes == 0 {
+            return Err(eio("manifest: raw chunk size 0"));
+        }
+        let mut geometry = Vec::new();
         let mut raw_total = 0;
         for seg in &segments {
             match seg {
-                SegmentMeta::Tensor { layout, .. } => {
-                    arrays.push(Some(Arc::new(layout.build(store, Default::default())?)))
+                SegmentMeta::Tensor { layout, crcs, .. } => {
+                    geometry.push(Some(Geometry::new(layout, crcs)?))
                 }
                 SegmentMeta::Raw {
                     len, raw_offset, ..
                 } => {
                     raw_total = raw_total.max(raw_offset + len);
-                    arrays.push(None)
+                    geometry.push(None)
                 }
             }
         }
         Ok(SegmentReader {
             file_id,
-            gen,
-            raw,
+            epoch: next_epoch(),
+            raw_prefix: format!("g{gen}/raw/c/"),
             raw_chunk: spec.chunk_bytes,
+            raw_codec: spec.codec,
             raw_crcs,
             raw_total,
             segments,
-            arrays,
+            geometry,
+            src: ChunkSource {
+                store: store.clone(),
+                committed: false,
+            },
         })
     }
 
@@ -85,14 +226,187 @@ impl SegmentReader {
         &self.segments
     }
 
-    /// Fills `out` with the file's bytes at `offset` (zeros where no
-    /// segment covers them).
-    pub fn read(&self, pipe: &Arc<Pipeline>, offset: u64, out: &mut [u8]) -> FsResult<()> {
-        out.fill(0);
+    fn raw_ref(&self, index: u64) -> ChunkRef {
+        let start = index * self.raw_chunk;
+        let valid = self
+            .raw_total
+            .min(start + self.raw_chunk)
+            .saturating_sub(start) as usize;
+        ChunkRef {
+            key: (self.file_id, self.epoch, index),
+            store_key: format!("{}{index}", self.raw_prefix),
+            codec: self.raw_codec,
+            decoded: self.raw_chunk as usize,
+            crc: self
+                .raw_crcs
+                .get(index as usize)
+                .copied()
+                .flatten()
+                .map(|c| (c, valid)),
+        }
+    }
+
+    fn read_raw(&self, pipe: &Pipeline, mut at: u64, dst: &mut [u8]) -> FsResult<()> {
+        let mut done = 0;
+        while done < dst.len() {
+            let index = at / self.raw_chunk;
+            let within = (at - index * self.raw_chunk) as usize;
+            let n = (self.raw_chunk as usize - within).min(dst.len() - done);
+            let data = chunk_load::load(pipe, &self.src, &self.raw_ref(index))?;
+            if within + n > data.len() {
+                return Err(eio("raw chunk shorter than its size"));
+            }
+            dst[done..done + n].copy_from_slice(&data[within..within + n]);
+            done += n;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Copies the tensor bytes `[rel, rel + dst.len())` (relative to the
+    /// tensor's start in the file) chunk band by chunk band.
+    fn read_tensor(
+        &self,
+        pipe: &Pipeline,
+        segment: usize,
+        g: &Geometry,
+        rel: u64,
+        dst: &mut [u8],
+    ) -> FsResult<()> {
+        let row_bytes = g.row_bytes();
+        if row_bytes == 0 || dst.is_empty() {
+            return Ok(());
+        }
+        let end = rel + dst.len() as u64;
+        let first = rel / row_bytes;
+        let last = ((end - 1) / row_bytes).min(g.rows().max(1) - 1);
+        let mut chunks = Vec::with_capacity(g.col_grid as usize);
+        let mut row = first;
+        while row <= last {
+            let band = g.band(row, last);
+            chunks.clear();
+            for j in 0..g.col_grid {
+                let r = g.chunk_ref(self.file_id, self.epoch, segment, &band, j);
+                chunks.push(chunk_load::load(pipe, &self.src, &r)?);
+            }
+            for i in 0..band.len {
+                let r = band.row + i;
+                let w = band.within + i;
+                let row_start = r * row_bytes;
+                for (j, chunk) in chunks.iter().enumerate() {
+                    let c0 = j as u64 * g.col_chunk;
+                    let ncols = g.col_chunk.min(g.cols - c0);
+                    // The run's bytes in the file, clipped to the request.
+                    let run_a = row_start + c0 * g.fi;
+                    let run_b = run_a + ncols * g.fi;
+                    let a = run_a.max(rel);
+                    let b = run_b.min(end);
+                    if a >= b {
+                        continue;
+                    }
+                    let src_el = (w * g.col_chunk) as usize;
+                    let out = &mut dst[(a - rel) as usize..(b - rel) as usize];
+                    copy_run(g, chunk, src_el, ncols as usize, a - run_a, out)?;
+                }
+            }
+            row += band.len;
+        }
+        Ok(())
+    }
+
+    /// The chunks of tensor segment `segment` holding bytes `[rel, end)`.
+    fn tensor_chunks(
+        &self,
+        segment: usize,
+        g: &Geometry,
+        rel: u64,
+        end: u64,
+        out: &mut Vec<ChunkRef>,
+    ) {
+        let row_bytes = g.row_bytes();
+        if row_bytes == 0 || end <= rel {
+            return;
+        }
+        let first = rel / row_bytes;
+        let last = ((end - 1) / row_bytes).min(g.rows().max(1) - 1);
+        let mut row = first;
+        while row <= last {
+            let band = g.band(row, last);
+            for j in 0..g.col_grid {
+                out.push(g.chunk_ref(self.file_id, self.epoch, segment, &band, j));
+            }
+            row += band.len;
+        }
+    }
+}
+
+/// Copies the bytes `[skip, skip + out.len())` of a run of `n` elements
+/// starting at element `el` of `chunk`, widened to the file's dtype when
+/// stored narrower.
+fn copy_run(
+    g: &Geometry,
+    chunk: &[u8],
+    el: usize,
+    n: usize,
+    skip: u64,
+    out: &mut [u8],
+) -> FsResult<()> {
+    let si = g.si as usize;
+    if (el + n) * si > chunk.len() {
+        return Err(eio("tensor chunk shorter than its shape"));
+    }
+    if g.fi == g.si {
+        let a = el * si + skip as usize;
+        out.copy_from_slice(&chunk[a..a + out.len()]);
+        return Ok(());
+    }
+    // Narrowed storage: widen the elements the bytes fall in.
+    let fi = g.fi as usize;
+    let e0 = skip as usize / fi;
+    let e1 = (skip as usize + out.len()).div_ceil(fi);
+    let mut done = 0;
+    let mut one = [0u8; 8];
+    for e in e0..e1 {
+        widen_one(
+            &chunk[(el + e) * si..(el + e + 1) * si],
+            g.stored,
+            g.dtype,
+            &mut one[..fi],
+        );
+        let lo = if e == e0 { skip as usize - e0 * fi } else { 0 };
+        let take = (fi - lo).min(out.len() - done);
+        out[done..done + take].copy_from_slice(&one[lo..lo + take]);
+        done += take;
+    }
+    Ok(())
+}
+
+/// One stored element (f16 or bf16) as the file's dtype (f32 or f64).
+fn widen_one(src: &[u8], stored: Dtype, to: Dtype, out: &mut [u8]) {
+    let b = [src[0], src[1]];
+    let v = match stored {
+        Dtype::BF16 => half::bf16::from_le_bytes(b).to_f64(),
+        _ => half::f16::from_le_bytes(b).to_f64(),
+    };
+    match to {
+        Dtype::F64 => out.copy_from_slice(&v.to_le_bytes()),
+        _ => out.copy_from_slice(&(v as f32).to_le_bytes()),
+    }
+}
+
+fn seg_range(s: &SegmentMeta) -> (u64, u64) {
+    match s {
+        SegmentMeta::Raw { start, len, .. } | SegmentMeta::Tensor { start, len, .. } => {
+            (*start, start + len)
+        }
+    }
+}
+
+impl SealedRead for SegmentReader {
+    fn read(&self, pipe: &Pipeline, offset: u64, out: &mut [u8]) -> FsResult<()> {
         let end = offset + out.len() as u64;
-        // This request's chunks and the next request's decode on the worker
-        // pool while this thread gathers them in order.
-        self.prefetch(pipe, offset, end + out.len() as u64);
+        // Bytes no segment covers read as zeros; everything else is copied.
+        let mut covered = offset;
         let first = self.segments.partition_point(|s| seg_range(s).1 <= offset);
         for (i, seg) in self.segments.iter().enumerate().skip(first) {
             let (s, e) = seg_range(seg);
@@ -104,177 +418,116 @@ impl SegmentReader {
             if a >= b {
                 continue;
             }
+            if a > covered {
+                out[(covered - offset) as usize..(a - offset) as usize].fill(0);
+            }
             let dst = &mut out[(a - offset) as usize..(b - offset) as usize];
-            match seg {
-                SegmentMeta::Raw {
-                    start, raw_offset, ..
-                } => self.read_raw(pipe, raw_offset + (a - start), dst)?,
-                SegmentMeta::Tensor {
-                    start,
-                    layout,
-                    crcs,
-                    ..
-                } => {
-                    let array = self.arrays[i]
-                        .as_ref()
-                        .ok_or_else(|| eio("tensor array missing"))?;
-                    self.read_tensor(pipe, i, array, layout, crcs, a - start, dst)?
+            match (seg, &self.geometry[i]) {
+                (SegmentMeta::Raw { raw_offset, .. }, _) => {
+                    self.read_raw(pipe, raw_offset + (a - s), dst)?
                 }
+                (SegmentMeta::Tensor { .. }, Some(g)) => {
+                    self.read_tensor(pipe, i, g, a - s, dst)?
+                }
+                (SegmentMeta::Tensor { .. }, None) => return Err(eio("tensor geometry missing")),
             }
+            covered = b;
+        }
+        if covered < end {
+            out[(covered - offset) as usize..].fill(0);
         }
         Ok(())
     }
 
-    fn read_raw(&self, pipe: &Arc<Pipeline>, mut at: u64, dst: &mut [u8]) -> FsResult<()> {
-        let mut done = 0;
-        while done < dst.len() {
-            let index = at / self.raw_chunk;
-            let within = (at - index * self.raw_chunk) as usize;
-            let n = (self.raw_chunk as usize - within).min(dst.len() - done);
-            let array = self.raw.clone();
-            let expect = self.raw_crcs.get(index as usize).copied().flatten();
-            let valid = (self.raw_total.min((index + 1) * self.raw_chunk) - index * self.raw_chunk)
-                as usize;
-            let data = pipe
-                .cache
-                .get_or_load((self.file_id, self.gen, index), || {
-                    let _t = pipe.profiler.stage("decode");
-                    let d = retrieve_chunk(&array, index)?;
-                    check(&d[..valid.min(d.len())], expect, "raw chunk")?;
-                    Ok(d)
-                })?;
-            dst[done..done + n].copy_from_slice(&data[within..within + n]);
-            done += n;
-            at += n as u64;
-        }
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn read_tensor(
-        &self,
-        pipe: &Arc<Pipeline>,
-        segment: usize,
-        array: &Arc<TensorArray>,
-        layout: &crate::layout::tensor::TensorLayout,
-        crcs: &[u32],
-        rel: u64,
-        dst: &mut [u8],
-    ) -> FsResult<()> {
-        let fi = layout.dtype.size();
-        let si = layout.stored.size() as usize;
-        let e0 = rel / fi;
-        let e1 = (rel + dst.len() as u64).div_ceil(fi);
-        let skip = (rel - e0 * fi) as usize;
-        let mut bytes = Vec::with_capacity(((e1 - e0) * fi) as usize);
-        let mut e = e0;
-        while e < e1 {
-            let (coords, within, run) = layout.locate(e);
-            let run = run.min(e1 - e);
-            let linear = layout.linear(&coords);
-            let key = (self.file_id, self.gen, tensor_key(segment, linear));
-            let expect = crcs.get(linear as usize).copied();
-            let chunk = pipe.cache.get_or_load(key, || {
-                load_tensor_chunk(pipe, array, &coords, expect, "decode")
-            })?;
-            let from = within as usize * si;
-            let to = from + run as usize * si;
-            if to > chunk.len() {
-                return Err(eio("tensor chunk shorter than its shape"));
-            }
-            if layout.stored == layout.dtype {
-                bytes.extend_from_slice(&chunk[from..to]);
-            } else {
-                bytes.extend_from_slice(&widen(&chunk[from..to], layout.stored, layout.dtype));
-            }
-            e += run;
-        }
-        dst.copy_from_slice(&bytes[skip..skip + dst.len()]);
-        Ok(())
-    }
-}
-
-/// Most chunk loads one request queues ahead of itself.
-const PREFETCH_MAX: usize = 256;
-
-impl SegmentReader {
-    /// Queues loads of the uncached tensor chunks under `[offset, end)`.
-    fn prefetch(&self, pipe: &Arc<Pipeline>, offset: u64, end: u64) {
-        let mut queued = 0;
-        let mut seen = std::collections::HashSet::new();
-        let first = self.segments.partition_point(|s| seg_range(s).1 <= offset);
+    fn chunks(&self, start: u64, end: u64, out: &mut Vec<ChunkRef>) {
+        let first = self.segments.partition_point(|s| seg_range(s).1 <= start);
         for (i, seg) in self.segments.iter().enumerate().skip(first) {
             let (s, e) = seg_range(seg);
-            if s >= end || queued >= PREFETCH_MAX {
+            if s >= end {
                 break;
             }
-            let SegmentMeta::Tensor { layout, crcs, .. } = seg else {
+            let a = s.max(start);
+            let b = e.min(end);
+            if a >= b {
                 continue;
-            };
-            let Some(array) = self.arrays[i].as_ref() else {
-                continue;
-            };
-            let fi = layout.dtype.size();
-            let mut el = (s.max(offset) - s) / fi;
-            let e1 = (e.min(end) - s).div_ceil(fi);
-            while el < e1 && queued < PREFETCH_MAX {
-                let (coords, _, run) = layout.locate(el);
-                el += run.max(1);
-                let linear = layout.linear(&coords);
-                let key = (self.file_id, self.gen, tensor_key(i, linear));
-                if !seen.insert(key) || pipe.cache.contains(&key) {
-                    continue;
+            }
+            match (seg, &self.geometry[i]) {
+                (SegmentMeta::Raw { raw_offset, .. }, _) => {
+                    let r0 = raw_offset + (a - s);
+                    let r1 = raw_offset + (b - s);
+                    for index in r0 / self.raw_chunk..r1.div_ceil(self.raw_chunk) {
+                        out.push(self.raw_ref(index));
+                    }
                 }
-                queued += 1;
-                let (p, arr) = (pipe.clone(), array.clone());
-                let expect = crcs.get(linear as usize).copied();
-                pipe.pool.spawn(move || {
-                    let _ = p.cache.get_or_load(key, || {
-                        load_tensor_chunk(&p, &arr, &coords, expect, "readahead_decode")
-                    });
-                });
+                (SegmentMeta::Tensor { .. }, Some(g)) => {
+                    self.tensor_chunks(i, g, a - s, b - s, out)
+                }
+                _ => {}
             }
         }
     }
-}
 
-/// Reads, decodes and checks one tensor chunk (stored dtype, full shape).
-fn load_tensor_chunk(
-    pipe: &Pipeline,
-    array: &TensorArray,
-    coords: &[u64],
-    expect: Option<u32>,
-    stage: &'static str,
-) -> FsResult<Vec<u8>> {
-    let _t = pipe.profiler.stage(stage);
-    let got: ArrayBytes = array
-        .retrieve_chunk_opt(coords, &CodecOptions::default().with_concurrent_target(1))
-        .map_err(|e| from_array(&e, "read tensor chunk"))?;
-    let raw = got
-        .into_fixed()
-        .map_err(|e| eio(format!("tensor chunk: {e}")))?
-        .into_owned();
-    check(&raw, expect, "tensor chunk")?;
-    Ok(raw)
-}
+    fn source(&self) -> &ChunkSource {
+        &self.src
+    }
 
-fn seg_range(s: &SegmentMeta) -> (u64, u64) {
-    match s {
-        SegmentMeta::Raw { start, len, .. } | SegmentMeta::Tensor { start, len, .. } => {
-            (*start, start + len)
-        }
+    fn chunk_hint(&self) -> u64 {
+        self.geometry
+            .iter()
+            .flatten()
+            .map(|g| g.decoded as u64)
+            .max()
+            .unwrap_or(self.raw_chunk)
+            .max(1)
     }
 }
 
-fn check(data: &[u8], expect: Option<u32>, what: &str) -> FsResult<()> {
-    if let Some(crc) = expect {
-        let got = crc32c::crc32c(data);
-        if got != crc {
-            return Err(FsError::new(
-                libc::EIO,
-                format!("{what}: checksum mismatch (stored {crc:08x}, read {got:08x})"),
-            ));
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::tensor::TensorLayout;
+
+    fn geometry(shape: Vec<u64>, chunk: Vec<u64>) -> Geometry {
+        let layout = TensorLayout {
+            path: "/g1/t00000.x".into(),
+            dtype: Dtype::U8,
+            stored: Dtype::U8,
+            shape,
+            chunk,
+            codec: "none".into(),
+        };
+        Geometry::new(&layout, &[]).expect("geometry")
     }
-    Ok(())
+
+    #[test]
+    fn bands_follow_the_leading_chunk_coordinates() {
+        // 3-D [5, 7, 3] in [2, 3, 2] chunks: rows are (x0, x1) pairs.
+        let g = geometry(vec![5, 7, 3], vec![2, 3, 2]);
+        let b = g.band(0, 34);
+        assert_eq!(
+            (b.row, b.len, b.coords.clone(), b.within),
+            (0, 3, vec![0, 0], 0)
+        );
+        let b = g.band(3, 34);
+        assert_eq!((b.len, b.coords.clone(), b.first_chunk), (3, vec![0, 1], 2));
+        // Row 6 = (0, 6): the last, short band of x1.
+        let b = g.band(6, 34);
+        assert_eq!((b.len, b.coords.clone(), b.within), (1, vec![0, 2], 0));
+        // Row 7 = (1, 0): back to chunk (0, 0), second row of it.
+        let b = g.band(7, 34);
+        assert_eq!((b.len, b.coords.clone(), b.within), (3, vec![0, 0], 3));
+        let one_d = geometry(vec![10], vec![4]);
+        let b = one_d.band(0, 0);
+        assert_eq!((b.len, b.first_chunk, b.within), (1, 0, 0));
+    }
+
+    #[test]
+    fn chunk_keys_name_the_chunk_coordinates() {
+        let g = geometry(vec![5, 7, 3], vec![2, 3, 2]);
+        let band = g.band(7, 34);
+        let r = g.chunk_ref(9, 77, 2, &band, 1);
+        assert_eq!(r.store_key, "g1/t00000.x/c/0/0/1");
+        assert_eq!(r.key, (9, 77, tensor_key(2, 1)));
+        assert_eq!(r.decoded, 12);
+    }
 }

@@ -2,7 +2,9 @@
 //! encoder pool, the memory budget, the decoded-chunk cache and read-ahead.
 
 pub mod budget;
+pub mod buffers;
 pub mod cache;
+pub mod chunk_load;
 pub mod chunked;
 pub mod format_data;
 pub mod format_read;
@@ -10,6 +12,8 @@ pub mod format_write;
 pub mod inflight;
 pub mod plain;
 pub mod pool;
+pub mod prefetch;
+pub mod sealed;
 
 use std::sync::Arc;
 
@@ -21,8 +25,14 @@ use crate::profile::Profiler;
 pub struct Pipeline {
     pub config: MountConfig,
     pub budget: Arc<MemoryBudget>,
+    /// Encodes and stores chunks of saves.
     pub pool: pool::WorkerPool,
+    /// Loads chunks ahead of readers (apart from the save pool, so a save
+    /// never waits behind read-ahead, nor a reader behind a save).
+    pub read_pool: pool::WorkerPool,
     pub cache: cache::ChunkCache,
+    /// Recycled chunk buffers (see `buffers`).
+    pub buffers: Arc<buffers::BufferPool>,
     pub profiler: Arc<Profiler>,
 }
 
@@ -32,8 +42,10 @@ impl Pipeline {
     pub fn new(config: MountConfig, profiler: Arc<Profiler>) -> std::io::Result<Arc<Self>> {
         Ok(Arc::new(Pipeline {
             budget: MemoryBudget::new(config.io.memory_budget),
-            pool: pool::WorkerPool::new(config.io.concurrency)?,
+            pool: pool::WorkerPool::new(config.io.concurrency, "ckptfs-worker")?,
+            read_pool: pool::WorkerPool::new(config.io.read_concurrency, "ckptfs-reader")?,
             cache: cache::ChunkCache::new(config.io.cache),
+            buffers: buffers::BufferPool::new(buffers_limit(&config)),
             profiler,
             config,
         }))
@@ -51,6 +63,14 @@ impl Pipeline {
             codec: self.config.layout.codec,
         }
     }
+}
+
+/// Free buffers kept for reuse: enough for the chunks in flight to cycle
+/// through resident memory, small beside the budget and the cache.
+fn buffers_limit(config: &MountConfig) -> u64 {
+    (config.layout.raw_chunk_bytes * 4)
+        .max(64 << 20)
+        .min(config.io.memory_budget / 2 + (64 << 20))
 }
 
 /// CRC-32C of `data` followed by `zeros` zero bytes.

@@ -23,6 +23,9 @@ pub struct PlainData {
     protected: u64,
     /// CRC-32C of `[0, crc_len)` while writes stay sequential.
     crc: Option<(u64, u32)>,
+    /// Kernel passthrough writers share the data file: never switch to a
+    /// new generation under them (they would keep writing the old one).
+    in_place: bool,
 }
 
 /// Path of a generation's data file, relative to the file directory.
@@ -49,6 +52,7 @@ impl PlainData {
             file: Arc::new(file),
             protected: 0,
             crc: Some((0, 0)),
+            in_place: false,
         })
     }
 
@@ -68,6 +72,7 @@ impl PlainData {
             file: Arc::new(file),
             protected: size,
             crc: crc.map(|c| (size, c)),
+            in_place: false,
         })
     }
 
@@ -89,7 +94,7 @@ impl PlainData {
         size: u64,
         new_gen: impl FnOnce() -> u64,
     ) -> FsResult<()> {
-        if offset < self.protected {
+        if offset < self.protected && !self.in_place {
             self.copy_on_write(store, size, new_gen())?;
         }
         self.file.write_all_at(data, offset).ctx("write data")?;
@@ -109,7 +114,7 @@ impl PlainData {
         size: u64,
         new_gen: impl FnOnce() -> u64,
     ) -> FsResult<()> {
-        if new_size < self.protected {
+        if new_size < self.protected && !self.in_place {
             self.copy_on_write(store, size.min(new_size), new_gen())?;
         }
         self.file.set_len(new_size).ctx("truncate data")?;
@@ -145,6 +150,35 @@ impl PlainData {
     /// The data file, for reads that run without the file's lock.
     pub fn shared_file(&self) -> Arc<File> {
         self.file.clone()
+    }
+
+    /// Whether the generation holds committed bytes.
+    pub fn is_protected(&self) -> bool {
+        self.protected > 0
+    }
+
+    /// The next write or truncate copies the file into a new generation
+    /// first, whatever its offset (readers hold this generation's bytes).
+    pub fn copy_on_next_write(&mut self) {
+        if self.protected > 0 {
+            self.protected = u64::MAX;
+        }
+    }
+
+    /// Writes by others (kernel passthrough) go to this data file: keep
+    /// it, and forget the running checksum (they bypass it).
+    pub fn share_with_kernel(&mut self, on: bool) {
+        self.in_place = on;
+        if on {
+            self.crc = None;
+        }
+    }
+
+    /// Length and modification time of the data file (ns).
+    pub fn file_state(&self) -> std::io::Result<(u64, i64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = self.file.metadata()?;
+        Ok((m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
     }
 }
 

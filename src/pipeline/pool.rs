@@ -12,11 +12,11 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    pub fn new(concurrency: usize) -> io::Result<Self> {
+    pub fn new(concurrency: usize, name: &str) -> io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .max_blocking_threads(concurrency.max(1))
-            .thread_name("ckptfs-worker")
+            .thread_name(name)
             .enable_time()
             .build()?;
         Ok(WorkerPool { runtime })

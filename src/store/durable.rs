@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::ocdbt::multi_get::{Buffers, CacheUse};
 use crate::ocdbt::{Db, OcdbtError, PackedStore};
 use zarrs_storage::byte_range::{ByteRange, ByteRangeIterator, InvalidByteRangeError};
 use zarrs_storage::{
@@ -180,6 +181,90 @@ impl DurableStore {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Whole values of `keys`, read for a reader that keeps them: each
+    /// value lands in a buffer from `buffers`, neighbouring values of the
+    /// packed index come in one read, and with `drop_cache` the kernel's
+    /// copy is dropped afterwards (committed data: the reader's cache and
+    /// the kernel's cache of the mount already hold it, a third copy only
+    /// costs fresh pages). `size_hint` is the expected length of a value
+    /// (exact for uncompressed chunks), saving a `stat` per key.
+    pub fn read_values(
+        &self,
+        keys: &[&str],
+        size_hint: Option<usize>,
+        buffers: &dyn Buffers,
+        drop_cache: bool,
+    ) -> Vec<io::Result<Option<Bytes>>> {
+        if let Some(p) = &self.packed {
+            let full: Vec<Vec<u8>> = keys
+                .iter()
+                .map(|k| format!("{}{k}", p.prefix).into_bytes())
+                .collect();
+            let cache = if drop_cache {
+                CacheUse::DropAfterRead
+            } else {
+                CacheUse::Keep
+            };
+            return p
+                .db
+                .get_many(&full, buffers, cache)
+                .into_iter()
+                .map(|r| r.map_err(db_err))
+                .collect();
+        }
+        keys.iter()
+            .map(|k| self.read_file_value(k, size_hint, buffers, drop_cache))
+            .collect()
+    }
+
+    fn read_file_value(
+        &self,
+        key: &str,
+        size_hint: Option<usize>,
+        buffers: &dyn Buffers,
+        drop_cache: bool,
+    ) -> io::Result<Option<Bytes>> {
+        use nix::fcntl::{openat, OFlag};
+        use std::os::fd::FromRawFd;
+        let fd = match openat(
+            Some(self.root.as_raw_fd()),
+            key.trim_start_matches('/'),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(io::Error::from_raw_os_error(e as i32)),
+        };
+        // SAFETY: `openat` returned a new descriptor that nothing else owns.
+        let file = unsafe { File::from_raw_fd(fd) };
+        let len = match size_hint {
+            Some(n) => n,
+            None => file.metadata()?.len() as usize,
+        };
+        // One byte more than expected tells a longer file apart in the
+        // same read.
+        let mut buf = buffers.take(len + 1);
+        let mut done = 0;
+        while done < buf.len() {
+            let n = file.read_at(&mut buf[done..], done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        if drop_cache {
+            let _ = nix::fcntl::posix_fadvise(
+                file.as_raw_fd(),
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+        }
+        Ok(Some(buffers.share(buf)))
     }
 
     /// The open root directory.

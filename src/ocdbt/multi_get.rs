@@ -1,0 +1,179 @@
+//! Reads of many values at once: values that sit side by side in a data
+//! file (the chunks of one tensor, written in order) are fetched with one
+//! large read instead of one `pread` each, the way TensorStore's ocdbt
+//! kvstore batches its reads.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::data_file::DataFile;
+use super::db::Db;
+use super::error::{OcdbtError, Result};
+use super::tree_write::Value;
+
+/// Where the buffers of large reads come from (a recycling pool, so reads
+/// land on memory already in use), and how they are shared as values.
+pub trait Buffers: Sync {
+    /// A buffer of exactly `len` bytes; its contents may be anything.
+    fn take(&self, len: usize) -> Vec<u8>;
+    /// The buffer as shared bytes.
+    fn share(&self, buf: Vec<u8>) -> Bytes;
+}
+
+/// Plain allocation.
+pub struct Allocate;
+
+impl Buffers for Allocate {
+    fn take(&self, len: usize) -> Vec<u8> {
+        vec![0u8; len]
+    }
+    fn share(&self, buf: Vec<u8>) -> Bytes {
+        Bytes::from(buf)
+    }
+}
+
+/// Values closer than this are read together (the gap is read and dropped).
+const MERGE_GAP: u64 = 256 * 1024;
+/// Largest single read of merged values.
+const MERGE_MAX: u64 = 64 << 20;
+
+/// How a batch read should treat the page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Leave it as the kernel decides.
+    Keep,
+    /// The caller keeps the bytes: drop the kernel's copy after reading.
+    DropAfterRead,
+}
+
+impl Db {
+    /// The whole values of `keys` (pending writes included), in order.
+    pub fn get_many(
+        &self,
+        keys: &[Vec<u8>],
+        buffers: &dyn Buffers,
+        cache: CacheUse,
+    ) -> Vec<Result<Option<Bytes>>> {
+        let values: Vec<Option<Value>> = {
+            let ix = self.index.read();
+            keys.iter().map(|k| ix.map.get(k).cloned()).collect()
+        };
+        let mut out: Vec<Result<Option<Bytes>>> = Vec::with_capacity(keys.len());
+        // (file, offset, length, index into out)
+        let mut far: Vec<(Arc<DataFile>, u64, u64, usize)> = Vec::new();
+        for (i, v) in values.into_iter().enumerate() {
+            match v {
+                None => out.push(Ok(None)),
+                Some(Value::Inline(b)) => out.push(Ok(Some(b))),
+                Some(Value::Indirect(r)) => {
+                    out.push(Ok(None));
+                    far.push((r.file, r.offset, r.length, i));
+                }
+            }
+        }
+        far.sort_by(|a, b| {
+            (Arc::as_ptr(&a.0) as usize, a.1).cmp(&(Arc::as_ptr(&b.0) as usize, b.1))
+        });
+        let mut start = 0;
+        while start < far.len() {
+            // Extend the run while the next value is in the same file, near.
+            let (file, first, _, _) = &far[start];
+            let mut end = start + 1;
+            let mut hi = far[start].1 + far[start].2;
+            while end < far.len()
+                && Arc::ptr_eq(&far[end].0, file)
+                && far[end].1 <= hi + MERGE_GAP
+                && (far[end].1 + far[end].2).max(hi) - first <= MERGE_MAX
+            {
+                hi = hi.max(far[end].1 + far[end].2);
+                end += 1;
+            }
+            let run = &far[start..end];
+            match read_run(file, *first, hi, buffers, cache) {
+                Ok(bytes) => {
+                    for (_, off, len, i) in run {
+                        let a = (off - first) as usize;
+                        out[*i] = Ok(Some(bytes.slice(a..a + *len as usize)));
+                    }
+                }
+                Err(e) => {
+                    for (_, _, _, i) in run {
+                        out[*i] = Err(duplicate(&e));
+                    }
+                }
+            }
+            start = end;
+        }
+        out
+    }
+}
+
+/// The same error again, errno included (one failed read fails every value
+/// it covered).
+fn duplicate(e: &OcdbtError) -> OcdbtError {
+    match e {
+        OcdbtError::Io { path, source } => OcdbtError::Io {
+            path: path.clone(),
+            source: source
+                .raw_os_error()
+                .map(std::io::Error::from_raw_os_error)
+                .unwrap_or_else(|| std::io::Error::new(source.kind(), source.to_string())),
+        },
+        OcdbtError::Corrupt(m) => OcdbtError::Corrupt(m.clone()),
+        OcdbtError::Unsupported(m) => OcdbtError::Unsupported(m.clone()),
+        OcdbtError::Invalid(m) => OcdbtError::Invalid(m.clone()),
+    }
+}
+
+fn read_run(
+    file: &DataFile,
+    start: u64,
+    end: u64,
+    buffers: &dyn Buffers,
+    cache: CacheUse,
+) -> Result<Bytes> {
+    let len =
+        usize::try_from(end - start).map_err(|_| super::error::corrupt("value range too large"))?;
+    let mut buf = buffers.take(len);
+    file.read_into(start, &mut buf)?;
+    if cache == CacheUse::DropAfterRead {
+        file.drop_cached(start, end - start);
+    }
+    Ok(buffers.share(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ocdbt::DbOptions;
+
+    #[test]
+    fn neighbours_come_back_whole_and_in_the_order_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open_or_create(dir.path(), DbOptions::default()).expect("db");
+        let value = |i: usize| -> Vec<u8> { (0..5000 + i).map(|j| (i * 7 + j) as u8).collect() };
+        for i in 0..20 {
+            db.put(format!("k{i:02}").as_bytes(), &value(i))
+                .expect("put");
+        }
+        db.put(b"small", b"inline").expect("put");
+        db.commit().expect("commit");
+        let mut keys: Vec<Vec<u8>> = (0..20)
+            .rev()
+            .map(|i| format!("k{i:02}").into_bytes())
+            .collect();
+        keys.push(b"small".to_vec());
+        keys.push(b"absent".to_vec());
+        let got = db.get_many(&keys, &Allocate, CacheUse::DropAfterRead);
+        for (n, i) in (0..20).rev().enumerate() {
+            let v = got[n].as_ref().expect("ok").as_ref().expect("present");
+            assert_eq!(&v[..], &value(i)[..], "k{i}");
+        }
+        assert_eq!(
+            got[20].as_ref().expect("ok").as_deref(),
+            Some(&b"inline"[..])
+        );
+        assert!(got[21].as_ref().expect("ok").is_none());
+    }
+}

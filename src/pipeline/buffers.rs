@@ -1,0 +1,175 @@
+//! Recycled byte buffers for chunk data.
+//!
+//! A chunk buffer freed to the allocator is often handed back to the kernel
+//! (large allocations are `mmap`ed), and the next chunk then lands on fresh
+//! pages: every page costs a fault, a clear, and on a VM with free-page
+//! reporting a fault in the host as well. Measured on the 2-core VM this
+//! project runs on: copying 1 GB into freshly allocated memory ran at
+//! 0.32 GB/s, into memory already touched at 11 GB/s. Chunks of one layout
+//! all have the same few sizes, so keeping freed buffers for reuse keeps
+//! the data path on resident memory.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+/// Buffers smaller than this come from the allocator's own free lists,
+/// which already reuse them.
+const MIN_POOLED: usize = 64 * 1024;
+
+/// Capacities are rounded up to this, so sizes that differ by a few bytes
+/// (compressed chunks) share a class.
+const CLASS: usize = 64 * 1024;
+
+/// Free buffers kept for reuse, by capacity class, up to `limit` bytes.
+#[derive(Debug)]
+pub struct BufferPool {
+    free: Mutex<HashMap<usize, Vec<Vec<u8>>>>,
+    retained: AtomicU64,
+    limit: u64,
+    reused: AtomicU64,
+    allocated: AtomicU64,
+}
+
+fn class_of(len: usize) -> usize {
+    len.div_ceil(CLASS) * CLASS
+}
+
+impl BufferPool {
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(BufferPool {
+            free: Mutex::new(HashMap::new()),
+            retained: AtomicU64::new(0),
+            limit,
+            reused: AtomicU64::new(0),
+            allocated: AtomicU64::new(0),
+        })
+    }
+
+    /// A buffer of exactly `len` bytes. Its contents are unspecified (a
+    /// recycled buffer keeps old bytes): the caller overwrites all of it.
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        if len >= MIN_POOLED {
+            let class = class_of(len);
+            let recycled = self.free.lock().get_mut(&class).and_then(|v| v.pop());
+            if let Some(mut buf) = recycled {
+                self.retained
+                    .fetch_sub(buf.capacity() as u64, Ordering::Relaxed);
+                self.reused.fetch_add(1, Ordering::Relaxed);
+                // Within the capacity: `resize` zeroes only bytes past the
+                // old length, never reallocates.
+                buf.resize(len, 0);
+                return buf;
+            }
+            self.allocated.fetch_add(1, Ordering::Relaxed);
+            let mut buf = Vec::with_capacity(class);
+            buf.resize(len, 0);
+            return buf;
+        }
+        vec![0u8; len]
+    }
+
+    /// Keeps `buf` for reuse, unless the pool is full or it is small.
+    pub fn give(&self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap < MIN_POOLED || !cap.is_multiple_of(CLASS) {
+            return;
+        }
+        if self.retained.load(Ordering::Relaxed) + cap as u64 > self.limit {
+            return;
+        }
+        self.retained.fetch_add(cap as u64, Ordering::Relaxed);
+        // Keep the bytes initialised up to the capacity so `take` never
+        // has to zero a recycled buffer again.
+        if buf.len() < cap {
+            buf.resize(cap, 0);
+        }
+        self.free.lock().entry(cap).or_default().push(buf);
+    }
+
+    /// `buf` as shared bytes that return to this pool when the last
+    /// reference is dropped.
+    pub fn share(self: &Arc<Self>, buf: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buf,
+            pool: self.clone(),
+        })
+    }
+
+    /// Bytes held by free buffers.
+    pub fn retained(&self) -> u64 {
+        self.retained.load(Ordering::Relaxed)
+    }
+
+    /// (buffers reused, buffers newly allocated) since the mount started.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.reused.load(Ordering::Relaxed),
+            self.allocated.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A buffer that goes back to its pool when dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: Arc<BufferPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buf));
+    }
+}
+
+impl crate::ocdbt::multi_get::Buffers for Arc<BufferPool> {
+    fn take(&self, len: usize) -> Vec<u8> {
+        BufferPool::take(self, len)
+    }
+    fn share(&self, buf: Vec<u8>) -> Bytes {
+        BufferPool::share(self, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_freed_buffer_is_reused_for_the_next_of_its_class() {
+        let pool = BufferPool::new(1 << 30);
+        let a = pool.take(100_000);
+        let ptr = a.as_ptr();
+        assert_eq!(a.len(), 100_000);
+        let shared = pool.share(a);
+        assert_eq!(pool.retained(), 0);
+        drop(shared);
+        assert!(pool.retained() >= 100_000);
+        let b = pool.take(100_001);
+        assert_eq!(b.as_ptr(), ptr, "same allocation reused");
+        assert_eq!(b.len(), 100_001);
+        assert_eq!(pool.counts(), (1, 1));
+    }
+
+    #[test]
+    fn the_pool_keeps_no_more_than_its_limit() {
+        let pool = BufferPool::new(200 * 1024);
+        let bufs: Vec<_> = (0..5).map(|_| pool.take(128 * 1024)).collect();
+        for b in bufs {
+            pool.give(b);
+        }
+        assert!(pool.retained() <= 200 * 1024, "{}", pool.retained());
+        // Small buffers are left to the allocator.
+        pool.give(vec![0u8; 100]);
+        assert!(pool.retained() <= 200 * 1024);
+    }
+}
