@@ -147,6 +147,84 @@ pub fn narrow(data: &[u8], from: Dtype, to: Dtype) -> Vec<u8> {
     out
 }
 
+/// Narrows little-endian `from` elements (F32/F64) to `to` (F16/BF16)
+/// into `out`, in one pass: returns the largest |x − rounded| over finite
+/// values, and feeds the bytes the file will read back (the rounded
+/// values in `from`'s type) to `widened` when given (a torch zip record's
+/// CRC). F32 goes through the slice conversions, which use the CPU's
+/// half-float instructions where it has them.
+pub fn narrow_into(
+    data: &[u8],
+    from: Dtype,
+    to: Dtype,
+    out: &mut Vec<u8>,
+    mut widened: Option<&mut crc32fast::Hasher>,
+) -> f64 {
+    use half::slice::HalfFloatSliceExt;
+    const BLOCK: usize = 1024;
+    out.clear();
+    let mut worst = 0f64;
+    if from == Dtype::F64 {
+        for c in data.chunks_exact(8) {
+            let x = f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            let (bytes, y) = match to {
+                Dtype::BF16 => {
+                    let h = bf16::from_f64(x);
+                    (h.to_le_bytes(), h.to_f64())
+                }
+                _ => {
+                    let h = f16::from_f64(x);
+                    (h.to_le_bytes(), h.to_f64())
+                }
+            };
+            out.extend_from_slice(&bytes);
+            if x.is_finite() && y.is_finite() {
+                worst = worst.max((x - y).abs());
+            }
+            if let Some(h) = widened.as_deref_mut() {
+                h.update(&y.to_le_bytes());
+            }
+        }
+        return worst;
+    }
+    let mut xs = [0f32; BLOCK];
+    let mut back = [0f32; BLOCK];
+    let mut hs = [f16::ZERO; BLOCK];
+    let mut bs = [bf16::ZERO; BLOCK];
+    let mut wide = [0u8; BLOCK * 4];
+    for block in data.chunks(BLOCK * 4) {
+        let n = block.len() / 4;
+        for (x, c) in xs.iter_mut().zip(block.chunks_exact(4)) {
+            *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        if to == Dtype::BF16 {
+            bs[..n].convert_from_f32_slice(&xs[..n]);
+            bs[..n].convert_to_f32_slice(&mut back[..n]);
+            for h in &bs[..n] {
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+        } else {
+            hs[..n].convert_from_f32_slice(&xs[..n]);
+            hs[..n].convert_to_f32_slice(&mut back[..n]);
+            for h in &hs[..n] {
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+        }
+        for (x, y) in xs[..n].iter().zip(&back[..n]) {
+            if x.is_finite() && y.is_finite() {
+                worst = worst.max((x - y).abs() as f64);
+            }
+        }
+        if let Some(h) = widened.as_deref_mut() {
+            for (w, y) in wide.chunks_exact_mut(4).zip(&back[..n]) {
+                w.copy_from_slice(&y.to_le_bytes());
+            }
+            h.update(&wide[..n * 4]);
+        }
+    }
+    worst
+}
+
 /// Widens stored F16/BF16 elements back to the file's F32/F64.
 pub fn widen(data: &[u8], stored: Dtype, to: Dtype) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() / 2 * to.size() as usize);
@@ -167,6 +245,24 @@ pub fn widen(data: &[u8], stored: Dtype, to: Dtype) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_pass_narrowing_matches_element_by_element() {
+        let vals: Vec<f32> = (0..3000)
+            .map(|i| ((i as f32) * 0.37 - 500.0) * 1e-3)
+            .collect();
+        let mut bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes.extend_from_slice(&f32::NAN.to_le_bytes());
+        for to in [Dtype::F16, Dtype::BF16] {
+            let mut out = Vec::new();
+            let mut h = crc32fast::Hasher::new();
+            let err = narrow_into(&bytes, Dtype::F32, to, &mut out, Some(&mut h));
+            assert_eq!(out, narrow(&bytes, Dtype::F32, to));
+            let back = widen(&out, to, Dtype::F32);
+            assert_eq!(h.finalize(), crc32fast::hash(&back));
+            assert!(err > 0.0 && err < 1e-2, "{err}");
+        }
+    }
 
     #[test]
     fn narrow_then_widen_rounds_through_the_stored_type() {

@@ -102,13 +102,21 @@ impl TensorLayout {
     /// Copies chunk `coords` out of a slab that holds whole rows
     /// `[coords[0] * chunk[0], + rows)` of dimension 0, in stored dtype.
     pub fn cut(&self, slab: &[u8], rows: u64, coords: &[u64]) -> Vec<u8> {
+        let mut out = vec![0u8; self.chunk_elems() as usize * self.item()];
+        self.cut_into(slab, rows, coords, &mut out);
+        out
+    }
+
+    /// [`TensorLayout::cut`] into `out` (a whole chunk's bytes, contents
+    /// anything: every byte is written, edges zero-filled).
+    pub fn cut_into(&self, slab: &[u8], rows: u64, coords: &[u64], out: &mut [u8]) {
         let item = self.item();
         let n = self.shape.len();
-        let mut out = vec![0u8; self.chunk_elems() as usize * item];
         if n == 1 {
             let len = slab.len().min(out.len());
             out[..len].copy_from_slice(&slab[..len]);
-            return out;
+            out[len..].fill(0);
+            return;
         }
         let last = n - 1;
         let c_last = self.chunk[last];
@@ -120,8 +128,13 @@ impl TensorLayout {
         for d in 1..last {
             extent[d] = self.chunk[d].min(self.shape[d].saturating_sub(coords[d] * self.chunk[d]));
         }
+        let whole = run as u64 == c_last && extent.iter().zip(&self.chunk).all(|(e, c)| e == c);
+        if !whole {
+            // An edge chunk: what no row covers is padding.
+            out.fill(0);
+        }
         if extent.contains(&0) || run == 0 {
-            return out;
+            return;
         }
         let mut j = vec![0u64; last];
         loop {
@@ -142,7 +155,7 @@ impl TensorLayout {
             let mut d = last;
             loop {
                 if d == 0 {
-                    return out;
+                    return;
                 }
                 d -= 1;
                 j[d] += 1;

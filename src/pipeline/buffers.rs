@@ -72,6 +72,29 @@ impl BufferPool {
         vec![0u8; len]
     }
 
+    /// An empty buffer with room for `cap` bytes, to be filled by
+    /// appending (a new one is not zeroed first: only what is written gets
+    /// touched).
+    pub fn take_empty(&self, cap: usize) -> Vec<u8> {
+        if cap >= MIN_POOLED {
+            let recycled = self
+                .free
+                .lock()
+                .get_mut(&class_of(cap))
+                .and_then(|v| v.pop());
+            if let Some(mut buf) = recycled {
+                self.retained
+                    .fetch_sub(buf.capacity() as u64, Ordering::Relaxed);
+                self.reused.fetch_add(1, Ordering::Relaxed);
+                buf.clear();
+                return buf;
+            }
+            self.allocated.fetch_add(1, Ordering::Relaxed);
+            return Vec::with_capacity(class_of(cap));
+        }
+        Vec::with_capacity(cap)
+    }
+
     /// Keeps `buf` for reuse, unless the pool is full or it is small.
     pub fn give(&self, mut buf: Vec<u8>) {
         let cap = buf.capacity();

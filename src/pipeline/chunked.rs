@@ -18,10 +18,11 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use crate::error::{FsError, FsResult, IoContext};
-use crate::layout::array::{retrieve_chunk, store_chunk, ByteArray, ByteArraySpec};
+use crate::layout::array::{retrieve_chunk, ByteArray, ByteArraySpec};
 use crate::store::durable::DurableStore;
 
 use super::budget::Reservation;
+use super::chunk_store::{self, chunk_key};
 use super::inflight::Inflight;
 use super::plain::read_or_zeros;
 use super::{crc_with_zeros, Pipeline};
@@ -54,6 +55,7 @@ enum Mode {
 pub struct ChunkedData {
     /// File identity used in cache keys.
     file_id: u64,
+    store: Arc<DurableStore>,
     pub spec: ByteArraySpec,
     pub gen: u64,
     array: Arc<ByteArray>,
@@ -103,6 +105,7 @@ impl ChunkedData {
         let array = Arc::new(spec.handle(store, &format!("/g{gen}"))?);
         Ok(ChunkedData {
             file_id,
+            store: store.clone(),
             spec,
             gen,
             array,
@@ -125,6 +128,7 @@ impl ChunkedData {
         let array = Arc::new(spec.handle(store, &format!("/g{gen}"))?);
         Ok(ChunkedData {
             file_id,
+            store: store.clone(),
             spec,
             gen,
             array,
@@ -193,7 +197,7 @@ impl ChunkedData {
                     let _t = pipe.profiler.stage("budget_wait");
                     pipe.budget.reserve(chunk)
                 };
-                let mut buf = Vec::with_capacity(chunk as usize);
+                let mut buf = pipe.buffers.take_empty(chunk as usize);
                 let keep = (s.end - index * chunk) as usize;
                 if keep > 0 {
                     // Resuming inside a stored chunk: start from its bytes.
@@ -231,7 +235,9 @@ impl ChunkedData {
         buf.data.resize(self.spec.chunk_bytes as usize, 0);
         let inflight = s.inflight.clone();
         inflight.start();
-        let array = self.array.clone();
+        let store = self.store.clone();
+        let key = chunk_key(&self.gen_path(), &[buf.index]);
+        let codec = self.spec.codec;
         let pipe2 = pipe.clone();
         pipe.pool.spawn(move || {
             let ChunkBuf {
@@ -240,12 +246,14 @@ impl ChunkedData {
                 reservation,
             } = buf;
             let crc = crc32c::crc32c(&data[..valid]);
-            let len = data.len() as u64;
             let result = {
                 let _t = pipe2.profiler.stage("encode_store");
-                store_chunk(&array, index, data)
+                chunk_store::store(&pipe2, &store, &key, codec, data)
             };
-            pipe2.profiler.add_backend_write(len);
+            if let Ok(n) = &result {
+                pipe2.profiler.add_backend_write(*n);
+            }
+            let result = result.map(|_| ());
             drop(reservation);
             inflight.finish(index, result.map(|()| crc));
         });
@@ -406,7 +414,8 @@ impl ChunkedData {
                 continue;
             }
             let reservation = pipe.budget.reserve(chunk);
-            let mut data = vec![0u8; chunk as usize];
+            let mut data = pipe.buffers.take(chunk as usize);
+            data[valid..].fill(0);
             let mut done = 0;
             while done < valid {
                 let n = st
@@ -418,18 +427,24 @@ impl ChunkedData {
                 }
                 done += n;
             }
+            // Past the staging file's end: zeros (the buffer is recycled).
+            data[done..valid].fill(0);
             inflight.start();
-            let array = self.array.clone();
+            let store = self.store.clone();
+            let key = chunk_key(&self.gen_path(), &[index]);
+            let codec = self.spec.codec;
             let infl = inflight.clone();
             let p = pipe.clone();
             pipe.pool.spawn(move || {
                 let crc = crc32c::crc32c(&data[..valid]);
-                let len = data.len() as u64;
                 let result = {
                     let _t = p.profiler.stage("encode_store");
-                    store_chunk(&array, index, data)
+                    chunk_store::store(&p, &store, &key, codec, data)
                 };
-                p.profiler.add_backend_write(len);
+                if let Ok(n) = &result {
+                    p.profiler.add_backend_write(*n);
+                }
+                let result = result.map(|_| ());
                 drop(reservation);
                 infl.finish(index, result.map(|()| crc));
             });
@@ -457,11 +472,13 @@ impl ChunkedData {
         let partial = s.buf.as_ref().map(|b| (b.index, b.data.clone()));
         let end = s.end;
         if let Some((index, data)) = &partial {
-            let mut padded = data.clone();
-            padded.resize(chunk as usize, 0);
+            let mut padded = pipe.buffers.take(chunk as usize);
+            padded[..data.len()].copy_from_slice(data);
+            padded[data.len()..].fill(0);
             let _t = pipe.profiler.stage("encode_store");
-            store_chunk(&self.array, *index, padded)?;
-            pipe.profiler.add_backend_write(chunk);
+            let key = chunk_key(&self.gen_path(), &[*index]);
+            let n = chunk_store::store(pipe, &self.store, &key, self.spec.codec, padded)?;
+            pipe.profiler.add_backend_write(n);
         }
         let Mode::Stream(s) = &mut self.mode else {
             return Ok(Vec::new());

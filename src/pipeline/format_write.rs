@@ -11,18 +11,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use zarrs::array::{ArrayBytes, CodecOptions};
-
-use crate::config::{Chunking, StoredDtype};
-use crate::error::{from_array, FsError, FsResult};
+use crate::config::{Chunking, Codec, StoredDtype};
+use crate::error::{FsError, FsResult};
 use crate::format::{Format, Next, Planner, TensorSpec, LOOKAHEAD_LIMIT};
-use crate::layout::array::{store_chunk, ByteArray, ByteArraySpec};
-use crate::layout::dtype::{narrow, Dtype};
+use crate::layout::array::ByteArraySpec;
+use crate::layout::dtype::narrow_into;
 use crate::layout::manifest::SegmentMeta;
-use crate::layout::tensor::{array_name, chunk_for, TensorArray, TensorLayout};
+use crate::layout::tensor::{array_name, chunk_for, TensorLayout};
 use crate::store::durable::DurableStore;
 
 use super::budget::Reservation;
+use super::chunk_store::{self, chunk_key};
 use super::inflight::Inflight;
 use super::{crc_with_zeros, Pipeline};
 
@@ -32,7 +31,6 @@ pub fn tensor_key(segment: usize, linear: u64) -> u64 {
 }
 
 struct RawAppender {
-    array: Arc<ByteArray>,
     chunk: u64,
     buf: Vec<u8>,
     index: u64,
@@ -43,7 +41,6 @@ struct RawAppender {
 struct TensorAsm {
     segment: usize,
     layout: TensorLayout,
-    array: Arc<TensorArray>,
     left: u64,
     slab: Vec<u8>,
     slab_index: u64,
@@ -51,6 +48,7 @@ struct TensorAsm {
     rows: u64,
     reservation: Option<Reservation>,
     max_err: f64,
+    codec: Codec,
     /// CRC-32 of the bytes the file will read back (lossy only): torch zip
     /// records carry it in their descriptor and the central directory.
     zip_crc: Option<crc32fast::Hasher>,
@@ -84,12 +82,6 @@ pub struct FormatWriter {
     tail: Option<Vec<u8>>,
 }
 
-fn options() -> CodecOptions {
-    CodecOptions::default()
-        .with_concurrent_target(1)
-        .with_store_empty_chunks(false)
-}
-
 impl FormatWriter {
     pub fn new(
         pipe: &Arc<Pipeline>,
@@ -98,7 +90,6 @@ impl FormatWriter {
         file_name: &str,
     ) -> FsResult<Self> {
         let spec = pipe.byte_spec();
-        let array = Arc::new(spec.handle(store, &format!("/g{gen}/raw"))?);
         Ok(FormatWriter {
             pipe: pipe.clone(),
             store: store.clone(),
@@ -109,7 +100,6 @@ impl FormatWriter {
             look: Vec::new(),
             current: Current::Undecided,
             raw: RawAppender {
-                array,
                 chunk: spec.chunk_bytes,
                 buf: Vec::new(),
                 index: 0,
@@ -237,6 +227,9 @@ impl FormatWriter {
         while !data.is_empty() {
             if self.raw.reservation.is_none() {
                 self.raw.reservation = Some(self.pipe.budget.reserve(self.raw.chunk));
+                if self.raw.buf.capacity() == 0 {
+                    self.raw.buf = self.pipe.buffers.take_empty(self.raw.chunk as usize);
+                }
             }
             let take = (self.raw.chunk as usize - self.raw.buf.len()).min(data.len());
             self.raw.buf.extend_from_slice(&data[..take]);
@@ -254,20 +247,23 @@ impl FormatWriter {
         let index = self.raw.index;
         self.raw.index += 1;
         let reservation = self.raw.reservation.take();
-        let array = self.raw.array.clone();
+        let key = chunk_key(&format!("g{}/raw", self.gen), &[index]);
+        let codec = self.pipe.config.layout.codec;
+        let store = self.store.clone();
         let inflight = self.inflight.clone();
         let pipe = self.pipe.clone();
         inflight.start();
         self.pipe.pool.spawn(move || {
             let crc = crc32c::crc32c(&buf[..valid]);
-            let len = buf.len() as u64;
             let r = {
                 let _t = pipe.profiler.stage("encode_store");
-                store_chunk(&array, index, buf)
+                chunk_store::store(&pipe, &store, &key, codec, buf)
             };
-            pipe.profiler.add_backend_write(len);
+            if let Ok(n) = &r {
+                pipe.profiler.add_backend_write(*n);
+            }
             drop(reservation);
-            inflight.finish(index, r.map(|()| crc));
+            inflight.finish(index, r.map(|_| crc));
         });
     }
 
@@ -303,7 +299,6 @@ impl FormatWriter {
             chunk,
             codec: cfg.layout.codec.to_string(),
         };
-        let array = Arc::new(layout.build(&self.store, Default::default())?);
         self.segments.push(SegmentMeta::Tensor {
             start: spec.start,
             len: spec.len,
@@ -316,13 +311,13 @@ impl FormatWriter {
             segment: index,
             rows: spec.shape[0],
             layout,
-            array,
             left: spec.len,
             slab: Vec::new(),
             slab_index: 0,
             row_bytes,
             reservation: None,
             max_err: 0.0,
+            codec: cfg.layout.codec,
             zip_crc: (stored != spec.dtype && self.format == Some(Format::TorchZip))
                 .then(crc32fast::Hasher::new),
         }));
@@ -340,14 +335,16 @@ impl FormatWriter {
             if asm.reservation.is_none() {
                 let _t = self.pipe.profiler.stage("budget_wait");
                 asm.reservation = Some(self.pipe.budget.reserve(cap as u64));
-                asm.slab.reserve(cap);
+                if asm.slab.capacity() < cap {
+                    asm.slab = self.pipe.buffers.take_empty(cap);
+                }
             }
             let take = (cap - asm.slab.len()).min(data.len());
             asm.slab.extend_from_slice(&data[..take]);
             asm.left -= take as u64;
             data = &data[take..];
             if asm.slab.len() == cap {
-                Self::flush_slab(&self.pipe, &self.inflight, asm);
+                Self::flush_slab(&self.pipe, &self.store, &self.inflight, asm);
             }
         }
         if asm.left == 0 {
@@ -357,61 +354,67 @@ impl FormatWriter {
     }
 
     /// Cuts the slab into chunks and queues them.
-    fn flush_slab(pipe: &Arc<Pipeline>, inflight: &Arc<Inflight>, asm: &mut TensorAsm) {
+    fn flush_slab(
+        pipe: &Arc<Pipeline>,
+        store: &Arc<DurableStore>,
+        inflight: &Arc<Inflight>,
+        asm: &mut TensorAsm,
+    ) {
         if asm.slab.is_empty() {
             return;
         }
         let rows_here = asm.layout.chunk[0].min(asm.rows - asm.slab_index * asm.layout.chunk[0]);
         asm.slab.resize((rows_here * asm.row_bytes) as usize, 0);
+        let slab = std::mem::take(&mut asm.slab);
         let stored = if asm.layout.stored != asm.layout.dtype {
             let _t = pipe.profiler.stage("cast");
-            let narrowed = narrow(&asm.slab, asm.layout.dtype, asm.layout.stored);
-            let back = crate::layout::dtype::widen(&narrowed, asm.layout.stored, asm.layout.dtype);
-            asm.max_err = asm
-                .max_err
-                .max(max_abs_error(&asm.slab, &back, &asm.layout));
-            if let Some(h) = asm.zip_crc.as_mut() {
-                h.update(&back);
-            }
+            let elems = slab.len() / asm.layout.dtype.size() as usize;
+            let mut narrowed = pipe.buffers.take(elems * asm.layout.item());
+            let err = narrow_into(
+                &slab,
+                asm.layout.dtype,
+                asm.layout.stored,
+                &mut narrowed,
+                asm.zip_crc.as_mut(),
+            );
+            asm.max_err = asm.max_err.max(err);
+            pipe.buffers.give(slab);
             narrowed
         } else {
-            std::mem::take(&mut asm.slab)
+            slab
         };
-        asm.slab = Vec::new();
         let grid = asm.layout.grid();
         let mut coords = vec![0u64; grid.len()];
         coords[0] = asm.slab_index;
-        let item = asm.layout.item() as u64;
-        loop {
-            let chunk = asm.layout.cut(&stored, rows_here, &coords);
-            let reservation = pipe.budget.reserve(asm.layout.chunk_elems() * item);
+        let chunk_bytes = (asm.layout.chunk_elems() * asm.layout.item() as u64) as usize;
+        'chunks: loop {
+            let mut chunk = pipe.buffers.take(chunk_bytes);
+            asm.layout.cut_into(&stored, rows_here, &coords, &mut chunk);
+            let reservation = pipe.budget.reserve(chunk_bytes as u64);
             let key = tensor_key(asm.segment, asm.layout.linear(&coords));
-            let array = asm.array.clone();
+            let store_key = chunk_key(&asm.layout.path, &coords);
+            let (codec, store) = (asm.codec, store.clone());
             let infl = inflight.clone();
             let p = pipe.clone();
-            let c = coords.clone();
             infl.start();
             pipe.pool.spawn(move || {
                 let crc = crc32c::crc32c(&chunk);
-                let len = chunk.len() as u64;
                 let r = {
                     let _t = p.profiler.stage("encode_store");
-                    array
-                        .store_chunk_opt(&c, ArrayBytes::new_flen(chunk), &options())
-                        .map_err(|e| from_array(&e, "store tensor chunk"))
+                    chunk_store::store(&p, &store, &store_key, codec, chunk)
                 };
-                p.profiler.add_backend_write(len);
+                if let Ok(n) = &r {
+                    p.profiler.add_backend_write(*n);
+                }
                 drop(reservation);
-                infl.finish(key, r.map(|()| crc));
+                infl.finish(key, r.map(|_| crc));
             });
             // Next chunk of this slab: odometer over dimensions 1..n.
             let mut d = grid.len();
             loop {
                 d -= 1;
                 if d == 0 {
-                    asm.slab_index += 1;
-                    asm.reservation = None;
-                    return;
+                    break 'chunks;
                 }
                 coords[d] += 1;
                 if coords[d] < grid[d] {
@@ -420,11 +423,14 @@ impl FormatWriter {
                 coords[d] = 0;
             }
         }
+        asm.slab_index += 1;
+        asm.reservation = None;
+        pipe.buffers.give(stored);
     }
 
     fn end_tensor(&mut self) {
         if let Current::Tensor(asm) = &mut self.current {
-            Self::flush_slab(&self.pipe, &self.inflight, asm);
+            Self::flush_slab(&self.pipe, &self.store, &self.inflight, asm);
             if let Some(h) = asm.zip_crc.take() {
                 if let Some(SegmentMeta::Tensor { name, .. }) = self.segments.get(asm.segment) {
                     self.pending_crc = Some((name.clone(), h.finalize()));
@@ -449,7 +455,7 @@ impl FormatWriter {
         }
         if let Current::Tensor(asm) = &mut self.current {
             // A tensor cut short by the end of the data: the rest is zeros.
-            Self::flush_slab(&self.pipe, &self.inflight, asm);
+            Self::flush_slab(&self.pipe, &self.store, &self.inflight, asm);
         }
         if matches!(self.current, Current::Tensor(_)) {
             self.end_tensor();
@@ -462,8 +468,6 @@ impl FormatWriter {
             // All raw bytes fit in one chunk: size it to them rather than
             // padding headers of a few KiB to a whole chunk.
             self.raw.chunk = self.raw.total.max(1);
-            let spec = self.raw_spec();
-            self.raw.array = Arc::new(spec.handle(&self.store, &format!("/g{}/raw", self.gen))?);
         }
         if !self.raw.buf.is_empty() {
             self.raw_submit();
@@ -593,31 +597,6 @@ fn patch_central_directory(tail: &mut [u8], crcs: &HashMap<String, u32>) {
         }
         i += 46 + n + m + k;
     }
-}
-
-fn max_abs_error(orig: &[u8], back: &[u8], layout: &TensorLayout) -> f64 {
-    let mut worst = 0f64;
-    match layout.dtype {
-        Dtype::F64 => {
-            for (a, b) in orig.chunks_exact(8).zip(back.chunks_exact(8)) {
-                let x = f64::from_le_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
-                let y = f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-                if x.is_finite() {
-                    worst = worst.max((x - y).abs());
-                }
-            }
-        }
-        _ => {
-            for (a, b) in orig.chunks_exact(4).zip(back.chunks_exact(4)) {
-                let x = f32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64;
-                let y = f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64;
-                if x.is_finite() && y.is_finite() {
-                    worst = worst.max((x - y).abs());
-                }
-            }
-        }
-    }
-    worst
 }
 
 /// Whether a mount's stored-dtype policy narrows anything.

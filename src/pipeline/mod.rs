@@ -5,6 +5,7 @@ pub mod budget;
 pub mod buffers;
 pub mod cache;
 pub mod chunk_load;
+pub mod chunk_store;
 pub mod chunked;
 pub mod format_data;
 pub mod format_read;

@@ -267,6 +267,81 @@ impl DurableStore {
         Ok(Some(buffers.share(buf)))
     }
 
+    /// Stores one value under `key` atomically (a whole old or a whole new
+    /// value survives a crash): a temp file written and renamed relative
+    /// to the open root, with no path walk per chunk. Durable at the next
+    /// `barrier` (packed: at the database commit).
+    pub fn put_value(&self, key: &str, value: &[u8]) -> io::Result<()> {
+        if let Some(p) = &self.packed {
+            return p
+                .db
+                .put(format!("{}{key}", p.prefix).as_bytes(), value)
+                .map_err(db_err);
+        }
+        let key = key.trim_start_matches('/');
+        let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp = format!("{key}.ckptfs-tmp.{}.{n}", std::process::id());
+        let file = match self.create_at(&tmp) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some((dir, _)) = key.rsplit_once('/') {
+                    fs::create_dir_all(self.key_path(dir))?;
+                }
+                self.create_at(&tmp)?
+            }
+            other => other?,
+        };
+        let written = (&file).write_all(value).and_then(|()| {
+            nix::fcntl::renameat(
+                Some(self.root.as_raw_fd()),
+                tmp.as_str(),
+                Some(self.root.as_raw_fd()),
+                key,
+            )
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))
+        });
+        if written.is_err() {
+            let _ = nix::unistd::unlinkat(
+                Some(self.root.as_raw_fd()),
+                tmp.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
+        written
+    }
+
+    /// Removes `key` if present.
+    pub fn erase_value(&self, key: &str) -> io::Result<()> {
+        if let Some(p) = &self.packed {
+            return p
+                .db
+                .delete(format!("{}{key}", p.prefix).as_bytes())
+                .map(|_| ())
+                .map_err(db_err);
+        }
+        match nix::unistd::unlinkat(
+            Some(self.root.as_raw_fd()),
+            key.trim_start_matches('/'),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+            Err(e) => Err(io::Error::from_raw_os_error(e as i32)),
+        }
+    }
+
+    fn create_at(&self, rel: &str) -> io::Result<File> {
+        use nix::fcntl::{openat, OFlag};
+        use std::os::fd::FromRawFd;
+        let fd = openat(
+            Some(self.root.as_raw_fd()),
+            rel,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+        // SAFETY: `openat` returned a new descriptor that nothing else owns.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
     /// The open root directory.
     pub fn root(&self) -> &File {
         &self.root
