@@ -52,6 +52,12 @@ enum Op {
     Read {
         f: usize,
     },
+    /// Opens a reader and keeps it while other ops change the file, or
+    /// reads through the kept one (then closes it): it must see one whole
+    /// version the file had since the reader opened, never a mix.
+    Peek {
+        f: usize,
+    },
     /// Rewrites the file as a small valid safetensors checkpoint, so later
     /// ops exercise the parsed-checkpoint paths (staging, re-parsing).
     Checkpoint {
@@ -89,6 +95,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => f.clone().prop_map(|f| Op::Fsync { f }),
         2 => f.clone().prop_map(|f| Op::Close { f }),
         2 => f.clone().prop_map(|f| Op::Read { f }),
+        2 => f.clone().prop_map(|f| Op::Peek { f }),
         2 => (f, 1u64..300, any::<u64>()).prop_map(|(f, rows, seed)| Op::Checkpoint { f, rows, seed: seed | 1 }),
     ]
 }
@@ -97,6 +104,10 @@ struct Case {
     dir: PathBuf,
     model: BTreeMap<usize, Vec<u8>>,
     open: HashMap<usize, File>,
+    /// Every content each file had, in order (cleared by rename/unlink).
+    history: HashMap<usize, Vec<Vec<u8>>>,
+    /// Kept readers: descriptor and the history index when opened.
+    readers: HashMap<usize, (File, usize)>,
 }
 
 impl Case {
@@ -118,7 +129,33 @@ impl Case {
         })
     }
 
+    /// Notes the model's content of `f` as a version readers may see.
+    fn record(&mut self, f: usize) {
+        if let Some(m) = self.model.get(&f) {
+            self.history.entry(f).or_default().push(m.clone());
+        }
+    }
+
+    /// Forgets readers and versions of a name whose file went away.
+    fn forget(&mut self, f: usize) {
+        self.readers.remove(&f);
+        self.history.remove(&f);
+    }
+
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        self.apply_op(op)?;
+        match *op {
+            Op::Write { f, .. }
+            | Op::Append { f, .. }
+            | Op::Truncate { f, .. }
+            | Op::Checkpoint { f, .. } => self.record(f),
+            Op::Rename { to, .. } => self.record(to),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn apply_op(&mut self, op: &Op) -> Result<(), TestCaseError> {
         match *op {
             Op::Write { f, off, len, seed } => {
                 let mut data = vec![0u8; len];
@@ -144,6 +181,8 @@ impl Case {
             }
             Op::Rename { from, to } => {
                 if from != to && self.model.contains_key(&from) {
+                    self.forget(from);
+                    self.forget(to);
                     fs::rename(self.path(from), self.path(to)).expect("rename");
                     let data = self.model.remove(&from).unwrap_or_default();
                     self.model.insert(to, data);
@@ -155,6 +194,7 @@ impl Case {
             }
             Op::Unlink { f } => {
                 if let Some(expect) = self.model.remove(&f) {
+                    self.forget(f);
                     fs::remove_file(self.path(f)).expect("unlink");
                     prop_assert!(!self.path(f).exists(), "unlinked file still visible");
                     if let Some(h) = self.open.remove(&f) {
@@ -186,6 +226,32 @@ impl Case {
                 }
                 self.model.insert(f, data);
             }
+            Op::Peek { f } => {
+                if !self.model.contains_key(&f) {
+                    return Ok(());
+                }
+                if self.history.get(&f).is_none_or(|h| h.is_empty()) {
+                    self.record(f);
+                }
+                let versions = &self.history[&f];
+                match self.readers.remove(&f) {
+                    Some((r, since)) => {
+                        let got = read_through(&r);
+                        prop_assert!(
+                            versions[since..].iter().any(|v| *v == got),
+                            "a reader of f{} kept open saw {} bytes matching no version since it opened",
+                            f,
+                            got.len()
+                        );
+                    }
+                    None => {
+                        let r = File::open(self.path(f)).expect("open reader");
+                        let got = read_through(&r);
+                        prop_assert!(got == self.model[&f], "new reader of f{} differs", f);
+                        self.readers.insert(f, (r, versions.len() - 1));
+                    }
+                }
+            }
             Op::Read { f } => {
                 if let Some(expect) = self.model.get(&f) {
                     let got = read_all(&self.path(f));
@@ -212,6 +278,19 @@ impl Case {
             prop_assert_eq!(meta.len(), expect.len() as u64);
         }
         Ok(())
+    }
+}
+
+/// Everything an open descriptor reads from offset 0 to its end.
+fn read_through(f: &File) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = f.read_at(&mut buf, out.len() as u64).expect("read");
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -242,12 +321,15 @@ fn run_layout(name: &str, config: PathBuf, cases: u32) {
             dir,
             model: BTreeMap::new(),
             open: HashMap::new(),
+            history: HashMap::new(),
+            readers: HashMap::new(),
         };
         for op in &ops {
             case.apply(op)?;
         }
         case.check_all()?;
         case.open.clear();
+        case.readers.clear();
         case.check_all()?;
         finals
             .borrow_mut()

@@ -8,6 +8,7 @@
 //! strategies = ["plain", "passthrough", "chunked"]   # absent: all
 //! runs = 3
 //! save_tool = "builtin"        # torch | safetensors-py | "cmd:TEMPLATE {src} {dst}"
+//! load_tool = "builtin"        # safetensors-mmap | torch
 //! out = "bench-results/openllama-3b-2layers"
 //! ```
 
@@ -34,6 +35,7 @@ pub struct Experiment {
     pub strategies: Option<Vec<String>>,
     pub runs: Option<usize>,
     pub save_tool: Option<String>,
+    pub load_tool: Option<String>,
     pub out: Option<PathBuf>,
     /// Folder of mount configs.
     pub configs: Option<PathBuf>,

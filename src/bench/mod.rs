@@ -18,6 +18,7 @@
 
 pub mod disk;
 pub mod experiment;
+pub mod load_tool;
 pub mod machine;
 pub mod model;
 pub mod mount_process;
@@ -62,6 +63,7 @@ pub fn run(args: BenchArgs) -> Result<u8> {
         .with_context(|| format!("create the results folder {}", settings.out.display()))?;
     let scripts = save_tool::scripts_dir();
     settings.save_tool.check(&scripts)?;
+    settings.load_tool.check(&scripts)?;
     let exe = std::env::current_exe().context("locate the ckptfs binary")?;
 
     let (device, device_name, device_note) = machine::select_device();
@@ -148,6 +150,7 @@ pub fn run(args: BenchArgs) -> Result<u8> {
         },
         machine,
         save_tool: settings.save_tool.name(),
+        load_tool: settings.load_tool.name().to_string(),
         baseline,
         page_cache,
         strategies: done.strategies,
@@ -204,6 +207,7 @@ fn run_all(
         model,
         device,
         save_tool: &settings.save_tool,
+        load_tool: settings.load_tool,
         source_file: source_file.as_deref(),
         scripts,
     };
@@ -345,12 +349,13 @@ fn write_outputs(r: &BenchResults, out: &Path) -> Result<()> {
     println!();
     println!("ckptfs bench: {}", r.model.source);
     println!(
-        "  {} tensors, {} parameters, {:.3} GB; device {}; save tool {}; {} runs per strategy",
+        "  {} tensors, {} parameters, {:.3} GB; device {}; save tool {}; load tool {}; {} runs per strategy",
         r.model.tensors,
         r.model.parameters,
         r.model.bytes as f64 / 1e9,
         r.machine.device,
         r.save_tool,
+        r.load_tool,
         r.settings.runs
     );
     println!("  page cache: {}", r.page_cache);

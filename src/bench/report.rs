@@ -192,6 +192,7 @@ pub fn markdown(r: &BenchResults, figure: Option<&str>) -> String {
         m.dtypes
     );
     let _ = writeln!(out, "- save tool: {}", r.save_tool);
+    let _ = writeln!(out, "- load tool: {}", r.load_tool);
     let _ = writeln!(
         out,
         "- runs: {} per strategy; mean ± sample std",

@@ -34,6 +34,7 @@ pub struct BenchResults {
     pub model: ModelInfo,
     pub machine: MachineInfo,
     pub save_tool: String,
+    pub load_tool: String,
     /// The strategy the improvement percentages are relative to.
     pub baseline: Option<String>,
     /// Whether loads were cold, in words.

@@ -10,6 +10,7 @@ use candle_core::Device;
 use serde::Serialize;
 
 use super::disk::{self, Footprint};
+use super::load_tool::LoadTool;
 use super::model::{self, Model};
 use super::mount_process::{MountProcess, MountSpec};
 use super::profile_summary::{self, ProfileSummary};
@@ -24,6 +25,7 @@ pub struct RunContext<'a> {
     pub model: &'a Model,
     pub device: &'a Device,
     pub save_tool: &'a SaveTool,
+    pub load_tool: LoadTool,
     /// The plain safetensors copy external save tools read.
     pub source_file: Option<&'a Path>,
     pub scripts: &'a Path,
@@ -138,9 +140,7 @@ fn run_plain(
 
     let dropped = disk::drop_page_cache();
     phase("loading");
-    let t2 = Instant::now();
-    let loaded = load(&file, ctx.device)?;
-    let read_s = t2.elapsed().as_secs_f64();
+    let (read_s, loaded) = load(ctx, &file)?;
 
     phase("verifying");
     let verification = verify::verify(&ctx.model.cpu, loaded, strategy.narrowing())?;
@@ -233,9 +233,7 @@ fn run_mounted(
     .map_err(|e| anyhow!("remount for the load: {e:#}"))?;
     let remount_s = t4.elapsed().as_secs_f64();
     phase("loading");
-    let t5 = Instant::now();
-    let loaded = load(&file, ctx.device)?;
-    let read_s = t5.elapsed().as_secs_f64();
+    let (read_s, loaded) = load(ctx, &file)?;
     let rss_load = mount.peak_rss();
     mount.unmount().context("unmount after the load")?;
 
@@ -275,11 +273,15 @@ fn run_mounted(
     })
 }
 
-/// Reads the checkpoint onto the device and waits until it is there.
-fn load(file: &Path, device: &Device) -> Result<Vec<(String, candle_core::Tensor)>> {
-    let tensors = model::read_checkpoint(file, device)?;
-    device.synchronize().context("synchronize the device")?;
-    Ok(tensors)
+/// Loads the checkpoint with the run's load tool: its seconds, and the
+/// tensors to verify (read again, untimed, when the tool ran elsewhere).
+fn load(ctx: &RunContext, file: &Path) -> Result<(f64, Vec<(String, candle_core::Tensor)>)> {
+    let loaded = ctx.load_tool.load(file, ctx.device, ctx.scripts)?;
+    let tensors = match loaded.tensors {
+        Some(t) => t,
+        None => model::read_checkpoint(file, ctx.device)?,
+    };
+    Ok((loaded.seconds, tensors))
 }
 
 fn file_len(file: &Path) -> Result<u64> {

@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use super::experiment::Experiment;
+use super::load_tool::LoadTool;
 use super::model::ModelDtype;
 use super::preset::Preset;
 use super::save_tool::SaveTool;
@@ -66,6 +67,12 @@ pub struct BenchArgs {
     /// cmd:"TEMPLATE {src} {dst}".
     #[arg(long, value_name = "TOOL")]
     pub save_tool: Option<String>,
+    /// How the checkpoint is read back: builtin (candle: one read() of the
+    /// file), safetensors-mmap (Python safe_open + a copy of each tensor) or
+    /// torch (torch.load(mmap=True) + a copy of each tensor; needs
+    /// --save-tool torch).
+    #[arg(long, value_name = "TOOL")]
+    pub load_tool: Option<String>,
     /// Results folder (default: bench-results/<UTC date and time>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -104,12 +111,18 @@ pub struct Settings {
     pub runs: usize,
     #[serde(serialize_with = "save_tool_name")]
     pub save_tool: SaveTool,
+    #[serde(serialize_with = "load_tool_name")]
+    pub load_tool: LoadTool,
     pub out: PathBuf,
     pub configs: PathBuf,
     pub work_dir: PathBuf,
     pub experiment_file: Option<PathBuf>,
     #[serde(skip)]
     pub experiment_text: Option<String>,
+}
+
+fn load_tool_name<S: serde::Serializer>(t: &LoadTool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t.name())
 }
 
 fn save_tool_name<S: serde::Serializer>(t: &SaveTool, s: S) -> Result<S::Ok, S::Error> {
@@ -184,6 +197,18 @@ impl Settings {
                 .or(exp.save_tool.as_deref())
                 .unwrap_or("builtin"),
         )?;
+        let load_tool = LoadTool::parse(
+            args.load_tool
+                .as_deref()
+                .or(exp.load_tool.as_deref())
+                .unwrap_or("builtin"),
+        )?;
+        if load_tool == LoadTool::Torch && save_tool != SaveTool::Torch {
+            bail!("--load-tool torch reads torch.save checkpoints: add --save-tool torch");
+        }
+        if load_tool == LoadTool::SafetensorsMmap && save_tool == SaveTool::Torch {
+            bail!("--load-tool safetensors-mmap reads safetensors files; --save-tool torch writes a torch zip");
+        }
         let strategies: Vec<String> = args
             .strategies
             .clone()
@@ -212,6 +237,7 @@ impl Settings {
             strategies,
             runs,
             save_tool,
+            load_tool,
             out,
             configs,
             work_dir,

@@ -776,28 +776,18 @@ impl CkptFs {
                         (IoPath::Cached, OpenReply::Cached { keep_cache: false })
                     }
                 },
-                (Choice::Join, _) => match f.io.passthrough.as_mut() {
-                    Some(pt) => {
-                        pt.opens += 1;
-                        pt.writers += u32::from(writable);
-                        (IoPath::Passthrough, OpenReply::Passthrough(pt.id.clone()))
+                (Choice::Join { copy_aside }, _) => {
+                    if copy_aside {
+                        f.copy_aside(&self.pipe)?;
                     }
-                    None => return Err(FsError::new(libc::EIO, "passthrough state vanished")),
-                },
-                (
-                    Choice::Direct {
-                        copy_on_first_write,
-                    },
-                    _,
-                ) => {
-                    f.io.direct += 1;
-                    if writable {
-                        if copy_on_first_write {
-                            f.copy_on_next_write();
+                    match f.io.passthrough.as_mut() {
+                        Some(pt) => {
+                            pt.opens += 1;
+                            pt.writers += u32::from(writable);
+                            (IoPath::Passthrough, OpenReply::Passthrough(pt.id.clone()))
                         }
-                        f.page_cache_stale = true;
+                        None => return Err(FsError::new(libc::EIO, "passthrough state vanished")),
                     }
-                    (IoPath::Direct, OpenReply::Direct)
                 }
                 _ if !writable
                     && plain.is_none()
@@ -818,8 +808,11 @@ impl CkptFs {
                     (IoPath::Cached, OpenReply::Cached { keep_cache })
                 }
             };
-            if path == IoPath::Passthrough && writable {
-                f.begin_kernel_writes();
+            if path == IoPath::Passthrough {
+                f.begin_shared();
+                if writable {
+                    f.begin_kernel_writes();
+                }
             }
             f.open_count += 1;
             (Arc::<str>::from(f.name.as_str()), path, reply)
@@ -1014,9 +1007,8 @@ impl CkptFs {
             // Take in the kernel's last writes while they are still ours.
             f.refresh_from_kernel()?;
         }
-        f.io.close(h.path, h.writable);
-        if !f.io.passthrough_writers() {
-            f.end_kernel_writes();
+        if f.io.close(h.path, h.writable) {
+            f.end_shared();
         }
         f.open_count = f.open_count.saturating_sub(1);
         if f.open_count > 0 {

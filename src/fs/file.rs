@@ -286,6 +286,9 @@ impl FileNode {
     /// Writes `data` at `offset`; never a short write.
     pub fn write(&mut self, pipe: &Arc<Pipeline>, offset: u64, data: &[u8]) -> FsResult<()> {
         self.refresh_from_kernel()?;
+        if self.io.passthrough.is_some() {
+            self.copy_aside(pipe)?;
+        }
         let end = offset
             .checked_add(data.len() as u64)
             .filter(|e| *e <= i64::MAX as u64)
@@ -333,11 +336,14 @@ impl FileNode {
     /// Sets the size; growing reads as zeros.
     pub fn truncate(&mut self, pipe: &Arc<Pipeline>, new_size: u64) -> FsResult<()> {
         self.refresh_from_kernel()?;
+        if self.io.passthrough.is_some() {
+            self.copy_aside(pipe)?;
+        }
         if new_size > i64::MAX as u64 {
             return Err(FsError::new(libc::EFBIG, "size past the largest file size"));
         }
-        let kernel_writes = self.io.passthrough_writers();
-        if new_size == 0 && !kernel_writes {
+        let shared = self.io.passthrough.is_some();
+        if new_size == 0 && !shared {
             // Start over in a new generation; the committed one stays intact.
             if let Some(old) = self.data.take() {
                 self.discard(old);
@@ -410,11 +416,18 @@ impl FileNode {
         }
     }
 
-    /// A writer opened beside passthrough readers of committed bytes: its
-    /// first write moves to a new generation, the readers keep theirs.
-    pub fn copy_on_next_write(&mut self) {
+    /// Passthrough opens share the data file from now on: every change
+    /// stays in it.
+    pub fn begin_shared(&mut self) {
         if let Some(Data::Plain(p)) = self.data.as_mut() {
-            p.copy_on_next_write();
+            p.set_shared(true);
+        }
+    }
+
+    /// The last passthrough open closed.
+    pub fn end_shared(&mut self) {
+        if let Some(Data::Plain(p)) = self.data.as_mut() {
+            p.set_shared(false);
         }
     }
 
@@ -422,18 +435,47 @@ impl FileNode {
     /// directly from now on.
     pub fn begin_kernel_writes(&mut self) {
         if let Some(Data::Plain(p)) = self.data.as_mut() {
-            p.share_with_kernel(true);
+            p.forget_crc();
         }
         self.kernel_seen = None;
         self.page_cache_stale = true;
         self.sealed = None;
     }
 
-    /// The last passthrough writer closed.
-    pub fn end_kernel_writes(&mut self) {
-        if let Some(Data::Plain(p)) = self.data.as_mut() {
-            p.share_with_kernel(false);
+    /// Before the shared data file changes in place: when it holds the
+    /// committed version, copy that to a new generation and publish it
+    /// (same bytes, same checksum), so a crash during the change still
+    /// leaves the whole committed version. The shared file becomes the
+    /// uncommitted working copy.
+    pub fn copy_aside(&mut self, pipe: &Pipeline) -> FsResult<()> {
+        let Some(Data::Plain(p)) = self.data.as_mut() else {
+            return Ok(());
+        };
+        if !p.is_protected() || self.manifest.generation != p.gen {
+            return Ok(());
         }
+        let _t = pipe.profiler.stage("copy_aside");
+        self.max_gen += 1;
+        let gen = self.max_gen;
+        let size = p.copy_aside(&self.store, gen)?;
+        let spec = ByteArraySpec {
+            chunk_bytes: size.max(1),
+            codec: crate::config::Codec::None,
+        };
+        spec.store_metadata(&self.store, &format!("/g{gen}"), size, Default::default())?;
+        let meta = self.store.key_path(&format!("g{gen}/zarr.json"));
+        fs::File::open(&meta)
+            .and_then(|f| f.sync_all())
+            .ctx("fsync array metadata")?;
+        sync_dir(&self.store.key_path(&format!("g{gen}"))).ctx("fsync array dir")?;
+        let mut next = self.manifest.clone();
+        next.generation = gen;
+        next.array = format!("g{gen}");
+        next.commit += 1;
+        next.commit(self.store.base(), true)?;
+        self.manifest = next;
+        self.dirty = true;
+        Ok(())
     }
 
     /// Takes in what passthrough writers did to the data file: its size
@@ -449,7 +491,7 @@ impl FileNode {
         if self.kernel_seen == Some((len, mtime)) {
             return Ok(());
         }
-        p.share_with_kernel(true);
+        p.forget_crc();
         self.kernel_seen = Some((len, mtime));
         self.size = len;
         self.attrs.mtime_ns = mtime;

@@ -1,24 +1,26 @@
 //! How the kernel serves each open of a file: through its page cache
 //! (`Cached`, every read and write reaches the daemon), straight to the
-//! daemon (`Direct`), or by kernel FUSE passthrough to the plain layout's
-//! backing file (`Passthrough`: the daemon never sees the bytes).
+//! daemon (`Direct`: `io.read_mode = "direct"` for chunked files), or by
+//! kernel FUSE passthrough to the plain layout's backing file
+//! (`Passthrough`: the daemon never sees the bytes).
 //!
 //! The kernel holds one inode either in cached mode or in passthrough mode
-//! across all its opens, and every passthrough open of an inode must use the
-//! same backing file; an open that breaks either rule fails with EIO. Direct
-//! opens are neutral. So the mode of a new open follows from the inode's
+//! across all its opens; while an inode has a passthrough open, every new
+//! open must be a passthrough open of the same backing file (anything else
+//! fails with EIO). So the mode of a new open follows from the inode's
 //! current opens:
 //!
-//! - passthrough opens exist, on the generation the file holds now: the new
-//!   open joins them, unless it writes into committed bytes that those
-//!   readers hold (then it is `Direct`, and its first write copies the file
-//!   into a new generation: the readers keep the old version whole);
-//! - passthrough opens exist on an older generation (the file was rewritten
-//!   since): `Direct`, reading and writing what the file holds now;
+//! - passthrough opens exist: the new open joins them. A writer joining
+//!   readers of committed bytes first has the committed version copied
+//!   aside (to a new generation the manifest then names): the shared data
+//!   file becomes the working copy, written in place, and a crash still
+//!   leaves the whole committed version. Readers holding the file see the
+//!   writer's bytes as they land, as on a local disk.
 //! - cached opens exist: `Cached`;
 //! - no open: `Passthrough` for a reader of a plain file, and for a writer
 //!   of a plain generation with no committed bytes yet (a new file, or one
-//!   truncated to zero: a save); `Cached` otherwise.
+//!   truncated to zero: a save) when `io.passthrough = "read-write"`;
+//!   `Cached` otherwise.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -75,12 +77,11 @@ pub struct PlainState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Choice {
     Cached,
-    /// Direct; for a writer, copy to a new generation on its first write.
-    Direct {
-        copy_on_first_write: bool,
+    /// Join the inode's passthrough opens; `copy_aside`: first move the
+    /// committed version out of the shared data file's way.
+    Join {
+        copy_aside: bool,
     },
-    /// Join the inode's passthrough opens.
-    Join,
     /// Register the plain data file and pass the open through.
     Register,
 }
@@ -96,16 +97,9 @@ impl IoModes {
         allow: PassthroughUse,
     ) -> Choice {
         if let Some(pt) = &self.passthrough {
-            return match plain {
-                Some(p) if p.gen == pt.gen && (!writable || !p.protected || pt.writers > 0) => {
-                    Choice::Join
-                }
-                Some(p) if p.gen == pt.gen => Choice::Direct {
-                    copy_on_first_write: true,
-                },
-                _ => Choice::Direct {
-                    copy_on_first_write: false,
-                },
+            let committed = plain.is_some_and(|p| p.protected);
+            return Choice::Join {
+                copy_aside: writable && committed && pt.writers == 0,
             };
         }
         if self.cached > 0 {
@@ -198,27 +192,31 @@ mod tests {
     }
 
     #[test]
-    fn opens_beside_passthrough_readers_never_mix_modes_or_versions() {
+    fn every_open_beside_passthrough_opens_joins_them() {
         let rw = PassthroughUse::ReadWrite;
         let readers = pt(3, 0);
-        assert_eq!(readers.choose(Some(COMMITTED), false, rw), Choice::Join);
-        // A writer into the bytes the readers hold copies them first.
         assert_eq!(
-            readers.choose(Some(COMMITTED), true, rw),
-            Choice::Direct {
-                copy_on_first_write: true
-            }
+            readers.choose(Some(COMMITTED), false, rw),
+            Choice::Join { copy_aside: false }
         );
-        // The file was rewritten since the readers opened it.
+        // A writer into the committed bytes the readers hold: copy aside,
+        // even where the mount passes only readers through.
+        for allow in [rw, PassthroughUse::Read] {
+            assert_eq!(
+                readers.choose(Some(COMMITTED), true, allow),
+                Choice::Join { copy_aside: true }
+            );
+        }
         assert_eq!(
-            readers.choose(Some(FRESH), false, rw),
-            Choice::Direct {
-                copy_on_first_write: false
-            }
+            readers.choose(Some(FRESH), true, rw),
+            Choice::Join { copy_aside: false }
         );
-        // Beside a passthrough writer, everyone shares its data file.
+        // Beside a passthrough writer, the data file is already a copy.
         let writing = pt(3, 1);
-        assert_eq!(writing.choose(Some(COMMITTED), true, rw), Choice::Join);
+        assert_eq!(
+            writing.choose(Some(COMMITTED), true, rw),
+            Choice::Join { copy_aside: false }
+        );
         let mut m = pt(4, 1);
         assert!(!m.close(IoPath::Passthrough, true));
         assert!(!m.passthrough_writers());

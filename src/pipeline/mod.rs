@@ -43,7 +43,7 @@ impl Pipeline {
     pub fn new(config: MountConfig, profiler: Arc<Profiler>) -> std::io::Result<Arc<Self>> {
         Ok(Arc::new(Pipeline {
             budget: MemoryBudget::new(config.io.memory_budget),
-            pool: pool::WorkerPool::new(config.io.concurrency, "ckptfs-worker")?,
+            pool: pool::WorkerPool::new(encoders(&config), "ckptfs-worker")?,
             read_pool: pool::WorkerPool::new(config.io.read_concurrency, "ckptfs-reader")?,
             cache: cache::ChunkCache::new(config.io.cache),
             buffers: buffers::BufferPool::new(buffers_limit(&config)),
@@ -63,6 +63,17 @@ impl Pipeline {
             chunk_bytes: self.config.layout.raw_chunk_bytes,
             codec: self.config.layout.codec,
         }
+    }
+}
+
+/// Threads that encode and store chunks: `io.concurrency`, and with a
+/// compressor at least one per core (the codec, not the disk, is then what
+/// a save waits on; `io.concurrency = 1` must not leave cores idle).
+fn encoders(config: &MountConfig) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match config.layout.codec {
+        crate::config::Codec::None => config.io.concurrency,
+        _ => config.io.concurrency.max(cores),
     }
 }
 

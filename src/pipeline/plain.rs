@@ -157,21 +157,29 @@ impl PlainData {
         self.protected > 0
     }
 
-    /// The next write or truncate copies the file into a new generation
-    /// first, whatever its offset (readers hold this generation's bytes).
-    pub fn copy_on_next_write(&mut self) {
-        if self.protected > 0 {
-            self.protected = u64::MAX;
-        }
+    /// Copies the committed bytes into generation `gen`'s data file and
+    /// makes it durable, for the manifest to name while this file is
+    /// changed in place (it is shared with kernel passthrough opens).
+    /// Returns the committed size; this file holds no committed bytes after.
+    pub fn copy_aside(&mut self, store: &DurableStore, gen: u64) -> FsResult<u64> {
+        let size = self.protected;
+        let copy = create_gen_file(store, gen).ctx(format!("create g{gen}"))?;
+        copy_range(&self.file, &copy, size).ctx("copy committed version aside")?;
+        copy.sync_all().ctx("fsync copied version")?;
+        self.protected = 0;
+        Ok(size)
     }
 
-    /// Writes by others (kernel passthrough) go to this data file: keep
-    /// it, and forget the running checksum (they bypass it).
-    pub fn share_with_kernel(&mut self, on: bool) {
+    /// Kernel passthrough opens use this data file: changes stay in it
+    /// (never a new generation under them).
+    pub fn set_shared(&mut self, on: bool) {
         self.in_place = on;
-        if on {
-            self.crc = None;
-        }
+    }
+
+    /// Others (kernel passthrough writers) change the file: the running
+    /// checksum no longer covers it.
+    pub fn forget_crc(&mut self) {
+        self.crc = None;
     }
 
     /// Length and modification time of the data file (ns).

@@ -1,0 +1,141 @@
+//! How the checkpoint is read back: candle's reader (one large `read()` of
+//! the file), or the Python loaders users run, which map the file
+//! (`safetensors.safe_open`, `torch.load(mmap=True)`): `--load-tool`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+
+use super::model;
+
+/// A load tool, as `--load-tool` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadTool {
+    /// `candle_core` (safetensors: `std::fs::read` of the whole file; torch
+    /// zip: its pickle reader), onto the bench's device.
+    Builtin,
+    /// `scripts/load_checkpoint.py safetensors-mmap`.
+    SafetensorsMmap,
+    /// `scripts/load_checkpoint.py torch`.
+    Torch,
+}
+
+/// What a load gave: its seconds, and the tensors when the tool hands them
+/// to this process (the Python tools are checked by reading again).
+pub struct Loaded {
+    pub seconds: f64,
+    pub tensors: Option<Vec<(String, Tensor)>>,
+}
+
+impl LoadTool {
+    pub fn parse(s: &str) -> Result<LoadTool> {
+        match s {
+            "builtin" | "candle" => Ok(LoadTool::Builtin),
+            "safetensors-mmap" => Ok(LoadTool::SafetensorsMmap),
+            "torch" => Ok(LoadTool::Torch),
+            _ => {
+                bail!("--load-tool `{s}` is not allowed; allowed: builtin, safetensors-mmap, torch")
+            }
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            LoadTool::Builtin => "builtin (candle, one read of the file)",
+            LoadTool::SafetensorsMmap => "safetensors safe_open (mmap) + copy of each tensor",
+            LoadTool::Torch => "torch.load(mmap=True) + copy of each tensor",
+        }
+    }
+
+    /// Fails early, with what to install, when the tool cannot run here.
+    pub fn check(&self, scripts: &Path) -> Result<()> {
+        if *self == LoadTool::Builtin {
+            return Ok(());
+        }
+        let script = scripts.join("load_checkpoint.py");
+        if !script.is_file() {
+            bail!("load tool script {} is missing", script.display());
+        }
+        let probe = Command::new(python())
+            .arg("-c")
+            .arg("import torch, safetensors")
+            .stdin(Stdio::null())
+            .output()
+            .context("run python3")?;
+        if !probe.status.success() {
+            bail!(
+                "load tool `{}` needs Python with torch and safetensors (pip install torch safetensors)",
+                self.name()
+            );
+        }
+        Ok(())
+    }
+
+    /// Loads `file`; for the Python tools the time is what the script
+    /// measured around the load itself (not the interpreter's start).
+    pub fn load(&self, file: &Path, device: &Device, scripts: &Path) -> Result<Loaded> {
+        let tool = match self {
+            LoadTool::Builtin => {
+                let t = Instant::now();
+                let tensors = model::read_checkpoint(file, device)?;
+                device.synchronize().context("synchronize the device")?;
+                return Ok(Loaded {
+                    seconds: t.elapsed().as_secs_f64(),
+                    tensors: Some(tensors),
+                });
+            }
+            LoadTool::SafetensorsMmap => "safetensors-mmap",
+            LoadTool::Torch => "torch",
+        };
+        let out = Command::new(python())
+            .arg(scripts.join("load_checkpoint.py"))
+            .arg(tool)
+            .arg(file)
+            .stdin(Stdio::null())
+            .output()
+            .context("run load_checkpoint.py")?;
+        if !out.status.success() {
+            bail!(
+                "load tool {tool} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let seconds: f64 = text
+            .split_whitespace()
+            .next()
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("load_checkpoint.py printed {text:?}"))?;
+        Ok(Loaded {
+            seconds,
+            tensors: None,
+        })
+    }
+}
+
+fn python() -> String {
+    std::env::var("CKPTFS_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_tools_parse_and_bad_ones_are_refused() {
+        assert_eq!(
+            LoadTool::parse("builtin").expect("builtin"),
+            LoadTool::Builtin
+        );
+        assert_eq!(
+            LoadTool::parse("safetensors-mmap").expect("mmap"),
+            LoadTool::SafetensorsMmap
+        );
+        assert_eq!(LoadTool::parse("torch").expect("torch"), LoadTool::Torch);
+        assert!(LoadTool::parse("mmap").is_err());
+    }
+}
