@@ -238,7 +238,7 @@ impl Case {
                     Some((r, since)) => {
                         let got = read_through(&r);
                         prop_assert!(
-                            versions[since..].iter().any(|v| *v == got),
+                            versions[since..].contains(&got),
                             "a reader of f{} kept open saw {} bytes matching no version since it opened",
                             f,
                             got.len()
