@@ -3,6 +3,11 @@
 //! it references: each `BINPERSID` of a `('storage', StorageType, key,
 //! location, numel)` tuple. `GLOBAL` only records a name, `REDUCE` only
 //! yields an opaque value: a pickle that names `os.system` is just data.
+//!
+//! It also notes the tensor views of each storage (the arguments of a
+//! `torch._utils._rebuild_tensor_v2` reduce: storage, offset, size,
+//! stride), so that a storage one contiguous tensor covers whole is stored
+//! with that tensor's shape.
 
 use std::collections::HashMap;
 
@@ -14,8 +19,18 @@ enum V {
     Int(i64),
     Global(String),
     Tuple(Vec<V>),
+    /// A storage reference (its key).
+    Storage(String),
     Mark,
     Other,
+}
+
+/// One tensor over a storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct View {
+    offset: i64,
+    size: Vec<i64>,
+    stride: Vec<i64>,
 }
 
 /// A storage a pickle refers to.
@@ -24,6 +39,10 @@ pub struct StorageRef {
     pub key: String,
     pub dtype: Dtype,
     pub numel: u64,
+    /// The shape of the one contiguous tensor that covers the storage
+    /// whole, when there is exactly one such view (else it stays 1-D:
+    /// shared or strided storages).
+    pub shape: Option<Vec<u64>>,
 }
 
 /// The result of scanning a complete pickle.
@@ -102,7 +121,8 @@ pub fn scan(data: &[u8]) -> Result<Scanned, ScanError> {
     let mut c = Cursor { data, pos: 0 };
     let mut stack: Vec<V> = Vec::new();
     let mut memo: HashMap<u64, V> = HashMap::new();
-    let mut storages = HashMap::new();
+    let mut storages: HashMap<String, StorageRef> = HashMap::new();
+    let mut views: HashMap<String, Vec<View>> = HashMap::new();
     let pop_mark = |stack: &mut Vec<V>| -> Result<Vec<V>, ScanError> {
         let m = stack
             .iter()
@@ -125,10 +145,13 @@ pub fn scan(data: &[u8]) -> Result<Scanned, ScanError> {
                 c.u64()?; // FRAME
             }
             b'.' => {
+                for (key, st) in storages.iter_mut() {
+                    st.shape = views.get(key).and_then(|v| whole_shape(v, st.numel));
+                }
                 return Ok(Scanned {
                     len: c.pos,
                     storages,
-                })
+                });
             }
             b'c' => {
                 let module = String::from_utf8_lossy(c.line()?).into_owned();
@@ -259,11 +282,23 @@ pub fn scan(data: &[u8]) -> Result<Scanned, ScanError> {
                 stack.pop();
             }
             b'R' | 0x81 => {
-                // REDUCE / NEWOBJ: never called, the result is opaque.
+                // REDUCE / NEWOBJ: never called, the result is opaque;
+                // a tensor rebuild's arguments are noted.
                 if stack.len() < 2 {
                     return invalid("reduce underflow");
                 }
-                stack.truncate(stack.len() - 2);
+                let args = stack.pop();
+                let callable = stack.pop();
+                if let (Some(V::Global(g)), Some(V::Tuple(a))) = (&callable, &args) {
+                    if g == "torch._utils._rebuild_tensor_v2" {
+                        if let Some((key, view)) = tensor_view(a) {
+                            let v = views.entry(key).or_default();
+                            if v.len() < 64 {
+                                v.push(view);
+                            }
+                        }
+                    }
+                }
                 stack.push(V::Other);
             }
             b'b' => {
@@ -272,12 +307,14 @@ pub fn scan(data: &[u8]) -> Result<Scanned, ScanError> {
             b'Q' => {
                 // BINPERSID: torch's storage reference.
                 let pid = stack.pop();
+                let mut value = V::Other;
                 if let Some(V::Tuple(t)) = &pid {
                     if let Some(s) = storage_ref(t) {
+                        value = V::Storage(s.key.clone());
                         storages.insert(s.key.clone(), s);
                     }
                 }
-                stack.push(V::Other);
+                stack.push(value);
             }
             b'0' => {
                 stack.pop();
@@ -294,6 +331,55 @@ pub fn scan(data: &[u8]) -> Result<Scanned, ScanError> {
     }
 }
 
+/// `(storage, offset, size, stride, ...)` of a tensor rebuild.
+fn tensor_view(args: &[V]) -> Option<(String, View)> {
+    let ints = |v: &V| -> Option<Vec<i64>> {
+        match v {
+            V::Tuple(t) => t
+                .iter()
+                .map(|x| match x {
+                    V::Int(i) => Some(*i),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        }
+    };
+    match args {
+        [V::Storage(key), V::Int(offset), size, stride, ..] => Some((
+            key.clone(),
+            View {
+                offset: *offset,
+                size: ints(size)?,
+                stride: ints(stride)?,
+            },
+        )),
+        _ => None,
+    }
+}
+
+/// The shape of the only view of a storage, when it covers all `numel`
+/// elements from offset 0, row-major and contiguous.
+fn whole_shape(views: &[View], numel: u64) -> Option<Vec<u64>> {
+    let [v] = views else {
+        return None;
+    };
+    if v.offset != 0 || v.size.len() != v.stride.len() || v.size.iter().any(|&d| d < 0) {
+        return None;
+    }
+    let mut expect: i64 = 1;
+    for (&d, &s) in v.size.iter().zip(&v.stride).rev() {
+        if d > 1 && s != expect {
+            return None;
+        }
+        expect = expect.checked_mul(d)?;
+    }
+    if expect as u64 != numel || numel == 0 || v.size.is_empty() {
+        return None;
+    }
+    Some(v.size.iter().map(|&d| d as u64).collect())
+}
+
 fn storage_ref(t: &[V]) -> Option<StorageRef> {
     match t {
         [V::Str(tag), V::Global(class), key, _location, V::Int(numel)] if tag == "storage" => {
@@ -308,6 +394,7 @@ fn storage_ref(t: &[V]) -> Option<StorageRef> {
                 key,
                 dtype,
                 numel: *numel as u64,
+                shape: None,
             })
         }
         _ => None,
@@ -333,9 +420,34 @@ mod tests {
             Some(&StorageRef {
                 key: "0".into(),
                 dtype: Dtype::F32,
-                numel: 6
+                numel: 6,
+                shape: None,
             })
         );
+    }
+
+    #[test]
+    fn contiguous_whole_views_give_their_shape_and_others_stay_flat() {
+        let view = |offset, size: &[i64], stride: &[i64]| View {
+            offset,
+            size: size.to_vec(),
+            stride: stride.to_vec(),
+        };
+        assert_eq!(
+            whole_shape(&[view(0, &[2, 3], &[3, 1])], 6),
+            Some(vec![2, 3])
+        );
+        assert_eq!(
+            whole_shape(&[view(0, &[3, 1, 4], &[4, 9, 1])], 12),
+            Some(vec![3, 1, 4])
+        );
+        // Transposed, offset, partial, shared: flat.
+        assert_eq!(whole_shape(&[view(0, &[3, 2], &[1, 3])], 6), None);
+        assert_eq!(whole_shape(&[view(2, &[2, 2], &[2, 1])], 6), None);
+        assert_eq!(whole_shape(&[view(0, &[2, 2], &[2, 1])], 6), None);
+        let v = view(0, &[2, 3], &[3, 1]);
+        assert_eq!(whole_shape(&[v.clone(), v], 6), None);
+        assert_eq!(whole_shape(&[view(0, &[], &[])], 1), None);
     }
 
     #[test]

@@ -184,7 +184,10 @@ impl ZipPlanner {
                     Next::Tensor(TensorSpec {
                         name,
                         dtype: st.dtype,
-                        shape: vec![st.numel],
+                        // The tensor's own shape when one contiguous tensor
+                        // covers the storage, so chunking means what it does
+                        // for safetensors; shared or strided storages: 1-D.
+                        shape: st.shape.clone().unwrap_or_else(|| vec![st.numel]),
                         start: pos,
                         len,
                     })
