@@ -354,6 +354,7 @@ fn write_profile(core: &CkptFs, config: &MountConfig, out: &Path) {
         "config": config.to_json(),
         "profile": core.pipe.profiler.snapshot(),
         "memory_budget_peak_bytes": core.pipe.budget.peak(),
+        "io_paths": core.io_paths_json(),
     });
     match serde_json::to_vec_pretty(&doc) {
         Ok(bytes) => {

@@ -25,6 +25,9 @@ pub struct ProfileSummary {
     pub backend_written_bytes: Option<u64>,
     pub backend_read_bytes: Option<u64>,
     pub memory_budget_peak_bytes: Option<u64>,
+    /// Opens the kernel served by passthrough (their bytes never reached
+    /// the daemon, so they are in no op or stage figure).
+    pub passthrough_opens: Option<u64>,
 }
 
 /// Reads a profile file; Err says why there is none to read.
@@ -70,6 +73,10 @@ pub fn summarise(doc: &Value) -> ProfileSummary {
         backend_written_bytes: profile.get("backend_written_bytes").and_then(Value::as_u64),
         backend_read_bytes: profile.get("backend_read_bytes").and_then(Value::as_u64),
         memory_budget_peak_bytes: doc.get("memory_budget_peak_bytes").and_then(Value::as_u64),
+        passthrough_opens: doc
+            .get("io_paths")
+            .and_then(|p| p.get("opens_passthrough"))
+            .and_then(Value::as_u64),
     }
 }
 

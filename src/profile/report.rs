@@ -111,6 +111,25 @@ fn cells(r: &Row) -> [String; 10] {
     ]
 }
 
+/// Which paths the kernel took: passthrough opens are served by the
+/// kernel from the backing file, so their bytes are in no row above.
+fn io_paths_line(doc: &Value) -> String {
+    let Some(p) = doc.get("io_paths") else {
+        return String::new();
+    };
+    let n = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let mode = p
+        .get("passthrough")
+        .and_then(Value::as_str)
+        .unwrap_or("off");
+    format!(
+        "opens: {} by kernel passthrough (passthrough {mode}; their reads and writes never reach the daemon and are not in the rows above), {} cached, {} direct\n",
+        n("opens_passthrough"),
+        n("opens_cached"),
+        n("opens_direct")
+    )
+}
+
 pub fn render(doc: &Value, by: By, format: Format) -> Result<String> {
     let rows = rows(doc, by)?;
     let snap = snapshot(doc);
@@ -120,6 +139,7 @@ pub fn render(doc: &Value, by: By, format: Format) -> Result<String> {
             "wall_s": snap.get("wall_s"),
             "read_amplification": snap.get("read_amplification"),
             "write_amplification": snap.get("write_amplification"),
+            "io_paths": doc.get("io_paths"),
             "rows": rows,
         }))?,
         Format::Markdown => {
@@ -163,6 +183,7 @@ pub fn render(doc: &Value, by: By, format: Format) -> Result<String> {
                 f("read_amplification"),
                 f("write_amplification")
             ));
+            s.push_str(&io_paths_line(doc));
             s
         }
     })
