@@ -211,8 +211,12 @@ PY
 }
 
 # corrupt_packed: with the packed index a committed file's chunk is a value
-# in a data file under d/; find one by its bytes (a keep file is random and
-# stored uncompressed) and flip a byte in it.
+# in a data file under d/; find it by its bytes (a keep file is random and
+# stored uncompressed) and flip a byte in it. A chunk's bytes can sit in
+# more than one place (a compaction cut short by a kill leaves its copies
+# unreferenced; a chunk rewritten before its file committed leaves the old
+# value as garbage until compaction), and only the referenced one is
+# checked: flip every copy, so the one the newest version reads is among them.
 corrupt_packed() {
     local name found=""
     for name in "${!COMMITTED[@]}"; do
@@ -220,16 +224,18 @@ corrupt_packed() {
         found=$(python3 - "$WORK/ref/$name" "$BACKING/d" <<'PY'
 import os, sys
 needle = open(sys.argv[1], "rb").read()[:256]
+places = []
 for f in sorted(os.listdir(sys.argv[2])):
     p = os.path.join(sys.argv[2], f)
     data = open(p, "rb").read()
     at = data.find(needle)
-    if at >= 0:
+    while at >= 0:
         with open(p, "r+b") as out:
             out.seek(at + 100)
             out.write(bytes([data[at + 100] ^ 0x01]))
-        print(f"d/{f}+{at + 100}")
-        break
+        places.append(f"d/{f}+{at + 100}")
+        at = data.find(needle, at + 1)
+print(" ".join(places))
 PY
 )
         [ -n "$found" ] && break
