@@ -148,6 +148,8 @@ fn walk(
             continue;
         }
         match read_node(&path) {
+            // Never committed: the next mount removes it.
+            NodeDoc::File(m) if m.pending => report.leftovers += 1,
             NodeDoc::File(m) => {
                 report.leftovers += superseded(&path, &m)?;
                 files.push((path, *m));

@@ -231,3 +231,146 @@ fn kill9_after_rename_over_a_committed_file_keeps_a_whole_version() {
         m.unmount();
     }
 }
+
+/// Writes `path` (a new file) slowly in a thread, kills the daemon while
+/// it writes, checks the store and remounts.
+fn kill9_mid_first_save(m: &mut Mount, rel: &str, after_ms: u64) {
+    let path = m.path(rel);
+    let writer = std::thread::spawn(move || {
+        let Ok(mut f) = File::create(&path) else {
+            return;
+        };
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut s = 9;
+        for _ in 0..4000 {
+            fill(&mut buf, &mut s);
+            if f.write_all(&buf).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(after_ms));
+    m.kill9();
+    let _ = writer.join();
+    let (code, out) = verify(&m.backing);
+    assert_eq!(code, 0, "verify after kill -9 found problems:\n{out}");
+    m.start();
+}
+
+/// A checkpoint interrupted during its first save is absent after the
+/// crash, not an empty (or partial) file: files and packed index, plain
+/// and chunked.
+#[test]
+fn kill9_during_the_first_save_of_a_new_file_leaves_no_name() {
+    for config in ["default", "passthrough", "ts-ocdbt"] {
+        for (round, after_ms) in [150u64, 600].into_iter().enumerate() {
+            let mut m = Mount::new(Some(repo_config(config)));
+            fs::create_dir(m.path("ckpt")).expect("mkdir");
+            let kept = write_random(&m.path("ckpt/kept.bin"), 300_000, 3);
+            kill9_mid_first_save(&mut m, "ckpt/new.bin", after_ms);
+            let left = fs::metadata(m.path("ckpt/new.bin")).map(|x| x.len());
+            assert!(
+                left.is_err(),
+                "{config} round {round}: the interrupted new file survived the crash ({} bytes)",
+                left.unwrap_or(0)
+            );
+            assert_eq!(sha256_file(&m.path("ckpt/kept.bin")), kept, "{config}");
+            let names: Vec<_> = fs::read_dir(m.path("ckpt"))
+                .expect("readdir")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert_eq!(names, ["kept.bin"], "{config}: {names:?}");
+            // The name is free again, and a save into it works.
+            let again = write_random(&m.path("ckpt/new.bin"), 200_000, 4);
+            m.remount();
+            assert_eq!(sha256_file(&m.path("ckpt/new.bin")), again, "{config}");
+            m.unmount();
+        }
+    }
+}
+
+/// The names POSIX does promise: a new file whose directory was fsynced
+/// after the create survives the crash (empty: its data was never
+/// committed), and so does one closed empty (`touch`) or fsynced.
+#[test]
+fn kill9_keeps_new_names_that_were_committed_or_whose_directory_was_fsynced() {
+    for config in ["default", "ts-ocdbt"] {
+        let mut m = Mount::new(Some(repo_config(config)));
+        File::create(m.path("touched")).expect("touch");
+        let synced = write_random(&m.path("synced.bin"), 100_000, 5);
+        let mut open = File::create(m.path("dir-synced.bin")).expect("create");
+        open.write_all(&[7u8; 5000]).expect("write");
+        File::open(&m.mnt)
+            .expect("open dir")
+            .sync_all()
+            .expect("fsyncdir");
+        let mut unsynced = File::create(m.path("unsynced.bin")).expect("create");
+        unsynced.write_all(&[8u8; 5000]).expect("write");
+        m.kill9();
+        drop((open, unsynced));
+        let (code, out) = verify(&m.backing);
+        assert_eq!(code, 0, "verify after kill -9 found problems:\n{out}");
+        m.start();
+        assert_eq!(fs::metadata(m.path("touched")).expect("touched").len(), 0);
+        assert_eq!(sha256_file(&m.path("synced.bin")), synced, "{config}");
+        let kept = fs::metadata(m.path("dir-synced.bin"));
+        assert_eq!(
+            kept.as_ref().map(|x| x.len()).ok(),
+            Some(0),
+            "{config}: a name made durable by fsync of its directory: {kept:?}"
+        );
+        assert!(
+            fs::metadata(m.path("unsynced.bin")).is_err(),
+            "{config}: unsynced.bin was never committed"
+        );
+        m.unmount();
+    }
+}
+
+/// `torch.save` of a new checkpoint killed mid-way, as a training job's
+/// crash leaves it: the resume finds no file rather than a torn one.
+#[test]
+fn kill9_during_torch_save_of_a_new_checkpoint_leaves_no_file() {
+    for config in ["default", "ts-ocdbt"] {
+        let mut m = Mount::new(Some(repo_config(config)));
+        let target = m.path("step-100.pt");
+        let mut py = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys, torch\n\
+                 sd = {f'w{i}': torch.randn(4096, 4096) for i in range(16)}\n\
+                 print('ready', flush=True)\n\
+                 torch.save(sd, sys.argv[1])\n",
+            ])
+            .arg(&target)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 with torch");
+        let mut line = String::new();
+        let stdout = py.stdout.take().expect("stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("python output");
+        assert_eq!(line.trim(), "ready", "python3 with torch is needed");
+        // Mid-save: the file exists and is growing.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while fs::metadata(&target).map(|x| x.len()).unwrap_or(0) < (64 << 20) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "torch.save never got going"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m.kill9();
+        let _ = py.kill();
+        let _ = py.wait();
+        let (code, out) = verify(&m.backing);
+        assert_eq!(code, 0, "verify after kill -9 found problems:\n{out}");
+        m.start();
+        assert!(
+            fs::metadata(&target).is_err(),
+            "{config}: an interrupted first torch.save left a file behind"
+        );
+        m.unmount();
+    }
+}

@@ -9,8 +9,8 @@
 #   - every file committed before a kill (fsynced, or closed by a save that
 #     returned) reads back byte-identical, in this and every later iteration;
 #   - a safetensors / torch.save file that was mid-save is its last committed
-#     version, or the new one complete, or absent/empty when it had none:
-#     never a mixture (sha256 against copies saved to local disk);
+#     version, or the new one complete, or absent when it had none: never
+#     empty, never a mixture (sha256 against copies saved to local disk);
 #   - fio's acknowledged blocks (--fsync=1, --verify_state_save) verify with
 #     --verify_only --verify_state_load (size never above the file's: the
 #     O_TRUNC trap);
@@ -68,7 +68,7 @@ crash_cleanup() {
 trap crash_cleanup EXIT
 
 # What each file in the mount must be: its sha256 (the last committed
-# version), "-" for "never committed" (absent or empty allowed).
+# version), "-" for "never committed" (it must be absent).
 declare -A COMMITTED=()
 # A file being written when the daemon died: its new version's sha256.
 declare -A PENDING=()
@@ -97,7 +97,7 @@ mount_fg() { # mount_fg LAYOUT
 sha_of() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1; }
 
 # check_files: every committed file reads back as committed; every pending
-# file is its old version, its new one, or (never committed) absent/empty.
+# file is its old version, its new one, or (never committed) absent.
 # Prints problems; status 1 when any. Updates COMMITTED from what it saw.
 check_files() {
     local bad=0 name want got
@@ -110,8 +110,12 @@ check_files() {
                 STATES+=" $name:new"
             elif [ "$got" = "$want" ]; then
                 STATES+=" $name:old"
-            elif [ "$want" = "-" ] && [ ! -s "$MNT/$name" ]; then
-                STATES+=" $name:empty"
+            elif [ "$want" = "-" ]; then
+                # Never committed and no fsync of its directory: it must be
+                # absent, not empty or partial.
+                echo "interrupted $name: never committed, yet left behind ($(stat -c %s "$MNT/$name") bytes)"
+                bad=1
+                COMMITTED[$name]=$got
             else
                 echo "interrupted $name: $(stat -c %s "$MNT/$name") bytes, sha256 $got is neither the last committed version ($want) nor the new one (${PENDING[$name]})"
                 bad=1

@@ -991,6 +991,29 @@ impl CkptFs {
         f.commit(&self.pipe)
     }
 
+    /// fsync of a directory: the names in it become durable. Files still
+    /// pending keep them with their last committed content (POSIX: the
+    /// entry survives, its unsynced data need not); the backing directory
+    /// is synced so the entries themselves reach the disk.
+    pub fn fsyncdir(&self, ino: u64) -> FsResult<()> {
+        let (files, path) = {
+            let tree = self.tree.read();
+            let files: Vec<_> = tree
+                .children(ino)?
+                .values()
+                .filter_map(|c| match tree.get(*c).map(|n| &n.kind) {
+                    Ok(Kind::File(f)) => Some(f.clone()),
+                    _ => None,
+                })
+                .collect();
+            (files, tree.path(ino)?)
+        };
+        for f in files {
+            f.lock().make_name_durable()?;
+        }
+        sync_dir(&path).ctx("fsync directory")
+    }
+
     pub fn release(&self, fh: u64) -> FsResult<()> {
         if let Some((_, c)) = self.controls.remove(&fh) {
             if let ControlHandle::Log(r) = c {

@@ -99,6 +99,7 @@ impl FileNode {
                 .map(|p| p.trim_end_matches('/').to_string())
                 .unwrap_or_else(new_id),
             packed: store.packed_prefix().is_some(),
+            pending: true,
             generation: 0,
             commit: 0,
             size: 0,
@@ -118,7 +119,8 @@ impl FileNode {
             format: None,
             segments: Vec::new(),
         };
-        // Not fsynced: an empty file that a crash loses was never committed.
+        // Pending and not fsynced: until its first commit (or an fsync of
+        // its directory) a crash removes it.
         manifest.commit(store.base(), false)?;
         Ok(FileNode {
             store,
@@ -574,7 +576,7 @@ impl FileNode {
     /// crash as it is now.
     pub fn commit(&mut self, pipe: &Arc<Pipeline>) -> FsResult<()> {
         self.refresh_from_kernel()?;
-        if !self.dirty && !self.meta_dirty {
+        if !self.dirty && !self.meta_dirty && !self.manifest.pending {
             return Ok(());
         }
         let _t = pipe.profiler.stage("commit");
@@ -655,6 +657,7 @@ impl FileNode {
             next.size = size;
         }
         next.commit += 1;
+        next.pending = false;
         next.mode = self.attrs.mode;
         next.uid = self.attrs.uid;
         next.gid = self.attrs.gid;
@@ -698,9 +701,25 @@ impl FileNode {
     pub fn set_attrs(&mut self, pipe: &Arc<Pipeline>, attrs: FileAttrs) -> FsResult<()> {
         self.attrs = attrs;
         self.meta_dirty = true;
-        if !self.dirty {
+        // A pending file's attributes wait for its first commit: committing
+        // them now would make a crash leave it behind, empty.
+        if !self.dirty && !self.manifest.pending {
             self.commit(pipe)?;
         }
+        Ok(())
+    }
+
+    /// fsync of the file's directory: a pending file's name becomes
+    /// durable with its last committed content (none: empty), as POSIX has
+    /// it; its uncommitted data stays uncommitted.
+    pub fn make_name_durable(&mut self) -> FsResult<()> {
+        if !self.manifest.pending {
+            return Ok(());
+        }
+        let mut next = self.manifest.clone();
+        next.pending = false;
+        next.commit(self.store.base(), true)?;
+        self.manifest = next;
         Ok(())
     }
 

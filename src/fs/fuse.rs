@@ -732,13 +732,30 @@ impl Filesystem for FuseAdapter {
 
     fn fsyncdir(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        let t = Instant::now();
+        match self.fs.fsyncdir(ino.0) {
+            Ok(()) => {
+                self.done(
+                    req,
+                    "fsyncdir",
+                    t,
+                    0,
+                    false,
+                    Args {
+                        ino: ino.0,
+                        ..Default::default()
+                    },
+                );
+                reply.ok()
+            }
+            Err(e) => reply.error(self.fail("fsyncdir", &e)),
+        }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

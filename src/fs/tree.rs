@@ -269,6 +269,12 @@ impl Tree {
                 self.insert(ino, &name, Kind::Special(meta.rdev()), attrs_of(&meta))
             } else if ft.is_dir() {
                 match read_node(&path) {
+                    NodeDoc::File(m) if m.pending => {
+                        // Created, never committed: a crash interrupted its
+                        // first save, and it was promised to be absent.
+                        remove(&path, rec);
+                        continue;
+                    }
                     NodeDoc::File(m) => {
                         let Some((m, store)) = self.open_file(&path, m)? else {
                             continue;

@@ -53,6 +53,11 @@ pub struct FileManifest {
     /// file's backing directory.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub packed: bool,
+    /// Created, and neither its content nor its name committed since: a
+    /// crash removes it (recovery at the next mount), so an interrupted
+    /// first save leaves no empty file behind.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
     /// The checkpoint format recognised (`safetensors`, …), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
