@@ -5,21 +5,23 @@
 # files committed earlier keep their bytes, deleting a file makes room and
 # writing works again, and everything committed survives a remount.
 #
-# Knobs: FULL_DISK_SIZE (tmpfs size, default 64m), FULL_DISK_LAYOUT (default:
+# Knobs: FULL_DISK_SIZE (tmpfs size, default 64m), FULL_DISK_TAG (name of the
+# results, default full-disk), FULL_DISK_LAYOUT (default:
 # the embedded default layout).
 . "$(dirname "$0")/lib.sh"
 need_root
 
 SIZE=${FULL_DISK_SIZE:-64m}
 LAYOUT=${FULL_DISK_LAYOUT:-}
-BIN=$(ckptfs_bin) || { record FAIL full-disk/build "cargo build --release failed"; summary full-disk; exit 1; }
+TAG=${FULL_DISK_TAG:-full-disk}
+BIN=$(ckptfs_bin) || { record FAIL $TAG/build "cargo build --release failed"; summary "$TAG"; exit 1; }
 
 WORK=$(mktemp -d "$WORK_ROOT/ckptfs-full.XXXXXX")
 disk=$WORK/disk
 mnt=$WORK/mnt
 src=$WORK/src
 mkdir -p "$src"
-mount_tmpfs "$disk" "$SIZE" || { record FAIL full-disk/tmpfs "mount -t tmpfs -o size=$SIZE failed"; summary full-disk; exit 1; }
+mount_tmpfs "$disk" "$SIZE" || { record FAIL $TAG/tmpfs "mount -t tmpfs -o size=$SIZE failed"; summary "$TAG"; exit 1; }
 backing=$disk/backing
 
 # Sources live outside the tmpfs; their sums are the reference.
@@ -27,13 +29,13 @@ head -c $((8 << 20)) /dev/urandom >"$src/before.bin"
 head -c $((4 << 20)) /dev/urandom >"$src/after.bin"
 (cd "$src" && sha256sum before.bin >before.sha256 && sha256sum after.bin >after.sha256)
 
-mount_layout "$LAYOUT" "$backing" "$mnt" || { record FAIL full-disk/mount "could not mount"; summary full-disk; exit 1; }
+mount_layout "$LAYOUT" "$backing" "$mnt" || { record FAIL $TAG/mount "could not mount"; summary "$TAG"; exit 1; }
 
 daemon_alive() {
     is_mounted "$mnt" && ls "$mnt" >/dev/null
 }
 
-check full-disk/commit-before cp "$src/before.bin" "$mnt/before.bin"
+check $TAG/commit-before cp "$src/before.bin" "$mnt/before.bin"
 
 # Writes 1 MiB blocks of random bytes until an error; prints where it came
 # from. Exit 0 only for ENOSPC (or EDQUOT) with no short write and no EIO.
@@ -42,10 +44,13 @@ fill() {
 import errno, os, sys
 path = sys.argv[1]
 block = os.urandom(1 << 20)
-fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 written = 0
-stage = "write"
+fd = None
+stage = "open"
 try:
+    # A full disk may refuse the create itself (the file's entry needs room).
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    stage = "write"
     while written < (4 << 30):
         n = os.write(fd, block)
         if n != len(block):
@@ -60,7 +65,7 @@ try:
     sys.exit(1)
 except OSError as e:
     name = errno.errorcode.get(e.errno, str(e.errno))
-    if stage == "write":
+    if stage == "write" and fd is not None:
         try:
             os.close(fd)
         except OSError:
@@ -73,26 +78,29 @@ except OSError as e:
 EOF
 }
 
-check full-disk/writer-gets-enospc fill "$mnt/fill.bin"
-check full-disk/daemon-up-after-enospc daemon_alive
-check full-disk/committed-file-intact sh -c "cd '$mnt' && sha256sum --strict -c '$src/before.sha256'"
+check $TAG/writer-gets-enospc fill "$mnt/fill.bin"
+check $TAG/daemon-up-after-enospc daemon_alive
+check $TAG/committed-file-intact sh -c "cd '$mnt' && sha256sum --strict -c '$src/before.sha256'"
 # A second writer on the still-full disk must fail cleanly too.
-check full-disk/second-writer-gets-enospc fill "$mnt/fill2.bin"
-check full-disk/daemon-up-after-second daemon_alive
-check full-disk/delete-frees-space rm -f "$mnt/fill.bin" "$mnt/fill2.bin"
-check full-disk/write-after-delete sh -c "cp '$src/after.bin' '$mnt/after.bin' && cd '$mnt' && sha256sum --strict -c '$src/after.sha256'"
+check $TAG/second-writer-gets-enospc fill "$mnt/fill2.bin"
+check $TAG/daemon-up-after-second daemon_alive
+check $TAG/delete-frees-space rm -f "$mnt/fill.bin" "$mnt/fill2.bin"
+check $TAG/write-after-delete sh -c "cp '$src/after.bin' '$mnt/after.bin' && cd '$mnt' && sha256sum --strict -c '$src/after.sha256'"
 
 if unmount "$mnt"; then
-    record PASS full-disk/unmount "ckptfs umount exited 0"
+    record PASS $TAG/unmount "ckptfs umount exited 0"
+    # Every chunk a committed file references is intact (checksums), after
+    # whatever the full disk made the store give back.
+    check $TAG/verify-after-full-disk "$BIN" verify "$backing"
 else
-    record FAIL full-disk/unmount "ckptfs umount failed"
+    record FAIL $TAG/unmount "ckptfs umount failed"
 fi
 if mount_layout "$LAYOUT" "$backing" "$mnt"; then
-    check full-disk/intact-after-remount sh -c "cd '$mnt' && sha256sum --strict -c '$src/before.sha256' '$src/after.sha256'"
-    check full-disk/no-leftovers-after-remount sh -c "ls '$mnt' | sort | tr '\n' ' ' | grep -qx 'after.bin before.bin '"
-    unmount "$mnt" || record FAIL full-disk/unmount "ckptfs umount after remount failed"
+    check $TAG/intact-after-remount sh -c "cd '$mnt' && sha256sum --strict -c '$src/before.sha256' '$src/after.sha256'"
+    check $TAG/no-leftovers-after-remount sh -c "ls '$mnt' | sort | tr '\n' ' ' | grep -qx 'after.bin before.bin '"
+    unmount "$mnt" || record FAIL $TAG/unmount "ckptfs umount after remount failed"
 else
-    record FAIL full-disk/remount "could not remount"
+    record FAIL $TAG/remount "could not remount"
 fi
 rm -rf "$WORK/src"
-summary full-disk
+summary "$TAG"

@@ -110,7 +110,20 @@ impl Db {
                 let epoch = st.next_epoch;
                 st.next_epoch += 1;
                 drop(st);
-                let result = self.commit_now();
+                let mut result = self.commit_now();
+                // A full disk: make room (see `reclaim`) and try again.
+                for drop_history in [false, true] {
+                    match &result {
+                        Err(e) if e.is_no_space() => {
+                            if let Err(r) = self.reclaim_in_slot(drop_history) {
+                                tracing::warn!("packed index: reclaiming space failed: {r}");
+                                break;
+                            }
+                            result = self.commit_now();
+                        }
+                        _ => break,
+                    }
+                }
                 let mut st2 = self.commit_state.lock();
                 st2.running = false;
                 st2.done_epoch = epoch;
@@ -141,7 +154,7 @@ impl Db {
         r
     }
 
-    fn commit_now(&self) -> Result<u64> {
+    pub(crate) fn commit_now(&self) -> Result<u64> {
         let snapshot = {
             let mut ix = self.index.write();
             if !ix.dirty && !self.committed.lock().is_empty() {

@@ -33,7 +33,7 @@ fn key_of(r: &FileRange) -> RangeKey {
     (r.file.path.clone(), r.offset, r.length)
 }
 
-struct Guard<'a>(&'a Db);
+pub(super) struct Guard<'a>(pub(super) &'a Db);
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         self.0.compacting.store(false, Ordering::Release);

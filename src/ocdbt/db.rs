@@ -366,6 +366,23 @@ impl Db {
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.writable()?;
         check_key(key)?;
+        // On a full disk: unreferenced ranges punched out, then the
+        // history given up, before the caller sees ENOSPC.
+        let mut tries = [false, true].into_iter();
+        loop {
+            match self.put_once(key, value) {
+                Err(e) if e.is_no_space() => match tries.next() {
+                    Some(drop_history) => {
+                        self.reclaim(drop_history)?;
+                    }
+                    None => return Err(e),
+                },
+                r => return r,
+            }
+        }
+    }
+
+    fn put_once(&self, key: &[u8], value: &[u8]) -> Result<()> {
         let _gate = self.put_gate.read();
         let v = if value.len() as u64 <= u64::from(self.config.max_inline_value_bytes) {
             Value::Inline(Bytes::copy_from_slice(value))

@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod error;
 pub mod manifest;
 pub mod multi_get;
+mod reclaim;
 pub mod store;
 pub mod tree_read;
 pub mod tree_write;

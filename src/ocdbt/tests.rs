@@ -353,3 +353,62 @@ fn compact_reclaims_garbage_in_the_file_being_written() {
     drop(db);
     assert!(verify(dir.path()).unwrap().problems.is_empty());
 }
+
+/// Blocks the data files under `dir/d` occupy on disk.
+fn data_blocks(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().blocks() * 512)
+        .sum()
+}
+
+#[test]
+fn reclaim_punches_out_what_nothing_references_and_keeps_every_live_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_or_create(
+        dir.path(),
+        DbOptions {
+            keep_versions: 3,
+            ..opts()
+        },
+    )
+    .unwrap();
+    for i in 0..64 {
+        db.put(format!("keep/{i}").as_bytes(), &big(i, 40_000))
+            .unwrap();
+        db.put(format!("gone/{i}").as_bytes(), &big(i + 1, 40_000))
+            .unwrap();
+    }
+    db.commit().unwrap();
+    // Deleted but still in the kept versions: only history can free it.
+    db.delete_prefix(b"gone/").unwrap();
+    // Never referenced by any version: a pending value overwritten.
+    db.put(b"pending", &big(4, 40_000)).unwrap();
+    db.put(b"pending", &big(5, 40_000)).unwrap();
+    db.put(b"keep/0", &big(99, 40_000)).unwrap();
+    let full = data_blocks(dir.path());
+    let first = db.reclaim(false).unwrap();
+    assert!(first > 0, "nothing punched out ({full} bytes on disk)");
+    assert!(data_blocks(dir.path()) < full);
+    let second = db.reclaim(true).unwrap();
+    assert!(
+        second >= 50 * 40_000,
+        "history given up, the deleted values should go: {second} bytes"
+    );
+    assert_eq!(db.get(b"keep/0").unwrap().unwrap(), big(99, 40_000));
+    for i in 1..64 {
+        assert_eq!(
+            db.get(format!("keep/{i}").as_bytes()).unwrap().unwrap(),
+            big(i, 40_000)
+        );
+    }
+    assert_eq!(db.get(b"pending").unwrap().unwrap(), big(5, 40_000));
+    assert_eq!(db.get(b"gone/3").unwrap(), None);
+    db.commit().unwrap();
+    drop(db);
+    assert!(verify(dir.path()).unwrap().is_ok());
+    let db = Db::open_or_create(dir.path(), opts()).unwrap();
+    assert_eq!(db.get(b"keep/0").unwrap().unwrap(), big(99, 40_000));
+    assert_eq!(db.get(b"keep/63").unwrap().unwrap(), big(63, 40_000));
+}
