@@ -42,6 +42,9 @@ enum Cmd {
         /// Mount generation N of the packed index read-only (see `ckptfs versions`).
         #[arg(long, value_name = "N")]
         version: Option<u64>,
+        /// Mount over a directory that has entries (hidden while mounted).
+        #[arg(long)]
+        nonempty: bool,
         backing_dir: PathBuf,
         mountpoint: PathBuf,
     },
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
             profile_out,
             profile,
             version,
+            nonempty,
             backing_dir,
             mountpoint,
         } => {
@@ -155,6 +159,7 @@ fn main() -> ExitCode {
                 profile_out,
                 profile,
                 version,
+                nonempty,
             };
             match mount::run(args) {
                 Ok(code) => ExitCode::from(code as u8),

@@ -41,6 +41,8 @@ pub struct MountArgs {
     pub profile: crate::profile::Level,
     /// Mount this version of the packed index, read-only.
     pub version: Option<u64>,
+    /// Mount over a directory that has entries.
+    pub nonempty: bool,
 }
 
 /// Opens the packed database at the backing root: the version asked for
@@ -133,6 +135,29 @@ fn init_backing(backing: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The mountpoint is a directory, and empty unless `nonempty` (entries
+/// under it would be hidden while mounted, a likely mistake).
+fn check_mountpoint(mountpoint: &Path, nonempty: bool) -> Result<()> {
+    if !mountpoint.is_dir() {
+        bail!("mountpoint {} is not a directory", mountpoint.display());
+    }
+    if is_fuse_mount(mountpoint) && mount_source(mountpoint).is_some() {
+        bail!(
+            "mountpoint {} is already a ckptfs mount; unmount it first",
+            mountpoint.display()
+        );
+    }
+    let mut entries =
+        fs::read_dir(mountpoint).with_context(|| format!("mountpoint {}", mountpoint.display()))?;
+    if !nonempty && entries.next().is_some() {
+        bail!(
+            "mountpoint {} is not empty (its entries would be hidden while mounted); pass --nonempty to mount over them",
+            mountpoint.display()
+        );
+    }
+    Ok(())
+}
+
 /// A mount left behind by a killed daemon answers ENOTCONN: detach it.
 fn clear_dead_mount(mountpoint: &Path) {
     if let Err(e) = fs::metadata(mountpoint) {
@@ -201,20 +226,38 @@ pub fn run(args: MountArgs) -> Result<i32> {
     if args.daemon {
         return spawn_daemon(&args);
     }
+    // Everything that can be refused is checked before anything is written.
+    clear_dead_mount(&args.mountpoint);
+    let mountpoint = fs::canonicalize(&args.mountpoint)
+        .with_context(|| format!("mountpoint {}", args.mountpoint.display()))?;
+    check_mountpoint(&mountpoint, args.nonempty)?;
+    let nest = |backing: &Path| {
+        if mountpoint.starts_with(backing) || backing.starts_with(&mountpoint) {
+            bail!(
+                "the mountpoint {} and the backing dir {} must not contain each other",
+                mountpoint.display(),
+                backing.display()
+            );
+        }
+        Ok(())
+    };
+    nest(&std::path::absolute(&args.backing).unwrap_or_else(|_| args.backing.clone()))?;
     let backing = fs::canonicalize(&args.backing)
         .or_else(|_| {
             fs::create_dir_all(&args.backing)?;
             fs::canonicalize(&args.backing)
         })
         .with_context(|| format!("backing dir {}", args.backing.display()))?;
-    clear_dead_mount(&args.mountpoint);
-    let mountpoint = fs::canonicalize(&args.mountpoint)
-        .with_context(|| format!("mountpoint {}", args.mountpoint.display()))?;
-    if mountpoint.starts_with(&backing) || backing.starts_with(&mountpoint) {
-        bail!("the mountpoint and the backing dir must not contain each other");
+    if !backing.is_dir() {
+        bail!("backing dir {} is not a directory", backing.display());
     }
-    init_backing(&backing)?;
+    nest(&backing)?;
+    // The lock first: a racing mount's recovery would take our half-written
+    // root document for a crash's leftover.
+    fs::create_dir_all(backing.join(RESERVED))
+        .with_context(|| format!("create backing dir {}", backing.display()))?;
     let _lock = lock_backing(&backing)?;
+    init_backing(&backing)?;
 
     // Signals are taken by one thread with sigwait; block them everywhere
     // before any other thread starts.
