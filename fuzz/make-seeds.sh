@@ -48,4 +48,22 @@ done
 for f in ../mount-configs/*.toml; do
     cp "$f" "corpus/config/seed-$(basename "$f")"
 done
+# The store decoders: bodies of a real OCDBT database's records (a unit test
+# writes them), and the file manifests and packed manifest a real mount
+# wrote (root: it mounts with ../target/release/ckptfs).
+rm -rf corpus/store/seed-*
+mkdir -p corpus/store
+CKPTFS_FUZZ_SEEDS="$PWD/corpus/store" cargo test --release --quiet --manifest-path ../Cargo.toml \
+    --lib real_records_decode_and_seed_the_store_fuzzer
+bin=../target/release/ckptfs
+mkdir -p "$tmp/backing" "$tmp/mnt"
+"$bin" mount -d -c ../mount-configs/ts-ocdbt.toml "$tmp/backing" "$tmp/mnt"
+cp "$tmp"/real/* "$tmp/mnt/" && head -c 70000 /dev/urandom >"$tmp/mnt/raw.bin"
+"$bin" umount "$tmp/mnt"
+i=0
+for f in $(find "$tmp/backing" -name zarr.json | sort); do
+    seed store "zarr-$i.json" '\x04' "$f"
+    i=$((i + 1))
+done
+seed store manifest-mounted '\x05' "$tmp/backing/manifest.ocdbt"
 ls corpus/* | head -100

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzing (cargo fuzz, libFuzzer): the safetensors header parser and planner,
+# every decoder of a backing store (OCDBT records, data-file table, file
+# manifests),
 # the torch zip planner, the pickle reader and the mount config parser, each
 # for FUZZ_SECONDS (default 60) from the seeds in fuzz/corpus/<target>/.
 # The planners get the file cut into write requests the way the filesystem
@@ -9,7 +11,7 @@
 . "$(dirname "$0")/lib.sh"
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-TARGETS=(safetensors torch_zip pickle config)
+TARGETS=(safetensors torch_zip pickle config store)
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
     log "installing the nightly toolchain (cargo fuzz needs it)"

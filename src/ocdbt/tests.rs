@@ -412,3 +412,87 @@ fn reclaim_punches_out_what_nothing_references_and_keeps_every_live_value() {
     assert_eq!(db.get(b"keep/0").unwrap().unwrap(), big(99, 40_000));
     assert_eq!(db.get(b"keep/63").unwrap().unwrap(), big(63, 40_000));
 }
+
+/// Every record kind a real database holds decodes, and its body seeds the
+/// store fuzzer (`fuzz/fuzz_targets/store.rs`: selector byte, then the body)
+/// when CKPTFS_FUZZ_SEEDS names a directory (fuzz/make-seeds.sh sets it).
+#[test]
+fn real_records_decode_and_seed_the_store_fuzzer() {
+    use super::envelope::{BTREE_NODE_MAGIC, MANIFEST_MAGIC, VERSION_NODE_MAGIC};
+    use super::tree_read::{walk_tree, Visit};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_or_create(
+        dir.path(),
+        DbOptions {
+            max_inline_value_bytes: 64,
+            keep_versions: 6,
+            ..opts()
+        },
+    )
+    .unwrap();
+    // Past one bucket of 16 generations, so older versions sit in a
+    // version-tree node; inline and out-of-line values, two prefixes.
+    for g in 0..20usize {
+        for i in 0..30 {
+            db.put(
+                format!("{g:02}/c/{i}").as_bytes(),
+                &big(i, 10 + 300 * (i % 3)),
+            )
+            .unwrap();
+        }
+        db.put(b"zarr.json", format!("{{\"g\":{g}}}").as_bytes())
+            .unwrap();
+        db.commit().unwrap();
+    }
+    let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
+    let raw = std::fs::read(dir.path().join(db::MANIFEST_FILE)).unwrap();
+    let m = manifest::decode(&raw).unwrap();
+    seeds.push((
+        "manifest".into(),
+        [
+            &[0u8][..],
+            &envelope::decode(&raw, MANIFEST_MAGIC, 1 << 20).unwrap(),
+        ]
+        .concat(),
+    ));
+    seeds.push(("manifest-record".into(), [&[5u8][..], &raw].concat()));
+    assert!(!m.version_nodes.is_empty(), "no version-tree node written");
+    for (i, n) in m.version_nodes.iter().enumerate() {
+        let f = &m.files[n.location.file];
+        let bytes = std::fs::read(dir.path().join(&f.full)).unwrap();
+        let rec =
+            &bytes[n.location.offset as usize..(n.location.offset + n.location.length) as usize];
+        version_tree::decode(rec, "", m.config.version_tree_arity_log2).unwrap();
+        let body = envelope::decode(rec, VERSION_NODE_MAGIC, 1 << 20).unwrap();
+        seeds.push((
+            format!("version-node-{i}"),
+            [&[2u8, m.config.version_tree_arity_log2][..], &body].concat(),
+        ));
+    }
+    let newest = db.committed.lock().last().cloned().unwrap();
+    let mut nodes = 0;
+    walk_tree(&*db, &newest, 16 << 20, &mut |v| {
+        if let Visit::Node(r) = v {
+            let rec = r.file.read_at(r.offset, r.length)?;
+            btree::decode(&rec, "", 16 << 20)?;
+            let body = envelope::decode(&rec, BTREE_NODE_MAGIC, 16 << 20)?;
+            // After the height byte: the node's data-file table.
+            seeds.push((format!("btree-node-{nodes}"), [&[1u8][..], &body].concat()));
+            seeds.push((
+                format!("file-table-{nodes}"),
+                [&[3u8][..], &body[1..]].concat(),
+            ));
+            nodes += 1;
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(nodes > 0);
+    if let Ok(out) = std::env::var("CKPTFS_FUZZ_SEEDS") {
+        let out = std::path::Path::new(&out);
+        std::fs::create_dir_all(out).unwrap();
+        for (name, bytes) in seeds.iter().take(40) {
+            std::fs::write(out.join(format!("seed-{name}")), bytes).unwrap();
+        }
+    }
+}
