@@ -33,8 +33,18 @@ pub fn store(
     }
     let stored = match codec {
         Codec::None => {
-            store.put_value(key, &data).map_err(io)?;
-            data.len()
+            // The zero tail of a last or only chunk (a file smaller than a
+            // chunk, a tensor's edge) is left as a hole.
+            let keep = nonzero_prefix(&data).next_multiple_of(SPARSE_BLOCK);
+            if data.len() - keep.min(data.len()) >= SPARSE_MIN_TAIL {
+                store
+                    .put_value_sparse(key, &data[..keep], data.len() as u64)
+                    .map_err(io)?;
+                keep
+            } else {
+                store.put_value(key, &data).map_err(io)?;
+                data.len()
+            }
         }
         Codec::Gzip(level) => {
             let mut out = pipe.buffers.take(data.len() / 2 + 4096);
@@ -59,6 +69,34 @@ pub fn store(
     };
     pipe.buffers.give(data);
     Ok(stored as u64)
+}
+
+/// Holes are whole filesystem blocks.
+const SPARSE_BLOCK: usize = 4096;
+/// A zero tail shorter than this is written (a hole saves too little).
+const SPARSE_MIN_TAIL: usize = 64 << 10;
+
+/// Length of `data` without its run of trailing zeros (scanned from the
+/// end a word at a time, so it costs the tail's length).
+fn nonzero_prefix(data: &[u8]) -> usize {
+    let mut end = data.len();
+    while !end.is_multiple_of(8) {
+        if data[end - 1] != 0 {
+            return end;
+        }
+        end -= 1;
+    }
+    while end >= 8 {
+        let w = u64::from_ne_bytes(data[end - 8..end].try_into().unwrap_or([1; 8]));
+        if w != 0 {
+            break;
+        }
+        end -= 8;
+    }
+    while end > 0 && data[end - 1] == 0 {
+        end -= 1;
+    }
+    end
 }
 
 /// Whether every byte is zero (a word at a time).
@@ -117,5 +155,56 @@ mod tests {
         }
         assert!(is_zero(&[0u8; 17]) && !is_zero(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 1]));
         assert_eq!(chunk_key("/g2/t00001.w", &[0, 3]), "g2/t00001.w/c/0/3");
+    }
+
+    #[test]
+    fn a_zero_tail_is_stored_as_a_hole_and_reads_back_as_zeros() {
+        use std::os::unix::fs::MetadataExt;
+        let pipe = Pipeline::new(MountConfig::default_config(), Arc::new(Profiler::default()))
+            .expect("pipeline");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let st = Arc::new(DurableStore::open(dir.path()).expect("store"));
+        let spec = ByteArraySpec {
+            chunk_bytes: 1 << 20,
+            codec: Codec::None,
+        };
+        let mut data = vec![0u8; 1 << 20];
+        for (i, b) in data[..100_001].iter_mut().enumerate() {
+            *b = (i % 251) as u8 | 1;
+        }
+        let n = store(
+            &pipe,
+            &st,
+            &chunk_key("/g1", &[0]),
+            Codec::None,
+            data.clone(),
+        )
+        .expect("store");
+        assert_eq!(n, 100_001usize.next_multiple_of(4096) as u64);
+        let meta = std::fs::metadata(dir.path().join("g1/c/0")).expect("chunk file");
+        assert_eq!(meta.len(), 1 << 20, "the chunk keeps its full length");
+        assert!(
+            meta.blocks() * 512 < 200_000,
+            "{} bytes allocated",
+            meta.blocks() * 512
+        );
+        let arr = spec.handle(&st, "/g1").expect("handle");
+        assert_eq!(retrieve_chunk(&arr, 0).expect("read"), data);
+    }
+
+    #[test]
+    fn nonzero_prefix_finds_the_last_nonzero_byte() {
+        for len in [0usize, 1, 7, 8, 9, 63, 64, 65, 4099] {
+            for last in 0..len.min(70) {
+                let mut v = vec![0u8; len];
+                v[last] = 3;
+                assert_eq!(nonzero_prefix(&v), last + 1, "len {len} last {last}");
+                let at = len - 1 - last;
+                let mut v = vec![0u8; len];
+                v[at] = 1;
+                assert_eq!(nonzero_prefix(&v), at + 1, "len {len} at {at}");
+            }
+            assert_eq!(nonzero_prefix(&vec![0u8; len]), 0);
+        }
     }
 }

@@ -272,11 +272,22 @@ impl DurableStore {
     /// to the open root, with no path walk per chunk. Durable at the next
     /// `barrier` (packed: at the database commit).
     pub fn put_value(&self, key: &str, value: &[u8]) -> io::Result<()> {
+        self.put_value_sparse(key, value, value.len() as u64)
+    }
+
+    /// `put_value` of `value` followed by zeros up to `len` bytes. A chunk
+    /// file is written with only `value` and extended with a hole (the
+    /// zeros take no space and no write: a small file in a large chunk
+    /// costs its own size); the packed index stores the zeros.
+    pub fn put_value_sparse(&self, key: &str, value: &[u8], len: u64) -> io::Result<()> {
         if let Some(p) = &self.packed {
-            return p
-                .db
-                .put(format!("{}{key}", p.prefix).as_bytes(), value)
-                .map_err(db_err);
+            let key = format!("{}{key}", p.prefix);
+            if len == value.len() as u64 {
+                return p.db.put(key.as_bytes(), value).map_err(db_err);
+            }
+            let mut whole = value.to_vec();
+            whole.resize(usize::try_from(len).map_err(io::Error::other)?, 0);
+            return p.db.put(key.as_bytes(), &whole).map_err(db_err);
         }
         let key = key.trim_start_matches('/');
         let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
@@ -291,6 +302,9 @@ impl DurableStore {
             other => other?,
         };
         let written = (&file).write_all(value).and_then(|()| {
+            if len > value.len() as u64 {
+                file.set_len(len)?;
+            }
             nix::fcntl::renameat(
                 Some(self.root.as_raw_fd()),
                 tmp.as_str(),
