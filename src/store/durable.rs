@@ -169,18 +169,17 @@ impl DurableStore {
     }
 
     /// Makes everything written to the backing filesystem durable (one
-    /// `syncfs` instead of an fsync per chunk file).
+    /// `syncfs` instead of an fsync per chunk file, shared by commits that
+    /// ask at the same time: see `group_sync`).
     pub fn barrier(&self) -> io::Result<()> {
         if self.packed.is_some() {
             // Packed data becomes durable with the database commit in `seal`.
             return Ok(());
         }
-        // SAFETY: syncfs takes a valid descriptor we own.
-        let rc = unsafe { libc::syncfs(self.root.as_raw_fd()) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        let dev = nix::sys::stat::fstat(self.root.as_raw_fd())
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))?
+            .st_dev;
+        super::group_sync::syncfs_shared(dev, self.root.as_raw_fd())
     }
 
     /// Whole values of `keys`, read for a reader that keeps them: each
