@@ -35,8 +35,8 @@ pub fn store(
         Codec::None => {
             // The zero tail of a last or only chunk (a file smaller than a
             // chunk, a tensor's edge) is left as a hole.
-            let keep = nonzero_prefix(&data).next_multiple_of(SPARSE_BLOCK);
-            if data.len() - keep.min(data.len()) >= SPARSE_MIN_TAIL {
+            let keep = nonzero_prefix(&data);
+            if data.len() - keep >= SPARSE_MIN_TAIL {
                 store
                     .put_value_sparse(key, &data[..keep], data.len() as u64)
                     .map_err(io)?;
@@ -71,10 +71,37 @@ pub fn store(
     Ok(stored as u64)
 }
 
-/// Holes are whole filesystem blocks.
-const SPARSE_BLOCK: usize = 4096;
 /// A zero tail shorter than this is written (a hole saves too little).
 const SPARSE_MIN_TAIL: usize = 64 << 10;
+
+/// Stores a chunk of `chunk_len` bytes given as its first bytes `data`
+/// (zeros after: a file's last, partial chunk). Uncompressed, only `data`
+/// is written, without building the padded chunk; a codec gets it padded.
+pub fn store_partial(
+    pipe: &Pipeline,
+    store: &DurableStore,
+    key: &str,
+    codec: Codec,
+    data: &[u8],
+    chunk_len: usize,
+) -> FsResult<u64> {
+    if !matches!(codec, Codec::None) || data.len() >= chunk_len {
+        let mut padded = pipe.buffers.take(chunk_len.max(data.len()));
+        padded[..data.len()].copy_from_slice(data);
+        padded[data.len()..].fill(0);
+        return self::store(pipe, store, key, codec, padded);
+    }
+    let io = |e: std::io::Error| FsError::io(&e, format!("store chunk {key}"));
+    let keep = nonzero_prefix(data);
+    if keep == 0 {
+        store.erase_value(key).map_err(io)?;
+        return Ok(0);
+    }
+    store
+        .put_value_sparse(key, &data[..keep], chunk_len as u64)
+        .map_err(io)?;
+    Ok(keep as u64)
+}
 
 /// Length of `data` without its run of trailing zeros (scanned from the
 /// end a word at a time, so it costs the tail's length).
@@ -180,7 +207,7 @@ mod tests {
             data.clone(),
         )
         .expect("store");
-        assert_eq!(n, 100_001usize.next_multiple_of(4096) as u64);
+        assert_eq!(n, 100_001);
         let meta = std::fs::metadata(dir.path().join("g1/c/0")).expect("chunk file");
         assert_eq!(meta.len(), 1 << 20, "the chunk keeps its full length");
         assert!(
@@ -190,6 +217,24 @@ mod tests {
         );
         let arr = spec.handle(&st, "/g1").expect("handle");
         assert_eq!(retrieve_chunk(&arr, 0).expect("read"), data);
+        // The same chunk given as its first bytes only, and a zero one.
+        let key = chunk_key("/g1", &[1]);
+        let n = store_partial(&pipe, &st, &key, Codec::None, &data[..150_000], 1 << 20)
+            .expect("partial");
+        assert_eq!(n, 100_001);
+        assert_eq!(retrieve_chunk(&arr, 1).expect("read"), data);
+        store_partial(&pipe, &st, &key, Codec::None, &[0u8; 10], 1 << 20).expect("zeros");
+        assert!(!dir.path().join("g1/c/1").exists());
+        for codec in [Codec::Gzip(1), Codec::Zstd(1)] {
+            let spec = ByteArraySpec {
+                chunk_bytes: 1 << 20,
+                codec,
+            };
+            let key = chunk_key("/g2", &[0]);
+            store_partial(&pipe, &st, &key, codec, &data[..150_000], 1 << 20).expect("codec");
+            let arr = spec.handle(&st, "/g2").expect("handle");
+            assert_eq!(retrieve_chunk(&arr, 0).expect("read"), data);
+        }
     }
 
     #[test]

@@ -472,12 +472,16 @@ impl ChunkedData {
         let partial = s.buf.as_ref().map(|b| (b.index, b.data.clone()));
         let end = s.end;
         if let Some((index, data)) = &partial {
-            let mut padded = pipe.buffers.take(chunk as usize);
-            padded[..data.len()].copy_from_slice(data);
-            padded[data.len()..].fill(0);
             let _t = pipe.profiler.stage("encode_store");
             let key = chunk_key(&self.gen_path(), &[*index]);
-            let n = chunk_store::store(pipe, &self.store, &key, self.spec.codec, padded)?;
+            let n = chunk_store::store_partial(
+                pipe,
+                &self.store,
+                &key,
+                self.spec.codec,
+                data,
+                chunk as usize,
+            )?;
             pipe.profiler.add_backend_write(n);
         }
         let Mode::Stream(s) = &mut self.mode else {
