@@ -160,11 +160,16 @@ fn check_mountpoint(mountpoint: &Path, nonempty: bool) -> Result<()> {
 
 /// A mount left behind by a killed daemon answers ENOTCONN: detach it.
 fn clear_dead_mount(mountpoint: &Path) {
-    if let Err(e) = fs::metadata(mountpoint) {
-        if e.raw_os_error() == Some(libc::ENOTCONN) {
-            tracing::warn!("{} was a dead mount; detaching it", mountpoint.display());
-            let _ = umount(mountpoint, libc::MNT_DETACH);
-        }
+    // `stat` may be answered from the kernel's cache; listing the
+    // directory has to reach the (dead) daemon.
+    let dead = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENOTCONN);
+    let unanswered = match fs::metadata(mountpoint) {
+        Err(e) => dead(&e),
+        Ok(_) => fs::read_dir(mountpoint).err().is_some_and(|e| dead(&e)),
+    };
+    if unanswered {
+        tracing::warn!("{} was a dead mount; detaching it", mountpoint.display());
+        let _ = umount(mountpoint, libc::MNT_DETACH);
     }
 }
 

@@ -327,50 +327,84 @@ fn kill9_keeps_new_names_that_were_committed_or_whose_directory_was_fsynced() {
     }
 }
 
-/// `torch.save` of a new checkpoint killed mid-way, as a training job's
-/// crash leaves it: the resume finds no file rather than a torn one.
+/// `torch.save`, and safetensors' `save_file` (a `.tmpXXXX` file renamed
+/// at the end), of a new checkpoint killed mid-way, as a training job's
+/// crash leaves it: the resume finds no file (nor a temp file) rather than
+/// an empty or torn one.
 #[test]
-fn kill9_during_torch_save_of_a_new_checkpoint_leaves_no_file() {
+fn kill9_during_the_first_torch_or_safetensors_save_leaves_no_file() {
+    const SAVERS: [(&str, &str); 2] = [
+        (
+            "torch.save",
+            "import sys, torch\n\
+             sd = {f'w{i}': torch.randn(4096, 4096) for i in range(16)}\n\
+             print('ready', flush=True)\n\
+             torch.save(sd, sys.argv[1] + '/step-100.pt')\n",
+        ),
+        (
+            "safetensors save_file",
+            "import sys, numpy as np\n\
+             from safetensors.numpy import save_file\n\
+             rng = np.random.default_rng(1)\n\
+             sd = {f'w{i}': rng.standard_normal((4096, 4096), dtype=np.float32) for i in range(16)}\n\
+             print('ready', flush=True)\n\
+             save_file(sd, sys.argv[1] + '/model.safetensors')\n",
+        ),
+    ];
     for config in ["default", "ts-ocdbt"] {
-        let mut m = Mount::new(Some(repo_config(config)));
-        let target = m.path("step-100.pt");
-        let mut py = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import sys, torch\n\
-                 sd = {f'w{i}': torch.randn(4096, 4096) for i in range(16)}\n\
-                 print('ready', flush=True)\n\
-                 torch.save(sd, sys.argv[1])\n",
-            ])
-            .arg(&target)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 with torch");
-        let mut line = String::new();
-        let stdout = py.stdout.take().expect("stdout");
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-            .expect("python output");
-        assert_eq!(line.trim(), "ready", "python3 with torch is needed");
-        // Mid-save: the file exists and is growing.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while fs::metadata(&target).map(|x| x.len()).unwrap_or(0) < (64 << 20) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "torch.save never got going"
+        for (saver, script) in SAVERS {
+            let mut m = Mount::new(Some(repo_config(config)));
+            let dir = m.path("ckpt");
+            fs::create_dir(&dir).expect("mkdir");
+            let mut py = std::process::Command::new("python3")
+                .args(["-c", script])
+                .arg(&dir)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("python3");
+            let mut line = String::new();
+            let stdout = py.stdout.take().expect("stdout");
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+                .expect("python output");
+            assert_eq!(
+                line.trim(),
+                "ready",
+                "python3 with torch, numpy and safetensors is needed"
             );
-            std::thread::sleep(Duration::from_millis(20));
+            // Mid-save: the checkpoint (or its temp file) exists and grows.
+            let written = || -> u64 {
+                fs::read_dir(&dir)
+                    .map(|d| {
+                        d.filter_map(|e| e.ok()?.metadata().ok())
+                            .map(|x| x.len())
+                            .sum()
+                    })
+                    .unwrap_or(0)
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while written() < (64 << 20) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{saver} never got going"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            m.kill9();
+            let _ = py.kill();
+            let _ = py.wait();
+            let (code, out) = verify(&m.backing);
+            assert_eq!(code, 0, "verify after kill -9 found problems:\n{out}");
+            m.start();
+            let left: Vec<_> = fs::read_dir(&dir)
+                .expect("readdir")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert!(
+                left.is_empty(),
+                "{config}: an interrupted first {saver} left {left:?} behind"
+            );
+            m.unmount();
         }
-        m.kill9();
-        let _ = py.kill();
-        let _ = py.wait();
-        let (code, out) = verify(&m.backing);
-        assert_eq!(code, 0, "verify after kill -9 found problems:\n{out}");
-        m.start();
-        assert!(
-            fs::metadata(&target).is_err(),
-            "{config}: an interrupted first torch.save left a file behind"
-        );
-        m.unmount();
     }
 }
