@@ -408,3 +408,44 @@ fn kill9_during_the_first_torch_or_safetensors_save_leaves_no_file() {
         }
     }
 }
+
+/// A file grown with zeros by `truncate`, committed, then shrunk back into
+/// that zero tail and committed again: the checksum recorded for its last
+/// chunk must cover the new size (it kept the old one, so the file read
+/// back as EIO and `verify` reported it; found by a 1M-op fsx soak).
+#[test]
+fn shrinking_into_the_zero_tail_keeps_the_chunk_checksum_right() {
+    for config in ["default", "ts-ocdbt"] {
+        let mut m = Mount::new(Some(repo_config(config)));
+        let path = m.path("f.bin");
+        let mut data = vec![0u8; 1000];
+        fill(&mut data, &mut 3);
+        fs::write(&path, &data).expect("write");
+        for size in [5000u64, 3000, 1500, 1000, 7000, 1001] {
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .expect("open")
+                .set_len(size)
+                .expect("truncate");
+            let mut want = data.clone();
+            want.resize(size as usize, 0);
+            assert_eq!(
+                fs::read(&path).expect("read back"),
+                want,
+                "{config}: size {size}"
+            );
+        }
+        m.remount();
+        let mut want = data.clone();
+        want.resize(1001, 0);
+        assert_eq!(
+            fs::read(&path).expect("read after remount"),
+            want,
+            "{config}"
+        );
+        m.unmount();
+        let (code, out) = verify(&m.backing);
+        assert_eq!(code, 0, "{config}: verify:\n{out}");
+    }
+}

@@ -503,10 +503,12 @@ impl ChunkedData {
                 *c
             } else {
                 // Unchanged since the last commit; may have grown by zeros.
+                // Shrunk (into the zero tail past the stream's end) it needs
+                // a checksum of fewer bytes: computed from the chunk.
                 let old_valid = self.committed_size.min(start + chunk).saturating_sub(start);
                 match self.committed_crcs.get(index as usize).copied().flatten() {
-                    Some(c) if self.committed_gen => {
-                        crc32c_zero_extend(c, valid.saturating_sub(old_valid))
+                    Some(c) if self.committed_gen && valid >= old_valid => {
+                        crc32c_zero_extend(c, valid - old_valid)
                     }
                     _ => {
                         let data = retrieve_chunk(&self.array, index)?;
