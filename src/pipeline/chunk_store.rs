@@ -35,8 +35,9 @@ pub fn store(
         Codec::None => {
             // The zero tail of a last or only chunk (a file smaller than a
             // chunk, a tensor's edge) is left as a hole.
+            // (The packed index stores whole values: no hole to gain.)
             let keep = nonzero_prefix(&data);
-            if data.len() - keep >= SPARSE_MIN_TAIL {
+            if store.packed_prefix().is_none() && data.len() - keep >= SPARSE_MIN_TAIL {
                 store
                     .put_value_sparse(key, &data[..keep], data.len() as u64)
                     .map_err(io)?;
@@ -85,7 +86,7 @@ pub fn store_partial(
     data: &[u8],
     chunk_len: usize,
 ) -> FsResult<u64> {
-    if !matches!(codec, Codec::None) || data.len() >= chunk_len {
+    if !matches!(codec, Codec::None) || data.len() >= chunk_len || store.packed_prefix().is_some() {
         let mut padded = pipe.buffers.take(chunk_len.max(data.len()));
         padded[..data.len()].copy_from_slice(data);
         padded[data.len()..].fill(0);
