@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::direct_read::{self, DirectReads};
 use crate::ocdbt::multi_get::{Buffers, CacheUse};
 use crate::ocdbt::{Db, OcdbtError, PackedStore};
 use zarrs_storage::byte_range::{ByteRange, ByteRangeIterator, InvalidByteRangeError};
@@ -37,6 +38,7 @@ pub struct DurableStore {
     root: File,
     base: PathBuf,
     packed: Option<PackedStore>,
+    direct: DirectReads,
 }
 
 impl std::fmt::Debug for DurableStore {
@@ -112,6 +114,7 @@ impl DurableStore {
             root,
             base,
             packed: None,
+            direct: DirectReads::default(),
         })
     }
 
@@ -227,9 +230,35 @@ impl DurableStore {
     ) -> io::Result<Option<Bytes>> {
         use nix::fcntl::{openat, OFlag};
         use std::os::fd::FromRawFd;
+        let key = key.trim_start_matches('/');
+        // A committed value read once for the cache: straight from the
+        // disk, unless it is small or the filesystem refuses O_DIRECT.
+        if drop_cache
+            && self.direct.enabled()
+            && size_hint.is_none_or(|n| n >= direct_read::MIN_DIRECT)
+        {
+            match direct_read::open(&self.root, key, &self.direct) {
+                Ok(None) => return Ok(None),
+                Ok(Some(file)) => {
+                    let len = match size_hint {
+                        Some(n) => n,
+                        None => file.metadata()?.len() as usize,
+                    };
+                    if len >= direct_read::MIN_DIRECT {
+                        match direct_read::read(&file, len, buffers, &self.direct) {
+                            Ok(v) => return Ok(Some(v)),
+                            Err(e) if self.direct.enabled() => return Err(e),
+                            Err(_) => {} // EINVAL: read through the cache
+                        }
+                    }
+                }
+                Err(e) if self.direct.enabled() => return Err(e),
+                Err(_) => {}
+            }
+        }
         let fd = match openat(
             Some(self.root.as_raw_fd()),
-            key.trim_start_matches('/'),
+            key,
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         ) {
