@@ -201,3 +201,119 @@ fn an_external_save_tool_and_an_experiment_file_drive_the_run() {
         assert_eq!(s["runs"][0]["verification"]["passed"], true);
     }
 }
+
+/// Whether Python can import `module` (the peers' packages).
+fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import numpy, safetensors, {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn compare_runs_each_direct_peer_beside_its_mount_strategy() {
+    let dir = scratch();
+    let (status, log, r) = bench(
+        dir.path(),
+        &[
+            "--preset",
+            "tiny",
+            "--strategies",
+            "plain,t5x,ts-float16",
+            "--compare",
+            "tensorstore,torch,safetensors",
+            "--runs",
+            "2",
+        ],
+    );
+    assert!(status.success(), "bench failed:\n{log}");
+    let peers = r["peers"].as_array().expect("peers in results.json");
+    let names: Vec<(&str, &str)> = peers
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or(""),
+                p["pairs_with"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("tensorstore:t5x", "t5x"),
+            ("tensorstore:ts-float16", "ts-float16"),
+            ("torch", "plain"),
+            ("safetensors", "plain")
+        ]
+    );
+    for p in peers {
+        let name = p["name"].as_str().unwrap_or("");
+        let module = match name {
+            "torch" => "torch",
+            "safetensors" => "safetensors",
+            _ => "tensorstore",
+        };
+        if !python_has(module) {
+            assert_eq!(p["status"], "unavailable", "{name} without {module}: {p}");
+            continue;
+        }
+        assert_eq!(p["status"], "ok", "{name}: {p}\n{log}");
+        let runs = p["runs"].as_array().expect("runs");
+        assert_eq!(runs.len(), 2, "{name}");
+        let mean = |key: &str, runs: &[Value]| {
+            runs.iter()
+                .map(|r| r[key].as_f64().unwrap_or(-1.0))
+                .sum::<f64>()
+                / runs.len() as f64
+        };
+        for r in runs {
+            assert!(r["save_s"].as_f64().unwrap_or(0.0) > 0.0, "{name}: {r}");
+            assert!(r["load_s"].as_f64().unwrap_or(0.0) > 0.0, "{name}: {r}");
+            assert!(r["bytes"].as_u64().unwrap_or(0) > 0, "{name}: {r}");
+        }
+        // float16 storage rounds; every other peer reads back exactly.
+        let lossy = name.ends_with("ts-float16");
+        assert_eq!(
+            runs.iter()
+                .all(|r| r["max_abs_error"].as_f64() == Some(0.0)),
+            !lossy,
+            "{name}: {p}"
+        );
+        // The ratios come from this run's own figures.
+        let mount = strategy(&r, p["pairs_with"].as_str().unwrap_or(""));
+        let mount_runs = mount["runs"].as_array().expect("mount runs");
+        for (key, speedup) in [("save_s", "save_speedup"), ("load_s", "load_speedup")] {
+            let want = mean(key, runs) / mean(key, mount_runs);
+            let got = p[speedup].as_f64().expect("speedup");
+            assert!(
+                (got - want).abs() < 1e-9 * want.max(1.0),
+                "{name} {speedup}: {got} vs {want}"
+            );
+        }
+    }
+    assert!(log.contains("| t5x | tensorstore:t5x |"), "{log}");
+    let md = std::fs::read_to_string(dir.path().join("out/results.md")).expect("results.md");
+    assert!(md.contains("Direct peers on plain disk"), "{md}");
+}
+
+#[test]
+fn compare_refuses_tensorstore_without_a_seed_layout() {
+    let dir = scratch();
+    let o = Command::new(BIN)
+        .args([
+            "bench",
+            "--preset",
+            "tiny",
+            "--strategies",
+            "plain",
+            "--compare",
+            "tensorstore",
+        ])
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .output()
+        .expect("run ckptfs bench");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("seed layouts"), "{err}");
+}

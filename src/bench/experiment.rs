@@ -9,6 +9,7 @@
 //! runs = 3
 //! save_tool = "builtin"        # torch | safetensors-py | "cmd:TEMPLATE {src} {dst}"
 //! load_tool = "builtin"        # safetensors-mmap | torch
+//! compare = ["tensorstore", "torch", "safetensors"]   # direct peers, same run
 //! out = "bench-results/openllama-3b-2layers"
 //! ```
 
@@ -36,6 +37,8 @@ pub struct Experiment {
     pub runs: Option<usize>,
     pub save_tool: Option<String>,
     pub load_tool: Option<String>,
+    /// Direct peers run beside the mount strategies.
+    pub compare: Option<Vec<String>>,
     pub out: Option<PathBuf>,
     /// Folder of mount configs.
     pub configs: Option<PathBuf>,

@@ -117,7 +117,7 @@ impl LoadTool {
     }
 }
 
-fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("CKPTFS_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 

@@ -22,6 +22,7 @@ pub mod load_tool;
 pub mod machine;
 pub mod model;
 pub mod mount_process;
+pub mod peer;
 pub mod plot;
 pub mod preset;
 pub mod profile_summary;
@@ -44,6 +45,7 @@ use anyhow::{bail, Context, Result};
 use self::machine::MachineInfo;
 use self::model::Model;
 use self::mount_process::MountUnavailable;
+use self::peer::{Peer, PeerError, PeerResult};
 use self::preset::Preset;
 use self::progress::Progress;
 use self::results::{BenchResults, ModelInfo, RunFailure, Status, StrategyResult};
@@ -58,6 +60,7 @@ pub fn run(args: BenchArgs) -> Result<u8> {
     let settings = Settings::resolve(&args)?;
     let strategies =
         strategy::select(strategy::discover(&settings.configs)?, &settings.strategies)?;
+    let peers = peer::select(&settings.compare, &strategies)?;
     // Found unwritable now rather than after an hour of runs.
     std::fs::create_dir_all(&settings.out)
         .with_context(|| format!("create the results folder {}", settings.out.display()))?;
@@ -117,6 +120,7 @@ pub fn run(args: BenchArgs) -> Result<u8> {
             run_all(
                 &settings,
                 &strategies,
+                &peers,
                 &model,
                 &device,
                 &mount_exe,
@@ -129,6 +133,7 @@ pub fn run(args: BenchArgs) -> Result<u8> {
     cleanup?;
 
     let baseline = results::summarise(&mut done.strategies);
+    peer::summarise(&mut done.peers, &done.strategies);
     let machine = MachineInfo::collect(&device_name, device_note, &settings.work_dir);
     let page_cache = match &done.cache_note {
         None => "dropped before every load (cold loads)".to_string(),
@@ -154,6 +159,7 @@ pub fn run(args: BenchArgs) -> Result<u8> {
         baseline,
         page_cache,
         strategies: done.strategies,
+        peers: done.peers,
         settings: settings.clone(),
     };
     if let Err(e) = write_outputs(&results, &settings.out) {
@@ -174,27 +180,31 @@ pub fn run(args: BenchArgs) -> Result<u8> {
     let failed = results
         .strategies
         .iter()
-        .any(|s| s.status == Status::Failed);
+        .any(|s| s.status == Status::Failed)
+        || results.peers.iter().any(|p| p.status == Status::Failed);
     Ok(u8::from(failed))
 }
 
 /// What the runs produced.
 struct Done {
     strategies: Vec<StrategyResult>,
+    peers: Vec<PeerResult>,
     /// Why the page cache could not be dropped, if it could not.
     cache_note: Option<String>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_all(
     settings: &Settings,
     strategies: &[strategy::Strategy],
+    peers: &[Peer],
     model: &Model,
     device: &candle_core::Device,
     exe: &Path,
     scripts: &Path,
     work: &Path,
 ) -> Result<Done> {
-    let source_file = if settings.save_tool.needs_source_file() {
+    let source_file = if settings.save_tool.needs_source_file() || !peers.is_empty() {
         let p = work.join("source.safetensors");
         candle_core::safetensors::save(&model.on_device, &p)
             .with_context(|| format!("write the source file {}", p.display()))?;
@@ -212,10 +222,11 @@ fn run_all(
         scripts,
     };
     let runs = settings.runs;
-    let progress = Progress::new((runs * strategies.len()) as u64);
+    let progress = Progress::new((runs * (strategies.len() + peers.len())) as u64);
     progress.step("warming up: an untimed save and load on plain disk");
     warm_up(&ctx, work)?;
     let mut out: Vec<StrategyResult> = strategies.iter().map(StrategyResult::new).collect();
+    let mut peer_out: Vec<PeerResult> = peers.iter().map(PeerResult::new).collect();
     let mut cache_note = None;
     // Round-robin over strategies, so slow drift of the machine spreads
     // evenly instead of landing on one strategy.
@@ -254,13 +265,80 @@ fn run_all(
                     progress.advance(1);
                 }
             }
+            // Each direct peer right after its mount strategy: the pair
+            // meets the same state of the machine.
+            for (p, pr) in peers.iter().zip(peer_out.iter_mut()) {
+                if p.pairs_with == *name {
+                    run_peer(&ctx, p, pr, run, runs, work, &progress);
+                }
+            }
         }
     }
     progress.finish();
     Ok(Done {
         strategies: out,
+        peers: peer_out,
         cache_note,
     })
+}
+
+/// One run of a direct peer, recorded in `result`.
+fn run_peer(
+    ctx: &RunContext,
+    peer: &Peer,
+    result: &mut PeerResult,
+    run: usize,
+    runs: usize,
+    work: &Path,
+    progress: &Progress,
+) {
+    if result.status == Status::Unavailable {
+        return;
+    }
+    let name = &peer.name;
+    progress.step(&format!(
+        "{name} run {run}/{runs}: save and load on plain disk"
+    ));
+    let Some(source) = ctx.source_file else {
+        result.failures.push(RunFailure {
+            run,
+            error: "no source file for the peers".into(),
+        });
+        return;
+    };
+    let dir = work.join(format!("peer-{}-run{run}", name.replace(':', "-")));
+    disk::sync_all();
+    match peer::run_once(peer, run, source, &dir, ctx.scripts) {
+        Ok(r) => {
+            progress.line(&format!(
+                "{name} run {run}/{runs}: save {:.3} s, load {:.3} s, {:.1} MB in {} files, verified{}",
+                r.save_s,
+                r.load_s,
+                r.bytes as f64 / 1e6,
+                r.files,
+                if r.max_abs_error > 0.0 {
+                    format!(" (max abs error {:.3e})", r.max_abs_error)
+                } else {
+                    " (exact)".to_string()
+                }
+            ));
+            result.runs.push(r);
+            progress.advance(1);
+        }
+        Err(PeerError::Unavailable(why)) => {
+            progress.line(&format!("{name}: unavailable: {why}"));
+            result.status = Status::Unavailable;
+            result.reason = Some(why);
+            progress.advance((runs - run + 1) as u64);
+        }
+        Err(PeerError::Failed(e)) => {
+            let why = format!("{e:#}");
+            progress.line(&format!("!!! {name} run {run}/{runs} FAILED: {why}"));
+            result.failures.push(RunFailure { run, error: why });
+            progress.advance(1);
+        }
+    }
+    let _ = disk::remove_dir(&dir);
 }
 
 /// One untimed save and load on plain disk before the runs: the first write
@@ -365,6 +443,12 @@ fn write_outputs(r: &BenchResults, out: &Path) -> Result<()> {
     println!();
     print!("{}", report::table(r));
     println!();
+    let peers = peer::table(&r.peers, &r.strategies);
+    if !peers.is_empty() {
+        println!("direct peers on plain disk, same run (speedup above 1: the mount is faster):");
+        print!("{peers}");
+        println!();
+    }
     println!("results: {}", json_path.display());
     println!("         {}", md_path.display());
     match plotted {

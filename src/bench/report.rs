@@ -234,6 +234,15 @@ pub fn markdown(r: &BenchResults, figure: Option<&str>) -> String {
     let _ = writeln!(out);
     out.push_str(&table(r));
     let _ = writeln!(out);
+    let peers = super::peer::table(&r.peers, &r.strategies);
+    if !peers.is_empty() {
+        let _ = writeln!(
+            out,
+            "Direct peers on plain disk, same run (speedup: the peer's mean time over the mount strategy's; above 1, the mount is faster):\n"
+        );
+        out.push_str(&peers);
+        let _ = writeln!(out);
+    }
     for line in highlights(r) {
         let _ = writeln!(out, "- {line}");
     }

@@ -40,6 +40,8 @@ pub struct BenchResults {
     /// Whether loads were cold, in words.
     pub page_cache: String,
     pub strategies: Vec<StrategyResult>,
+    /// Direct peers (`--compare`), paired with the strategies.
+    pub peers: Vec<super::peer::PeerResult>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,7 +77,7 @@ pub struct StrategyResult {
 }
 
 /// Mean ± sample std over a strategy's completed runs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub save_s: MeanStd,
     pub load_s: MeanStd,

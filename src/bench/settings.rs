@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::experiment::Experiment;
 use super::load_tool::LoadTool;
 use super::model::ModelDtype;
+use super::peer::PeerFamily;
 use super::preset::Preset;
 use super::save_tool::SaveTool;
 
@@ -73,6 +74,13 @@ pub struct BenchArgs {
     /// --save-tool torch).
     #[arg(long, value_name = "TOOL")]
     pub load_tool: Option<String>,
+    /// Direct peers run in the same benchmark, interleaved with the mount
+    /// strategies, and paired with them in a ratio table: tensorstore (each
+    /// selected seed layout written and read by TensorStore itself), torch
+    /// (torch.save/torch.load), safetensors (save_file/load_file), on plain
+    /// disk (Python packages; a missing one is reported unavailable).
+    #[arg(long, value_delimiter = ',', value_name = "a,b,c")]
+    pub compare: Option<Vec<String>>,
     /// Results folder (default: bench-results/<UTC date and time>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -113,6 +121,8 @@ pub struct Settings {
     pub save_tool: SaveTool,
     #[serde(serialize_with = "load_tool_name")]
     pub load_tool: LoadTool,
+    /// Direct peers (`--compare`), empty for none.
+    pub compare: Vec<PeerFamily>,
     pub out: PathBuf,
     pub configs: PathBuf,
     pub work_dir: PathBuf,
@@ -218,6 +228,16 @@ impl Settings {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty() && s != "all")
             .collect();
+        let compare = args
+            .compare
+            .clone()
+            .or(exp.compare)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(PeerFamily::parse)
+            .collect::<Result<Vec<_>>>()?;
         let out =
             args.out.clone().or(exp.out).unwrap_or_else(|| {
                 Path::new("bench-results").join(crate::clock::compact_utc_now())
@@ -238,6 +258,7 @@ impl Settings {
             runs,
             save_tool,
             load_tool,
+            compare,
             out,
             configs,
             work_dir,
