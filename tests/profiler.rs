@@ -87,6 +87,15 @@ fn check_counts(doc: &Value, what: &str) {
         p["ops"]["write"]["p99_s"].as_f64().unwrap_or(0.0) > 0.0,
         "{what}: histogram"
     );
+    // Stages carry the bytes they moved: every written byte went through
+    // encode_store and a commit.
+    for stage in ["encode_store", "commit"] {
+        assert!(
+            u(p, &["stages", stage, "bytes"]) >= total,
+            "{what}: {stage} bytes in {}",
+            p["stages"]
+        );
+    }
 }
 
 #[test]

@@ -261,7 +261,8 @@ impl FileNode {
         };
         let data = match format {
             Some(f) if f != Format::Raw => {
-                let _t = pipe.profiler.stage("parse");
+                let mut t = pipe.profiler.stage("parse");
+                t.add_bytes(buf.len() as u64);
                 let mut w = FormatWriter::new(pipe, &self.store, gen, &self.name)?;
                 w.push(&buf)?;
                 Data::Format(FormatData::Writing(Box::new(w)))
@@ -579,7 +580,10 @@ impl FileNode {
         if !self.dirty && !self.meta_dirty && !self.manifest.pending {
             return Ok(());
         }
-        let _t = pipe.profiler.stage("commit");
+        let mut t = pipe.profiler.stage("commit");
+        if self.dirty {
+            t.add_bytes(self.size);
+        }
         let mut next = self.manifest.clone();
         let old_gen = self.manifest.generation;
         if self.dirty {

@@ -113,12 +113,24 @@ fn read_decode(pipe: &Pipeline, src: &ChunkSource, refs: &[&ChunkRef]) -> Vec<Fs
         .flatten()
         .filter(|d| refs.iter().all(|r| r.decoded == *d));
     let stored = {
-        let _t = pipe.profiler.stage("store_read");
-        src.store
-            .read_values(&keys, hint, &pipe.buffers, src.committed)
+        let mut t = pipe.profiler.stage("store_read");
+        let stored = src
+            .store
+            .read_values(&keys, hint, &pipe.buffers, src.committed);
+        t.add_bytes(
+            stored
+                .iter()
+                .map(|v| {
+                    v.as_ref()
+                        .map_or(0, |b| b.as_ref().map_or(0, |b| b.len() as u64))
+                })
+                .sum(),
+        );
+        stored
     };
-    let _t = pipe.profiler.stage("decode");
-    refs.iter()
+    let mut t = pipe.profiler.stage("decode");
+    let out: Vec<FsResult<Bytes>> = refs
+        .iter()
         .zip(stored)
         .map(|(r, got)| {
             let got = got.map_err(|e| FsError::io(&e, format!("read chunk {}", r.store_key)))?;
@@ -127,7 +139,13 @@ fn read_decode(pipe: &Pipeline, src: &ChunkSource, refs: &[&ChunkRef]) -> Vec<Fs
             }
             decode(pipe, r, got)
         })
-        .collect()
+        .collect();
+    t.add_bytes(
+        out.iter()
+            .map(|d| d.as_ref().map_or(0, |b| b.len() as u64))
+            .sum(),
+    );
+    out
 }
 
 /// The chunk, from the cache or loaded now (waiting if another reader or

@@ -162,8 +162,9 @@ impl ChunkedData {
         let array = self.array.clone();
         let expect = self.expected_crc(index);
         pipe.cache.get_or_load(key, move || {
-            let _t = pipe.profiler.stage("decode");
+            let mut t = pipe.profiler.stage("decode");
             let data = retrieve_chunk(&array, index)?;
+            t.add_bytes(data.len() as u64);
             check_crc(&data, expect, index)?;
             Ok(bytes::Bytes::from(data))
         })
@@ -247,7 +248,8 @@ impl ChunkedData {
             } = buf;
             let crc = crc32c::crc32c(&data[..valid]);
             let result = {
-                let _t = pipe2.profiler.stage("encode_store");
+                let mut t = pipe2.profiler.stage("encode_store");
+                t.add_bytes(valid as u64);
                 chunk_store::store(&pipe2, &store, &key, codec, data)
             };
             if let Ok(n) = &result {
@@ -438,7 +440,8 @@ impl ChunkedData {
             pipe.pool.spawn(move || {
                 let crc = crc32c::crc32c(&data[..valid]);
                 let result = {
-                    let _t = p.profiler.stage("encode_store");
+                    let mut t = p.profiler.stage("encode_store");
+                    t.add_bytes(valid as u64);
                     chunk_store::store(&p, &store, &key, codec, data)
                 };
                 if let Ok(n) = &result {
@@ -472,7 +475,8 @@ impl ChunkedData {
         let partial = s.buf.as_ref().map(|b| (b.index, b.data.clone()));
         let end = s.end;
         if let Some((index, data)) = &partial {
-            let _t = pipe.profiler.stage("encode_store");
+            let mut t = pipe.profiler.stage("encode_store");
+            t.add_bytes(data.len() as u64);
             let key = chunk_key(&self.gen_path(), &[*index]);
             let n = chunk_store::store_partial(
                 pipe,

@@ -256,7 +256,8 @@ impl FormatWriter {
         self.pipe.pool.spawn(move || {
             let crc = crc32c::crc32c(&buf[..valid]);
             let r = {
-                let _t = pipe.profiler.stage("encode_store");
+                let mut t = pipe.profiler.stage("encode_store");
+                t.add_bytes(buf.len() as u64);
                 chunk_store::store(&pipe, &store, &key, codec, buf)
             };
             if let Ok(n) = &r {
@@ -367,7 +368,8 @@ impl FormatWriter {
         asm.slab.resize((rows_here * asm.row_bytes) as usize, 0);
         let slab = std::mem::take(&mut asm.slab);
         let stored = if asm.layout.stored != asm.layout.dtype {
-            let _t = pipe.profiler.stage("cast");
+            let mut t = pipe.profiler.stage("cast");
+            t.add_bytes(slab.len() as u64);
             let elems = slab.len() / asm.layout.dtype.size() as usize;
             let mut narrowed = pipe.buffers.take(elems * asm.layout.item());
             let err = narrow_into(
@@ -400,7 +402,8 @@ impl FormatWriter {
             pipe.pool.spawn(move || {
                 let crc = crc32c::crc32c(&chunk);
                 let r = {
-                    let _t = p.profiler.stage("encode_store");
+                    let mut t = p.profiler.stage("encode_store");
+                    t.add_bytes(chunk.len() as u64);
                     chunk_store::store(&p, &store, &store_key, codec, chunk)
                 };
                 if let Ok(n) = &r {

@@ -130,8 +130,8 @@ fn submit(pipe: &Arc<Pipeline>, reader: &Arc<dyn SealedRead>, refs: Vec<ChunkRef
     let send = |batch: Vec<ChunkRef>| {
         let (p, r) = (pipe.clone(), reader.clone());
         pipe.read_pool.spawn(move || {
-            let _t = p.profiler.stage("prefetch");
-            chunk_load::prefetch(&p, r.source(), &batch);
+            let mut t = p.profiler.stage("prefetch");
+            t.add_bytes(chunk_load::prefetch(&p, r.source(), &batch));
         });
     };
     for r in refs {

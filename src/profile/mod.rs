@@ -69,6 +69,14 @@ pub struct StageTimer<'a> {
     profiler: &'a Profiler,
     name: &'static str,
     start: Option<Instant>,
+    bytes: u64,
+}
+
+impl StageTimer<'_> {
+    /// Counts `n` bytes as moved by this stage (its MB/s in the report).
+    pub fn add_bytes(&mut self, n: u64) {
+        self.bytes += n;
+    }
 }
 
 impl Drop for StageTimer<'_> {
@@ -80,7 +88,7 @@ impl Drop for StageTimer<'_> {
                 .stages
                 .entry(self.name)
                 .or_default()
-                .record(ns, 0, false, full);
+                .record(ns, self.bytes, false, full);
         }
     }
 }
@@ -123,6 +131,7 @@ impl Profiler {
             profiler: self,
             name,
             start: (self.level() != Level::Off).then(Instant::now),
+            bytes: 0,
         }
     }
 
