@@ -294,6 +294,10 @@ fn compare_runs_each_direct_peer_beside_its_mount_strategy() {
     assert!(log.contains("| t5x | tensorstore:t5x |"), "{log}");
     let md = std::fs::read_to_string(dir.path().join("out/results.md")).expect("results.md");
     assert!(md.contains("Direct peers on plain disk"), "{md}");
+    // The figure gains a row of speedup panels (PNG height: IHDR bytes 20..24).
+    let png = std::fs::read(dir.path().join("out/results.png")).expect("results.png");
+    let height = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
+    assert!(height > 2000, "figure height {height}: no speedup panels");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The results figure: save, load and size bars with error bars, save and
-//! load improvement over the baseline, and a strategy × metric heatmap.
+//! load improvement over the baseline, a strategy × metric heatmap, and with
+//! `--compare` the mount's speedup over each direct peer (TS: TensorStore).
 //!
 //! Drawn with plotters' bitmap backend and its pure-Rust `ab_glyph` text,
 //! from a TrueType font read at run time (Debian: `fonts-dejavu-core`), so no
@@ -30,6 +31,45 @@ const SIZE_COLOR: RGBColor = RGBColor(46, 139, 87);
 const BETTER: RGBColor = RGBColor(39, 174, 96);
 const WORSE: RGBColor = RGBColor(192, 57, 43);
 
+/// One row per direct peer with figures: the mount's speedup over it
+/// (peer mean / mount mean) in `save` and `load`, with the ratio's error
+/// from both stds (relative errors added in quadrature).
+fn peer_rows(r: &BenchResults) -> Vec<Row> {
+    let ratio = |peer: Option<MeanStd>, mount: Option<MeanStd>| -> Option<MeanStd> {
+        let (p, m) = (peer?, mount?);
+        if p.mean <= 0.0 || m.mean <= 0.0 {
+            return None;
+        }
+        let mean = p.mean / m.mean;
+        let rel = ((p.std / p.mean).powi(2) + (m.std / m.mean).powi(2)).sqrt();
+        Some(MeanStd {
+            mean,
+            std: mean * rel,
+            n: p.n.min(m.n),
+        })
+    };
+    r.peers
+        .iter()
+        .filter_map(|p| {
+            let mount = r
+                .strategies
+                .iter()
+                .find(|s| s.name == p.pairs_with)?
+                .summary
+                .as_ref()?;
+            Some(Row {
+                label: match p.name.strip_prefix("tensorstore:") {
+                    Some(_) => format!("{} vs TS", p.pairs_with),
+                    None => format!("{} vs {}", p.pairs_with, p.name),
+                },
+                save: ratio(p.save_s, Some(mount.save_s))?,
+                load: ratio(p.load_s, Some(mount.load_s))?,
+                ..Row::default()
+            })
+        })
+        .collect()
+}
+
 /// Registers the font with plotters once per process.
 fn ensure_font() -> Result<()> {
     static FONT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
@@ -55,6 +95,7 @@ fn ensure_font() -> Result<()> {
 }
 
 /// One strategy's figures, as plotted.
+#[derive(Default)]
 struct Row {
     label: String,
     save: MeanStd,
@@ -95,7 +136,10 @@ pub fn draw(r: &BenchResults, path: &Path) -> Result<()> {
     if rows.is_empty() {
         bail!("no strategy completed a run: nothing to plot");
     }
-    let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    let pairs = peer_rows(r);
+    let grid_rows = if pairs.is_empty() { 3 } else { 4 };
+    let height = HEIGHT / 3 * grid_rows as u32 + 60;
+    let root = BitMapBackend::new(path, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let (title, body) = root.split_vertically(60);
     title
@@ -114,7 +158,7 @@ pub fn draw(r: &BenchResults, path: &Path) -> Result<()> {
                 .pos(Pos::new(HPos::Center, VPos::Center)),
         ))
         .map_err(plot_err)?;
-    let panels = body.split_evenly((3, 2));
+    let panels = body.split_evenly((grid_rows, 2));
     let base = r.baseline.as_deref().unwrap_or("baseline");
     bars(
         &panels[0],
@@ -123,6 +167,7 @@ pub fn draw(r: &BenchResults, path: &Path) -> Result<()> {
         |x| Some(x.save),
         SAVE_COLOR,
         2,
+        None,
     )?;
     bars(
         &panels[1],
@@ -131,6 +176,7 @@ pub fn draw(r: &BenchResults, path: &Path) -> Result<()> {
         |x| Some(x.load),
         LOAD_COLOR,
         2,
+        None,
     )?;
     bars(
         &panels[2],
@@ -139,6 +185,7 @@ pub fn draw(r: &BenchResults, path: &Path) -> Result<()> {
         |x| Some(x.size),
         SIZE_COLOR,
         3,
+        None,
     )?;
     improvement(
         &panels[3],
@@ -153,6 +200,31 @@ pub fn draw(r: &BenchResults, path: &Path) -> Result<()> {
         |x| x.load_imp,
     )?;
     heatmap(&panels[5], &rows, unit.name)?;
+    if !pairs.is_empty() {
+        for (panel, (what, pick)) in panels[6..].iter().zip([
+            (
+                "Save",
+                (|x: &Row| Some(x.save)) as fn(&Row) -> Option<MeanStd>,
+            ),
+            ("Load", |x: &Row| Some(x.load)),
+        ]) {
+            bars(
+                panel,
+                &format!(
+                    "{what}: mount speedup over the direct peer (×; right of 1: mount faster)"
+                ),
+                &pairs,
+                pick,
+                if what == "Save" {
+                    SAVE_COLOR
+                } else {
+                    LOAD_COLOR
+                },
+                2,
+                Some(1.0),
+            )?;
+        }
+    }
     root.present()
         .map_err(plot_err)
         .with_context(|| format!("write {}", path.display()))?;
@@ -214,6 +286,7 @@ fn bars<F>(
     value: F,
     color: RGBColor,
     decimals: usize,
+    reference: Option<f64>,
 ) -> Result<()>
 where
     F: Fn(&Row) -> Option<MeanStd>,
@@ -224,6 +297,7 @@ where
         .filter_map(&value)
         .map(|v| v.mean + v.std)
         .fold(0.0, f64::max);
+    let top = top.max(reference.unwrap_or(0.0));
     let x_max = if top > 0.0 { top * 1.3 } else { 1.0 };
     let mut chart = ChartBuilder::on(area)
         .caption(caption, caption_font())
@@ -243,6 +317,14 @@ where
         .label_style(("sans-serif", 17))
         .draw()
         .map_err(plot_err)?;
+    if let Some(x) = reference {
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(x, -0.6), (x, n as f64 - 0.4)],
+                BLACK.stroke_width(2),
+            )))
+            .map_err(plot_err)?;
+    }
     let font = ("sans-serif", 16).into_font().color(&BLACK);
     for (i, row) in rows.iter().enumerate() {
         let Some(v) = value(row) else { continue };
