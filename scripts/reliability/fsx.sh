@@ -124,9 +124,18 @@ echo "fsx: layouts: $layouts"
 echo "fsx: seeds: $seeds; mixes: $FSX_MIXES; $FSX_OPS ops per run; flen $FSX_FLEN, op size <= $FSX_OPSIZE"
 
 run_fsx() { # layout mix seed file
-    local pdir="$LOG_DIR/fsx-$1-$2-$3"
+    local pdir="$LOG_DIR/fsx-$1-$2-$3" out rc
     mkdir -p "$pdir"
-    fsx -f "$LOG_DIR/fsx-$2.toml" -N "$FSX_OPS" -S "$3" -P "$pdir" "$4"
+    out=$(fsx -f "$LOG_DIR/fsx-$2.toml" -N "$FSX_OPS" -S "$3" -P "$pdir" "$4" 2>&1)
+    rc=$?
+    printf '%s\n' "$out"
+    [ "$rc" -eq 0 ] || return "$rc"
+    # fsx prints this line only after exactly -N operations, every read
+    # compared with its model: the count reached is then FSX_OPS.
+    case $out in
+    *"All operations completed A-OK!"*) echo "$FSX_OPS operations completed, 0 miscompares (fsx: All operations completed A-OK!)" ;;
+    *) echo "fsx exited 0 without reporting its $FSX_OPS operations complete" && return 1 ;;
+    esac
 }
 
 WORK=$(mktemp -d "$WORK_ROOT/ckptfs-fsx.XXXXXX")
