@@ -232,7 +232,9 @@ impl DurableStore {
         use std::os::fd::FromRawFd;
         let key = key.trim_start_matches('/');
         // A committed value read once for the cache: straight from the
-        // disk, unless it is small or the filesystem refuses O_DIRECT.
+        // disk, unless it is known to be small or the filesystem refuses
+        // O_DIRECT. (A value of unknown length is read on the descriptor
+        // already open, whatever its length: no second open.)
         if drop_cache
             && self.direct.enabled()
             && size_hint.is_none_or(|n| n >= direct_read::MIN_DIRECT)
@@ -244,12 +246,10 @@ impl DurableStore {
                         Some(n) => n,
                         None => file.metadata()?.len() as usize,
                     };
-                    if len >= direct_read::MIN_DIRECT {
-                        match direct_read::read(&file, len, buffers, &self.direct) {
-                            Ok(v) => return Ok(Some(v)),
-                            Err(e) if self.direct.enabled() => return Err(e),
-                            Err(_) => {} // EINVAL: read through the cache
-                        }
+                    match direct_read::read(&file, len, buffers, &self.direct) {
+                        Ok(v) => return Ok(Some(v)),
+                        Err(e) if self.direct.enabled() => return Err(e),
+                        Err(_) => {} // EINVAL: read through the cache
                     }
                 }
                 Err(e) if self.direct.enabled() => return Err(e),
