@@ -111,33 +111,22 @@ def run_file_tool(tool, model, work):
 
 def run_tensorstore(layout, model, work):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import tensorstore as ts
     import tensorstore_seed as seed
 
     if layout not in seed.STRATEGIES:
         raise SystemExit(f"unknown TensorStore layout {layout}; known: {', '.join(seed.STRATEGIES)}")
     root = os.path.join(work, layout)
     os.makedirs(root, exist_ok=True)
-    stored = seed.STRATEGIES[layout][2]
     start = time.perf_counter()
-    futures = []
-    for i, (name, arr) in enumerate(model.items()):
-        path = os.path.join(root, f"t{i:05d}")
-        data = arr.astype(stored) if stored else arr
-        store = ts.open(seed.spec(path, arr, layout, True)).result()
-        futures.append(store.write(data.reshape(list(arr.shape) or [1])))
-    for f in futures:
-        f.result()
+    seed.save(model, root, layout)
     os.sync()
     save_s = time.perf_counter() - start
     size, files = footprint(root)
     drop_caches()
     start = time.perf_counter()
-    loaded = {}
-    for i, (name, arr) in enumerate(model.items()):
-        path = os.path.join(root, f"t{i:05d}")
-        loaded[name] = ts.open(seed.spec(path, arr, layout, False)).result().read().result()
+    loaded = seed.load(model, root, layout)
     load_s = time.perf_counter() - start
+    stored = seed.STRATEGIES[layout][2]
     # float16 keeps 11 significant bits: relative error up to 2^-11.
     tolerance = 2.0**-11 if stored else 0.0
     return save_s, load_s, size, files, loaded, tolerance

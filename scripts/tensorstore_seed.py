@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import tensorstore as ts
+from peer_bench import drop_caches, footprint
 from safetensors.numpy import load_file
 
 MIB = 1 << 20
@@ -81,22 +82,27 @@ def spec(path, arr, strategy, create):
     return s
 
 
-def drop_caches():
-    os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-    except OSError:
-        pass
+def save(model, root, strategy):
+    """Writes every tensor of `model` as a Zarr array under `root` and waits
+    until all writes are done (TensorStore's `file` kvstore fsyncs them)."""
+    stored = STRATEGIES[strategy][2]
+    futures = []
+    for i, (name, arr) in enumerate(model.items()):
+        path = os.path.join(root, f"t{i:05d}")
+        data = arr.astype(stored) if stored else arr
+        store = ts.open(spec(path, arr, strategy, True)).result()
+        futures.append(store.write(data.reshape(list(arr.shape) or [1])))
+    for f in futures:
+        f.result()
 
 
-def footprint(root):
-    total = files = 0
-    for d, _, names in os.walk(root):
-        for n in names:
-            files += 1
-            total += os.path.getsize(os.path.join(d, n))
-    return total, files
+def load(model, root, strategy):
+    """Reads back every array `save` wrote, by the source tensor's name."""
+    loaded = {}
+    for i, (name, arr) in enumerate(model.items()):
+        path = os.path.join(root, f"t{i:05d}")
+        loaded[name] = ts.open(spec(path, arr, strategy, False)).result().read().result()
+    return loaded
 
 
 def run(model, work, strategy):
@@ -104,26 +110,17 @@ def run(model, work, strategy):
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
     start = time.perf_counter()
-    futures = []
-    for i, (name, arr) in enumerate(model.items()):
-        path = os.path.join(root, f"t{i:05d}")
-        stored = STRATEGIES[strategy][2]
-        data = arr.astype(stored) if stored else arr
-        store = ts.open(spec(path, arr, strategy, True)).result()
-        futures.append(store.write(data.reshape(list(arr.shape) or [1])))
-    for f in futures:
-        f.result()
+    save(model, root, strategy)
     os.sync()
     save_s = time.perf_counter() - start
     size, files = footprint(root)
     drop_caches()
     start = time.perf_counter()
-    for i, (name, arr) in enumerate(model.items()):
-        path = os.path.join(root, f"t{i:05d}")
-        got = ts.open(spec(path, arr, strategy, False)).result().read().result()
-        if got.size != max(arr.size, 1):
-            raise SystemExit(f"{strategy}: {name} read back {got.size} elements")
+    loaded = load(model, root, strategy)
     load_s = time.perf_counter() - start
+    for name, arr in model.items():
+        if loaded[name].size != max(arr.size, 1):
+            raise SystemExit(f"{strategy}: {name} read back {loaded[name].size} elements")
     shutil.rmtree(root, ignore_errors=True)
     return {"strategy": strategy, "save_s": save_s, "load_s": load_s, "bytes": size, "files": files}
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::results::{RunFailure, Status, StrategyResult};
 use super::stats::MeanStd;
-use super::strategy::{Strategy, PLAIN};
+use super::strategy::{Strategy, PLAIN, SEED_ORDER};
 
 /// A family of direct peers named by `--compare`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -42,15 +42,8 @@ impl PeerFamily {
 
 /// The seeds' layouts TensorStore writes itself (scripts/tensorstore_seed.py),
 /// each named as the mount config that stores the same layout.
-pub const TENSORSTORE_LAYOUTS: [&str; 7] = [
-    "tensorstore-basic",
-    "t5x",
-    "ts-concurrency",
-    "ts-chunks",
-    "ts-compression",
-    "ts-float16",
-    "ts-ocdbt",
-];
+/// (The seed order after `plain` and `passthrough`.)
+pub const TENSORSTORE_LAYOUTS: &[&str] = SEED_ORDER.split_at(2).1;
 
 /// One direct peer.
 #[derive(Debug, Clone, PartialEq)]

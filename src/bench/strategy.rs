@@ -12,7 +12,7 @@ use crate::config::{MountConfig, StoredDtype};
 pub const PLAIN: &str = "plain";
 
 /// The seeds' order; other configs follow alphabetically.
-const SEED_ORDER: [&str; 9] = [
+pub const SEED_ORDER: [&str; 9] = [
     PLAIN,
     "passthrough",
     "tensorstore-basic",
