@@ -2,6 +2,8 @@
 //! backing store, with a built-in profiler.
 
 #[cfg(feature = "bench")]
+pub mod advise;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod clock;
 pub mod config;

@@ -107,6 +107,10 @@ enum Cmd {
     /// mount config) and report save time, load time, size and files.
     #[cfg(feature = "bench")]
     Bench(ckptfs::bench::BenchArgs),
+    /// Measure candidate layouts on a sample of a checkpoint through real
+    /// mounts and write the mount config that serves a goal best.
+    #[cfg(feature = "bench")]
+    Advise(ckptfs::advise::AdviseArgs),
 }
 
 fn main() -> ExitCode {
@@ -252,6 +256,14 @@ fn main() -> ExitCode {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!("ckptfs bench: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        #[cfg(feature = "bench")]
+        Cmd::Advise(args) => match ckptfs::advise::run(args) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("ckptfs advise: {e:#}");
                 ExitCode::from(1)
             }
         },

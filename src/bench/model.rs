@@ -143,6 +143,23 @@ impl Model {
         Model::new(source, cpu, device)
     }
 
+    /// The tensors named in `names` (a sample of this model), as a model of
+    /// their own.
+    pub fn subset(
+        &self,
+        names: &BTreeSet<String>,
+        source: String,
+        device: &Device,
+    ) -> Result<Model> {
+        let cpu = self
+            .cpu
+            .iter()
+            .filter(|(n, _)| names.contains(n))
+            .cloned()
+            .collect();
+        Model::new(source, cpu, device)
+    }
+
     fn new(source: String, mut cpu: Vec<(String, Tensor)>, device: &Device) -> Result<Model> {
         cpu.sort_by(|a, b| a.0.cmp(&b.0));
         let mut on_device = HashMap::with_capacity(cpu.len());

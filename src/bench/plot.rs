@@ -71,7 +71,7 @@ fn peer_rows(r: &BenchResults) -> Vec<Row> {
 }
 
 /// Registers the font with plotters once per process.
-fn ensure_font() -> Result<()> {
+pub(crate) fn ensure_font() -> Result<()> {
     static FONT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     FONT.get_or_init(|| {
         let path = std::env::var("CKPTFS_FONT").unwrap_or_else(|_| DEFAULT_FONT.into());
