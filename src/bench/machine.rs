@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use anyhow::{bail, Result};
 use candle_core::Device;
 use serde::Serialize;
 
@@ -73,6 +74,55 @@ fn meminfo_kb(meminfo: &str, key: &str) -> Option<u64> {
         .ok()
 }
 
+/// Where the bench loads tensors, as `--device` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The GPU when this build has CUDA and the machine has one, else the CPU.
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl DeviceChoice {
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub fn parse(s: &str) -> Result<DeviceChoice> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(DeviceChoice::Cuda(n)),
+                _ => bail!("--device `{s}` is not allowed; allowed: auto, cpu, cuda, cuda:N"),
+            },
+        }
+    }
+
+    /// The device, its name for the results, and why it differs from what
+    /// was asked (auto only). A GPU asked for by name that cannot be used is
+    /// an error, not a silent CPU run.
+    pub fn open(self) -> Result<(Device, String, Option<String>)> {
+        match self {
+            DeviceChoice::Auto => Ok(select_device()),
+            DeviceChoice::Cpu => Ok((Device::Cpu, "cpu".into(), None)),
+            DeviceChoice::Cuda(n) => open_cuda(n),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(n: usize) -> Result<(Device, String, Option<String>)> {
+    let d = Device::new_cuda(n).map_err(|e| anyhow::anyhow!("--device cuda:{n}: {e}"))?;
+    let name = gpu_name().unwrap_or_else(|| "GPU".into());
+    Ok((d, format!("cuda:{n} ({name})"), None))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(n: usize) -> Result<(Device, String, Option<String>)> {
+    bail!(
+        "--device cuda:{n}: this ckptfs was built without CUDA; build it with `cargo build --release --features cuda` (needs the CUDA toolkit)"
+    )
+}
+
 /// The GPU when this build has CUDA and the machine has one, else the CPU,
 /// with a note saying why. Never an error.
 pub fn select_device() -> (Device, String, Option<String>) {
@@ -113,6 +163,21 @@ fn gpu_name() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_choices_parse_and_a_named_gpu_is_never_a_silent_cpu() {
+        assert_eq!(DeviceChoice::parse("auto").ok(), Some(DeviceChoice::Auto));
+        assert_eq!(DeviceChoice::parse("cpu").ok(), Some(DeviceChoice::Cpu));
+        assert_eq!(DeviceChoice::parse("cuda").ok(), Some(DeviceChoice::Cuda(0)));
+        assert_eq!(DeviceChoice::parse("cuda:3").ok(), Some(DeviceChoice::Cuda(3)));
+        assert!(DeviceChoice::parse("cuda:x").is_err());
+        assert!(DeviceChoice::parse("tpu").is_err());
+        assert!(DeviceChoice::Cpu.open().is_ok_and(|(d, _, _)| d.is_cpu()));
+        // Without a usable GPU (or without the feature) cuda is an error.
+        if let Ok((d, name, _)) = DeviceChoice::Cuda(0).open() {
+            assert!(d.is_cuda() && name.starts_with("cuda:0"));
+        }
+    }
 
     #[test]
     fn meminfo_values_are_read_in_kb() {
