@@ -321,3 +321,53 @@ fn compare_refuses_tensorstore_without_a_seed_layout() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("seed layouts"), "{err}");
 }
+
+#[test]
+fn builtin_loads_split_read_from_device_time_and_a_named_gpu_is_never_a_silent_cpu() {
+    let dir = scratch();
+    let (status, log, r) = bench(
+        dir.path(),
+        &[
+            "--preset",
+            "tiny",
+            "--strategies",
+            "plain,default",
+            "--runs",
+            "1",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(status.success(), "{log}");
+    assert_eq!(r["settings"]["device"], "cpu");
+    for name in ["plain", "default"] {
+        let run = &strategy(&r, name)["runs"][0];
+        let read_s = run["load_phases"]["read_s"].as_f64().expect("read_s");
+        let split = &run["load_phases"]["split"];
+        let file = split["file_read_s"].as_f64().expect("file_read_s");
+        let dev = split["to_device_s"].as_f64().expect("to_device_s");
+        assert!(file > 0.0 && dev > 0.0, "{name}: {split}");
+        assert!(
+            file + dev <= read_s + 1e-6,
+            "{name}: {file} + {dev} > {read_s}"
+        );
+    }
+    assert!(log.contains("where the load went"), "{log}");
+    let md = std::fs::read_to_string(dir.path().join("out/results.md")).expect("results.md");
+    assert!(md.contains("| strategy | load s | remount s | file read s | to cpu s |"));
+
+    if !cfg!(feature = "cuda") {
+        let o = Command::new(BIN)
+            .args([
+                "bench", "--preset", "tiny", "--runs", "1", "--device", "cuda:0",
+            ])
+            .arg("--out")
+            .arg(dir.path().join("gpu"))
+            .output()
+            .expect("run");
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("built without CUDA"), "{err}");
+        assert!(!dir.path().join("gpu/results.json").exists());
+    }
+}

@@ -28,6 +28,8 @@ pub enum LoadTool {
 pub struct Loaded {
     pub seconds: f64,
     pub tensors: Option<Vec<(String, Tensor)>>,
+    /// File read vs move onto the device (the builtin loader of safetensors).
+    pub split: Option<model::LoadSplit>,
 }
 
 impl LoadTool {
@@ -80,11 +82,12 @@ impl LoadTool {
         let tool = match self {
             LoadTool::Builtin => {
                 let t = Instant::now();
-                let tensors = model::read_checkpoint(file, device)?;
+                let (tensors, split) = model::read_checkpoint_split(file, device)?;
                 device.synchronize().context("synchronize the device")?;
                 return Ok(Loaded {
                     seconds: t.elapsed().as_secs_f64(),
                     tensors: Some(tensors),
+                    split,
                 });
             }
             LoadTool::SafetensorsMmap => "safetensors-mmap",
@@ -113,6 +116,7 @@ impl LoadTool {
         Ok(Loaded {
             seconds,
             tensors: None,
+            split: None,
         })
     }
 }

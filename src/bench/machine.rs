@@ -168,8 +168,14 @@ mod tests {
     fn device_choices_parse_and_a_named_gpu_is_never_a_silent_cpu() {
         assert_eq!(DeviceChoice::parse("auto").ok(), Some(DeviceChoice::Auto));
         assert_eq!(DeviceChoice::parse("cpu").ok(), Some(DeviceChoice::Cpu));
-        assert_eq!(DeviceChoice::parse("cuda").ok(), Some(DeviceChoice::Cuda(0)));
-        assert_eq!(DeviceChoice::parse("cuda:3").ok(), Some(DeviceChoice::Cuda(3)));
+        assert_eq!(
+            DeviceChoice::parse("cuda").ok(),
+            Some(DeviceChoice::Cuda(0))
+        );
+        assert_eq!(
+            DeviceChoice::parse("cuda:3").ok(),
+            Some(DeviceChoice::Cuda(3))
+        );
         assert!(DeviceChoice::parse("cuda:x").is_err());
         assert!(DeviceChoice::parse("tpu").is_err());
         assert!(DeviceChoice::Cpu.open().is_ok_and(|(d, _, _)| d.is_cpu()));

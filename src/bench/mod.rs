@@ -69,7 +69,7 @@ pub fn run(args: BenchArgs) -> Result<u8> {
     settings.load_tool.check(&scripts)?;
     let exe = std::env::current_exe().context("locate the ckptfs binary")?;
 
-    let (device, device_name, device_note) = machine::select_device();
+    let (device, device_name, device_note) = settings.device.open()?;
     if let Some(note) = &device_note {
         eprintln!("ckptfs bench: {note}");
     }
@@ -443,6 +443,12 @@ fn write_outputs(r: &BenchResults, out: &Path) -> Result<()> {
     println!();
     print!("{}", report::table(r));
     println!();
+    let split = report::load_split_table(r);
+    if !split.is_empty() {
+        println!("where the load went (means):");
+        print!("{split}");
+        println!();
+    }
     let peers = peer::table(&r.peers, &r.strategies);
     if !peers.is_empty() {
         println!("direct peers on plain disk, same run (speedup above 1: the mount is faster):");

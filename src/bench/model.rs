@@ -249,14 +249,56 @@ fn checkpoint_files(path: &Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(files)
 }
 
-/// Reads every tensor of one checkpoint file onto `device`: safetensors, or a
-/// PyTorch zip (told apart by content, not by name).
-pub fn read_checkpoint(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)>> {
+/// Named tensors, as a checkpoint holds them.
+pub type Tensors = Vec<(String, Tensor)>;
+
+/// Where a timed load's seconds went.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LoadSplit {
+    /// `read()` of the whole file into memory (through the mount: FUSE).
+    pub file_read_s: f64,
+    /// From those bytes to tensors on the device: the host-to-device copy on
+    /// a GPU, building the tensors (a copy into fresh memory) on the CPU.
+    pub to_device_s: f64,
+}
+
+/// Reads a checkpoint file onto `device` as `read_checkpoint` does, timing
+/// the file read and the move onto the device apart (safetensors; a PyTorch
+/// zip is read by its pickle reader in one step, so it has no split).
+pub fn read_checkpoint_split(
+    path: &Path,
+    device: &Device,
+) -> Result<(Tensors, Option<LoadSplit>)> {
+    if is_torch_zip(path)? {
+        return Ok((read_checkpoint(path, device)?, None));
+    }
+    let t0 = std::time::Instant::now();
+    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let file_read_s = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
+    let map = candle_core::safetensors::load_buffer(&bytes, device)
+        .with_context(|| format!("read safetensors {}", path.display()))?;
+    device.synchronize().context("synchronize the device")?;
+    drop(bytes);
+    let split = LoadSplit {
+        file_read_s,
+        to_device_s: t1.elapsed().as_secs_f64(),
+    };
+    Ok((map.into_iter().collect(), Some(split)))
+}
+
+fn is_torch_zip(path: &Path) -> Result<bool> {
     let mut magic = [0u8; 4];
     let n = std::fs::File::open(path)
         .and_then(|mut f| f.read(&mut magic))
         .with_context(|| format!("open {}", path.display()))?;
-    if n == 4 && &magic == b"PK\x03\x04" {
+    Ok(n == 4 && &magic == b"PK\x03\x04")
+}
+
+/// Reads every tensor of one checkpoint file onto `device`: safetensors, or a
+/// PyTorch zip (told apart by content, not by name).
+pub fn read_checkpoint(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)>> {
+    if is_torch_zip(path)? {
         let mut tensors = candle_core::pickle::read_all(path)
             .with_context(|| format!("read PyTorch checkpoint {}", path.display()))?;
         if tensors.is_empty() {

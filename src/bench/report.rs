@@ -178,6 +178,47 @@ pub fn highlights(r: &BenchResults) -> Vec<String> {
 }
 
 /// `results.md`: what ran, on what, and the table.
+/// Where each strategy's load went: remount, the file read (through FUSE
+/// for a mount) and the move onto the device, with end-to-end GB/s. Empty
+/// when the load tool does not split its time.
+pub fn load_split_table(r: &BenchResults) -> String {
+    let mut out = String::new();
+    let gb = r.model.bytes as f64 / 1e9;
+    let mut rows = Vec::new();
+    for s in r.strategies.iter().filter(|s| !s.runs.is_empty()) {
+        let splits: Vec<_> = s.runs.iter().filter_map(|x| x.load_phases.split).collect();
+        if splits.len() != s.runs.len() {
+            continue;
+        }
+        let n = s.runs.len() as f64;
+        let mean =
+            |f: &dyn Fn(&super::runner::RunResult) -> f64| s.runs.iter().map(f).sum::<f64>() / n;
+        let load = mean(&|x| x.load_s);
+        let mount = mean(&|x| x.load_phases.mount_s);
+        let read = splits.iter().map(|x| x.file_read_s).sum::<f64>() / n;
+        let dev = splits.iter().map(|x| x.to_device_s).sum::<f64>() / n;
+        rows.push(format!(
+            "| {} | {load:.3} | {mount:.3} | {read:.3} | {dev:.3} | {:.2} | {:.2} |",
+            label(s),
+            gb / load.max(1e-9),
+            gb / read.max(1e-9)
+        ));
+    }
+    if rows.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "| strategy | load s | remount s | file read s | to {} s | GB/s end to end | file read GB/s |",
+        r.machine.device
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for row in rows {
+        let _ = writeln!(out, "{row}");
+    }
+    out
+}
+
 pub fn markdown(r: &BenchResults, figure: Option<&str>) -> String {
     let mut out = String::new();
     let m = &r.model;
@@ -234,6 +275,15 @@ pub fn markdown(r: &BenchResults, figure: Option<&str>) -> String {
     let _ = writeln!(out);
     out.push_str(&table(r));
     let _ = writeln!(out);
+    let split = load_split_table(r);
+    if !split.is_empty() {
+        let _ = writeln!(
+            out,
+            "Where the load went (means; file read: one `read()` of the file, through FUSE for a mount; to device: from those bytes to tensors on the device):\n"
+        );
+        out.push_str(&split);
+        let _ = writeln!(out);
+    }
     let peers = super::peer::table(&r.peers, &r.strategies);
     if !peers.is_empty() {
         let _ = writeln!(

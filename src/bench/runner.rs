@@ -53,6 +53,9 @@ pub struct LoadPhases {
     pub mount_s: f64,
     /// Reading the checkpoint onto the device.
     pub read_s: f64,
+    /// `read_s` split into the file read and the move onto the device, where
+    /// the load tool can tell them apart.
+    pub split: Option<model::LoadSplit>,
 }
 
 /// Every figure of one run.
@@ -140,7 +143,7 @@ fn run_plain(
 
     let dropped = disk::drop_page_cache();
     phase("loading");
-    let (read_s, loaded) = load(ctx, &file)?;
+    let (read_s, load_split, loaded) = load(ctx, &file)?;
 
     phase("verifying");
     let verification = verify::verify(&ctx.model.cpu, loaded, strategy.narrowing())?;
@@ -157,6 +160,7 @@ fn run_plain(
         load_phases: LoadPhases {
             mount_s: 0.0,
             read_s,
+            split: load_split,
         },
         checkpoint_bytes,
         backing: backing_fp,
@@ -233,7 +237,7 @@ fn run_mounted(
     .map_err(|e| anyhow!("remount for the load: {e:#}"))?;
     let remount_s = t4.elapsed().as_secs_f64();
     phase("loading");
-    let (read_s, loaded) = load(ctx, &file)?;
+    let (read_s, load_split, loaded) = load(ctx, &file)?;
     let rss_load = mount.peak_rss();
     mount.unmount().context("unmount after the load")?;
 
@@ -259,6 +263,7 @@ fn run_mounted(
         load_phases: LoadPhases {
             mount_s: remount_s,
             read_s,
+            split: load_split,
         },
         checkpoint_bytes,
         backing: backing_fp,
@@ -275,13 +280,13 @@ fn run_mounted(
 
 /// Loads the checkpoint with the run's load tool: its seconds, and the
 /// tensors to verify (read again, untimed, when the tool ran elsewhere).
-fn load(ctx: &RunContext, file: &Path) -> Result<(f64, Vec<(String, candle_core::Tensor)>)> {
+fn load(ctx: &RunContext, file: &Path) -> Result<(f64, Option<model::LoadSplit>, model::Tensors)> {
     let loaded = ctx.load_tool.load(file, ctx.device, ctx.scripts)?;
     let tensors = match loaded.tensors {
         Some(t) => t,
         None => model::read_checkpoint(file, ctx.device)?,
     };
-    Ok((loaded.seconds, tensors))
+    Ok((loaded.seconds, loaded.split, tensors))
 }
 
 fn file_len(file: &Path) -> Result<u64> {

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::experiment::Experiment;
 use super::load_tool::LoadTool;
+use super::machine::DeviceChoice;
 use super::model::ModelDtype;
 use super::peer::PeerFamily;
 use super::preset::Preset;
@@ -91,6 +92,11 @@ pub struct BenchArgs {
     /// not tmpfs (default: /var/tmp).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Where loads put the tensors: auto (the GPU with the `cuda` feature
+    /// and a GPU, else the CPU), cpu, cuda or cuda:N (an error when that GPU
+    /// cannot be used).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
 }
 
 /// Which model to benchmark.
@@ -126,9 +132,19 @@ pub struct Settings {
     pub out: PathBuf,
     pub configs: PathBuf,
     pub work_dir: PathBuf,
+    #[serde(serialize_with = "device_name")]
+    pub device: DeviceChoice,
     pub experiment_file: Option<PathBuf>,
     #[serde(skip)]
     pub experiment_text: Option<String>,
+}
+
+fn device_name<S: serde::Serializer>(d: &DeviceChoice, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&match d {
+        DeviceChoice::Auto => "auto".to_string(),
+        DeviceChoice::Cpu => "cpu".to_string(),
+        DeviceChoice::Cuda(n) => format!("cuda:{n}"),
+    })
 }
 
 fn load_tool_name<S: serde::Serializer>(t: &LoadTool, s: S) -> Result<S::Ok, S::Error> {
@@ -262,6 +278,7 @@ impl Settings {
             out,
             configs,
             work_dir,
+            device: DeviceChoice::parse(args.device.as_deref().unwrap_or("auto"))?,
             experiment_file: args.experiment.clone(),
             experiment_text: text,
         })
