@@ -265,10 +265,7 @@ pub struct LoadSplit {
 /// Reads a checkpoint file onto `device` as `read_checkpoint` does, timing
 /// the file read and the move onto the device apart (safetensors; a PyTorch
 /// zip is read by its pickle reader in one step, so it has no split).
-pub fn read_checkpoint_split(
-    path: &Path,
-    device: &Device,
-) -> Result<(Tensors, Option<LoadSplit>)> {
+pub fn read_checkpoint_split(path: &Path, device: &Device) -> Result<(Tensors, Option<LoadSplit>)> {
     if is_torch_zip(path)? {
         return Ok((read_checkpoint(path, device)?, None));
     }
