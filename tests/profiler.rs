@@ -203,3 +203,61 @@ fn stats_accesslog_profile_and_report_match_a_scripted_workload() {
         "plot is not a real PNG"
     );
 }
+
+/// PNG width and height from its IHDR chunk.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    let be = |at: usize| u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]);
+    (be(16), be(20))
+}
+
+#[test]
+fn a_short_save_shows_as_several_100ms_steps_and_every_stage_gets_a_bar() {
+    let mut m = Mount::new(None);
+    // Three writes 300 ms apart: within one second, so one-second buckets
+    // would put them in one or two rows.
+    let mut f = File::create(m.path("steps.bin")).expect("create");
+    for i in 0..3 {
+        f.write_all(&file_data(i, 2_000_000)).expect("write");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    f.sync_all().expect("fsync");
+    drop(f);
+    m.unmount();
+    let profile_path = m.backing.join(".ckptfs/profile.json");
+    let doc: Value =
+        serde_json::from_slice(&fs::read(&profile_path).expect("profile")).expect("json");
+    let snap = doc.get("profile").unwrap_or(&doc);
+    assert_eq!(snap["timeline_bucket_ms"], 100);
+    let rows = snap["timeline"].as_array().expect("timeline");
+    let written: Vec<u64> = rows
+        .iter()
+        .map(|r| r["fs_written"].as_u64().expect("fs_written"))
+        .collect();
+    let busy = written.iter().filter(|&&b| b > 0).count();
+    assert!(busy >= 3, "written per bucket: {written:?}");
+    assert_eq!(written.iter().sum::<u64>(), 6_000_000);
+
+    let png = m.root.path().join("steps.png");
+    let out = Command::new(common::BIN)
+        .arg("report")
+        .arg(&profile_path)
+        .arg("--plot")
+        .arg(&png)
+        .output()
+        .expect("report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = fs::read(&png).expect("png");
+    // One 34-pixel row per bar: every stage (and each busy FUSE operation)
+    // has its own bar below the two throughput panels.
+    let stages = snap["stages"].as_object().expect("stages").len() as u32;
+    let (w, h) = png_size(&png);
+    assert_eq!(w, 1400);
+    assert!(
+        h >= 620 + 110 + 34 * stages,
+        "height {h} for {stages} stages"
+    );
+}

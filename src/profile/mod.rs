@@ -1,7 +1,7 @@
 //! The built-in profiler: every FUSE operation and every backend stage is
 //! counted and timed (hdr histograms: p50/p90/p99/max), per operation, per
 //! stage and per file, with bytes served by the filesystem against bytes
-//! moved by the backend, and a per-second throughput timeline.
+//! moved by the backend, and a throughput timeline in 100 ms buckets.
 //!
 //! `off` records nothing; `counters` keeps counts, bytes and total time;
 //! `full` adds histograms, the timeline and the access log (which formats a
@@ -39,14 +39,75 @@ pub struct FileStats {
     write: Stat,
 }
 
-/// Bytes per second, one row per second of the mount's life.
+/// Bytes and operations in one bucket of the mount's life.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct Second {
+pub struct Bucket {
     pub fs_read: u64,
     pub fs_written: u64,
     pub backend_read: u64,
     pub backend_written: u64,
     pub ops: u64,
+}
+
+impl Bucket {
+    fn merge(&mut self, o: &Bucket) {
+        self.fs_read += o.fs_read;
+        self.fs_written += o.fs_written;
+        self.backend_read += o.backend_read;
+        self.backend_written += o.backend_written;
+        self.ops += o.ops;
+    }
+}
+
+/// The finest bucket: a one-second save shows as ten steps, not one line.
+pub const BUCKET_MS: u64 = 100;
+/// Buckets kept at most. Past it neighbours merge and the bucket doubles, so
+/// a mount of any length keeps a profile of bounded size (an hour: 4096
+/// buckets of 1.6 s).
+const MAX_BUCKETS: usize = 4096;
+
+/// Throughput over the mount's life.
+#[derive(Debug)]
+struct Timeline {
+    bucket_ms: u64,
+    rows: Vec<Bucket>,
+}
+
+impl Timeline {
+    fn new() -> Timeline {
+        Timeline {
+            bucket_ms: BUCKET_MS,
+            rows: Vec::new(),
+        }
+    }
+
+    fn at(&mut self, elapsed_ms: u64) -> &mut Bucket {
+        let mut i = (elapsed_ms / self.bucket_ms) as usize;
+        while i >= MAX_BUCKETS {
+            self.coarsen();
+            i = (elapsed_ms / self.bucket_ms) as usize;
+        }
+        if self.rows.len() <= i {
+            self.rows.resize(i + 1, Bucket::default());
+        }
+        &mut self.rows[i]
+    }
+
+    /// Merges neighbours: twice the bucket, half the rows.
+    fn coarsen(&mut self) {
+        self.rows = self
+            .rows
+            .chunks(2)
+            .map(|pair| {
+                let mut b = pair[0];
+                if let Some(o) = pair.get(1) {
+                    b.merge(o);
+                }
+                b
+            })
+            .collect();
+        self.bucket_ms *= 2;
+    }
 }
 
 pub struct Profiler {
@@ -60,7 +121,7 @@ pub struct Profiler {
     files: DashMap<Arc<str>, FileStats>,
     backend_written: AtomicU64,
     backend_read: AtomicU64,
-    timeline: Mutex<Vec<Second>>,
+    timeline: Mutex<Timeline>,
     pub accesslog: AccessLog,
 }
 
@@ -113,7 +174,7 @@ impl Profiler {
             files: DashMap::new(),
             backend_written: AtomicU64::new(0),
             backend_read: AtomicU64::new(0),
-            timeline: Mutex::new(Vec::new()),
+            timeline: Mutex::new(Timeline::new()),
             accesslog: AccessLog::default(),
         }
     }
@@ -135,13 +196,9 @@ impl Profiler {
         }
     }
 
-    fn second(&self, f: impl FnOnce(&mut Second)) {
-        let s = self.started.elapsed().as_secs() as usize;
-        let mut t = self.timeline.lock();
-        if t.len() <= s {
-            t.resize(s + 1, Second::default());
-        }
-        f(&mut t[s]);
+    fn bucket(&self, f: impl FnOnce(&mut Bucket)) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        f(self.timeline.lock().at(ms));
     }
 
     /// Records one FUSE operation (on `file`, when it has one).
@@ -176,7 +233,7 @@ impl Profiler {
             }
         }
         if full {
-            self.second(|s| {
+            self.bucket(|s| {
                 s.ops += 1;
                 match name {
                     "read" => s.fs_read += bytes,
@@ -193,7 +250,7 @@ impl Profiler {
         }
         self.backend_written.fetch_add(bytes, Ordering::Relaxed);
         if self.level() == Level::Full {
-            self.second(|s| s.backend_written += bytes);
+            self.bucket(|s| s.backend_written += bytes);
         }
     }
 
@@ -203,7 +260,7 @@ impl Profiler {
         }
         self.backend_read.fetch_add(bytes, Ordering::Relaxed);
         if self.level() == Level::Full {
-            self.second(|s| s.backend_read += bytes);
+            self.bucket(|s| s.backend_read += bytes);
         }
     }
 
@@ -230,6 +287,13 @@ impl Profiler {
         let backend_written = self.backend_written.load(Ordering::Relaxed);
         let backend_read = self.backend_read.load(Ordering::Relaxed);
         let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+        let timeline = {
+            let t = self.timeline.lock();
+            Timeline {
+                bucket_ms: t.bucket_ms,
+                rows: t.rows.clone(),
+            }
+        };
         serde_json::json!({
             "level": self.level(),
             "started_unix": self.started_unix,
@@ -243,8 +307,39 @@ impl Profiler {
             "backend_written_bytes": backend_written,
             "read_amplification": ratio(backend_read, fs_read),
             "write_amplification": ratio(backend_written, fs_written),
-            "timeline": *self.timeline.lock(),
+            "timeline": timeline.rows,
+            "timeline_bucket_ms": timeline.bucket_ms,
             "accesslog_dropped_lines": self.accesslog.dropped(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeline_keeps_100ms_buckets_and_coarsens_past_its_limit() {
+        let mut t = Timeline::new();
+        t.at(50).fs_written += 1;
+        t.at(150).fs_written += 2;
+        t.at(250).backend_written += 4;
+        assert_eq!(t.bucket_ms, 100);
+        assert_eq!(t.rows.len(), 3);
+        assert_eq!(t.rows[1].fs_written, 2);
+        // Far past the limit: buckets double until it fits, nothing lost.
+        let late = 100 * MAX_BUCKETS as u64 * 3;
+        t.at(late).fs_read += 8;
+        assert!(t.rows.len() <= MAX_BUCKETS, "{}", t.rows.len());
+        assert_eq!(t.bucket_ms, 400);
+        assert_eq!(t.rows[0].fs_written, 3);
+        assert_eq!(t.rows[0].backend_written, 4);
+        let total: u64 = t
+            .rows
+            .iter()
+            .map(|b| b.fs_read + b.fs_written + b.backend_written)
+            .sum();
+        assert_eq!(total, 15);
+        assert_eq!(t.rows[(late / 400) as usize].fs_read, 8);
     }
 }
