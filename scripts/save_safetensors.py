@@ -3,9 +3,11 @@
 
 Used by `ckptfs bench --save-tool safetensors-py`: the benchmark writes the
 model once to SRC on plain disk, and this script writes DST inside the mount
-with the Python tool users already have. Needs `pip install torch safetensors`.
+with the Python tool users already have, and prints the seconds of the
+save call itself (not of starting Python). Needs `pip install torch safetensors`.
 """
 import sys
+import time
 
 
 def main() -> int:
@@ -19,7 +21,9 @@ def main() -> int:
         print(f"save_safetensors.py needs torch and safetensors: {e}", file=sys.stderr)
         return 3
     state = load_file(src)
+    start = time.perf_counter()
     save_file(state, dst, metadata={"format": "pt"})
+    print(f"{time.perf_counter() - start:.6f}")
     return 0
 
 

@@ -3,9 +3,11 @@
 
 Used by `ckptfs bench --save-tool torch`: the benchmark writes the model once
 to SRC on plain disk, and this script writes DST inside the mount with the
-tool users already have. Needs `pip install torch safetensors`.
+tool users already have, and prints the seconds of the save call itself (not
+of starting Python). Needs `pip install torch safetensors`.
 """
 import sys
+import time
 
 
 def main() -> int:
@@ -20,7 +22,9 @@ def main() -> int:
         print(f"save_torch.py needs torch and safetensors: {e}", file=sys.stderr)
         return 3
     state = load_file(src)
+    start = time.perf_counter()
     torch.save(state, dst)
+    print(f"{time.perf_counter() - start:.6f}")
     return 0
 
 

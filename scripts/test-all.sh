@@ -5,7 +5,7 @@
 # 1 when anything failed. A suite that cannot run counts as failed.
 #
 # Installs when missing: apt diffutils fonts-dejavu-core fio stress-ng
-# libacl1-dev acl; pip numpy safetensors tensorstore zarr torch; the nightly
+# libacl1-dev acl; pip numpy safetensors tensorstore zarr torch transformers; the nightly
 # toolchain (cargo fuzz); `cargo install --locked fsx pjdfstest cargo-fuzz`.
 # Needs root and /dev/fuse. Logs: $LOG_DIR (printed). `--install-only`: just
 # the installs.
@@ -46,8 +46,8 @@ install() {
         { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt[@]}"; } \
             >"$LOG_DIR/apt.log" 2>&1 || fail install/apt "apt-get install ${apt[*]} failed (log: $LOG_DIR/apt.log)"
     fi
-    if ! python3 -c "import numpy, safetensors, torch, tensorstore, zarr" 2>/dev/null; then
-        python3 -m pip install -q --disable-pip-version-check numpy safetensors tensorstore zarr torch \
+    if ! python3 -c "import numpy, safetensors, torch, tensorstore, zarr, transformers" 2>/dev/null; then
+        python3 -m pip install -q --disable-pip-version-check numpy safetensors tensorstore zarr torch transformers \
             >"$LOG_DIR/pip.log" 2>&1 || fail install/pip "pip install failed (log: $LOG_DIR/pip.log)"
     fi
     if ! rustup run nightly rustc --version >/dev/null 2>&1; then

@@ -7,6 +7,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ckptfs");
 
 fn scratch() -> tempfile::TempDir {
@@ -370,4 +372,97 @@ fn builtin_loads_split_read_from_device_time_and_a_named_gpu_is_never_a_silent_c
         assert!(err.contains("built without CUDA"), "{err}");
         assert!(!dir.path().join("gpu/results.json").exists());
     }
+}
+
+#[test]
+fn save_pretrained_shards_and_dcp_saves_through_mounts_load_back_equal() {
+    for tool in ["save-pretrained", "dcp"] {
+        let dir = scratch();
+        let (status, log, r) = bench(
+            dir.path(),
+            &[
+                "--preset",
+                "tiny",
+                "--dtype",
+                "bf16",
+                "--strategies",
+                "default,ts-ocdbt",
+                "--runs",
+                "1",
+                "--save-tool",
+                tool,
+            ],
+        );
+        assert!(status.success(), "{tool}: {log}");
+        let model_bytes = r["model"]["bytes"].as_u64().expect("model bytes");
+        for name in ["default", "ts-ocdbt"] {
+            let s = strategy(&r, name);
+            assert_eq!(s["status"], "ok", "{tool} {name}: {log}");
+            let run = &s["runs"][0];
+            assert_eq!(run["verification"]["exact"], true, "{tool} {name}");
+            assert!(run["save_s"].as_f64().unwrap_or(0.0) > 0.0);
+            assert!(run["load_s"].as_f64().unwrap_or(0.0) > 0.0);
+            // Every tensor's bytes, plus the tool's own metadata files.
+            let ck = run["checkpoint_bytes"].as_u64().expect("checkpoint bytes");
+            assert!(ck > model_bytes, "{tool} {name}: {ck} <= {model_bytes}");
+        }
+    }
+}
+
+#[test]
+fn save_pretrained_writes_several_shards_and_an_index_that_survive_a_remount() {
+    let dir = scratch();
+    let model = ckptfs::bench::model::Model::from_preset(
+        &ckptfs::bench::preset::TINY,
+        ckptfs::bench::model::ModelDtype::Bf16,
+        7,
+        false,
+        &candle_core::Device::Cpu,
+    )
+    .expect("model");
+    let src = dir.path().join("src.safetensors");
+    candle_core::safetensors::save(&model.on_device, &src).expect("source");
+    let mut m = common::Mount::new(Some(common::repo_config("ts-ocdbt")));
+    let out = Command::new("python3")
+        .arg(repo("scripts/save_pretrained.py"))
+        .arg(&src)
+        .arg(m.path("hf"))
+        .output()
+        .expect("run save_pretrained.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    m.remount();
+    let names: Vec<String> = std::fs::read_dir(m.path("hf"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    let shards = names
+        .iter()
+        .filter(|n| n.starts_with("model-") && n.ends_with(".safetensors"))
+        .count();
+    assert!(shards >= 2, "{names:?}");
+    assert!(names.iter().any(|n| n == "model.safetensors.index.json"));
+    assert!(names.iter().any(|n| n == "config.json"));
+    let loaded = ckptfs::bench::model::read_checkpoint(&m.path("hf"), &candle_core::Device::Cpu)
+        .expect("read the shards");
+    assert_eq!(loaded.len(), model.cpu.len());
+    let bytes = |t: &candle_core::Tensor| {
+        t.flatten_all()
+            .and_then(|t| t.to_dtype(candle_core::DType::F32))
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("values")
+    };
+    for (name, t) in &loaded {
+        let (_, src_t) = model
+            .cpu
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} not in the source"));
+        assert_eq!(t.dims(), src_t.dims(), "{name}");
+        assert_eq!(bytes(t), bytes(src_t), "{name}");
+    }
+    m.unmount();
 }

@@ -21,6 +21,8 @@ pub enum LoadTool {
     SafetensorsMmap,
     /// `scripts/load_checkpoint.py torch`.
     Torch,
+    /// `scripts/load_checkpoint.py dcp`: `torch.distributed.checkpoint.load`.
+    Dcp,
 }
 
 /// What a load gave: its seconds, and the tensors when the tool hands them
@@ -38,8 +40,9 @@ impl LoadTool {
             "builtin" | "candle" => Ok(LoadTool::Builtin),
             "safetensors-mmap" => Ok(LoadTool::SafetensorsMmap),
             "torch" => Ok(LoadTool::Torch),
+            "dcp" => Ok(LoadTool::Dcp),
             _ => {
-                bail!("--load-tool `{s}` is not allowed; allowed: builtin, safetensors-mmap, torch")
+                bail!("--load-tool `{s}` is not allowed; allowed: builtin, safetensors-mmap, torch, dcp")
             }
         }
     }
@@ -49,6 +52,7 @@ impl LoadTool {
             LoadTool::Builtin => "builtin (candle, one read of the file)",
             LoadTool::SafetensorsMmap => "safetensors safe_open (mmap) + copy of each tensor",
             LoadTool::Torch => "torch.load(mmap=True) + copy of each tensor",
+            LoadTool::Dcp => "torch.distributed.checkpoint.load into allocated tensors",
         }
     }
 
@@ -92,11 +96,24 @@ impl LoadTool {
             }
             LoadTool::SafetensorsMmap => "safetensors-mmap",
             LoadTool::Torch => "torch",
+            LoadTool::Dcp => "dcp",
         };
-        let out = Command::new(python())
-            .arg(scripts.join("load_checkpoint.py"))
+        // A DCP folder has no reader here: the script hands its tensors
+        // over in a safetensors file written after the timing.
+        let dump = (*self == LoadTool::Dcp).then(|| {
+            std::env::temp_dir().join(format!(
+                "ckptfs-dcp-load-{}.safetensors",
+                std::process::id()
+            ))
+        });
+        let mut cmd = Command::new(python());
+        cmd.arg(scripts.join("load_checkpoint.py"))
             .arg(tool)
-            .arg(file)
+            .arg(file);
+        if let Some(d) = &dump {
+            cmd.arg(d);
+        }
+        let out = cmd
             .stdin(Stdio::null())
             .output()
             .context("run load_checkpoint.py")?;
@@ -113,9 +130,17 @@ impl LoadTool {
             .next()
             .and_then(|s| s.parse().ok())
             .with_context(|| format!("load_checkpoint.py printed {text:?}"))?;
+        let tensors = match &dump {
+            Some(d) => {
+                let t = model::read_checkpoint(d, device);
+                let _ = std::fs::remove_file(d);
+                Some(t.context("read the tensors the DCP load handed over")?)
+            }
+            None => None,
+        };
         Ok(Loaded {
             seconds,
-            tensors: None,
+            tensors,
             split: None,
         })
     }
@@ -140,6 +165,7 @@ mod tests {
             LoadTool::SafetensorsMmap
         );
         assert_eq!(LoadTool::parse("torch").expect("torch"), LoadTool::Torch);
+        assert_eq!(LoadTool::parse("dcp").expect("dcp"), LoadTool::Dcp);
         assert!(LoadTool::parse("mmap").is_err());
     }
 }

@@ -352,7 +352,9 @@ fn warm_up(ctx: &RunContext, work: &Path) -> Result<()> {
         .save(ctx.model, ctx.source_file, &file, ctx.scripts)
         .context("warm-up save on plain disk")?;
     disk::fsync_file_and_dir(&file)?;
-    model::read_checkpoint(&file, ctx.device).context("warm-up load")?;
+    ctx.load_tool
+        .load(&file, ctx.device, ctx.scripts)
+        .context("warm-up load")?;
     disk::remove_dir(&dir)
 }
 

@@ -266,6 +266,27 @@ pub struct LoadSplit {
 /// the file read and the move onto the device apart (safetensors; a PyTorch
 /// zip is read by its pickle reader in one step, so it has no split).
 pub fn read_checkpoint_split(path: &Path, device: &Device) -> Result<(Tensors, Option<LoadSplit>)> {
+    if path.is_dir() {
+        // A folder of shards: each read and moved in turn, as loaders do.
+        let mut all = Vec::new();
+        let mut total = LoadSplit {
+            file_read_s: 0.0,
+            to_device_s: 0.0,
+        };
+        let mut split_known = true;
+        for file in checkpoint_files(path)? {
+            let (t, s) = read_checkpoint_split(&file, device)?;
+            all.extend(t);
+            match s {
+                Some(s) => {
+                    total.file_read_s += s.file_read_s;
+                    total.to_device_s += s.to_device_s;
+                }
+                None => split_known = false,
+            }
+        }
+        return Ok((all, split_known.then_some(total)));
+    }
     if is_torch_zip(path)? {
         return Ok((read_checkpoint(path, device)?, None));
     }
@@ -293,8 +314,15 @@ fn is_torch_zip(path: &Path) -> Result<bool> {
 }
 
 /// Reads every tensor of one checkpoint file onto `device`: safetensors, or a
-/// PyTorch zip (told apart by content, not by name).
+/// PyTorch zip (told apart by content, not by name); a folder of shards.
 pub fn read_checkpoint(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)>> {
+    if path.is_dir() {
+        let mut all = Vec::new();
+        for file in checkpoint_files(path)? {
+            all.extend(read_checkpoint(&file, device)?);
+        }
+        return Ok(all);
+    }
     if is_torch_zip(path)? {
         let mut tensors = candle_core::pickle::read_all(path)
             .with_context(|| format!("read PyTorch checkpoint {}", path.display()))?;

@@ -132,9 +132,10 @@ fn run_plain(
 
     phase("saving");
     let t0 = Instant::now();
-    ctx.save_tool
+    let own = ctx
+        .save_tool
         .save(ctx.model, ctx.source_file, &file, ctx.scripts)?;
-    let write_s = t0.elapsed().as_secs_f64();
+    let write_s = own.unwrap_or_else(|| t0.elapsed().as_secs_f64());
     let t1 = Instant::now();
     disk::fsync_file_and_dir(&file)?;
     let fsync_s = t1.elapsed().as_secs_f64();
@@ -205,10 +206,11 @@ fn run_mounted(
 
     phase("saving");
     let t1 = Instant::now();
-    ctx.save_tool
+    let own = ctx
+        .save_tool
         .save(ctx.model, ctx.source_file, &file, ctx.scripts)
         .with_context(|| format!("save through the {} mount", strategy.name))?;
-    let write_s = t1.elapsed().as_secs_f64();
+    let write_s = own.unwrap_or_else(|| t1.elapsed().as_secs_f64());
     let t2 = Instant::now();
     disk::fsync_file_and_dir(&file)?;
     let fsync_s = t2.elapsed().as_secs_f64();
@@ -289,10 +291,21 @@ fn load(ctx: &RunContext, file: &Path) -> Result<(f64, Option<model::LoadSplit>,
     Ok((loaded.seconds, loaded.split, tensors))
 }
 
+/// The checkpoint's bytes: a file's length, or the sum over a folder's
+/// files (the tools that write several).
 fn file_len(file: &Path) -> Result<u64> {
-    Ok(std::fs::metadata(file)
-        .with_context(|| format!("stat {}", file.display()))?
-        .len())
+    let meta = std::fs::metadata(file).with_context(|| format!("stat {}", file.display()))?;
+    if !meta.is_dir() {
+        return Ok(meta.len());
+    }
+    let mut total = 0;
+    for entry in std::fs::read_dir(file).with_context(|| format!("list {}", file.display()))? {
+        let path = entry
+            .with_context(|| format!("list {}", file.display()))?
+            .path();
+        total += file_len(&path)?;
+    }
+    Ok(total)
 }
 
 fn split<T>(r: std::result::Result<T, String>) -> (Option<T>, Option<String>) {

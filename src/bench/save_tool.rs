@@ -1,5 +1,11 @@
 //! How the model is written into the mount: candle's own safetensors writer,
-//! or an existing tool (torch.save, Python safetensors, any command).
+//! or an existing tool (torch.save, Python safetensors, Hugging Face
+//! `save_pretrained`, PyTorch Distributed Checkpoint, any command).
+//!
+//! The Python tools print the seconds of the save itself (and of fsyncing
+//! what they wrote), not of starting the interpreter and importing their
+//! libraries (transformers alone takes seconds to import): that is the time
+//! a training job, already running, spends on a checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,6 +23,12 @@ pub enum SaveTool {
     Torch,
     /// `scripts/save_safetensors.py`: `safetensors.torch.save_file`.
     SafetensorsPy,
+    /// `scripts/save_pretrained.py`: a `LlamaForCausalLM` with the model's
+    /// tensors, `save_pretrained` as sharded safetensors (a folder).
+    SavePretrained,
+    /// `scripts/save_dcp.py`: `torch.distributed.checkpoint.save`, one
+    /// process (a folder: `.metadata` and `__0_0.distcp`).
+    Dcp,
     /// A shell command with `{src}` and `{dst}` in it.
     Cmd(String),
 }
@@ -28,11 +40,13 @@ impl SaveTool {
             "builtin" | "candle" => Ok(SaveTool::Builtin),
             "torch" => Ok(SaveTool::Torch),
             "safetensors-py" => Ok(SaveTool::SafetensorsPy),
+            "save-pretrained" => Ok(SaveTool::SavePretrained),
+            "dcp" => Ok(SaveTool::Dcp),
             _ => match s.strip_prefix("cmd:") {
                 Some(t) if t.contains("{dst}") => Ok(SaveTool::Cmd(t.to_string())),
                 Some(_) => bail!("--save-tool cmd:TEMPLATE needs {{dst}} in TEMPLATE (and usually {{src}})"),
                 None => bail!(
-                    "--save-tool `{s}` is not allowed; allowed: builtin, torch, safetensors-py, cmd:\"TEMPLATE {{src}} {{dst}}\""
+                    "--save-tool `{s}` is not allowed; allowed: builtin, torch, safetensors-py, save-pretrained, dcp, cmd:\"TEMPLATE {{src}} {{dst}}\""
                 ),
             },
         }
@@ -43,14 +57,19 @@ impl SaveTool {
             SaveTool::Builtin => "builtin (candle safetensors)".into(),
             SaveTool::Torch => "torch.save".into(),
             SaveTool::SafetensorsPy => "safetensors.torch.save_file".into(),
+            SaveTool::SavePretrained => "transformers save_pretrained (sharded safetensors)".into(),
+            SaveTool::Dcp => "torch.distributed.checkpoint.save".into(),
             SaveTool::Cmd(t) => format!("cmd: {t}"),
         }
     }
 
-    /// The checkpoint's name inside the mount.
+    /// The checkpoint's name inside the mount (a folder for the tools that
+    /// write several files).
     pub fn file_name(&self) -> &'static str {
         match self {
             SaveTool::Torch => "model.pt",
+            SaveTool::SavePretrained => "hf-model",
+            SaveTool::Dcp => "dcp-checkpoint",
             _ => "model.safetensors",
         }
     }
@@ -70,6 +89,11 @@ impl SaveTool {
             SaveTool::Builtin | SaveTool::Cmd(_) => return Ok(()),
             SaveTool::Torch => ("save_torch.py", "torch, safetensors"),
             SaveTool::SafetensorsPy => ("save_safetensors.py", "torch, safetensors"),
+            SaveTool::SavePretrained => ("save_pretrained.py", "torch, safetensors, transformers"),
+            SaveTool::Dcp => (
+                "save_dcp.py",
+                "torch, safetensors, torch.distributed.checkpoint",
+            ),
         };
         let path = scripts.join(script);
         if !path.is_file() {
@@ -84,7 +108,7 @@ impl SaveTool {
             Ok(out) if out.status.success() => Ok(()),
             Ok(out) => {
                 bail!(
-                "save tool `{}` needs Python with {modules} (pip install torch safetensors): {}",
+                "save tool `{}` needs Python with {modules} (pip install torch safetensors transformers): {}",
                 self.name(),
                 String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("import failed")
             )
@@ -97,39 +121,46 @@ impl SaveTool {
     }
 
     /// Writes the model to `dst`; `src` is the plain safetensors copy that
-    /// external tools read.
+    /// external tools read. Returns the seconds the tool measured itself,
+    /// when it does (the Python tools).
     pub fn save(
         &self,
         model: &Model,
         src: Option<&Path>,
         dst: &Path,
         scripts: &Path,
-    ) -> Result<()> {
+    ) -> Result<Option<f64>> {
         let src_path = || src.context("external save tools need the source safetensors file");
-        match self {
-            SaveTool::Builtin => candle_core::safetensors::save(&model.on_device, dst)
-                .with_context(|| format!("save {}", dst.display())),
-            SaveTool::Torch => run_tool(
-                Command::new(python())
-                    .arg(scripts.join("save_torch.py"))
-                    .arg(src_path()?)
-                    .arg(dst),
-                &self.name(),
-            ),
-            SaveTool::SafetensorsPy => run_tool(
-                Command::new(python())
-                    .arg(scripts.join("save_safetensors.py"))
-                    .arg(src_path()?)
-                    .arg(dst),
-                &self.name(),
-            ),
+        let script = match self {
+            SaveTool::Builtin => {
+                return candle_core::safetensors::save(&model.on_device, dst)
+                    .with_context(|| format!("save {}", dst.display()))
+                    .map(|()| None)
+            }
             SaveTool::Cmd(template) => {
                 let line = template
                     .replace("{src}", &shell_quote(src_path()?))
                     .replace("{dst}", &shell_quote(dst));
-                run_tool(Command::new("sh").arg("-c").arg(&line), &line)
+                return run_tool(Command::new("sh").arg("-c").arg(&line), &line).map(|_| None);
             }
-        }
+            SaveTool::Torch => "save_torch.py",
+            SaveTool::SafetensorsPy => "save_safetensors.py",
+            SaveTool::SavePretrained => "save_pretrained.py",
+            SaveTool::Dcp => "save_dcp.py",
+        };
+        let out = run_tool(
+            Command::new(python())
+                .arg(scripts.join(script))
+                .arg(src_path()?)
+                .arg(dst),
+            &self.name(),
+        )?;
+        let seconds = out
+            .split_whitespace()
+            .next()
+            .and_then(|s| s.parse::<f64>().ok())
+            .with_context(|| format!("{script} printed {out:?}, not its seconds"))?;
+        Ok(Some(seconds))
     }
 }
 
@@ -137,7 +168,8 @@ fn python() -> String {
     std::env::var("CKPTFS_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
+/// Runs a tool; its stdout.
+fn run_tool(cmd: &mut Command, what: &str) -> Result<String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -149,7 +181,7 @@ fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Single-quotes a path for `sh -c`.

@@ -65,14 +65,16 @@ pub struct BenchArgs {
     /// plain `ckptfs bench` ends within 10 minutes on 2 cores).
     #[arg(long, value_name = "N")]
     pub runs: Option<usize>,
-    /// builtin (candle's safetensors writer), torch, safetensors-py, or
-    /// cmd:"TEMPLATE {src} {dst}".
+    /// builtin (candle's safetensors writer), torch, safetensors-py,
+    /// save-pretrained (transformers, sharded safetensors in a folder), dcp
+    /// (torch.distributed.checkpoint), or cmd:"TEMPLATE {src} {dst}".
     #[arg(long, value_name = "TOOL")]
     pub save_tool: Option<String>,
     /// How the checkpoint is read back: builtin (candle: one read() of the
     /// file), safetensors-mmap (Python safe_open + a copy of each tensor) or
     /// torch (torch.load(mmap=True) + a copy of each tensor; needs
-    /// --save-tool torch).
+    /// --save-tool torch) or dcp (torch.distributed.checkpoint.load; the
+    /// default, and the only one, with --save-tool dcp).
     #[arg(long, value_name = "TOOL")]
     pub load_tool: Option<String>,
     /// Direct peers run in the same benchmark, interleaved with the mount
@@ -223,17 +225,28 @@ impl Settings {
                 .or(exp.save_tool.as_deref())
                 .unwrap_or("builtin"),
         )?;
+        // A DCP checkpoint has one reader: DCP's own.
+        let default_load = if save_tool == SaveTool::Dcp {
+            "dcp"
+        } else {
+            "builtin"
+        };
         let load_tool = LoadTool::parse(
             args.load_tool
                 .as_deref()
                 .or(exp.load_tool.as_deref())
-                .unwrap_or("builtin"),
+                .unwrap_or(default_load),
         )?;
         if load_tool == LoadTool::Torch && save_tool != SaveTool::Torch {
             bail!("--load-tool torch reads torch.save checkpoints: add --save-tool torch");
         }
         if load_tool == LoadTool::SafetensorsMmap && save_tool == SaveTool::Torch {
             bail!("--load-tool safetensors-mmap reads safetensors files; --save-tool torch writes a torch zip");
+        }
+        if (load_tool == LoadTool::Dcp) != (save_tool == SaveTool::Dcp) {
+            bail!(
+                "--save-tool dcp and --load-tool dcp go together (DCP checkpoints are read by DCP)"
+            );
         }
         let strategies: Vec<String> = args
             .strategies
