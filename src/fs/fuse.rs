@@ -491,7 +491,15 @@ impl Filesystem for FuseAdapter {
             match self.fs.read(fh.0, offset, size, &mut buf) {
                 Ok(()) => {
                     self.done(req, "read", t, buf.len() as u64, false, a);
+                    // The reply's write to /dev/fuse copies the bytes into
+                    // the reader's pages: the last step of a load.
+                    let copy = (!self.fs.is_control(ino.0)).then(|| {
+                        let mut c = self.fs.pipe.profiler.stage("copy");
+                        c.add_bytes(buf.len() as u64);
+                        c
+                    });
                     reply.data(&buf);
+                    drop(copy);
                 }
                 Err(e) => {
                     self.done(req, "read", t, 0, true, a);
