@@ -206,12 +206,16 @@ fn stats_accesslog_profile_and_report_match_a_scripted_workload() {
 
 /// PNG width and height from its IHDR chunk.
 fn png_size(png: &[u8]) -> (u32, u32) {
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 24,
+        "not a PNG"
+    );
     let be = |at: usize| u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]);
     (be(16), be(20))
 }
 
 #[test]
-fn a_short_save_shows_as_several_100ms_steps_and_every_stage_gets_a_bar() {
+fn a_short_save_and_load_show_as_10ms_steps_and_every_stage_gets_a_bar() {
     let mut m = Mount::new(None);
     // Three writes 300 ms apart: within one second, so one-second buckets
     // would put them in one or two rows.
@@ -222,20 +226,31 @@ fn a_short_save_shows_as_several_100ms_steps_and_every_stage_gets_a_bar() {
     }
     f.sync_all().expect("fsync");
     drop(f);
+    assert_eq!(read_cold(&m.path("steps.bin")), 6_000_000);
     m.unmount();
     let profile_path = m.backing.join(".ckptfs/profile.json");
     let doc: Value =
         serde_json::from_slice(&fs::read(&profile_path).expect("profile")).expect("json");
     let snap = doc.get("profile").unwrap_or(&doc);
-    assert_eq!(snap["timeline_bucket_ms"], 100);
+    assert_eq!(snap["timeline_bucket_ms"], 10);
     let rows = snap["timeline"].as_array().expect("timeline");
-    let written: Vec<u64> = rows
-        .iter()
-        .map(|r| r["fs_written"].as_u64().expect("fs_written"))
-        .collect();
+    let series = |k: &str| -> Vec<u64> {
+        rows.iter()
+            .map(|r| r[k].as_u64().expect("bucket field"))
+            .collect()
+    };
+    let written = series("fs_written");
     let busy = written.iter().filter(|&&b| b > 0).count();
     assert!(busy >= 3, "written per bucket: {written:?}");
     assert_eq!(written.iter().sum::<u64>(), 6_000_000);
+    assert_eq!(series("fs_read").iter().sum::<u64>(), 6_000_000);
+    // A load's last step: every byte read was copied to the kernel.
+    assert_eq!(
+        u(snap, &["stages", "copy", "bytes"]),
+        u(snap, &["ops", "read", "bytes"]),
+        "copy stage in {}",
+        snap["stages"]
+    );
 
     let png = m.root.path().join("steps.png");
     let out = Command::new(common::BIN)
@@ -250,14 +265,16 @@ fn a_short_save_shows_as_several_100ms_steps_and_every_stage_gets_a_bar() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("buckets of 10 ms"), "{text}");
     let png = fs::read(&png).expect("png");
-    // One 34-pixel row per bar: every stage (and each busy FUSE operation)
-    // has its own bar below the two throughput panels.
+    // A 320-pixel panel each for writes and reads, then one 34-pixel row
+    // per bar: every stage (and each busy FUSE operation) has its own.
     let stages = snap["stages"].as_object().expect("stages").len() as u32;
     let (w, h) = png_size(&png);
     assert_eq!(w, 1400);
     assert!(
-        h >= 620 + 110 + 34 * stages,
+        h >= 2 * 320 + 110 + 34 * stages,
         "height {h} for {stages} stages"
     );
 }

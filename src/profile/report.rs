@@ -59,6 +59,78 @@ fn row(name: String, s: &Value, wall: f64) -> Row {
     }
 }
 
+/// The profile's throughput timeline: bytes and operations per bucket.
+pub struct Timeline {
+    pub bucket_ms: u64,
+    /// Per bucket, one value per `SERIES`.
+    pub rows: Vec<[u64; 5]>,
+}
+
+pub const SERIES: [&str; 5] = [
+    "fs_read",
+    "fs_written",
+    "backend_read",
+    "backend_written",
+    "ops",
+];
+
+impl Timeline {
+    pub fn bucket_s(&self) -> f64 {
+        self.bucket_ms as f64 / 1e3
+    }
+
+    /// First and last bucket that moved a byte (operations alone do not
+    /// count: a `stat` of the mountpoint is one).
+    pub fn busy(&self) -> Option<(usize, usize)> {
+        let moved = |r: &[u64; 5]| r[..4].iter().any(|&b| b > 0);
+        let first = self.rows.iter().position(moved)?;
+        let last = self.rows.iter().rposition(moved)?;
+        Some((first, last))
+    }
+}
+
+pub fn timeline(doc: &Value) -> Timeline {
+    let snap = snapshot(doc);
+    // Profiles from before finer buckets have no width: one second.
+    let bucket_ms = snap
+        .get("timeline_bucket_ms")
+        .and_then(Value::as_u64)
+        .unwrap_or(1000)
+        .max(1);
+    let rows = snap
+        .get("timeline")
+        .and_then(Value::as_array)
+        .map(|t| {
+            t.iter()
+                .map(|b| SERIES.map(|k| b.get(k).and_then(Value::as_u64).unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Timeline { bucket_ms, rows }
+}
+
+/// One line on the timeline: its resolution, when bytes moved, and the
+/// fastest bucket of each series.
+fn timeline_line(doc: &Value) -> String {
+    let t = timeline(doc);
+    let Some((first, last)) = t.busy() else {
+        return String::new();
+    };
+    let s = t.bucket_s();
+    let peak = |i: usize| t.rows.iter().map(|r| r[i]).max().unwrap_or(0) as f64 / s / 1e6;
+    format!(
+        "timeline: {} buckets of {} ms, bytes moved from {:.2} s to {:.2} s; peak MB/s in a bucket: filesystem read {:.1}, write {:.1}; backend read {:.1}, write {:.1}\n",
+        t.rows.len(),
+        t.bucket_ms,
+        first as f64 * s,
+        (last + 1) as f64 * s,
+        peak(0),
+        peak(1),
+        peak(2),
+        peak(3)
+    )
+}
+
 pub fn rows(doc: &Value, by: By) -> Result<Vec<Row>> {
     let snap = snapshot(doc);
     let wall = snap.get("wall_s").and_then(Value::as_f64).unwrap_or(0.0);
@@ -139,6 +211,7 @@ pub fn render(doc: &Value, by: By, format: Format) -> Result<String> {
             "wall_s": snap.get("wall_s"),
             "read_amplification": snap.get("read_amplification"),
             "write_amplification": snap.get("write_amplification"),
+            "timeline_bucket_ms": timeline(doc).bucket_ms,
             "io_paths": doc.get("io_paths"),
             "rows": rows,
         }))?,
@@ -183,6 +256,7 @@ pub fn render(doc: &Value, by: By, format: Format) -> Result<String> {
                 f("read_amplification"),
                 f("write_amplification")
             ));
+            s.push_str(&timeline_line(doc));
             s.push_str(&io_paths_line(doc));
             s
         }
