@@ -83,12 +83,14 @@ pub struct AdviseArgs {
     /// A plot of the front: save time against load time, size as labels.
     #[arg(long, value_name = "FILE.png")]
     pub plot: Option<PathBuf>,
-    /// builtin (candle's safetensors writer), torch, safetensors-py.
+    /// builtin (candle's safetensors writer), torch, safetensors-py,
+    /// save-pretrained, dcp.
     #[arg(long, value_name = "TOOL", default_value = "builtin")]
     pub save_tool: String,
-    /// builtin, safetensors-mmap, torch.
-    #[arg(long, value_name = "TOOL", default_value = "builtin")]
-    pub load_tool: String,
+    /// builtin, safetensors-mmap, torch, dcp (default: dcp with --save-tool
+    /// dcp, else builtin).
+    #[arg(long, value_name = "TOOL")]
+    pub load_tool: Option<String>,
 }
 
 /// `300`, `90s`, `5m`, `1h` as seconds.
@@ -210,12 +212,18 @@ pub fn run(args: AdviseArgs) -> Result<u8> {
         bail!("--runs must be at least 1");
     }
     let save = SaveTool::parse(&args.save_tool)?;
-    let load = LoadTool::parse(&args.load_tool)?;
+    let load = LoadTool::parse(args.load_tool.as_deref().unwrap_or(match save {
+        SaveTool::Dcp => "dcp",
+        _ => "builtin",
+    }))?;
     if matches!(save, SaveTool::Cmd(_)) {
-        bail!("--save-tool: advise takes builtin, torch or safetensors-py");
+        bail!("--save-tool: advise takes builtin, torch, safetensors-py, save-pretrained or dcp");
     }
     if (load == LoadTool::Torch) != (save == SaveTool::Torch) && load != LoadTool::Builtin {
         bail!("--load-tool torch goes with --save-tool torch, safetensors-mmap with a safetensors save tool");
+    }
+    if (load == LoadTool::Dcp) != (save == SaveTool::Dcp) {
+        bail!("--save-tool dcp and --load-tool dcp go together (DCP checkpoints are read by DCP)");
     }
     let scripts = save_tool::scripts_dir();
     save.check(&scripts)?;
