@@ -118,6 +118,10 @@ impl LoadTool {
             .output()
             .context("run load_checkpoint.py")?;
         if !out.status.success() {
+            if let Some(d) = &dump {
+                // A load that failed midway may have left part of it.
+                let _ = std::fs::remove_file(d);
+            }
             bail!(
                 "load tool {tool} failed ({}): {}",
                 out.status,

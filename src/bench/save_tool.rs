@@ -34,7 +34,8 @@ pub enum SaveTool {
 }
 
 impl SaveTool {
-    /// `builtin`, `torch`, `safetensors-py` or `cmd:TEMPLATE`.
+    /// `builtin`, `torch`, `safetensors-py`, `save-pretrained`, `dcp` or
+    /// `cmd:TEMPLATE`.
     pub fn parse(s: &str) -> Result<SaveTool> {
         match s {
             "builtin" | "candle" => Ok(SaveTool::Builtin),
@@ -210,6 +211,14 @@ mod tests {
             SaveTool::Builtin
         );
         assert_eq!(SaveTool::parse("torch").expect("torch"), SaveTool::Torch);
+        assert_eq!(
+            SaveTool::parse("save-pretrained").expect("save-pretrained"),
+            SaveTool::SavePretrained
+        );
+        assert_eq!(SaveTool::parse("dcp").expect("dcp"), SaveTool::Dcp);
+        // Both write a folder, not a file.
+        assert_ne!(SaveTool::SavePretrained.file_name(), "model.safetensors");
+        assert_ne!(SaveTool::Dcp.file_name(), "model.safetensors");
         assert_eq!(
             SaveTool::parse("cmd:cp {src} {dst}").expect("cmd"),
             SaveTool::Cmd("cp {src} {dst}".into())

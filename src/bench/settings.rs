@@ -382,4 +382,31 @@ mod tests {
         };
         assert!(Settings::resolve(&args).is_err());
     }
+
+    #[test]
+    fn dcp_saves_are_read_by_dcp_and_only_they_are() {
+        let args = |save: &str, load: Option<&str>| BenchArgs {
+            preset: Some("tiny".into()),
+            save_tool: Some(save.into()),
+            load_tool: load.map(String::from),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args("dcp", None)).expect("dcp");
+        assert_eq!(s.load_tool, LoadTool::Dcp);
+        let s = Settings::resolve(&args("save-pretrained", None)).expect("save-pretrained");
+        assert_eq!(s.load_tool, LoadTool::Builtin);
+        assert!(Settings::resolve(&args("save-pretrained", Some("safetensors-mmap"))).is_ok());
+        for (save, load) in [
+            ("dcp", "builtin"),
+            ("dcp", "safetensors-mmap"),
+            ("save-pretrained", "dcp"),
+            ("save-pretrained", "torch"),
+            ("builtin", "dcp"),
+        ] {
+            assert!(
+                Settings::resolve(&args(save, Some(load))).is_err(),
+                "{save} + {load}"
+            );
+        }
+    }
 }
