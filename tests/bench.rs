@@ -376,32 +376,53 @@ fn builtin_loads_split_read_from_device_time_and_a_named_gpu_is_never_a_silent_c
 
 #[test]
 fn save_pretrained_shards_and_dcp_saves_through_mounts_load_back_equal() {
-    for tool in ["save-pretrained", "dcp"] {
+    // (save tool, load tool, strategies, what results.json names the loader)
+    let cases: [(&str, Option<&str>, &str, &str); 3] = [
+        ("save-pretrained", None, "default,ts-ocdbt", "builtin"),
+        (
+            "save-pretrained",
+            Some("safetensors-mmap"),
+            "default",
+            "safe_open",
+        ),
+        (
+            "dcp",
+            None,
+            "default,ts-ocdbt",
+            "torch.distributed.checkpoint.load",
+        ),
+    ];
+    for (tool, load, strategies, loader) in cases {
         let dir = scratch();
-        let (status, log, r) = bench(
-            dir.path(),
-            &[
-                "--preset",
-                "tiny",
-                "--dtype",
-                "bf16",
-                "--strategies",
-                "default,ts-ocdbt",
-                "--runs",
-                "1",
-                "--save-tool",
-                tool,
-            ],
-        );
+        let mut args = vec![
+            "--preset",
+            "tiny",
+            "--dtype",
+            "bf16",
+            "--strategies",
+            strategies,
+            "--runs",
+            "1",
+            "--save-tool",
+            tool,
+        ];
+        if let Some(l) = load {
+            args.extend(["--load-tool", l]);
+        }
+        let (status, log, r) = bench(dir.path(), &args);
         assert!(status.success(), "{tool}: {log}");
+        let recorded = r["load_tool"].as_str().unwrap_or_default();
+        assert!(recorded.contains(loader), "{tool}: load tool {recorded}");
         let model_bytes = r["model"]["bytes"].as_u64().expect("model bytes");
-        for name in ["default", "ts-ocdbt"] {
+        for name in strategies.split(',') {
             let s = strategy(&r, name);
             assert_eq!(s["status"], "ok", "{tool} {name}: {log}");
             let run = &s["runs"][0];
+            assert_eq!(run["verification"]["passed"], true, "{tool} {name}");
             assert_eq!(run["verification"]["exact"], true, "{tool} {name}");
             assert!(run["save_s"].as_f64().unwrap_or(0.0) > 0.0);
             assert!(run["load_s"].as_f64().unwrap_or(0.0) > 0.0);
+            assert!(run["save_phases"]["write_s"].as_f64().unwrap_or(0.0) > 0.0);
             // Every tensor's bytes, plus the tool's own metadata files.
             let ck = run["checkpoint_bytes"].as_u64().expect("checkpoint bytes");
             assert!(ck > model_bytes, "{tool} {name}: {ck} <= {model_bytes}");
@@ -410,7 +431,7 @@ fn save_pretrained_shards_and_dcp_saves_through_mounts_load_back_equal() {
 }
 
 #[test]
-fn save_pretrained_writes_several_shards_and_an_index_that_survive_a_remount() {
+fn save_pretrained_shards_and_index_and_a_dcp_folder_survive_a_remount() {
     let dir = scratch();
     let model = ckptfs::bench::model::Model::from_preset(
         &ckptfs::bench::preset::TINY,
@@ -423,18 +444,26 @@ fn save_pretrained_writes_several_shards_and_an_index_that_survive_a_remount() {
     let src = dir.path().join("src.safetensors");
     candle_core::safetensors::save(&model.on_device, &src).expect("source");
     let mut m = common::Mount::new(Some(common::repo_config("ts-ocdbt")));
-    let out = Command::new("python3")
-        .arg(repo("scripts/save_pretrained.py"))
-        .arg(&src)
-        .arg(m.path("hf"))
-        .output()
-        .expect("run save_pretrained.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for (script, dst) in [("save_pretrained.py", "hf"), ("save_dcp.py", "dcp")] {
+        let out = Command::new("python3")
+            .arg(repo("scripts").join(script))
+            .arg(&src)
+            .arg(m.path(dst))
+            .output()
+            .expect("run the save script");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     m.remount();
+    let dcp: Vec<String> = std::fs::read_dir(m.path("dcp"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(dcp.iter().any(|n| n == ".metadata"), "{dcp:?}");
+    assert!(dcp.iter().any(|n| n.ends_with(".distcp")), "{dcp:?}");
     let names: Vec<String> = std::fs::read_dir(m.path("hf"))
         .expect("list")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
