@@ -99,12 +99,18 @@ impl LoadTool {
             LoadTool::Dcp => "dcp",
         };
         // A DCP folder has no reader here: the script hands its tensors
-        // over in a safetensors file written after the timing.
+        // over in a safetensors file written after the timing, beside the
+        // checkpoint's folder (the run's folder on the disk under test): not
+        // in the mount, and not in /tmp, which may be memory.
         let dump = (*self == LoadTool::Dcp).then(|| {
-            std::env::temp_dir().join(format!(
-                "ckptfs-dcp-load-{}.safetensors",
-                std::process::id()
-            ))
+            file.parent()
+                .and_then(Path::parent)
+                .filter(|d| !d.as_os_str().is_empty())
+                .map_or_else(std::env::temp_dir, Path::to_path_buf)
+                .join(format!(
+                    "ckptfs-dcp-load-{}.safetensors",
+                    std::process::id()
+                ))
         });
         let mut cmd = Command::new(python());
         cmd.arg(scripts.join("load_checkpoint.py"))
