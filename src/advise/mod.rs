@@ -29,7 +29,6 @@ use crate::bench::runner::{self, RunContext, RunResult};
 use crate::bench::save_tool::{self, SaveTool};
 use crate::bench::strategy::{MountSetup, Strategy, PLAIN};
 use crate::bench::verify::Narrowing;
-use crate::config::StoredDtype;
 
 use self::candidate::Candidate;
 use self::front::{Goal, Point};
@@ -488,11 +487,7 @@ fn run_trial(
                 config: Some(MountSetup {
                     path,
                     toml,
-                    narrowing: match c.dtype {
-                        StoredDtype::Keep => Narrowing::None,
-                        StoredDtype::Float16 => Narrowing::Float16,
-                        StoredDtype::Bfloat16 => Narrowing::Bfloat16,
-                    },
+                    narrowing: Narrowing::from(c.dtype),
                 }),
             }
         }

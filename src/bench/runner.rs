@@ -291,21 +291,14 @@ fn load(ctx: &RunContext, file: &Path) -> Result<(f64, Option<model::LoadSplit>,
     Ok((loaded.seconds, loaded.split, tensors))
 }
 
-/// The checkpoint's bytes: a file's length, or the sum over a folder's
-/// files (the tools that write several).
+/// The checkpoint's bytes: a file's length, or the sum of a folder's file
+/// lengths (the tools that write several).
 fn file_len(file: &Path) -> Result<u64> {
     let meta = std::fs::metadata(file).with_context(|| format!("stat {}", file.display()))?;
-    if !meta.is_dir() {
-        return Ok(meta.len());
+    if meta.is_dir() {
+        return Ok(disk::footprint(file)?.apparent_bytes);
     }
-    let mut total = 0;
-    for entry in std::fs::read_dir(file).with_context(|| format!("list {}", file.display()))? {
-        let path = entry
-            .with_context(|| format!("list {}", file.display()))?
-            .path();
-        total += file_len(&path)?;
-    }
-    Ok(total)
+    Ok(meta.len())
 }
 
 fn split<T>(r: std::result::Result<T, String>) -> (Option<T>, Option<String>) {

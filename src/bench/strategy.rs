@@ -109,11 +109,7 @@ fn narrowing_of(toml_text: &str, name: &str) -> Narrowing {
             }
         }
     };
-    match dtype {
-        StoredDtype::Keep => Narrowing::None,
-        StoredDtype::Float16 => Narrowing::Float16,
-        StoredDtype::Bfloat16 => Narrowing::Bfloat16,
-    }
+    Narrowing::from(dtype)
 }
 
 /// The strategies named in `wanted` (all when empty), in the order given.

@@ -31,6 +31,18 @@ impl Narrowing {
     }
 }
 
+impl From<crate::config::StoredDtype> for Narrowing {
+    /// How a layout's stored dtype narrows float tensors.
+    fn from(d: crate::config::StoredDtype) -> Narrowing {
+        use crate::config::StoredDtype;
+        match d {
+            StoredDtype::Keep => Narrowing::None,
+            StoredDtype::Float16 => Narrowing::Float16,
+            StoredDtype::Bfloat16 => Narrowing::Bfloat16,
+        }
+    }
+}
+
 /// The error a narrowed value may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Tolerance {
