@@ -2,7 +2,7 @@
 """One run of a direct peer of `ckptfs bench --compare`: the tool a user
 would otherwise use, writing and reading the same model on plain disk.
 
-  peer_bench.py PEER MODEL.safetensors WORKDIR
+  peer_bench.py PEER MODEL.safetensors WORKDIR [--leave-workdir]
 
 PEER is `torch` (torch.save / torch.load), `safetensors` (save_file /
 load_file), or `tensorstore:<layout>` with a seed layout of
@@ -14,7 +14,9 @@ The save is timed until the data is durable (fsync of the file, or sync for
 TensorStore's trees); the page cache is then dropped (root) and the load is
 timed until every tensor is in memory. Every tensor is then compared with the
 source, outside the timings: exactly, or within float16 rounding for
-ts-float16. Prints one JSON line: {"save_s", "load_s", "bytes", "files",
+ts-float16. WORKDIR is removed at the end unless --leave-workdir (the
+benchmark removes it itself, unlinking in parallel: TensorStore's basic
+layouts leave 110,771 files). Prints one JSON line: {"save_s", "load_s", "bytes", "files",
 "verified", "max_abs_error"}. Exit 3: the peer's Python package is missing.
 """
 import json
@@ -133,10 +135,13 @@ def run_tensorstore(layout, model, work):
 
 
 def main():
-    if len(sys.argv) != 4:
+    args = sys.argv[1:]
+    leave = "--leave-workdir" in args
+    args = [a for a in args if a != "--leave-workdir"]
+    if len(args) != 3:
         print(__doc__, file=sys.stderr)
         return 2
-    peer, source, work = sys.argv[1:]
+    peer, source, work = args
     try:
         if np is None:
             raise ImportError("numpy")
@@ -167,7 +172,8 @@ def main():
         save_s, load_s, size, files, loaded, tolerance = result
         worst = compare(model, loaded, tolerance)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not leave:
+            shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({
         "save_s": save_s,
         "load_s": load_s,

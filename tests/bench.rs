@@ -294,8 +294,45 @@ fn compare_runs_each_direct_peer_beside_its_mount_strategy() {
         }
     }
     assert!(log.contains("| t5x | tensorstore:t5x |"), "{log}");
+    // The bench says where its own time went: the timed parts are the runs'
+    // own figures, and the parts fit inside the total.
+    let wall = &r["wall"];
+    let f = |key: &str| wall[key].as_f64().unwrap_or(-1.0);
+    let sum_runs = |list: &Value| -> f64 {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|x| x["runs"].as_array().into_iter().flatten())
+            .map(|run| {
+                run["save_s"].as_f64().unwrap_or(0.0) + run["load_s"].as_f64().unwrap_or(0.0)
+            })
+            .sum()
+    };
+    let near = |a: f64, b: f64| (a - b).abs() < 1e-6 * b.max(1.0);
+    assert!(
+        near(f("strategies_timed_s"), sum_runs(&r["strategies"])),
+        "{wall}"
+    );
+    assert!(near(f("peers_timed_s"), sum_runs(&r["peers"])), "{wall}");
+    let parts: f64 = [
+        "model_s",
+        "setup_s",
+        "strategies_timed_s",
+        "strategies_other_s",
+        "peers_timed_s",
+        "peers_other_s",
+    ]
+    .iter()
+    .map(|k| {
+        assert!(f(k) >= 0.0, "{k}: {wall}");
+        f(k)
+    })
+    .sum();
+    assert!(f("peers_other_s") > 0.0 && parts <= f("total_s"), "{wall}");
+    assert!(log.contains("bench took "), "{log}");
     let md = std::fs::read_to_string(dir.path().join("out/results.md")).expect("results.md");
     assert!(md.contains("Direct peers on plain disk"), "{md}");
+    assert!(md.contains("- bench took "), "{md}");
     // The figure gains a row of speedup panels (PNG height: IHDR bytes 20..24).
     let png = std::fs::read(dir.path().join("out/results.png")).expect("results.png");
     let height = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);

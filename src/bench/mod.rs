@@ -36,6 +36,7 @@ pub mod settings;
 pub mod stats;
 pub mod strategy;
 pub mod verify;
+pub mod wall;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -52,11 +53,14 @@ use self::results::{BenchResults, ModelInfo, RunFailure, Status, StrategyResult}
 use self::runner::{RunContext, RunResult};
 pub use self::settings::BenchArgs;
 use self::settings::{ModelChoice, Settings};
+use self::wall::WallTime;
 
 /// Runs the benchmark; the exit status is 1 when a strategy failed (a run
 /// errored or did not verify), 0 otherwise.
 pub fn run(args: BenchArgs) -> Result<u8> {
     let started = crate::clock::iso_utc_now();
+    let started_at = Instant::now();
+    let mut wall = WallTime::default();
     let settings = Settings::resolve(&args)?;
     let strategies =
         strategy::select(strategy::discover(&settings.configs)?, &settings.strategies)?;
@@ -106,6 +110,7 @@ pub fn run(args: BenchArgs) -> Result<u8> {
         model.bytes() as f64 / 1e9,
         t.elapsed().as_secs_f64()
     );
+    wall.model_s = t.elapsed().as_secs_f64();
 
     let work = settings
         .work_dir
@@ -126,6 +131,7 @@ pub fn run(args: BenchArgs) -> Result<u8> {
                 &mount_exe,
                 &scripts,
                 &work,
+                &mut wall,
             )
         });
     let cleanup = disk::remove_dir(&work);
@@ -133,6 +139,7 @@ pub fn run(args: BenchArgs) -> Result<u8> {
     cleanup?;
 
     let baseline = results::summarise(&mut done.strategies);
+    wall.finish(started_at);
     peer::summarise(&mut done.peers, &done.strategies);
     let machine = MachineInfo::collect(&device_name, device_note, &settings.work_dir);
     let page_cache = match &done.cache_note {
@@ -161,6 +168,7 @@ pub fn run(args: BenchArgs) -> Result<u8> {
         strategies: done.strategies,
         peers: done.peers,
         settings: settings.clone(),
+        wall,
     };
     if let Err(e) = write_outputs(&results, &settings.out) {
         if settings.out.join("results.json").is_file() {
@@ -203,7 +211,9 @@ fn run_all(
     exe: &Path,
     scripts: &Path,
     work: &Path,
+    wall: &mut WallTime,
 ) -> Result<Done> {
+    let setup = Instant::now();
     let source_file = if settings.save_tool.needs_source_file() || !peers.is_empty() {
         let p = work.join("source.safetensors");
         candle_core::safetensors::save(&model.on_device, &p)
@@ -225,6 +235,7 @@ fn run_all(
     let progress = Progress::new((runs * (strategies.len() + peers.len())) as u64);
     progress.step("warming up: an untimed save and load on plain disk");
     warm_up(&ctx, work)?;
+    wall.setup_s = setup.elapsed().as_secs_f64();
     let mut out: Vec<StrategyResult> = strategies.iter().map(StrategyResult::new).collect();
     let mut peer_out: Vec<PeerResult> = peers.iter().map(PeerResult::new).collect();
     let mut cache_note = None;
@@ -238,7 +249,11 @@ fn run_all(
             let name = &strategy.name;
             let run_dir: PathBuf = work.join(format!("{name}-run{run}"));
             let phase = |p: &str| progress.step(&format!("{name} run {run}/{runs}: {p}"));
-            match runner::run_once(&ctx, strategy, run, &run_dir, &phase) {
+            let t = Instant::now();
+            let outcome = runner::run_once(&ctx, strategy, run, &run_dir, &phase);
+            let timed = outcome.as_ref().map_or(0.0, |r| r.save_s + r.load_s);
+            wall.add_strategy_run(t.elapsed(), timed);
+            match outcome {
                 Ok(r) => {
                     progress.line(&run_line(name, runs, &r));
                     if let Some(note) = &r.page_cache_note {
@@ -269,7 +284,9 @@ fn run_all(
             // meets the same state of the machine.
             for (p, pr) in peers.iter().zip(peer_out.iter_mut()) {
                 if p.pairs_with == *name {
-                    run_peer(&ctx, p, pr, run, runs, work, &progress);
+                    let t = Instant::now();
+                    let timed = run_peer(&ctx, p, pr, run, runs, work, &progress);
+                    wall.add_peer_run(t.elapsed(), timed);
                 }
             }
         }
@@ -282,7 +299,7 @@ fn run_all(
     })
 }
 
-/// One run of a direct peer, recorded in `result`.
+/// One run of a direct peer, recorded in `result`; its timed seconds.
 fn run_peer(
     ctx: &RunContext,
     peer: &Peer,
@@ -291,9 +308,9 @@ fn run_peer(
     runs: usize,
     work: &Path,
     progress: &Progress,
-) {
+) -> f64 {
     if result.status == Status::Unavailable {
-        return;
+        return 0.0;
     }
     let name = &peer.name;
     progress.step(&format!(
@@ -304,12 +321,14 @@ fn run_peer(
             run,
             error: "no source file for the peers".into(),
         });
-        return;
+        return 0.0;
     };
     let dir = work.join(format!("peer-{}-run{run}", name.replace(':', "-")));
     disk::sync_all();
+    let mut timed = 0.0;
     match peer::run_once(peer, run, source, &dir, ctx.scripts) {
         Ok(r) => {
+            timed = r.save_s + r.load_s;
             progress.line(&format!(
                 "{name} run {run}/{runs}: save {:.3} s, load {:.3} s, {:.1} MB in {} files, verified{}",
                 r.save_s,
@@ -339,6 +358,7 @@ fn run_peer(
         }
     }
     let _ = disk::remove_dir(&dir);
+    timed
 }
 
 /// One untimed save and load on plain disk before the runs: the first write
@@ -457,6 +477,7 @@ fn write_outputs(r: &BenchResults, out: &Path) -> Result<()> {
         print!("{peers}");
         println!();
     }
+    println!("{}", r.wall.line());
     println!("results: {}", json_path.display());
     println!("         {}", md_path.display());
     match plotted {

@@ -128,6 +128,8 @@ pub fn run_once(
         .arg(&peer.name)
         .arg(source)
         .arg(dir)
+        // The caller unlinks the folder in parallel (disk::remove_dir).
+        .arg("--leave-workdir")
         .stdin(Stdio::null())
         .output()
         .context("run peer_bench.py")

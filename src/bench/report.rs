@@ -262,6 +262,7 @@ pub fn markdown(r: &BenchResults, figure: Option<&str>) -> String {
             .unwrap_or_default()
     );
     let _ = writeln!(out, "- page cache: {}", r.page_cache);
+    let _ = writeln!(out, "- {}", r.wall.line());
     let _ = writeln!(
         out,
         "- save s: mount + write + fsync + unmount (commit); load s: remount + read onto the device; size: allocated bytes (du) of the backing dir without `.ckptfs/`; file bytes: the sum of its files' lengths (du rounds every file up to whole blocks)"

@@ -42,6 +42,8 @@ pub struct BenchResults {
     pub strategies: Vec<StrategyResult>,
     /// Direct peers (`--compare`), paired with the strategies.
     pub peers: Vec<super::peer::PeerResult>,
+    /// Where the bench's own wall time went.
+    pub wall: super::wall::WallTime,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

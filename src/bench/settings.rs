@@ -13,6 +13,7 @@ use super::model::ModelDtype;
 use super::peer::PeerFamily;
 use super::preset::Preset;
 use super::save_tool::SaveTool;
+use super::strategy::SEED_ORDER;
 
 /// The default workload, when neither a preset nor a model is named:
 /// OpenLLaMA-3B's first decoder layer in f16 (657 MB, its real tensor
@@ -57,8 +58,9 @@ pub struct BenchArgs {
     /// Seed of the preset values.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Strategies to run, comma-separated: plain and mount-config names
-    /// (default: all).
+    /// Strategies to run, comma-separated: plain and mount-config names, or
+    /// `all` (default: all; with --compare, the seeds' nine: plain,
+    /// passthrough and the seven layouts TensorStore writes).
     #[arg(long, value_delimiter = ',', value_name = "a,b,c")]
     pub strategies: Option<Vec<String>>,
     /// Runs per strategy (default 3; 2 for the default workload, so that a
@@ -248,15 +250,6 @@ impl Settings {
                 "--save-tool dcp and --load-tool dcp go together (DCP checkpoints are read by DCP)"
             );
         }
-        let strategies: Vec<String> = args
-            .strategies
-            .clone()
-            .or(exp.strategies)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty() && s != "all")
-            .collect();
         let compare = args
             .compare
             .clone()
@@ -267,6 +260,17 @@ impl Settings {
             .filter(|s| !s.is_empty())
             .map(PeerFamily::parse)
             .collect::<Result<Vec<_>>>()?;
+        let strategies: Vec<String> = match args.strategies.clone().or(exp.strategies) {
+            Some(named) => named
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty() && s != "all")
+                .collect(),
+            // Beside the peers, the seeds' comparison: the strategies they
+            // pair with (`--strategies all` for every shipped one).
+            None if !compare.is_empty() => SEED_ORDER.iter().map(|s| s.to_string()).collect(),
+            None => Vec::new(),
+        };
         let out =
             args.out.clone().or(exp.out).unwrap_or_else(|| {
                 Path::new("bench-results").join(crate::clock::compact_utc_now())
@@ -326,6 +330,24 @@ mod tests {
         assert_eq!(s.runs, DEFAULT_WORKLOAD_RUNS);
         assert!(s.strategies.is_empty());
         assert_eq!(s.save_tool, SaveTool::Builtin);
+    }
+
+    #[test]
+    fn compare_alone_runs_the_seeds_strategies_and_all_means_all() {
+        let compare = Some(vec!["torch".to_string()]);
+        let s = Settings::resolve(&BenchArgs {
+            compare: compare.clone(),
+            ..Default::default()
+        })
+        .expect("compare");
+        assert_eq!(s.strategies, SEED_ORDER.map(String::from).to_vec());
+        let s = Settings::resolve(&BenchArgs {
+            compare,
+            strategies: Some(vec!["all".into()]),
+            ..Default::default()
+        })
+        .expect("compare, all");
+        assert!(s.strategies.is_empty());
     }
 
     #[test]
