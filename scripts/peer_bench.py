@@ -3,6 +3,7 @@
 would otherwise use, writing and reading the same model on plain disk.
 
   peer_bench.py PEER MODEL.safetensors WORKDIR [--leave-workdir]
+  peer_bench.py --serve MODEL.safetensors   (PEER<TAB>WORKDIR lines on stdin)
 
 PEER is `torch` (torch.save / torch.load), `safetensors` (save_file /
 load_file), or `tensorstore:<layout>` with a seed layout of
@@ -134,35 +135,40 @@ def run_tensorstore(layout, model, work):
     return save_s, load_s, size, files, loaded, tolerance
 
 
-def main():
-    args = sys.argv[1:]
-    leave = "--leave-workdir" in args
-    args = [a for a in args if a != "--leave-workdir"]
-    if len(args) != 3:
-        print(__doc__, file=sys.stderr)
-        return 2
-    peer, source, work = args
+class Unavailable(Exception):
+    """The peer's Python package is missing, or numpy cannot hold the model."""
+
+
+def check_peer(peer):
+    """Imports what `peer` needs; ValueError for an unknown peer."""
     try:
         if np is None:
             raise ImportError("numpy")
-        from safetensors.numpy import load_file
+        import safetensors.numpy  # noqa: F401
 
         if peer == "torch":
             import torch  # noqa: F401
         elif peer.startswith("tensorstore:"):
             import tensorstore  # noqa: F401
         elif peer != "safetensors":
-            print(f"unknown peer {peer}", file=sys.stderr)
-            return 2
+            raise ValueError(f"unknown peer {peer}")
     except ImportError as e:
-        print(f"peer {peer} needs a Python package that is missing: {e}", file=sys.stderr)
-        return 3
+        raise Unavailable(f"peer {peer} needs a Python package that is missing: {e}")
+
+
+def read_model(source):
+    from safetensors.numpy import load_file
+
     try:
-        model = load_file(source)
+        return load_file(source)
     except (TypeError, ValueError) as e:
         # numpy has no bfloat16: the peers cannot hold a bf16 model.
-        print(f"peer {peer} cannot read the model with numpy: {e}", file=sys.stderr)
-        return 3
+        raise Unavailable(f"the peers cannot read the model with numpy: {e}")
+
+
+def run_peer(peer, model, work, leave):
+    """One save, cold load and check; the result line as a dict. A wrong
+    tensor raises SystemExit (from compare)."""
     shutil.rmtree(work, ignore_errors=True)
     try:
         if peer.startswith("tensorstore:"):
@@ -174,14 +180,70 @@ def main():
     finally:
         if not leave:
             shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({
+    return {
         "save_s": save_s,
         "load_s": load_s,
         "bytes": size,
         "files": files,
         "verified": True,
         "max_abs_error": worst,
-    }))
+    }
+
+
+def serve(source):
+    """One process for every peer run of a benchmark: Python and the
+    packages start once and the model is read once (each run used to pay
+    both, ~10 s of a 20-minute comparison per run). Reads `PEER<TAB>WORKDIR`
+    lines; answers each with one JSON line: the run's figures under "ok",
+    or "unavailable" / "failed" with the reason. WORKDIR is left to the
+    caller."""
+    model = None
+    model_error = None
+    for line in sys.stdin:
+        line = line.rstrip("\n")
+        if not line:
+            continue
+        peer, _, work = line.partition("\t")
+        try:
+            check_peer(peer)
+            if model is None and model_error is None:
+                try:
+                    model = read_model(source)
+                except Unavailable as e:
+                    model_error = e
+            if model_error is not None:
+                raise model_error
+            answer = {"ok": run_peer(peer, model, work, True)}
+        except Unavailable as e:
+            answer = {"unavailable": str(e)}
+        except SystemExit as e:
+            answer = {"failed": str(e.code)}
+        except Exception as e:  # noqa: BLE001 - reported to the benchmark
+            answer = {"failed": f"{type(e).__name__}: {e}"}
+        print(json.dumps(answer), flush=True)
+    return 0
+
+
+def main():
+    args = sys.argv[1:]
+    if len(args) == 2 and args[0] == "--serve":
+        return serve(args[1])
+    leave = "--leave-workdir" in args
+    args = [a for a in args if a != "--leave-workdir"]
+    if len(args) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    peer, source, work = args
+    try:
+        check_peer(peer)
+        model = read_model(source)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except Unavailable as e:
+        print(e, file=sys.stderr)
+        return 3
+    print(json.dumps(run_peer(peer, model, work, leave)))
     return 0
 
 

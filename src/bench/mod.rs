@@ -239,6 +239,7 @@ fn run_all(
     let mut out: Vec<StrategyResult> = strategies.iter().map(StrategyResult::new).collect();
     let mut peer_out: Vec<PeerResult> = peers.iter().map(PeerResult::new).collect();
     let mut cache_note = None;
+    let mut server: Option<peer::PeerServer> = None;
     // Round-robin over strategies, so slow drift of the machine spreads
     // evenly instead of landing on one strategy.
     for run in 1..=runs {
@@ -285,7 +286,7 @@ fn run_all(
             for (p, pr) in peers.iter().zip(peer_out.iter_mut()) {
                 if p.pairs_with == *name {
                     let t = Instant::now();
-                    let timed = run_peer(&ctx, p, pr, run, runs, work, &progress);
+                    let timed = run_peer(&ctx, &mut server, p, pr, run, runs, work, &progress);
                     wall.add_peer_run(t.elapsed(), timed);
                 }
             }
@@ -300,8 +301,11 @@ fn run_all(
 }
 
 /// One run of a direct peer, recorded in `result`; its timed seconds.
+/// `server` is started at the first run and again after one died.
+#[allow(clippy::too_many_arguments)]
 fn run_peer(
     ctx: &RunContext,
+    server: &mut Option<peer::PeerServer>,
     peer: &Peer,
     result: &mut PeerResult,
     run: usize,
@@ -324,9 +328,24 @@ fn run_peer(
         return 0.0;
     };
     let dir = work.join(format!("peer-{}-run{run}", name.replace(':', "-")));
+    if server.as_mut().is_none_or(|s| !s.alive()) {
+        match peer::PeerServer::start(source, ctx.scripts, &work.join("peers.log")) {
+            Ok(s) => *server = Some(s),
+            Err(e) => {
+                result.failures.push(RunFailure {
+                    run,
+                    error: format!("{e:#}"),
+                });
+                return 0.0;
+            }
+        }
+    }
+    let Some(srv) = server.as_mut() else {
+        return 0.0;
+    };
     disk::sync_all();
     let mut timed = 0.0;
-    match peer::run_once(peer, run, source, &dir, ctx.scripts) {
+    match srv.run(peer, run, &dir) {
         Ok(r) => {
             timed = r.save_s + r.load_s;
             progress.line(&format!(

@@ -4,12 +4,14 @@
 //! page-cache policy in the same benchmark, interleaved with the mount
 //! strategies, and paired with the mount config that mirrors each one.
 //!
-//! Each peer run is one call of `scripts/peer_bench.py`, which times the
-//! save until the data is durable, drops the page cache, times the load, and
-//! checks every tensor against the source outside the timings.
+//! Every peer run goes to one `scripts/peer_bench.py --serve` process, which
+//! times the save until the data is durable, drops the page cache, times the
+//! load, and checks every tensor against the source outside the timings.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -115,44 +117,116 @@ pub enum PeerError {
     Failed(anyhow::Error),
 }
 
-/// Runs `peer` once on `source` (the model as a safetensors file) in `dir`.
-pub fn run_once(
-    peer: &Peer,
-    run: usize,
-    source: &Path,
-    dir: &Path,
-    scripts: &Path,
-) -> std::result::Result<PeerRun, PeerError> {
-    let out = Command::new(super::load_tool::python())
-        .arg(scripts.join("peer_bench.py"))
-        .arg(&peer.name)
-        .arg(source)
-        .arg(dir)
-        // The caller unlinks the folder in parallel (disk::remove_dir).
-        .arg("--leave-workdir")
-        .stdin(Stdio::null())
-        .output()
-        .context("run peer_bench.py")
-        .map_err(PeerError::Failed)?;
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    match out.status.code() {
-        Some(0) => {}
-        Some(3) => return Err(PeerError::Unavailable(stderr)),
-        _ => {
+/// One Python process for every peer run of a benchmark
+/// (`peer_bench.py --serve`): the interpreter, the packages and the model
+/// load once instead of once per run.
+pub struct PeerServer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    log: PathBuf,
+}
+
+/// The server's answer to one run.
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Answer {
+    Ok(PeerRun),
+    Unavailable(String),
+    Failed(String),
+}
+
+impl PeerServer {
+    /// Starts the server on `source` (the model as a safetensors file); its
+    /// stderr goes to `log`.
+    pub fn start(source: &Path, scripts: &Path, log: &Path) -> Result<PeerServer> {
+        let err = File::create(log).with_context(|| format!("create {}", log.display()))?;
+        let mut child = Command::new(super::load_tool::python())
+            .arg(scripts.join("peer_bench.py"))
+            .arg("--serve")
+            .arg(source)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .context("start peer_bench.py --serve")?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            bail!("peer_bench.py --serve: no pipes");
+        };
+        Ok(PeerServer {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// Runs `peer` once in `dir` (left for the caller to remove). A server
+    /// that died is an error with the tail of its log; the caller starts
+    /// another for the next run.
+    pub fn run(
+        &mut self,
+        peer: &Peer,
+        run: usize,
+        dir: &Path,
+    ) -> std::result::Result<PeerRun, PeerError> {
+        let dir_text = dir.to_str().filter(|d| !d.contains(['\t', '\n']));
+        let Some(dir_text) = dir_text else {
             return Err(PeerError::Failed(anyhow!(
-                "peer_bench.py {} failed ({}): {stderr}",
-                peer.name,
-                out.status
-            )))
+                "peer work folder {} is not a plain UTF-8 path",
+                dir.display()
+            )));
+        };
+        let mut line = String::new();
+        let asked = writeln!(self.stdin, "{}\t{dir_text}", peer.name)
+            .and_then(|()| self.stdin.flush())
+            .and_then(|()| self.stdout.read_line(&mut line));
+        match asked {
+            Ok(n) if n > 0 => {}
+            Ok(_) | Err(_) => {
+                return Err(PeerError::Failed(anyhow!(
+                    "peer_bench.py --serve stopped during {}: {}",
+                    peer.name,
+                    self.log_tail()
+                )))
+            }
+        }
+        let answer: Answer = serde_json::from_str(line.trim())
+            .with_context(|| format!("peer_bench.py {} answered {line:?}", peer.name))
+            .map_err(PeerError::Failed)?;
+        match answer {
+            Answer::Ok(mut r) => {
+                r.run = run;
+                Ok(r)
+            }
+            Answer::Unavailable(why) => Err(PeerError::Unavailable(why)),
+            Answer::Failed(why) => Err(PeerError::Failed(anyhow!(
+                "peer_bench.py {} failed: {why}",
+                peer.name
+            ))),
         }
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or_default();
-    let mut r: PeerRun = serde_json::from_str(line)
-        .with_context(|| format!("peer_bench.py {} printed {line:?}", peer.name))
-        .map_err(PeerError::Failed)?;
-    r.run = run;
-    Ok(r)
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: String = text.chars().rev().take(2000).collect();
+        tail.chars().rev().collect::<String>().trim().to_string()
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        // End of input ends the server; a stuck one is killed.
+        let _ = self.stdin.flush();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A peer's runs and their summary, paired with its mount strategy.
