@@ -192,7 +192,9 @@ pub fn narrow_into(
     let mut hs = [f16::ZERO; BLOCK];
     let mut bs = [bf16::ZERO; BLOCK];
     let mut wide = [0u8; BLOCK * 4];
-    for block in data.chunks(BLOCK * 4) {
+    // Written in place, two bytes per element: no per-element push.
+    out.resize(data.len() / 4 * 2, 0);
+    for (block, dst) in data.chunks(BLOCK * 4).zip(out.chunks_mut(BLOCK * 2)) {
         let n = block.len() / 4;
         for (x, c) in xs.iter_mut().zip(block.chunks_exact(4)) {
             *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -200,21 +202,24 @@ pub fn narrow_into(
         if to == Dtype::BF16 {
             bs[..n].convert_from_f32_slice(&xs[..n]);
             bs[..n].convert_to_f32_slice(&mut back[..n]);
-            for h in &bs[..n] {
-                out.extend_from_slice(&h.to_le_bytes());
+            for (o, h) in dst.chunks_exact_mut(2).zip(&bs[..n]) {
+                o.copy_from_slice(&h.to_le_bytes());
             }
         } else {
             hs[..n].convert_from_f32_slice(&xs[..n]);
             hs[..n].convert_to_f32_slice(&mut back[..n]);
-            for h in &hs[..n] {
-                out.extend_from_slice(&h.to_le_bytes());
+            for (o, h) in dst.chunks_exact_mut(2).zip(&hs[..n]) {
+                o.copy_from_slice(&h.to_le_bytes());
             }
         }
+        // |x − y| is exact in f32 (y is x rounded to fewer bits), and not
+        // finite exactly when x or y is not (NaN, or overflow to ±inf).
+        let mut w = 0f32;
         for (x, y) in xs[..n].iter().zip(&back[..n]) {
-            if x.is_finite() && y.is_finite() {
-                worst = worst.max((x - y).abs() as f64);
-            }
+            let d = (x - y).abs();
+            w = if d.is_finite() { w.max(d) } else { w };
         }
+        worst = worst.max(f64::from(w));
         if let Some(h) = widened.as_deref_mut() {
             for (w, y) in wide.chunks_exact_mut(4).zip(&back[..n]) {
                 w.copy_from_slice(&y.to_le_bytes());
@@ -261,6 +266,46 @@ mod tests {
             let back = widen(&out, to, Dtype::F32);
             assert_eq!(h.finalize(), crc32fast::hash(&back));
             assert!(err > 0.0 && err < 1e-2, "{err}");
+        }
+    }
+
+    #[test]
+    fn the_largest_error_skips_what_does_not_round_to_a_finite_value() {
+        // Overflow to inf in f16 (1e6), infinities, NaN, subnormals, and a
+        // length that is no multiple of the block, with two stray bytes.
+        let mut vals: Vec<f32> = (0..2500).map(|i| (i as f32 - 1200.5) * 1.7e-3).collect();
+        vals.extend([
+            1e6,
+            -1e6,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            3e-6,
+            6e-8,
+        ]);
+        let mut bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes.extend_from_slice(&[7, 7]);
+        for to in [Dtype::F16, Dtype::BF16] {
+            let mut out = Vec::new();
+            let err = narrow_into(&bytes, Dtype::F32, to, &mut out, None);
+            assert_eq!(out.len(), vals.len() * 2);
+            let want = vals
+                .iter()
+                .map(|&x| {
+                    let y = if to == Dtype::BF16 {
+                        bf16::from_f32(x).to_f64()
+                    } else {
+                        f16::from_f32(x).to_f64()
+                    };
+                    let x = f64::from(x);
+                    if x.is_finite() && y.is_finite() {
+                        (x - y).abs()
+                    } else {
+                        0.0
+                    }
+                })
+                .fold(0.0, f64::max);
+            assert_eq!(err, want, "{to:?}");
         }
     }
 
