@@ -159,6 +159,9 @@ pub fn inspect(path: &Path) -> Result<serde_json::Value> {
         "ratio": if total_stored > 0 { m.size as f64 / total_stored as f64 } else { 0.0 },
         "raw_bytes": total_stored.saturating_sub(tensor_bytes),
         "codec": m.layout.codec,
+        // Raw bytes' chunk length (a file smaller than the configured chunk
+        // is stored as one chunk of its own length).
+        "chunk_bytes": m.layout.chunk_bytes,
         "tensors": tensors,
     }))
 }
@@ -183,7 +186,11 @@ pub fn print_table(r: &serde_json::Value) -> Result<()> {
         .as_array()
         .ok_or_else(|| anyhow!("no tensors field"))?;
     if tensors.is_empty() {
-        println!("  (no tensors: stored as raw bytes, codec {})", s("codec"));
+        println!(
+            "  (no tensors: stored as raw bytes, codec {}, chunks of {} bytes)",
+            s("codec"),
+            s("chunk_bytes")
+        );
         return Ok(());
     }
     println!(

@@ -301,6 +301,9 @@ impl ChunkedData {
             }
         }
         file.set_len(size).ctx("size staging file")?;
+        if self.is_short(pipe) {
+            self.spec = pipe.byte_spec();
+        }
         if !self.committed_gen {
             store.remove_generation(self.gen);
         }
@@ -323,6 +326,9 @@ impl ChunkedData {
         new_gen: impl FnOnce() -> u64,
     ) -> FsResult<()> {
         if self.is_append(offset) {
+            if self.is_short(pipe) {
+                self.widen(pipe, store, new_gen())?;
+            }
             return self.append(pipe, data);
         }
         if matches!(self.mode, Mode::Stream(_)) {
@@ -336,7 +342,7 @@ impl ChunkedData {
 
     pub fn truncate(
         &mut self,
-        pipe: &Pipeline,
+        pipe: &Arc<Pipeline>,
         store: &Arc<DurableStore>,
         new_size: u64,
         size: u64,
@@ -344,7 +350,11 @@ impl ChunkedData {
     ) -> FsResult<()> {
         if let Mode::Stream(s) = &self.mode {
             if new_size >= s.end {
-                // Growing (or shrinking within the zero tail) needs no data.
+                // Growing (or shrinking within the zero tail) needs no data;
+                // past a short file's one chunk, the chunk size widens first.
+                if new_size > self.chunk() && self.is_short(pipe) {
+                    self.widen(pipe, store, new_gen())?;
+                }
                 return Ok(());
             }
             self.stage(pipe, store, size, new_gen())?;
@@ -464,6 +474,7 @@ impl ChunkedData {
     /// metadata, makes it durable and commits the manifest, then calls
     /// [`ChunkedData::committed`].
     pub fn flush(&mut self, pipe: &Arc<Pipeline>, size: u64) -> FsResult<Vec<Option<u32>>> {
+        self.fit_to_size(size)?;
         let chunk = self.chunk();
         if matches!(self.mode, Mode::Staged(_)) {
             return self.encode_staged(pipe, size);
@@ -559,6 +570,95 @@ impl ChunkedData {
         if !self.committed_gen {
             store.remove_generation(self.gen);
         }
+    }
+
+    /// A new generation smaller than one chunk is stored as one chunk of
+    /// its own length: a 700-byte `config.json` costs 700 bytes, not a
+    /// chunk padded with zeros (real bytes on the packed index, whose values
+    /// are not sparse; a whole buffer to compress otherwise). The array stays
+    /// a plain Zarr array, whose one chunk is the file.
+    fn fit_to_size(&mut self, size: u64) -> FsResult<()> {
+        if self.committed_gen || size == 0 || size >= self.chunk() {
+            return Ok(());
+        }
+        if let Mode::Stream(s) = &self.mode {
+            // Nothing may be stored yet under the wider chunk size.
+            let only_first = s.buf.as_ref().is_none_or(|b| b.index == 0);
+            if !s.stored.is_empty() || !s.inflight.is_idle() || !only_first {
+                return Ok(());
+            }
+        }
+        self.spec.chunk_bytes = size;
+        self.array = Arc::new(self.spec.handle(&self.store, &self.gen_path())?);
+        Ok(())
+    }
+
+    /// Whether the file is one chunk smaller than the configured chunk size
+    /// (stored short by [`Self::fit_to_size`]): growing it must not go on
+    /// in chunks of that size.
+    fn is_short(&self, pipe: &Pipeline) -> bool {
+        let end = match &self.mode {
+            Mode::Stream(s) => s.end,
+            Mode::Staged(_) => return false,
+        };
+        self.spec.chunk_bytes < pipe.byte_spec().chunk_bytes
+            && end.max(self.committed_size) <= self.spec.chunk_bytes
+    }
+
+    /// A short file appended to: its bytes become the first chunk buffer of
+    /// a new generation with the configured chunk size, and it streams on
+    /// like any other file (no staging: it is less than one chunk).
+    fn widen(
+        &mut self,
+        pipe: &Arc<Pipeline>,
+        store: &Arc<DurableStore>,
+        new_gen: u64,
+    ) -> FsResult<()> {
+        let (end, buf) = match &mut self.mode {
+            Mode::Stream(s) => {
+                s.inflight.wait()?;
+                (s.end, s.buf.take())
+            }
+            Mode::Staged(_) => return Ok(()),
+        };
+        let wide = pipe.byte_spec();
+        let keep = end as usize;
+        let mut data = pipe.buffers.take_empty(wide.chunk_bytes as usize);
+        match buf {
+            Some(b) if b.index == 0 => data.extend_from_slice(&b.data[..keep.min(b.data.len())]),
+            _ if keep > 0 => {
+                let old = self.load_chunk(pipe, 0)?;
+                data.extend_from_slice(&old[..keep.min(old.len())]);
+            }
+            _ => {}
+        }
+        data.resize(keep, 0);
+        let reservation = {
+            let _t = pipe.profiler.stage("budget_wait");
+            pipe.budget.reserve(wide.chunk_bytes)
+        };
+        if !self.committed_gen {
+            store.remove_generation(self.gen);
+        }
+        self.spec = wide;
+        self.gen = new_gen;
+        self.array = Arc::new(self.spec.handle(store, &self.gen_path())?);
+        self.committed_gen = false;
+        let mut stream = Stream {
+            end,
+            buf: None,
+            inflight: Arc::new(Inflight::default()),
+            stored: BTreeMap::new(),
+        };
+        if keep > 0 {
+            stream.buf = Some(ChunkBuf {
+                index: 0,
+                data,
+                reservation,
+            });
+        }
+        self.mode = Mode::Stream(stream);
+        Ok(())
     }
 
     pub fn gen_path(&self) -> String {
