@@ -13,7 +13,9 @@ pub mod fs;
 pub mod inspect;
 pub mod layout;
 pub mod mount;
-pub mod ocdbt;
+/// The OCDBT database (its own crate), under its old path.
+pub use ::ocdbt;
+pub mod packed_cli;
 pub mod pipeline;
 pub mod profile;
 pub mod store;

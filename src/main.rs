@@ -226,14 +226,14 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Verify { json, backing_dir } => run_verify(&backing_dir, json),
-        Cmd::Versions { backing_dir } => ExitCode::from(ckptfs::ocdbt::cli::versions(&backing_dir)),
+        Cmd::Versions { backing_dir } => ExitCode::from(ckptfs::packed_cli::versions(&backing_dir)),
         Cmd::Compact { keep, backing_dir } => {
             // A mounted backing dir's database belongs to its daemon.
             let _lock = match offline_lock(&backing_dir) {
                 Ok(l) => l,
                 Err(code) => return code,
             };
-            ExitCode::from(ckptfs::ocdbt::cli::compact(
+            ExitCode::from(ckptfs::packed_cli::compact(
                 &backing_dir,
                 keep.map(|k| k as usize),
             ))

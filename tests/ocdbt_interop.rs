@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use ckptfs::ocdbt::{verify, versions, Db, DbOptions, PackedStore};
+use ckptfs::ocdbt::{verify, versions, Db, DbOptions};
+use ckptfs::store::packed::PackedStore;
 use zarrs::array::codec::{BytesCodec, GzipCodec, ZstdCodec};
 use zarrs::array::{data_type, ArrayBuilder, ArrayBytes, CodecOptions};
 

@@ -154,12 +154,16 @@ impl Drop for Pooled {
     }
 }
 
-impl crate::ocdbt::multi_get::Buffers for Arc<BufferPool> {
+/// The pool as the packed database's source of read buffers (a wrapper:
+/// the trait belongs to the `ocdbt` crate and `Arc` is not ours).
+pub struct PoolBuffers<'a>(pub &'a Arc<BufferPool>);
+
+impl crate::ocdbt::multi_get::Buffers for PoolBuffers<'_> {
     fn take(&self, len: usize) -> Vec<u8> {
-        BufferPool::take(self, len)
+        BufferPool::take(self.0, len)
     }
     fn share(&self, buf: Vec<u8>) -> Bytes {
-        BufferPool::share(self, buf)
+        BufferPool::share(self.0, buf)
     }
 }
 

@@ -15,6 +15,7 @@ use crate::config::Codec;
 use crate::error::{FsError, FsResult};
 use crate::store::durable::DurableStore;
 
+use super::buffers::PoolBuffers;
 use super::cache::ChunkKey;
 use super::Pipeline;
 
@@ -116,7 +117,7 @@ fn read_decode(pipe: &Pipeline, src: &ChunkSource, refs: &[&ChunkRef]) -> Vec<Fs
         let mut t = pipe.profiler.stage("store_read");
         let stored = src
             .store
-            .read_values(&keys, hint, &pipe.buffers, src.committed);
+            .read_values(&keys, hint, &PoolBuffers(&pipe.buffers), src.committed);
         t.add_bytes(
             stored
                 .iter()

@@ -18,19 +18,20 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::direct_read::{self, DirectReads};
-use crate::ocdbt::multi_get::{Buffers, CacheUse};
-use crate::ocdbt::{Db, OcdbtError, PackedStore};
+use super::packed::PackedStore;
+/// Temp files, atomic writes and directory syncs are shared with the
+/// packed database (recovery must recognise its temp files too).
+pub use ocdbt::fsutil::{is_temp, sync_dir, temp_name, write_atomic};
+use ocdbt::multi_get::{Buffers, CacheUse};
+use ocdbt::{Db, OcdbtError};
 use zarrs_storage::byte_range::{ByteRange, ByteRangeIterator, InvalidByteRangeError};
 use zarrs_storage::{
     Bytes, ListableStorageTraits, MaybeBytesIterator, ReadableStorageTraits, StorageError,
     StoreKey, StoreKeys, StoreKeysPrefixes, StorePrefix, StorePrefixes, WritableStorageTraits,
 };
-
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// A store whose keys are files under one directory, or keys of the packed
 /// database under the file's id.
@@ -59,47 +60,6 @@ fn db_err(e: OcdbtError) -> io::Error {
 
 fn io_err(e: io::Error) -> StorageError {
     StorageError::IOError(Arc::new(e))
-}
-
-/// Name for a temp file next to `path`; never a valid chunk or metadata key
-/// name, so listing skips it and recovery can remove it.
-pub fn temp_name(path: &Path) -> PathBuf {
-    use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-    let suffix = format!(".ckptfs-tmp.{}.{n}", std::process::id());
-    // The temp name must fit NAME_MAX (255) even when the name already does.
-    let base = path.file_name().unwrap_or_default().as_bytes();
-    let keep = base.len().min(255usize.saturating_sub(suffix.len()));
-    let mut name = base[..keep].to_vec();
-    name.extend_from_slice(suffix.as_bytes());
-    path.with_file_name(std::ffi::OsString::from_vec(name))
-}
-
-/// Whether a directory entry is one of our temp files.
-pub fn is_temp(name: &str) -> bool {
-    name.contains(".ckptfs-tmp.")
-}
-
-/// Writes `data` to `path` atomically: temp file, optional fsync, rename.
-pub fn write_atomic(path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
-    let tmp = temp_name(path);
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        if sync {
-            f.sync_data()?;
-        }
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// fsyncs a directory so that renames and creations in it are durable.
-pub fn sync_dir(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
 }
 
 impl DurableStore {
@@ -318,8 +278,7 @@ impl DurableStore {
             return p.db.put(key.as_bytes(), &whole).map_err(db_err);
         }
         let key = key.trim_start_matches('/');
-        let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let tmp = format!("{key}.ckptfs-tmp.{}.{n}", std::process::id());
+        let tmp = temp_name(Path::new(key)).to_string_lossy().into_owned();
         let file = match self.create_at(&tmp) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if let Some((dir, _)) = key.rsplit_once('/') {

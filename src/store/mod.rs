@@ -3,3 +3,4 @@
 pub mod direct_read;
 pub mod durable;
 pub mod group_sync;
+pub mod packed;

@@ -3,12 +3,12 @@
 //! writes that become a new version on `commit`.
 //!
 //! ```no_run
-//! use ckptfs::ocdbt::{Db, DbOptions};
+//! use ocdbt::{Db, DbOptions};
 //! let db = Db::open_or_create(std::path::Path::new("/tmp/db"), DbOptions::default())?;
 //! db.put(b"tensor/zarr.json", b"{}")?;
 //! let generation = db.commit()?;
 //! assert_eq!(db.get(b"tensor/zarr.json")?.as_deref(), Some(&b"{}"[..]));
-//! # Ok::<(), ckptfs::ocdbt::OcdbtError>(())
+//! # Ok::<(), ocdbt::OcdbtError>(())
 //! ```
 
 use std::collections::BTreeMap;

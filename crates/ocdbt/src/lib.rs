@@ -5,9 +5,11 @@
 //! The codec modules (`envelope`, `data_file_table`, `btree`,
 //! `version_tree`, `manifest`) follow `tensorstore/kvstore/ocdbt/index.rst`;
 //! see `docs/packed-format.md` for the subset we write and read.
+//!
+//! A crate of its own: the database and its codecs, with no Zarr library
+//! and no printing; `ckptfs` puts a Zarr store on top (`src/store/packed.rs`).
 
 pub mod btree;
-pub mod cli;
 pub mod codec;
 mod commit;
 pub mod compact;
@@ -16,10 +18,10 @@ pub mod data_file_table;
 pub mod db;
 pub mod envelope;
 pub mod error;
+pub mod fsutil;
 pub mod manifest;
 pub mod multi_get;
 mod reclaim;
-pub mod store;
 pub mod tree_read;
 pub mod tree_write;
 pub mod verify;
@@ -29,7 +31,6 @@ pub use compact::CompactReport;
 pub use db::{Db, DbOptions};
 pub use envelope::Compression;
 pub use error::{OcdbtError, Result};
-pub use store::PackedStore;
 pub use verify::{verify, versions, VerifyReport, VersionInfo};
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use super::db::Db;
 use super::error::{io_at, OcdbtError, Result};
 use super::tree_read::{walk_tree, FileRange, Version, Visit};
 use super::tree_write::{write_tree, Value};
-use crate::store::durable::sync_dir;
+use crate::fsutil::sync_dir;
 
 /// What one compaction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -146,7 +146,7 @@ fn read_run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ocdbt::DbOptions;
+    use crate::DbOptions;
 
     #[test]
     fn neighbours_come_back_whole_and_in_the_order_asked() {

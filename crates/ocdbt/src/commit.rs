@@ -21,7 +21,7 @@ use super::tree_write::write_tree;
 use super::version_tree::{
     self, bucket_start, VersionEntries, VersionNodeRef, VersionRef, VersionTreeNode,
 };
-use crate::store::durable::{sync_dir, write_atomic};
+use crate::fsutil::{sync_dir, write_atomic};
 
 fn now_ns() -> u64 {
     SystemTime::now()

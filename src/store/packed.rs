@@ -11,8 +11,7 @@ use zarrs_storage::{
     WritableStorageTraits,
 };
 
-use super::db::Db;
-use super::error::OcdbtError;
+use ocdbt::{Db, OcdbtError};
 
 /// A view of `db` under `prefix` (empty, or ending in `/`).
 #[derive(Clone)]

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use super::db::{Db, DbOptions};
-use super::verify::versions as list_versions;
+use ocdbt::verify::versions as list_versions;
+use ocdbt::{Db, DbOptions};
 
 /// Prints the kept versions, oldest first; returns the exit status.
 pub fn versions(dir: &Path) -> u8 {
@@ -36,7 +36,7 @@ pub fn versions(dir: &Path) -> u8 {
 /// newest `keep` versions (default: as many as the database options keep);
 /// returns the exit status.
 pub fn compact(dir: &Path, keep: Option<usize>) -> u8 {
-    if !dir.join(super::db::MANIFEST_FILE).exists() {
+    if !dir.join(ocdbt::db::MANIFEST_FILE).exists() {
         eprintln!("ckptfs: {}: no OCDBT manifest", dir.display());
         return 1;
     }

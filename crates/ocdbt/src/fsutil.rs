@@ -1,0 +1,50 @@
+//! Small durable-file helpers shared with the filesystem above: temp files
+//! that recovery recognises, atomic replacement, directory syncs.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Name for a temp file next to `path`; never a valid chunk or metadata key
+/// name, so listing skips it and recovery can remove it.
+pub fn temp_name(path: &Path) -> PathBuf {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    let suffix = format!(".ckptfs-tmp.{}.{n}", std::process::id());
+    // The temp name must fit NAME_MAX (255) even when the name already does.
+    let base = path.file_name().unwrap_or_default().as_bytes();
+    let keep = base.len().min(255usize.saturating_sub(suffix.len()));
+    let mut name = base[..keep].to_vec();
+    name.extend_from_slice(suffix.as_bytes());
+    path.with_file_name(std::ffi::OsString::from_vec(name))
+}
+
+/// Whether a directory entry is one of our temp files.
+pub fn is_temp(name: &str) -> bool {
+    name.contains(".ckptfs-tmp.")
+}
+
+/// Writes `data` to `path` atomically: temp file, optional fsync, rename.
+pub fn write_atomic(path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+    let tmp = temp_name(path);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        if sync {
+            f.sync_data()?;
+        }
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// fsyncs a directory so that renames and creations in it are durable.
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
