@@ -8,7 +8,8 @@ use std::io;
 
 /// Runs chunk jobs with at most `concurrency` at once.
 pub struct WorkerPool {
-    runtime: tokio::runtime::Runtime,
+    /// Taken only by `drop`.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl WorkerPool {
@@ -19,11 +20,27 @@ impl WorkerPool {
             .thread_name(name)
             .enable_time()
             .build()?;
-        Ok(WorkerPool { runtime })
+        Ok(WorkerPool {
+            runtime: Some(runtime),
+        })
     }
 
     /// Queues a job; it runs as soon as a worker is free.
     pub fn spawn(&self, job: impl FnOnce() + Send + 'static) {
-        drop(self.runtime.spawn_blocking(job));
+        if let Some(rt) = &self.runtime {
+            drop(rt.spawn_blocking(job));
+        }
+    }
+}
+
+impl Drop for WorkerPool {
+    /// Every job holds the pipeline that owns its pool, so when a pool goes
+    /// no other job of it runs; but the last holder may be a job on this
+    /// very pool (a read-ahead finishing after the core was dropped), and a
+    /// shutdown that waits for its threads would wait for itself forever.
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
     }
 }
