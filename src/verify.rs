@@ -4,7 +4,7 @@
 //! For every file: the manifest parses, its generation exists, every chunk
 //! (raw bytes and each tensor chunk) decodes and matches the CRC-32C its
 //! manifest recorded, the arrays' `zarr.json` documents exist, and segments
-//! tile the file. Leftovers of an interrupted write (temp entries, superseded
+//! follow each other from the file's start, none starting past its end. Leftovers of an interrupted write (temp entries, superseded
 //! generations) are counted, not reported: the next mount removes them.
 
 use std::fs;
@@ -344,6 +344,8 @@ fn check_segments(
     t: &mut Tally,
 ) -> Result<()> {
     let mut at = 0u64;
+    // Where the last segment starts.
+    let mut last_start = 0u64;
     let mut raw_total = 0u64;
     for seg in &m.segments {
         let (start, len) = match seg {
@@ -372,11 +374,16 @@ fn check_segments(
                 dir.display()
             ));
         }
+        last_start = start;
         at = start.saturating_add(len);
     }
-    if at != m.size {
+    // The file may end inside its last segment (a checkpoint cut short by a
+    // truncate or a commit mid-save: the tensor is stored whole, its rest
+    // zeros) or past it (grown by a truncate: bytes no segment covers read
+    // as zeros); a segment wholly past the end is not the file's.
+    if last_start > m.size {
         t.problem(format!(
-            "{}: segments cover {at} bytes, manifest says {}",
+            "{}: a segment starts at {last_start}, past the file's end ({})",
             dir.display(),
             m.size
         ));
