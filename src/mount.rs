@@ -135,6 +135,65 @@ fn init_backing(backing: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How [`open_core`] opens a backing dir, beside its config.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreOptions {
+    /// What the profiler records.
+    pub profile: crate::profile::Level,
+    /// Open this version of the packed index, read-only.
+    pub version: Option<u64>,
+}
+
+impl Default for CoreOptions {
+    /// What `ckptfs mount` does without options.
+    fn default() -> Self {
+        CoreOptions {
+            profile: crate::profile::Level::Full,
+            version: None,
+        }
+    }
+}
+
+/// Opens the filesystem core on a backing dir (created if missing) without
+/// mounting it: locks the dir, recovers it from any interrupted work, and
+/// starts the worker pools. `ckptfs mount` serves the result over FUSE;
+/// an embedder or a test calls the core's methods directly.
+///
+/// Closing is `CkptFs::commit_all` (what an unmount does), then dropping
+/// the core, then the lock. A background compaction of the packed index
+/// may hold the database (`tree.db`) a while after the core is dropped:
+/// wait for it before opening the dir again in the same process. Kernel
+/// passthrough stays off: only a FUSE session can negotiate it.
+pub fn open_core(
+    backing: &Path,
+    config: &MountConfig,
+    opts: CoreOptions,
+) -> Result<(Arc<CkptFs>, BackingLock)> {
+    // The lock first: a racing mount's recovery would take our half-written
+    // root document for a crash's leftover.
+    fs::create_dir_all(backing.join(RESERVED))
+        .with_context(|| format!("create backing dir {}", backing.display()))?;
+    let lock = lock_backing(backing)?;
+    init_backing(backing)?;
+    let started = Instant::now();
+    let db = open_packed(backing, config, opts.version)?;
+    let pack_new = config.layout.index == Index::Packed;
+    let (tree, rec) =
+        Tree::load(backing, db, pack_new).map_err(|e| anyhow!("load backing dir: {e}"))?;
+    tracing::info!(
+        files = rec.files,
+        dirs = rec.dirs,
+        removed = rec.removed,
+        "loaded {} in {:.3}s",
+        backing.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let profiler = Arc::new(Profiler::new(opts.profile));
+    let pipe = Pipeline::new(config.clone(), profiler).context("start worker pool")?;
+    let core = Arc::new(CkptFs::new(pipe, tree).map_err(|e| anyhow!("{e}"))?);
+    Ok((core, lock))
+}
+
 /// The mountpoint is a directory, and empty unless `nonempty` (entries
 /// under it would be hidden while mounted, a likely mistake).
 fn check_mountpoint(mountpoint: &Path, nonempty: bool) -> Result<()> {
@@ -257,39 +316,27 @@ pub fn run(args: MountArgs) -> Result<i32> {
         bail!("backing dir {} is not a directory", backing.display());
     }
     nest(&backing)?;
-    // The lock first: a racing mount's recovery would take our half-written
-    // root document for a crash's leftover.
-    fs::create_dir_all(backing.join(RESERVED))
-        .with_context(|| format!("create backing dir {}", backing.display()))?;
-    let _lock = lock_backing(&backing)?;
-    init_backing(&backing)?;
-
     // Signals are taken by one thread with sigwait; block them everywhere
-    // before any other thread starts.
+    // before any other thread starts (opening the core starts workers).
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGUSR1);
     signals.thread_block().context("block signals")?;
 
-    let started = Instant::now();
-    let db = open_packed(&backing, &args.config, args.version)?;
     let read_only = args.version.is_some();
-    let pack_new = args.config.layout.index == Index::Packed;
-    let (tree, rec) =
-        Tree::load(&backing, db, pack_new).map_err(|e| anyhow!("load backing dir: {e}"))?;
-    tracing::info!(
-        files = rec.files,
-        dirs = rec.dirs,
-        removed = rec.removed,
-        "loaded {} in {:.3}s",
-        backing.display(),
-        started.elapsed().as_secs_f64()
-    );
-    let profiler = Arc::new(Profiler::new(args.profile));
+    // Declared first, so dropped last: the lock outlives the core.
+    let _lock: BackingLock;
+    let core: Arc<CkptFs>;
+    (core, _lock) = open_core(
+        &backing,
+        &args.config,
+        CoreOptions {
+            profile: args.profile,
+            version: args.version,
+        },
+    )?;
     let config = args.config.clone();
-    let pipe = Pipeline::new(config.clone(), profiler.clone()).context("start worker pool")?;
-    let core = Arc::new(CkptFs::new(pipe, tree).map_err(|e| anyhow!("{e}"))?);
     let adapter = FuseAdapter::new(core.clone(), Duration::from_millis(config.io.attr_ttl_ms));
 
     let options = |clone_fd| {
