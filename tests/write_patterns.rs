@@ -10,7 +10,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use common::{fill, layouts, Mount};
+use common::{fill, layouts, safetensors_bytes, Mount};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -65,21 +65,6 @@ enum Op {
         rows: u64,
         seed: u64,
     },
-}
-
-/// A safetensors file with an F32 [rows, 37] tensor and an I64 [5] tensor.
-fn safetensors_bytes(rows: u64, seed: u64) -> Vec<u8> {
-    let a = rows * 37 * 4;
-    let header = format!(
-        r#"{{"w":{{"dtype":"F32","shape":[{rows},37],"data_offsets":[0,{a}]}},"i":{{"dtype":"I64","shape":[5],"data_offsets":[{a},{}]}},"__metadata__":{{"format":"pt"}}}}"#,
-        a + 40
-    );
-    let mut out = (header.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(header.as_bytes());
-    let mut data = vec![0u8; (a + 40) as usize];
-    fill(&mut data, &mut { seed });
-    out.extend_from_slice(&data);
-    out
 }
 
 fn op() -> impl Strategy<Value = Op> {

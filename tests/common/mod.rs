@@ -175,36 +175,47 @@ pub fn sha256_file(path: &Path) -> String {
     format!("{:x}", h.finalize())
 }
 
-/// The layouts every data test runs against: plain, chunked with tiny
-/// chunks (so chunk edges are everywhere), compressed, and tiny compressed
-/// chunks in the packed index (two versions kept, eager compaction, small
-/// data files, so rolling and background compaction run under the test).
+/// The chunked layouts of the data tests (name, config TOML): tiny chunks
+/// (so chunk edges are everywhere), compressed, and tiny compressed chunks
+/// in the packed index (two versions kept, eager compaction, small data
+/// files, so rolling and background compaction run under the test).
+pub const CHUNKED_LAYOUTS: [(&str, &str); 3] = [
+    (
+        "chunked-4k",
+        "[layout]\nraw_chunk_bytes = 4096\ncodec = \"none\"\n[io]\nconcurrency = 3\nmemory_budget = 1048576\ncache = 65536\n",
+    ),
+    (
+        "zstd-8k",
+        "[layout]\nraw_chunk_bytes = 8192\ncodec = \"zstd\"\nlevel = 3\n[io]\nconcurrency = 2\nmemory_budget = 1048576\n",
+    ),
+    (
+        "packed-4k",
+        "[layout]\nraw_chunk_bytes = 4096\ncodec = \"zstd\"\nindex = \"packed\"\n[packed]\nkeep_versions = 2\ndata_file_bytes = 1048576\nauto_compact_ratio = 0.2\n[io]\nconcurrency = 3\nmemory_budget = 1048576\n",
+    ),
+];
+
+/// The layouts every data test runs against: plain, then the chunked ones.
 pub fn layouts(dir: &Path) -> Vec<(String, PathBuf)> {
-    vec![
-        ("passthrough".into(), repo_config("passthrough")),
-        (
-            "chunked-4k".into(),
-            write_config(
-                dir,
-                "chunked-4k",
-                "[layout]\nraw_chunk_bytes = 4096\ncodec = \"none\"\n[io]\nconcurrency = 3\nmemory_budget = 1048576\ncache = 65536\n",
-            ),
-        ),
-        (
-            "zstd-8k".into(),
-            write_config(
-                dir,
-                "zstd-8k",
-                "[layout]\nraw_chunk_bytes = 8192\ncodec = \"zstd\"\nlevel = 3\n[io]\nconcurrency = 2\nmemory_budget = 1048576\n",
-            ),
-        ),
-        (
-            "packed-4k".into(),
-            write_config(
-                dir,
-                "packed-4k",
-                "[layout]\nraw_chunk_bytes = 4096\ncodec = \"zstd\"\nindex = \"packed\"\n[packed]\nkeep_versions = 2\ndata_file_bytes = 1048576\nauto_compact_ratio = 0.2\n[io]\nconcurrency = 3\nmemory_budget = 1048576\n",
-            ),
-        ),
-    ]
+    let mut all = vec![("passthrough".to_string(), repo_config("passthrough"))];
+    all.extend(
+        CHUNKED_LAYOUTS
+            .iter()
+            .map(|(name, toml)| (name.to_string(), write_config(dir, name, toml))),
+    );
+    all
+}
+
+/// A safetensors file with an F32 [rows, 37] tensor and an I64 [5] tensor.
+pub fn safetensors_bytes(rows: u64, seed: u64) -> Vec<u8> {
+    let a = rows * 37 * 4;
+    let header = format!(
+        r#"{{"w":{{"dtype":"F32","shape":[{rows},37],"data_offsets":[0,{a}]}},"i":{{"dtype":"I64","shape":[5],"data_offsets":[{a},{}]}},"__metadata__":{{"format":"pt"}}}}"#,
+        a + 40
+    );
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    let mut data = vec![0u8; (a + 40) as usize];
+    fill(&mut data, &mut { seed });
+    out.extend_from_slice(&data);
+    out
 }
