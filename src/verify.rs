@@ -4,8 +4,9 @@
 //! For every file: the manifest parses, its generation exists, every chunk
 //! (raw bytes and each tensor chunk) decodes and matches the CRC-32C its
 //! manifest recorded, the arrays' `zarr.json` documents exist, and segments
-//! follow each other from the file's start, none starting past its end. Leftovers of an interrupted write (temp entries, superseded
-//! generations) are counted, not reported: the next mount removes them.
+//! follow each other from the file's start, none starting past its end.
+//! Leftovers of an interrupted write (temp entries, superseded generations)
+//! are counted, not reported: the next mount removes them.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -384,6 +385,13 @@ fn check_segments(
     if last_start > m.size {
         t.problem(format!(
             "{}: a segment starts at {last_start}, past the file's end ({})",
+            dir.display(),
+            m.size
+        ));
+    }
+    if m.segments.is_empty() && m.size > 0 {
+        t.problem(format!(
+            "{}: no segments for a {}-byte checkpoint",
             dir.display(),
             m.size
         ));
