@@ -86,7 +86,7 @@ pub fn store_partial(
     data: &[u8],
     chunk_len: usize,
 ) -> FsResult<u64> {
-    if !matches!(codec, Codec::None) || data.len() >= chunk_len || store.packed_prefix().is_some() {
+    if !matches!(codec, Codec::None) || data.len() > chunk_len || store.packed_prefix().is_some() {
         let mut padded = pipe.buffers.take(chunk_len.max(data.len()));
         padded[..data.len()].copy_from_slice(data);
         padded[data.len()..].fill(0);
