@@ -10,13 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::process::Command;
 
-use common::{fill, repo_config, sha256_file, verify, write_config, Mount};
-
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    fill(&mut v, &mut { seed });
-    v
-}
+use common::{random, repo_config, sha256_file, verify, write_config, Mount};
 
 /// The mount's live stats document.
 fn stats(m: &Mount) -> serde_json::Value {

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use common::{fill, repo_config, verify, write_config, Mount, BIN};
+use common::{random, repo_config, verify, write_config, Mount, BIN};
 
 /// `ckptfs inspect --json` of a file in a live mount.
 fn inspect(path: &Path) -> serde_json::Value {
@@ -25,13 +25,6 @@ fn inspect(path: &Path) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("inspect json")
-}
-
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut data = vec![0u8; len];
-    let mut s = seed;
-    fill(&mut data, &mut s);
-    data
 }
 
 /// Every regular file's length under `dir` (not the reserved `.ckptfs`).

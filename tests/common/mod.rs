@@ -149,6 +149,13 @@ impl Drop for Mount {
 }
 
 /// Deterministic pseudo-random bytes (xorshift), fast enough for GiBs.
+/// `len` bytes of `fill`'s sequence from `seed`.
+pub fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    fill(&mut v, &mut { seed });
+    v
+}
+
 pub fn fill(buf: &mut [u8], seed: &mut u64) {
     for chunk in buf.chunks_mut(8) {
         *seed ^= *seed << 13;
