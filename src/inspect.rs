@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
-use crate::fs::names::to_backing_in;
+use crate::fs::names::{to_backing_in, RESERVED};
 use crate::layout::manifest::{read_node, NodeDoc, SegmentMeta};
 use crate::ocdbt::db::MANIFEST_FILE;
 use crate::ocdbt::Db;
 
-/// Maps a path inside a live ckptfs mount to its backing directory.
-fn backing_of(path: &Path) -> Option<PathBuf> {
+/// Maps a path inside a live ckptfs mount to its backing directory and
+/// the mount's backing root.
+fn backing_of(path: &Path) -> Option<(PathBuf, PathBuf)> {
     let abs = fs::canonicalize(path).ok()?;
     let mounts = fs::read_to_string("/proc/mounts").ok()?;
     let mut best: Option<(PathBuf, PathBuf)> = None;
@@ -37,11 +38,32 @@ fn backing_of(path: &Path) -> Option<PathBuf> {
     }
     let (target, backing) = best?;
     let rel = abs.strip_prefix(&target).ok()?;
-    let mut out = backing;
+    let mut out = backing.clone();
     for (i, part) in rel.components().enumerate() {
         out.push(to_backing_in(part.as_os_str(), i == 0));
     }
-    Some(out)
+    Some((out, backing))
+}
+
+/// The home directory of the file with `id` under `dir` (a hard link's
+/// record names only the id).
+fn find_home(dir: &Path, id: &str) -> Option<PathBuf> {
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) || entry.file_name() == RESERVED {
+            continue;
+        }
+        match read_node(&path) {
+            NodeDoc::File(m) if m.id == id => return Some(path),
+            NodeDoc::Dir | NodeDoc::Unknown => {
+                if let Some(found) = find_home(&path, id) {
+                    return Some(found);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn dir_bytes(path: &Path) -> u64 {
@@ -61,8 +83,15 @@ fn dir_bytes(path: &Path) -> u64 {
 
 /// Builds the inspection report of one file.
 pub fn inspect(path: &Path) -> Result<serde_json::Value> {
-    let dir = backing_of(path).unwrap_or_else(|| path.to_path_buf());
-    let m = match read_node(&dir) {
+    let (mut dir, root) = backing_of(path).unwrap_or_else(|| (path.to_path_buf(), path.into()));
+    let mut node = read_node(&dir);
+    if let NodeDoc::Link(id) = &node {
+        if let Some(home) = find_home(&root, id) {
+            dir = home;
+            node = read_node(&dir);
+        }
+    }
+    let m = match node {
         NodeDoc::File(m) => m,
         _ => bail!(
             "{} is neither a file in a ckptfs mount nor a file's directory in a backing store",

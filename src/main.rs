@@ -312,8 +312,9 @@ fn run_verify(backing: &std::path::Path, json: bool) -> ExitCode {
             );
         } else {
             println!(
-            "{} files, {} dirs, {} chunks ({} bytes) checked; {} leftovers for the next mount to remove; {} problems",
+            "{} files ({} further names), {} dirs, {} chunks ({} bytes) checked; {} leftovers for the next mount to remove; {} problems",
             report.files,
+            report.links,
             report.dirs,
             report.chunks,
             report.bytes,

@@ -17,7 +17,7 @@ use fuser::{FileAttr, FileType};
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{enoent, FsError, FsResult, IoContext};
-use crate::layout::manifest::dir_group_json;
+use crate::layout::manifest::{dir_group_json, link_group_json, ZARR_JSON};
 use crate::pipeline::prefetch::Prefetcher;
 use crate::pipeline::Pipeline;
 use crate::store::durable::{sync_dir, temp_name, write_atomic, DurableStore};
@@ -134,10 +134,8 @@ impl CkptFs {
         let node = tree.get(ino)?;
         Ok(match &node.kind {
             Kind::File(f) => {
-                // Unlinked while open: it lives on with no name.
-                let linked = tree
-                    .children(node.parent)
-                    .is_ok_and(|c| c.get(&node.name) == Some(&ino));
+                // 0 when unlinked while open: it lives on with no name.
+                let nlink = tree.nlink(ino);
                 let mut f = f.lock();
                 // Passthrough writers change size and times unseen.
                 f.refresh_from_kernel()?;
@@ -147,7 +145,7 @@ impl CkptFs {
                     FileType::RegularFile,
                     f.size,
                     a.mode,
-                    u32::from(linked),
+                    nlink,
                     a.uid,
                     a.gid,
                     a.atime_ns,
@@ -177,7 +175,7 @@ impl CkptFs {
                     FileType::Symlink,
                     t.as_os_str().len() as u64,
                     a.mode,
-                    1,
+                    tree.nlink(ino),
                     a.uid,
                     a.gid,
                     a.atime_ns,
@@ -192,7 +190,7 @@ impl CkptFs {
                     file_kind(a.mode),
                     0,
                     a.mode,
-                    1,
+                    tree.nlink(ino),
                     a.uid,
                     a.gid,
                     a.atime_ns,
@@ -468,11 +466,92 @@ impl CkptFs {
         if matches!(tree.get(ino)?.kind, Kind::Dir(_)) {
             return Err(FsError::new(libc::EISDIR, "is a directory"));
         }
-        let path = tree.path(ino)?;
-        self.discard_node(&mut tree, ino, &path)?;
+        let path = tree.child_path(parent, name)?;
+        self.remove_name(&mut tree, ino, parent, name, &path)?;
         tree.unlink(parent, name);
         Self::touch_dir(&mut tree, parent);
         Ok(())
+    }
+
+    /// Removes the name `(parent, name)` of a non-directory node, whose
+    /// backing for that name is at `at`; the node goes with its last name.
+    fn remove_name(
+        &self,
+        tree: &mut Tree,
+        ino: u64,
+        parent: u64,
+        name: &OsStr,
+        at: &Path,
+    ) -> FsResult<()> {
+        if tree.nlink(ino) <= 1 {
+            return self.discard_node(tree, ino, at);
+        }
+        let now = now_ns();
+        let file = match &tree.get(ino)?.kind {
+            Kind::File(f) => Some(f.clone()),
+            _ => None,
+        };
+        if let Some(f) = file {
+            if tree.is_first_name(ino, parent, name) {
+                // The home moves to the next name (one atomic swap with
+                // that name's record), so the record can go from here.
+                let (p2, n2) = tree.get(ino)?.links[0].clone();
+                let other = tree.child_path(p2, &n2)?;
+                rename_exchange(at, &other).ctx("move the file's home to its next name")?;
+                f.lock().name = n2.to_string_lossy().into_owned();
+            }
+            let dest = self.trash.join(format!("{ino}-link-{}", now_ns()));
+            fs::rename(at, &dest).ctx("unlink")?;
+            let _ = fs::remove_dir_all(&dest);
+            f.lock().attrs.ctime_ns = now;
+        } else {
+            fs::remove_file(at).ctx("unlink")?;
+            tree.get_mut(ino)?.attrs.ctime_ns = now;
+        }
+        tree.drop_name(ino, parent, name);
+        Ok(())
+    }
+
+    /// Gives `ino` a further name (`link(2)`). A file's new name is a link
+    /// record naming its id, made under a temp name and renamed into place,
+    /// so a crash leaves both names or the old one alone; other nodes are
+    /// hard links in the backing dir itself.
+    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<FileAttr> {
+        if control::is_control(ino) {
+            return Err(FsError::new(libc::EPERM, "control file"));
+        }
+        let mut tree = self.tree.write();
+        Self::check_new(&tree, newparent, newname)?;
+        if tree.nlink(ino) == 0 {
+            return Err(enoent("the file has no name left"));
+        }
+        let dst = tree.child_path(newparent, newname)?;
+        let now = now_ns();
+        match &tree.get(ino)?.kind {
+            Kind::Dir(_) => return Err(FsError::new(libc::EPERM, "hard link to a directory")),
+            Kind::File(f) => {
+                let id = f.lock().manifest().id.clone();
+                let tmp = temp_name(&dst);
+                fs::create_dir(&tmp).ctx("create link record")?;
+                let made = write_atomic(&tmp.join(ZARR_JSON), &link_group_json(&id), true)
+                    .and_then(|()| fs::rename(&tmp, &dst));
+                if let Err(e) = made {
+                    let _ = fs::remove_dir_all(&tmp);
+                    return Err(FsError::io(&e, "link"));
+                }
+                f.lock().attrs.ctime_ns = now;
+            }
+            Kind::Symlink(_) | Kind::Special(_) => {
+                fs::hard_link(tree.path(ino)?, &dst).ctx("link")?;
+                tree.get_mut(ino)?.attrs.ctime_ns = now;
+            }
+        }
+        if let Some(p) = dst.parent() {
+            sync_dir(p).ctx("fsync directory")?;
+        }
+        tree.add_name(ino, newparent, newname);
+        Self::touch_dir(&mut tree, newparent);
+        self.attr_of(&tree, ino)
     }
 
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
@@ -532,7 +611,7 @@ impl CkptFs {
             ));
         }
         let dst = tree.children(newparent)?.get(newname).copied();
-        let src_path = tree.path(src)?;
+        let src_path = tree.child_path(parent, name)?;
         let dst_path = tree.child_path(newparent, newname)?;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         if flags & libc::RENAME_NOREPLACE != 0 && dst.is_some() {
@@ -555,8 +634,8 @@ impl CkptFs {
             Self::rename_file_node(&tree, dst, name);
             tree.unlink(parent, name);
             tree.unlink(newparent, newname);
-            Self::relink(&mut tree, src, newparent, newname);
-            Self::relink(&mut tree, dst, parent, name);
+            Self::relink(&mut tree, src, (parent, name), (newparent, newname));
+            Self::relink(&mut tree, dst, (newparent, newname), (parent, name));
         } else {
             if let Some(dst) = dst {
                 let dst_is_dir = matches!(tree.get(dst)?.kind, Kind::Dir(_));
@@ -576,20 +655,21 @@ impl CkptFs {
                 // place: the target name never goes missing.
                 rename_exchange(&src_path, &dst_path).ctx("rename")?;
                 Self::rename_file_node(&tree, src, newname);
-                tree.unlink(newparent, newname);
-                tree.unlink(parent, name);
-                Self::relink(&mut tree, src, newparent, newname);
                 if dst_is_dir {
                     fs::remove_dir_all(&src_path).ctx("remove replaced directory")?;
                     tree.nodes.remove(&dst);
                 } else {
-                    self.discard_node(&mut tree, dst, &src_path)?;
+                    // The target loses this name; with others it lives on.
+                    self.remove_name(&mut tree, dst, newparent, newname, &src_path)?;
                 }
+                tree.unlink(newparent, newname);
+                tree.unlink(parent, name);
+                Self::relink(&mut tree, src, (parent, name), (newparent, newname));
             } else {
                 fs::rename(&src_path, &dst_path).ctx("rename")?;
                 Self::rename_file_node(&tree, src, newname);
                 tree.unlink(parent, name);
-                Self::relink(&mut tree, src, newparent, newname);
+                Self::relink(&mut tree, src, (parent, name), (newparent, newname));
             }
         }
         if let Ok(n) = tree.get_mut(src) {
@@ -618,11 +698,9 @@ impl CkptFs {
         }
     }
 
-    fn relink(tree: &mut Tree, ino: u64, parent: u64, name: &OsStr) {
-        if let Ok(n) = tree.get_mut(ino) {
-            n.parent = parent;
-            n.name = name.to_os_string();
-        }
+    /// Moves the name `from` of `ino` to `(parent, name)`.
+    fn relink(tree: &mut Tree, ino: u64, from: (u64, &OsStr), (parent, name): (u64, &OsStr)) {
+        tree.rename_name(ino, from, (parent, name));
         if let Ok(super::tree::Node {
             kind: Kind::Dir(c), ..
         }) = tree.get_mut(parent)

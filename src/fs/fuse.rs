@@ -407,6 +407,30 @@ impl Filesystem for FuseAdapter {
         );
     }
 
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let t = Instant::now();
+        let result = self.fs.link(ino.0, newparent.0, newname);
+        self.reply_entry(
+            req,
+            "link",
+            t,
+            result,
+            Args {
+                ino: ino.0,
+                name: Some(newname),
+                ..Default::default()
+            },
+            reply,
+        );
+    }
+
     fn rename(
         &self,
         req: &Request,

@@ -42,8 +42,14 @@ pub struct NodeAttrs {
 }
 
 pub struct Node {
+    /// The node's first name. A file's backing directory (its manifest
+    /// and data, the *home*) always sits at this name.
     pub parent: u64,
     pub name: OsString,
+    /// Further names (hard links). For a file each is a link record that
+    /// names the file's id; fifos, sockets, devices and symlinks are hard
+    /// links of one backing node.
+    pub links: Vec<(u64, OsString)>,
     pub kind: Kind,
     pub attrs: NodeAttrs,
 }
@@ -56,6 +62,20 @@ pub struct Tree {
     pub db: Option<Arc<Db>>,
     /// New files put their arrays in `db` (`layout.index = "packed"`).
     pub pack_new: bool,
+}
+
+/// What a load gathers on its way through the backing dir.
+#[derive(Default)]
+struct Scan {
+    /// Packed files' ids, with their generation and manifest document.
+    live: HashMap<String, (u64, Vec<u8>)>,
+    /// Each file's inode by its id (to resolve link records).
+    by_id: HashMap<String, u64>,
+    /// Link records: directory inode, name, backing path, file id.
+    links: Vec<(u64, OsString, PathBuf, String)>,
+    /// Fifos, sockets, devices and symlinks with more than one backing
+    /// name, by backing (device, inode).
+    multi: HashMap<(u64, u64), u64>,
 }
 
 /// What recovery found and removed, for the log.
@@ -161,13 +181,16 @@ impl Tree {
             Node {
                 parent: ROOT,
                 name: OsString::new(),
+                links: Vec::new(),
                 kind: Kind::Dir(BTreeMap::new()),
                 attrs: attrs_of(&meta),
             },
         );
         let mut rec = Recovery::default();
-        let mut live = HashMap::new();
-        tree.load_dir(backing, ROOT, &mut rec, &mut live)?;
+        let mut scan = Scan::default();
+        tree.load_dir(backing, ROOT, &mut rec, &mut scan)?;
+        tree.attach_links(scan.links, &scan.by_id, &mut rec);
+        let live = scan.live;
         if let Some(db) = tree.db.as_ref().filter(|db| !db.is_read_only()) {
             rec.removed += recover_packed(db, &live)?;
         }
@@ -230,7 +253,7 @@ impl Tree {
         dir: &Path,
         ino: u64,
         rec: &mut Recovery,
-        live: &mut HashMap<String, (u64, Vec<u8>)>,
+        scan: &mut Scan,
     ) -> FsResult<()> {
         let entries = fs::read_dir(dir).ctx(format!("read {}", dir.display()))?;
         let read_only = self.read_only();
@@ -261,11 +284,19 @@ impl Tree {
                 continue;
             }
             let name = from_backing(&bname);
+            let special =
+                ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device();
+            if (ft.is_symlink() || special) && meta.nlink() > 1 {
+                // Another name of a node already loaded: a hard link.
+                if let Some(&seen) = scan.multi.get(&(meta.dev(), meta.ino())) {
+                    self.add_name(seen, ino, &name);
+                    continue;
+                }
+            }
             let child = if ft.is_symlink() {
                 let target = fs::read_link(&path).ctx("readlink")?;
                 self.insert(ino, &name, Kind::Symlink(target), attrs_of(&meta))
-            } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device()
-            {
+            } else if special {
                 self.insert(ino, &name, Kind::Special(meta.rdev()), attrs_of(&meta))
             } else if ft.is_dir() {
                 match read_node(&path) {
@@ -288,10 +319,12 @@ impl Tree {
                             clean_file_dir(&path, &gen_dir, rec).ctx("clean file dir")?;
                         }
                         if m.packed {
-                            live.insert(m.id.clone(), (m.generation, m.to_group_json()?));
+                            scan.live
+                                .insert(m.id.clone(), (m.generation, m.to_group_json()?));
                         }
                         let store = Arc::new(store);
                         let new_ino = self.next_ino;
+                        scan.by_id.insert(m.id.clone(), new_ino);
                         let file = FileNode::load(store, new_ino, &name.to_string_lossy(), *m);
                         rec.files += 1;
                         self.insert(
@@ -301,20 +334,123 @@ impl Tree {
                             attrs_of(&meta),
                         )
                     }
+                    NodeDoc::Link(id) => {
+                        scan.links.push((ino, name, path, id));
+                        continue;
+                    }
                     NodeDoc::Dir | NodeDoc::Unknown => {
                         rec.dirs += 1;
                         let child =
                             self.insert(ino, &name, Kind::Dir(BTreeMap::new()), attrs_of(&meta));
-                        self.load_dir(&path, child, rec, live)?;
+                        self.load_dir(&path, child, rec, scan)?;
                         child
                     }
                 }
             } else {
                 continue;
             };
-            let _ = child;
+            if (ft.is_symlink() || special) && meta.nlink() > 1 {
+                scan.multi.insert((meta.dev(), meta.ino()), child);
+            }
         }
         Ok(())
+    }
+
+    /// Gives each link record's name to its file. A record whose file is
+    /// gone (its last other name was removed, or a crash cut the first save
+    /// short) is removed, unless nothing may change on disk.
+    fn attach_links(
+        &mut self,
+        links: Vec<(u64, OsString, PathBuf, String)>,
+        by_id: &HashMap<String, u64>,
+        rec: &mut Recovery,
+    ) {
+        let read_only = self.read_only();
+        for (parent, name, path, id) in links {
+            match by_id.get(&id) {
+                Some(&ino) => self.add_name(ino, parent, &name),
+                None if !read_only => {
+                    remove_any(&path);
+                    rec.removed += 1;
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Adds a further name of `ino` (a hard link) under `parent`.
+    pub fn add_name(&mut self, ino: u64, parent: u64, name: &OsStr) {
+        if let Some(Node {
+            kind: Kind::Dir(children),
+            ..
+        }) = self.nodes.get_mut(&parent)
+        {
+            children.insert(name.to_os_string(), ino);
+        }
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.links.push((parent, name.to_os_string()));
+        }
+    }
+
+    /// How many names `ino` has in the tree (its link count).
+    pub fn nlink(&self, ino: u64) -> u32 {
+        let Some(node) = self.nodes.get(&ino) else {
+            return 0;
+        };
+        let first = self
+            .children(node.parent)
+            .is_ok_and(|c| c.get(&node.name) == Some(&ino));
+        u32::from(first) + node.links.len() as u32
+    }
+
+    /// Whether `(parent, name)` is the first name of `ino` (for a file: the
+    /// name its home directory sits at).
+    pub fn is_first_name(&self, ino: u64, parent: u64, name: &OsStr) -> bool {
+        self.nodes
+            .get(&ino)
+            .is_some_and(|n| n.parent == parent && n.name == name)
+    }
+
+    /// Records that the name `(parent, name)` of `ino` is now
+    /// `(new_parent, new_name)` (the directories' entries are the caller's).
+    pub fn rename_name(
+        &mut self,
+        ino: u64,
+        (parent, name): (u64, &OsStr),
+        (new_parent, new_name): (u64, &OsStr),
+    ) {
+        let Some(n) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        if n.parent == parent && n.name == name {
+            n.parent = new_parent;
+            n.name = new_name.to_os_string();
+        } else if let Some(l) = n
+            .links
+            .iter_mut()
+            .find(|(p, l)| *p == parent && l.as_os_str() == name)
+        {
+            *l = (new_parent, new_name.to_os_string());
+        }
+    }
+
+    /// Forgets the name `(parent, name)` of a node that keeps other names;
+    /// when it was the first name, the node's first further name takes
+    /// its place (the caller has moved a file's home there).
+    pub fn drop_name(&mut self, ino: u64, parent: u64, name: &OsStr) {
+        let Some(n) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        if n.parent == parent && n.name == name {
+            if !n.links.is_empty() {
+                let (p, l) = n.links.remove(0);
+                n.parent = p;
+                n.name = l;
+            }
+        } else {
+            n.links
+                .retain(|(p, l)| !(*p == parent && l.as_os_str() == name));
+        }
     }
 
     /// Adds a node under `parent` and returns its inode number.
@@ -333,6 +469,7 @@ impl Tree {
             Node {
                 parent,
                 name: name.to_os_string(),
+                links: Vec::new(),
                 kind,
                 attrs,
             },

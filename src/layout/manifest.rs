@@ -109,10 +109,28 @@ pub fn dir_group_json(kind: &str) -> Vec<u8> {
     serde_json::to_vec_pretty(&doc).unwrap_or_default()
 }
 
+/// Group document of a hard link's record: a further name of the file
+/// whose manifest carries `id` (the file's home is at its first name).
+pub fn link_group_json(id: &str) -> Vec<u8> {
+    let mut attrs = serde_json::Map::new();
+    attrs.insert(
+        "ckptfs".into(),
+        serde_json::json!({ "kind": "link", "id": id }),
+    );
+    let doc = GroupDoc {
+        zarr_format: 3,
+        node_type: "group".into(),
+        attributes: attrs,
+    };
+    serde_json::to_vec_pretty(&doc).unwrap_or_default()
+}
+
 /// What a backing directory holds, judged from its `zarr.json`.
 pub enum NodeDoc {
     Dir,
     File(Box<FileManifest>),
+    /// A hard link's record: another name of the file with this id.
+    Link(String),
     /// No readable document: a directory half-created by a crash, or not ours.
     Unknown,
 }
@@ -137,6 +155,10 @@ pub fn parse_node(text: &[u8]) -> NodeDoc {
         Some("file") => match serde_json::from_value::<FileManifest>(meta.clone()) {
             Ok(m) => NodeDoc::File(Box::new(m)),
             Err(_) => NodeDoc::Unknown,
+        },
+        Some("link") => match meta.get("id").and_then(|i| i.as_str()) {
+            Some(id) => NodeDoc::Link(id.to_owned()),
+            None => NodeDoc::Unknown,
         },
         _ => NodeDoc::Dir,
     }
