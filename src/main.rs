@@ -305,13 +305,9 @@ fn run_verify(backing: &std::path::Path, json: bool) -> ExitCode {
             println!("problem: {p}");
         }
         if let Some([versions, nodes, keys]) = report.packed {
-            println!(
-                "packed database: {versions} versions, {nodes} nodes, {keys} keys, {} values checked; {} problems",
-                report.chunks,
-                report.problems.len()
-            );
-        } else {
-            println!(
+            println!("packed database: {versions} versions, {nodes} nodes, {keys} keys");
+        }
+        println!(
             "{} files ({} further names), {} dirs, {} chunks ({} bytes) checked; {} leftovers for the next mount to remove; {} problems",
             report.files,
             report.links,
@@ -321,7 +317,6 @@ fn run_verify(backing: &std::path::Path, json: bool) -> ExitCode {
             report.leftovers,
             report.problems.len()
         );
-        }
     }
     if report.problems.is_empty() {
         ExitCode::SUCCESS
