@@ -62,7 +62,17 @@ pub fn verify(backing: &Path) -> Result<Report> {
     };
     let mut files = Vec::new();
     let mut links = Vec::new();
-    walk(backing, true, &mut files, &mut links, &mut report)?;
+    let mut anchors = Vec::new();
+    walk(
+        backing,
+        true,
+        &mut Found {
+            files: &mut files,
+            links: &mut links,
+            anchors: &mut anchors,
+        },
+        &mut report,
+    )?;
     report.files = files.len() as u64;
     // A record whose file is gone (a crash cut the file's first save
     // short) is a leftover: the next mount removes it.
@@ -134,13 +144,20 @@ impl Tally {
     }
 }
 
-fn walk(
-    dir: &Path,
-    root: bool,
-    files: &mut Vec<(PathBuf, FileManifest)>,
-    links: &mut Vec<String>,
-    report: &mut Report,
-) -> Result<()> {
+/// What the walk gathers.
+struct Found<'a> {
+    files: &'a mut Vec<(PathBuf, FileManifest)>,
+    /// The ids link records name.
+    links: &'a mut Vec<String>,
+    /// Open directories that deep paths start from (`/proc/self/fd/N`):
+    /// kept open until the files below them are checked.
+    anchors: &'a mut Vec<fs::File>,
+}
+
+/// Paths longer than this are walked below an open descriptor.
+const LONG_PATH: usize = 3072;
+
+fn walk(dir: &Path, root: bool, found: &mut Found, report: &mut Report) -> Result<()> {
     let entries = fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?;
     for entry in entries {
         let entry = entry.with_context(|| format!("read {}", dir.display()))?;
@@ -169,12 +186,12 @@ fn walk(
             NodeDoc::File(m) if m.pending => report.leftovers += 1,
             NodeDoc::File(m) => {
                 report.leftovers += superseded(&path, &m)?;
-                files.push((path, *m));
+                found.files.push((path, *m));
             }
-            NodeDoc::Link(id) => links.push(id),
+            NodeDoc::Link(id) => found.links.push(id),
             NodeDoc::Dir => {
                 report.dirs += 1;
-                walk(&path, false, files, links, report)?;
+                walk(&below(&path, found)?, false, found, report)?;
             }
             NodeDoc::Unknown => {
                 if path.join(ZARR_JSON).exists() {
@@ -183,11 +200,23 @@ fn walk(
                         .push(format!("{}: unreadable zarr.json", path.display()));
                 }
                 report.dirs += 1;
-                walk(&path, false, files, links, report)?;
+                walk(&below(&path, found)?, false, found, report)?;
             }
         }
     }
     Ok(())
+}
+
+/// `path`, or for a deep one `/proc/self/fd/N` of it, kept open.
+fn below(path: &Path, found: &mut Found) -> Result<PathBuf> {
+    use std::os::fd::AsRawFd;
+    if path.as_os_str().len() <= LONG_PATH {
+        return Ok(path.to_path_buf());
+    }
+    let dir = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    found.anchors.push(dir);
+    Ok(p)
 }
 
 /// Entries of a file directory other than its manifest and live generation.

@@ -15,11 +15,13 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fmt::Display;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +60,11 @@ enum Op {
         len: u64,
     },
     Rename {
+        from: usize,
+        to: usize,
+    },
+    /// A further name of a file (`link(2)`); EEXIST when `to` exists.
+    Link {
         from: usize,
         to: usize,
     },
@@ -109,6 +116,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(f, len, seed)| Op::Append { f, len, seed: seed | 1 }),
         2 => (f.clone(), 0u64..50_000).prop_map(|(f, len)| Op::Truncate { f, len }),
         1 => (f.clone(), f.clone()).prop_map(|(from, to)| Op::Rename { from, to }),
+        1 => (f.clone(), f.clone()).prop_map(|(from, to)| Op::Link { from, to }),
         1 => f.clone().prop_map(|f| Op::Unlink { f }),
         1 => f.clone().prop_map(|f| Op::Fsync { f }),
         2 => f.clone().prop_map(|f| Op::Close { f }),
@@ -141,6 +149,9 @@ fn pid() -> u32 {
     std::process::id()
 }
 
+/// A file's bytes, shared by all its names (hard links).
+type Content = Rc<RefCell<Vec<u8>>>;
+
 struct Case<'a> {
     backing: &'a Path,
     config: &'a MountConfig,
@@ -149,7 +160,8 @@ struct Case<'a> {
     dir: u64,
     uid: u32,
     gid: u32,
-    model: BTreeMap<usize, Vec<u8>>,
+    /// Each name's file: names linked to one file share its content.
+    model: BTreeMap<usize, Content>,
     /// Read-write handles.
     open: HashMap<usize, u64>,
     /// Kept readers of `Peek`.
@@ -297,7 +309,7 @@ impl<'a> Case<'a> {
         let fh = self.handle(f)?;
         let n = ok(self.fs().write(fh, off, data), format!("write f{f}"))?;
         prop_assert_eq!(n as usize, data.len(), "short write to f{}", f);
-        let m = self.model.entry(f).or_default();
+        let mut m = self.model.entry(f).or_default().borrow_mut();
         let end = off as usize + data.len();
         if m.len() < end {
             m.resize(end, 0);
@@ -318,7 +330,11 @@ impl<'a> Case<'a> {
             format!("truncate f{f}"),
         )?;
         prop_assert_eq!(attr.size, len, "size of f{} after truncate", f);
-        self.model.entry(f).or_default().resize(len as usize, 0);
+        self.model
+            .entry(f)
+            .or_default()
+            .borrow_mut()
+            .resize(len as usize, 0);
         Ok(())
     }
 
@@ -341,7 +357,7 @@ impl<'a> Case<'a> {
 
     /// Reads `f` whole through a new handle and compares it with the model.
     fn check_file(&self, f: usize, when: &str) -> Result<(), TestCaseError> {
-        let expect = &self.model[&f];
+        let expect = self.model[&f].borrow().clone();
         let ino = self.ino(f)?;
         let size = ok(self.fs().getattr(ino), "getattr")?.size;
         prop_assert_eq!(size, expect.len() as u64, "{}: size of f{}", when, f);
@@ -349,7 +365,7 @@ impl<'a> Case<'a> {
         let got = self.read_through(fh)?;
         self.close(fh)?;
         prop_assert_eq!(got.len(), expect.len(), "{}: bytes read from f{}", when, f);
-        prop_assert!(got == *expect, "{}: content of f{} differs", when, f);
+        prop_assert!(got == expect, "{}: content of f{} differs", when, f);
         Ok(())
     }
 
@@ -371,12 +387,23 @@ impl<'a> Case<'a> {
             Op::Append { f, len, seed } => {
                 let mut data = vec![0u8; len];
                 fill(&mut data, &mut { seed });
-                let off = self.model.get(&f).map_or(0, |m| m.len()) as u64;
+                let off = self.model.get(&f).map_or(0, |m| m.borrow().len()) as u64;
                 self.write(f, off, &data)?;
             }
             Op::Truncate { f, len } => self.truncate(f, len)?,
             Op::Rename { from, to } => {
-                if from != to && self.model.contains_key(&from) {
+                let same = match (self.model.get(&from), self.model.get(&to)) {
+                    (Some(a), Some(b)) => Rc::ptr_eq(a, b),
+                    _ => false,
+                };
+                if same {
+                    // Two names of one file: rename(2) does nothing.
+                    ok(
+                        self.fs()
+                            .rename(self.dir, &name(from), self.dir, &name(to), 0),
+                        format!("rename f{from} f{to}, one file"),
+                    )?;
+                } else if from != to && self.model.contains_key(&from) {
                     self.forget(from)?;
                     self.forget(to)?;
                     ok(
@@ -395,8 +422,28 @@ impl<'a> Case<'a> {
                     }
                 }
             }
+            Op::Link { from, to } => {
+                if let Some(file) = self.model.get(&from).cloned() {
+                    let ino = self.ino(from)?;
+                    let made = self.fs().link(ino, self.dir, &name(to));
+                    if self.model.contains_key(&to) {
+                        let e = made.err().map(|e| e.errno);
+                        prop_assert_eq!(
+                            e,
+                            Some(libc::EEXIST),
+                            "link f{} f{} over a name",
+                            from,
+                            to
+                        );
+                    } else {
+                        ok(made, format!("link f{from} f{to}"))?;
+                        self.model.insert(to, file);
+                    }
+                }
+            }
             Op::Unlink { f } => {
                 if let Some(expect) = self.model.remove(&f) {
+                    let expect = expect.borrow().clone();
                     self.forget(f)?;
                     ok(self.fs().unlink(self.dir, &name(f)), format!("unlink f{f}"))?;
                     if let Some(fh) = self.open.remove(&f) {
@@ -423,7 +470,7 @@ impl<'a> Case<'a> {
                 }
             }
             Op::ReadAt { f, off, len } => {
-                if let Some(expect) = self.model.get(&f) {
+                if let Some(expect) = self.model.get(&f).map(|m| m.borrow().clone()) {
                     let start = (off as usize).min(expect.len());
                     let end = (off as usize + len as usize).min(expect.len());
                     let want = expect[start..end].to_vec();
@@ -441,7 +488,7 @@ impl<'a> Case<'a> {
                 }
             }
             Op::Peek { f } => {
-                if let Some(expect) = self.model.get(&f).cloned() {
+                if let Some(expect) = self.model.get(&f).map(|m| m.borrow().clone()) {
                     let (fh, keep) = match self.readers.remove(&f) {
                         Some(fh) => (fh, false),
                         None => (self.open_fh(self.ino(f)?, libc::O_RDONLY)?, true),
@@ -482,7 +529,15 @@ impl<'a> Case<'a> {
         for f in 0..NAMES {
             match (self.fs().lookup(self.dir, &name(f)), self.model.get(&f)) {
                 (Ok(attr), Some(m)) => {
-                    prop_assert_eq!(attr.size, m.len() as u64, "size of f{}", f);
+                    prop_assert_eq!(attr.size, m.borrow().len() as u64, "size of f{}", f);
+                    let names = self.model.values().filter(|o| Rc::ptr_eq(o, m)).count();
+                    prop_assert_eq!(attr.nlink as usize, names, "st_nlink of f{}", f);
+                    for (g, o) in &self.model {
+                        if Rc::ptr_eq(o, m) {
+                            let other = ok(self.fs().lookup(self.dir, &name(*g)), "lookup")?;
+                            prop_assert_eq!(other.ino, attr.ino, "f{} and f{} are one file", f, g);
+                        }
+                    }
                 }
                 (Err(e), None) => {
                     prop_assert_eq!(e.errno, libc::ENOENT, "lookup f{}: {}", f, e);

@@ -85,7 +85,10 @@ fn one_file_under_several_names_survives_writes_unlinks_renames_and_remounts() {
         check_names(&m, &["d/b.bin", "c.bin"], &model, &layout);
         let mut through_held = Vec::new();
         held.read_to_end(&mut through_held).expect("read held");
-        assert!(through_held == model, "{layout}: the held open reads other bytes");
+        assert!(
+            through_held == model,
+            "{layout}: the held open reads other bytes"
+        );
         drop(held);
 
         m.remount();
@@ -100,24 +103,42 @@ fn one_file_under_several_names_survives_writes_unlinks_renames_and_remounts() {
         let other = random(5_000, 9);
         fs::write(m.path("new.bin"), &other).expect("write new");
         fs::rename(m.path("new.bin"), m.path("d/b.bin")).expect("rename over b");
-        assert!(read(&m.path("d/b.bin")) == other, "{layout}: b.bin is not the renamed file");
+        assert!(
+            read(&m.path("d/b.bin")) == other,
+            "{layout}: b.bin is not the renamed file"
+        );
         assert_eq!(nlink(&m.path("d/b.bin")), 1, "{layout}: nlink of the new b");
         check_names(&m, &["d/c2.bin"], &model, &layout);
 
         // fifos and symlinks take hard links too.
-        nix::unistd::mkfifo(&m.path("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o640))
-            .expect("mkfifo");
+        nix::unistd::mkfifo(
+            &m.path("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o640),
+        )
+        .expect("mkfifo");
         fs::hard_link(m.path("fifo"), m.path("d/fifo2")).expect("link fifo");
         std::os::unix::fs::symlink("d/c2.bin", m.path("sym")).expect("symlink");
         fs::hard_link(m.path("sym"), m.path("sym2")).expect("link symlink");
         // A directory cannot be linked.
         let e = fs::hard_link(m.path("d"), m.path("d-link")).expect_err("link of a directory");
-        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{layout}: link of a dir");
+        assert_eq!(
+            e.raw_os_error(),
+            Some(libc::EPERM),
+            "{layout}: link of a dir"
+        );
 
         m.remount();
         check_names(&m, &["d/c2.bin"], &model, &layout);
-        assert_eq!(nlink(&m.path("fifo")), 2, "{layout}: fifo nlink after remount");
-        assert_eq!(ino(&m.path("fifo")), ino(&m.path("d/fifo2")), "{layout}: fifo inode");
+        assert_eq!(
+            nlink(&m.path("fifo")),
+            2,
+            "{layout}: fifo nlink after remount"
+        );
+        assert_eq!(
+            ino(&m.path("fifo")),
+            ino(&m.path("d/fifo2")),
+            "{layout}: fifo inode"
+        );
         assert_eq!(nlink(&m.path("sym2")), 2, "{layout}: symlink nlink");
         assert_eq!(
             fs::read_link(m.path("sym2")).expect("readlink"),
@@ -125,21 +146,32 @@ fn one_file_under_several_names_survives_writes_unlinks_renames_and_remounts() {
             "{layout}: symlink target"
         );
         fs::remove_file(m.path("fifo")).expect("unlink fifo");
-        assert_eq!(nlink(&m.path("d/fifo2")), 1, "{layout}: fifo nlink after unlink");
+        assert_eq!(
+            nlink(&m.path("d/fifo2")),
+            1,
+            "{layout}: fifo nlink after unlink"
+        );
 
         // The last name goes: the file and its data go with it.
         fs::remove_file(m.path("d/c2.bin")).expect("unlink c2");
         m.unmount();
         let (code, out) = verify(&m.backing);
         assert_eq!(code, 0, "{layout}: verify:\n{out}");
-        assert!(out.contains("0 leftovers"), "{layout}: verify left leftovers:\n{out}");
+        assert!(
+            out.contains("0 leftovers"),
+            "{layout}: verify left leftovers:\n{out}"
+        );
         m.start();
         let mut names: Vec<_> = fs::read_dir(m.path("d"))
             .expect("ls d")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["b.bin", "fifo2"], "{layout}: d after the last unlink");
+        assert_eq!(
+            names,
+            ["b.bin", "fifo2"],
+            "{layout}: d after the last unlink"
+        );
         m.unmount();
     }
 }
@@ -180,7 +212,10 @@ fn kill9_during_link_and_unlink_leaves_every_name_whole_or_absent() {
             m.kill9();
             let _ = churn.join();
             let (code, out) = verify(&m.backing);
-            assert_eq!(code, 0, "{layout} round {round}: verify after kill -9:\n{out}");
+            assert_eq!(
+                code, 0,
+                "{layout} round {round}: verify after kill -9:\n{out}"
+            );
             m.start();
             let mut names = vec!["f.bin".to_string()];
             for i in 0..40 {
@@ -193,7 +228,10 @@ fn kill9_during_link_and_unlink_leaves_every_name_whole_or_absent() {
             check_names(&m, &refs, &model, &format!("{layout} round {round}"));
             m.unmount();
             let (code, out) = verify(&m.backing);
-            assert_eq!(code, 0, "{layout} round {round}: verify after remount:\n{out}");
+            assert_eq!(
+                code, 0,
+                "{layout} round {round}: verify after remount:\n{out}"
+            );
             assert!(
                 out.contains(&format!("({} further names)", names.len() - 1)),
                 "{layout} round {round}: verify counted other names than {}:\n{out}",

@@ -406,3 +406,80 @@ fn a_closed_output_pipe_does_not_panic_the_cli() {
         );
     }
 }
+
+/// Paths longer than PATH_MAX below the mount (the kernel hands a FUSE
+/// filesystem one name at a time, so only the backing dir limits depth)
+/// are longer still under the backing dir; the mount reaches them below
+/// an open ancestor. Files, hard links, symlinks, fifos and renames down
+/// there work and survive a remount, and `verify` walks them.
+#[test]
+fn paths_longer_than_path_max_work_across_remounts() {
+    use std::os::fd::AsRawFd;
+    use std::path::PathBuf;
+    let level = |i: usize| format!("{i:02}{}", "d".repeat(238));
+    let join = |range: std::ops::Range<usize>| -> String {
+        range.map(level).collect::<Vec<_>>().join("/")
+    };
+    // 20 levels of 240-byte names: ~4.8 KB below the mount, reached as
+    // /proc/self/fd/N (level 10, opened by its ~2.4 KB path) + the rest.
+    let reach = |m: &Mount| -> (File, PathBuf) {
+        let mid = File::open(m.path(&join(0..10))).expect("open level 10");
+        let p = PathBuf::from(format!("/proc/self/fd/{}", mid.as_raw_fd())).join(join(10..20));
+        (mid, p)
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    for (layout, config) in layouts(tmp.path()) {
+        let mut m = Mount::new(Some(config));
+        fs::create_dir_all(m.path(&join(0..10))).expect("mkdir -p mid");
+        let (mid, deep) = reach(&m);
+        fs::create_dir_all(&deep).expect("mkdir -p deep");
+        let data = common::random(300_000, 31);
+        fs::write(deep.join("f.bin"), &data).expect("write deep file");
+        fs::hard_link(deep.join("f.bin"), deep.join("g.bin")).expect("link deep");
+        std::os::unix::fs::symlink("f.bin", deep.join("s")).expect("symlink deep");
+        nix::unistd::mkfifo(
+            &deep.join("p"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("mkfifo deep");
+        fs::rename(deep.join("g.bin"), deep.join("h.bin")).expect("rename deep");
+        // Renaming a directory on the way down moves what is below it.
+        let above = deep.parent().expect("parent").to_path_buf();
+        fs::rename(&deep, above.join(level(19))).expect("rename deep dir back");
+        drop(mid);
+        m.remount();
+        let (mid, deep) = reach(&m);
+        assert!(
+            fs::read(deep.join("f.bin")).expect("read f") == data,
+            "{layout}: f.bin"
+        );
+        assert!(
+            fs::read(deep.join("h.bin")).expect("read h") == data,
+            "{layout}: h.bin"
+        );
+        assert_eq!(
+            fs::metadata(deep.join("h.bin")).expect("stat h").nlink(),
+            2,
+            "{layout}: nlink"
+        );
+        assert_eq!(
+            fs::read_link(deep.join("s")).expect("readlink"),
+            std::path::Path::new("f.bin")
+        );
+        fs::remove_file(deep.join("f.bin")).expect("unlink deep");
+        drop(mid);
+        m.unmount();
+        let (code, out) = common::verify(&m.backing);
+        assert_eq!(code, 0, "{layout}: verify:\n{out}");
+        assert!(out.contains("1 files"), "{layout}: verify saw:\n{out}");
+        m.start();
+        let (mid, deep) = reach(&m);
+        assert!(
+            fs::read(deep.join("h.bin")).expect("read h") == data,
+            "{layout}: h.bin"
+        );
+        drop(mid);
+        fs::remove_dir_all(m.path(&level(0))).expect("rm -r deep");
+        m.unmount();
+    }
+}

@@ -568,6 +568,7 @@ impl CkptFs {
         fs::remove_dir_all(&path).ctx("rmdir")?;
         tree.unlink(parent, name);
         tree.nodes.remove(&ino);
+        tree.forget_dir(ino);
         Self::touch_dir(&mut tree, parent);
         Ok(())
     }
@@ -658,6 +659,7 @@ impl CkptFs {
                 if dst_is_dir {
                     fs::remove_dir_all(&src_path).ctx("remove replaced directory")?;
                     tree.nodes.remove(&dst);
+                    tree.forget_dir(dst);
                 } else {
                     // The target loses this name; with others it lives on.
                     self.remove_name(&mut tree, dst, newparent, newname, &src_path)?;

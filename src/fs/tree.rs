@@ -21,6 +21,18 @@ use super::names::{from_backing, is_packed_root_entry, to_backing_in, RESERVED};
 
 pub const ROOT: u64 = 1;
 
+/// Backing paths longer than this are reached through an open descriptor
+/// of an ancestor directory (`/proc/self/fd/N/rest`): the kernel refuses
+/// paths of PATH_MAX bytes, and a mount path of nearly that length is
+/// longer still under the backing dir.
+const LONG_PATH: usize = 3072;
+
+/// How `/proc/self/fd` names an open directory.
+fn fd_path(dir: &fs::File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+}
+
 pub enum Kind {
     Dir(BTreeMap<OsString, u64>),
     File(Arc<Mutex<FileNode>>),
@@ -62,6 +74,8 @@ pub struct Tree {
     pub db: Option<Arc<Db>>,
     /// New files put their arrays in `db` (`layout.index = "packed"`).
     pub pack_new: bool,
+    /// Open directories that anchor long paths (see `LONG_PATH`), by inode.
+    anchors: Mutex<HashMap<u64, fs::File>>,
 }
 
 /// What a load gathers on its way through the backing dir.
@@ -71,8 +85,8 @@ struct Scan {
     live: HashMap<String, (u64, Vec<u8>)>,
     /// Each file's inode by its id (to resolve link records).
     by_id: HashMap<String, u64>,
-    /// Link records: directory inode, name, backing path, file id.
-    links: Vec<(u64, OsString, PathBuf, String)>,
+    /// Link records: directory inode, name, file id.
+    links: Vec<(u64, OsString, String)>,
     /// Fifos, sockets, devices and symlinks with more than one backing
     /// name, by backing (device, inode).
     multi: HashMap<(u64, u64), u64>,
@@ -175,6 +189,7 @@ impl Tree {
             backing: backing.to_path_buf(),
             db,
             pack_new,
+            anchors: Mutex::new(HashMap::new()),
         };
         tree.nodes.insert(
             ROOT,
@@ -335,14 +350,21 @@ impl Tree {
                         )
                     }
                     NodeDoc::Link(id) => {
-                        scan.links.push((ino, name, path, id));
+                        scan.links.push((ino, name, id));
                         continue;
                     }
                     NodeDoc::Dir | NodeDoc::Unknown => {
                         rec.dirs += 1;
                         let child =
                             self.insert(ino, &name, Kind::Dir(BTreeMap::new()), attrs_of(&meta));
-                        self.load_dir(&path, child, rec, scan)?;
+                        if path.as_os_str().len() > LONG_PATH {
+                            // Deep: go on below an open descriptor of it.
+                            let below =
+                                fs::File::open(&path).ctx(format!("open {}", path.display()))?;
+                            self.load_dir(&fd_path(&below), child, rec, scan)?;
+                        } else {
+                            self.load_dir(&path, child, rec, scan)?;
+                        }
                         child
                     }
                 }
@@ -361,17 +383,19 @@ impl Tree {
     /// short) is removed, unless nothing may change on disk.
     fn attach_links(
         &mut self,
-        links: Vec<(u64, OsString, PathBuf, String)>,
+        links: Vec<(u64, OsString, String)>,
         by_id: &HashMap<String, u64>,
         rec: &mut Recovery,
     ) {
         let read_only = self.read_only();
-        for (parent, name, path, id) in links {
+        for (parent, name, id) in links {
             match by_id.get(&id) {
                 Some(&ino) => self.add_name(ino, parent, &name),
                 None if !read_only => {
-                    remove_any(&path);
-                    rec.removed += 1;
+                    if let Ok(path) = self.child_path(parent, &name) {
+                        remove_any(&path);
+                        rec.removed += 1;
+                    }
                 }
                 None => {}
             }
@@ -508,20 +532,64 @@ impl Tree {
             .ok_or_else(|| enoent(format!("{}", name.to_string_lossy())))
     }
 
-    /// Backing path of a node.
+    /// Backing path of a node (its first name's). A path longer than
+    /// `LONG_PATH` starts at an open ancestor directory instead of the
+    /// backing root; it stays valid while the tree does not drop that
+    /// directory (the caller holds the tree's lock).
     pub fn path(&self, ino: u64) -> FsResult<PathBuf> {
-        let mut parts = Vec::new();
+        // (inode, backing name), from the node up to the root's child.
+        let mut chain = Vec::new();
         let mut cur = ino;
         while cur != ROOT {
             let node = self.get(cur)?;
-            parts.push(to_backing_in(&node.name, node.parent == ROOT));
+            chain.push((cur, to_backing_in(&node.name, node.parent == ROOT)));
             cur = node.parent;
         }
-        let mut p = self.backing.clone();
-        for part in parts.iter().rev() {
+        let len: usize = chain.iter().map(|(_, p)| p.len() + 1).sum();
+        if self.backing.as_os_str().len() + len <= LONG_PATH {
+            let mut p = self.backing.clone();
+            for (_, part) in chain.iter().rev() {
+                p.push(part);
+            }
+            return Ok(p);
+        }
+        // The longest tail that stays well short, below an open directory.
+        let mut tail = 0;
+        let mut split = 0;
+        for (_, part) in &chain {
+            if split > 0 && tail + part.len() + 1 > LONG_PATH / 2 {
+                break;
+            }
+            tail += part.len() + 1;
+            split += 1;
+        }
+        let anchor = chain.get(split).map_or(ROOT, |(i, _)| *i);
+        let mut p = self.anchor_path(anchor)?;
+        for (_, part) in chain[..split].iter().rev() {
             p.push(part);
         }
         Ok(p)
+    }
+
+    /// `/proc/self/fd/N` of directory `ino`, opened on first use.
+    fn anchor_path(&self, ino: u64) -> FsResult<PathBuf> {
+        if ino == ROOT {
+            return Ok(self.backing.clone());
+        }
+        if let Some(dir) = self.anchors.lock().get(&ino) {
+            return Ok(fd_path(dir));
+        }
+        // Shorter than the path it anchors, so this ends.
+        let path = self.path(ino)?;
+        let dir = fs::File::open(&path).ctx(format!("open {}", path.display()))?;
+        let p = fd_path(&dir);
+        self.anchors.lock().insert(ino, dir);
+        Ok(p)
+    }
+
+    /// Closes the anchor of a directory that is gone.
+    pub fn forget_dir(&mut self, ino: u64) {
+        self.anchors.get_mut().remove(&ino);
     }
 
     /// Backing path of the entry `name` in directory `parent`.
