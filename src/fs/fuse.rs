@@ -769,14 +769,14 @@ impl Filesystem for FuseAdapter {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match self.fs.statfs() {
             Ok(st) => reply.statfs(
-                st.f_blocks,
-                st.f_bfree,
-                st.f_bavail,
-                st.f_files,
-                st.f_ffree,
-                st.f_bsize as u32,
+                st.blocks(),
+                st.blocks_free(),
+                st.blocks_available(),
+                st.files(),
+                st.files_free(),
+                st.block_size() as u32,
                 255,
-                st.f_frsize as u32,
+                st.fragment_size() as u32,
             ),
             Err(e) => reply.error(self.fail("statfs", &e)),
         }
