@@ -132,7 +132,7 @@ impl FuseAdapter {
     }
 
     /// Records an operation: profiler counters, and a line in the access
-    /// log when someone is reading it.
+    /// log at profile level `full` when someone is reading it.
     fn done(
         &self,
         req: &Request,
@@ -153,7 +153,7 @@ impl FuseAdapter {
             _ => None,
         };
         profiler.op(op, start, bytes, error, label.as_deref());
-        if profiler.accesslog.enabled() {
+        if profiler.logs_access() {
             let now = crate::clock::log_utc_now();
             let name = args.name.map(|n| format!(" {:?}", n)).unwrap_or_default();
             let off = args.offset.map(|o| format!(" off={o}")).unwrap_or_default();
