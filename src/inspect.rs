@@ -195,6 +195,17 @@ pub fn inspect(path: &Path) -> Result<serde_json::Value> {
     }))
 }
 
+/// The last `n` characters of `s` (all of it when shorter): the end of a
+/// tensor name tells tensors apart. Cut on a character boundary, since a
+/// byte offset can fall inside a multi-byte character.
+fn last_chars(s: &str, n: usize) -> &str {
+    match n.checked_sub(1).and_then(|k| s.char_indices().rev().nth(k)) {
+        Some((i, _)) => &s[i..],
+        None if n == 0 => "",
+        None => s,
+    }
+}
+
 /// Prints the report as a table.
 pub fn print_table(r: &serde_json::Value) -> Result<()> {
     let s = |k: &str| {
@@ -229,12 +240,7 @@ pub fn print_table(r: &serde_json::Value) -> Result<()> {
     for t in tensors {
         let shape = t["shape"].to_string();
         let chunk = t["chunk_shape"].to_string();
-        let name = t["name"].as_str().unwrap_or("");
-        let name = if name.len() > 40 {
-            &name[name.len() - 40..]
-        } else {
-            name
-        };
+        let name = last_chars(t["name"].as_str().unwrap_or(""), 40);
         println!(
             "  {:<40} {:>18} {:>6} {:>6} {:>14} {:>8} {:>12} {:>6.3} {:>10}",
             name,
@@ -262,5 +268,33 @@ pub fn run(path: &Path, as_json: bool) -> Result<()> {
         Ok(())
     } else {
         print_table(&r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_multibyte_tensor_name_is_cut_on_a_character_boundary() {
+        // 3-byte characters and a 4-byte emoji: 40 bytes from the end is
+        // inside a character, where a byte slice panics.
+        let name = format!("{}.🦀.重み", "モデル.層".repeat(12));
+        assert!(!name.is_char_boundary(name.len() - 40));
+        let cut = last_chars(&name, 40);
+        assert_eq!(cut.chars().count(), 40);
+        assert!(name.ends_with(cut));
+        // ASCII is cut as before (40 bytes), a short name kept whole.
+        let ascii = "model.layers.31.self_attn.q_proj.weight.scale";
+        assert_eq!(last_chars(ascii, 40), &ascii[ascii.len() - 40..]);
+        assert_eq!(last_chars("重み", 40), "重み");
+        assert_eq!(last_chars("重み", 0), "");
+
+        let report = serde_json::json!({
+            "path": "model.safetensors",
+            "format": "safetensors",
+            "tensors": [{"name": name, "shape": [2, 3], "chunk_shape": [2, 3]}],
+        });
+        print_table(&report).expect("table");
     }
 }

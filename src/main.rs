@@ -127,9 +127,13 @@ fn main() -> ExitCode {
         // `ckptfs report … | head`: a closed pipe ends the command quietly,
         // as for other Unix tools, instead of a panic in println!. The mount
         // keeps Rust's default (EPIPE as an error) for its own pipes.
-        // SAFETY: restoring a default signal disposition at startup.
+        // SAFETY: installs the default disposition, not a handler, so no
+        // code of ours can run in signal context.
         unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
         }
     }
     match cli.command {

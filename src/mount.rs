@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use fuser::{Config, MountOption, Session, SessionACL};
+use nix::fcntl::FlockArg;
+use nix::mount::MntFlags;
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::config::{Index, MountConfig};
@@ -108,9 +110,11 @@ pub fn lock_backing(backing: &Path) -> Result<BackingLock> {
         .truncate(false)
         .open(&path)
         .with_context(|| format!("open lock file {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    // Not `Flock`: its drop panics when the unlock fails (a backing dir on
+    // NFS can make it fail); closing the file releases the lock regardless.
+    #[allow(deprecated)]
+    let locked = nix::fcntl::flock(file.as_raw_fd(), FlockArg::LockExclusiveNonblock);
+    if locked.is_err() {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
         bail!(
@@ -228,18 +232,12 @@ fn clear_dead_mount(mountpoint: &Path) {
     };
     if unanswered {
         tracing::warn!("{} was a dead mount; detaching it", mountpoint.display());
-        let _ = umount(mountpoint, libc::MNT_DETACH);
+        let _ = umount(mountpoint, MntFlags::MNT_DETACH);
     }
 }
 
-fn umount(path: &Path, flags: i32) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: a valid NUL-terminated path.
-    if unsafe { libc::umount2(c.as_ptr(), flags) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+fn umount(path: &Path, flags: MntFlags) -> std::io::Result<()> {
+    Ok(nix::mount::umount2(path, flags)?)
 }
 
 fn is_fuse_mount(path: &Path) -> bool {
@@ -368,7 +366,7 @@ pub fn run(args: MountArgs) -> Result<i32> {
             // A dead mount still being torn down: detach it and retry.
             Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) && attempt < 20 => {
                 attempt += 1;
-                let _ = umount(&mountpoint, libc::MNT_DETACH);
+                let _ = umount(&mountpoint, MntFlags::MNT_DETACH);
                 std::thread::sleep(Duration::from_millis(50));
                 adapter = Some(FuseAdapter::new(
                     core.clone(),
@@ -423,9 +421,9 @@ pub fn run(args: MountArgs) -> Result<i32> {
             Event::Signal(Signal::SIGUSR1) => write_profile(&core, &config, &profile_out),
             Event::Signal(sig) => {
                 tracing::info!("{sig}: unmounting {}", mountpoint.display());
-                if umount(&mountpoint, 0).is_err() {
+                if umount(&mountpoint, MntFlags::empty()).is_err() {
                     // Files still open: detach now, finish when they close.
-                    let _ = umount(&mountpoint, libc::MNT_DETACH);
+                    let _ = umount(&mountpoint, MntFlags::MNT_DETACH);
                 }
             }
             Event::SessionEnded(r) => {
@@ -479,11 +477,13 @@ fn spawn_daemon(args: &MountArgs) -> Result<i32> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file));
-    // SAFETY: setsid is async-signal-safe; the child leaves our session so
-    // a terminal's SIGINT does not reach it.
+    // SAFETY: pre_exec runs between fork and exec, where only
+    // async-signal-safe calls are allowed; setsid(2) is one and allocates
+    // nothing. The child leaves our session so a terminal's SIGINT does not
+    // reach it (a failure leaves it in ours, as before: not fatal).
     unsafe {
         cmd.pre_exec(|| {
-            libc::setsid();
+            let _ = nix::unistd::setsid();
             Ok(())
         });
     }
@@ -514,7 +514,11 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<()> {
     let pid: Option<i32> = fs::read_to_string(lock_path(&backing))
         .ok()
         .and_then(|s| s.trim().parse().ok());
-    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    let flags = if lazy {
+        MntFlags::MNT_DETACH
+    } else {
+        MntFlags::empty()
+    };
     // A file closed just before can still hold the mount for a moment
     // (the kernel releases it asynchronously): retry EBUSY briefly.
     let mut result = umount(&mnt, flags);

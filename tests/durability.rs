@@ -164,6 +164,14 @@ fn verify_checks_every_chunk_and_refuses_a_live_mount() {
             config.display()
         );
         assert!(out.contains("b.bin"), "{out}");
+        // Chunked layouts also check each chunk as it is read; the plain
+        // layout's whole-file checksum is left to verify.
+        if config != repo_config("passthrough") {
+            m.start();
+            let err = fs::read(m.path("sub/b.bin")).expect_err("read of a flipped chunk");
+            assert_eq!(err.raw_os_error(), Some(libc::EIO), "{}", config.display());
+            m.unmount();
+        }
     }
 }
 

@@ -31,6 +31,54 @@ fn read_cold(path: &std::path::Path) -> usize {
     v.len()
 }
 
+/// The errno of the call just made.
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// An ioctl command no layer above the filesystem answers (`_IO('c', 1)`),
+/// so the kernel sends it to the daemon.
+const UNKNOWN_IOCTL: libc::c_ulong = 0x6301;
+
+/// Operations that move no data, once each: statfs, the extended
+/// attribute calls, an ioctl and an fsync of a directory.
+const METADATA_OPS: [&str; 7] = [
+    "statfs",
+    "getxattr",
+    "listxattr",
+    "setxattr",
+    "removexattr",
+    "ioctl",
+    "fsyncdir",
+];
+
+fn metadata_requests(m: &Mount) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    nix::sys::statvfs::statvfs(&m.mnt).expect("statvfs");
+    let path = CString::new(m.path("f0").as_os_str().as_bytes()).expect("path");
+    let (p, name) = (path.as_ptr(), c"user.ckptfs-test".as_ptr());
+    let mut buf = [0u8; 64];
+    let out = buf.as_mut_ptr().cast();
+    // SAFETY (each call): NUL-terminated strings and a buffer of the length
+    // passed, all alive across the call.
+    let rc = unsafe { libc::getxattr(p, name, out, buf.len()) };
+    assert_eq!((rc, errno()), (-1, libc::ENODATA), "getxattr");
+    let rc = unsafe { libc::listxattr(p, out.cast(), buf.len()) };
+    assert_eq!(rc, 0, "listxattr");
+    let rc = unsafe { libc::setxattr(p, name, b"v".as_ptr().cast(), 1, 0) };
+    assert_eq!((rc, errno()), (-1, libc::ENOTSUP), "setxattr");
+    let rc = unsafe { libc::removexattr(p, name) };
+    assert_eq!((rc, errno()), (-1, libc::ENOTSUP), "removexattr");
+    let f = File::open(m.path("f0")).expect("open");
+    // SAFETY: a command that takes no argument, on a descriptor we own.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), UNKNOWN_IOCTL) };
+    assert_eq!((rc, errno()), (-1, libc::ENOTTY), "ioctl");
+    File::open(&m.mnt)
+        .and_then(|d| d.sync_all())
+        .expect("fsync of the mount's root");
+}
+
 fn u(v: &Value, path: &[&str]) -> u64 {
     let mut cur = v;
     for p in path {
@@ -87,6 +135,21 @@ fn check_counts(doc: &Value, what: &str) {
         p["ops"]["write"]["p99_s"].as_f64().unwrap_or(0.0) > 0.0,
         "{what}: histogram"
     );
+    // The kernel asks statfs and getxattr (security.capability) on its own
+    // too; the rest come only from metadata_requests.
+    for op in METADATA_OPS {
+        let n = u(p, &["ops", op, "count"]);
+        match op {
+            "statfs" | "getxattr" => assert!(n >= 1, "{what}: no {op} in {}", p["ops"]),
+            _ => assert_eq!(n, 1, "{what}: {op} in {}", p["ops"]),
+        }
+    }
+    for op in ["getxattr", "setxattr", "removexattr", "ioctl"] {
+        assert!(
+            u(p, &["ops", op, "errors"]) >= 1,
+            "{what}: {op}'s errno not counted"
+        );
+    }
     // Stages carry the bytes they moved: every written byte went through
     // encode_store and a commit.
     for stage in ["encode_store", "commit"] {
@@ -125,6 +188,7 @@ fn stats_accesslog_profile_and_report_match_a_scripted_workload() {
     assert_eq!(read_cold(&m.path("f0")), SIZES[0]);
     assert_eq!(read_cold(&m.path("f0")), SIZES[0]);
     fs::rename(m.path("f1"), m.path("f1-renamed")).expect("rename");
+    metadata_requests(&m);
     fs::remove_file(m.path("f2")).expect("unlink");
     let lines = reader.join().expect("reader");
 
@@ -158,7 +222,10 @@ fn stats_accesslog_profile_and_report_match_a_scripted_workload() {
         SIZES.iter().map(|&s| s as u64).sum::<u64>(),
         "access log write sizes"
     );
-    for op in ["create", "rename", "unlink", "read", "flush"] {
+    for op in ["create", "rename", "unlink", "read", "flush"]
+        .into_iter()
+        .chain(METADATA_OPS)
+    {
         assert!(
             lines.iter().any(|l| l.contains(&format!("] {op} "))),
             "no {op} line in the access log"
@@ -194,7 +261,12 @@ fn stats_accesslog_profile_and_report_match_a_scripted_workload() {
                     .is_some_and(|r| r.iter().any(|x| x["name"] == "f0 read")));
             }
             "markdown" => assert!(text.starts_with("| name |") && text.contains("commit")),
-            _ => assert!(text.contains("write") && text.contains("MB/s")),
+            _ => {
+                assert!(text.contains("write") && text.contains("MB/s"));
+                for op in METADATA_OPS {
+                    assert!(text.contains(op), "no {op} row in:\n{text}");
+                }
+            }
         }
     }
     let png = fs::read(&png).expect("png");

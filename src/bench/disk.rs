@@ -69,8 +69,7 @@ pub fn fsync_file_and_dir(file: &Path) -> Result<()> {
 
 /// `sync` of every filesystem.
 pub fn sync_all() {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
+    nix::unistd::sync();
 }
 
 /// `sync; echo 3 > /proc/sys/vm/drop_caches`: Err says why it was not

@@ -49,11 +49,13 @@ impl MountProcess {
         let log = File::create(spec.log)
             .with_context(|| format!("create mount log {}", spec.log.display()))?;
         let mut cmd = Command::new(spec.exe);
-        // SAFETY: prctl is async-signal-safe. Should the benchmark die, the
-        // daemon gets SIGTERM, commits and unmounts instead of lingering.
+        // SAFETY: pre_exec runs between fork and exec, where only
+        // async-signal-safe calls are allowed; prctl(2) is one and allocates
+        // nothing. Should the benchmark die, the daemon gets SIGTERM, commits
+        // and unmounts instead of lingering (a failure only loses that).
         unsafe {
             cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
                 Ok(())
             });
         }

@@ -2,7 +2,8 @@
 //! numbers, never stored in the backing dir.
 //!
 //! - `stats`: a JSON snapshot of every counter and histogram, taken at open;
-//! - `accesslog`: one line per operation, streamed while it is open;
+//! - `accesslog`: one line per operation, streamed while it is open
+//!   (profile level `full`);
 //! - `config`: the effective mount config.
 
 use std::sync::Arc;

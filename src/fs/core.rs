@@ -1186,17 +1186,9 @@ impl CkptFs {
         self.getattr(ino)
     }
 
-    pub fn statfs(&self) -> FsResult<libc::statvfs> {
+    pub fn statfs(&self) -> FsResult<nix::sys::statvfs::Statvfs> {
         let path = self.tree.read().backing.clone();
-        let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
-            .map_err(|_| FsError::new(libc::EINVAL, "backing path"))?;
-        // SAFETY: statvfs writes into the zeroed struct we pass.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-        if rc != 0 {
-            return Err(FsError::io(&std::io::Error::last_os_error(), "statfs"));
-        }
-        Ok(st)
+        nix::sys::statvfs::statvfs(&path).map_err(|e| FsError::io(&e.into(), "statfs"))
     }
 
     /// Commits every file (unmount).
@@ -1245,21 +1237,6 @@ pub fn process_of(tid: u32) -> u32 {
 
 /// renameat2(RENAME_EXCHANGE): swaps two existing paths atomically.
 fn rename_exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
-    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: two valid NUL-terminated paths.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    use nix::fcntl::{renameat2, RenameFlags};
+    Ok(renameat2(None, a, None, b, RenameFlags::RENAME_EXCHANGE)?)
 }

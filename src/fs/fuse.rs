@@ -132,7 +132,7 @@ impl FuseAdapter {
     }
 
     /// Records an operation: profiler counters, and a line in the access
-    /// log when someone is reading it.
+    /// log at profile level `full` when someone is reading it.
     fn done(
         &self,
         req: &Request,
@@ -153,7 +153,7 @@ impl FuseAdapter {
             _ => None,
         };
         profiler.op(op, start, bytes, error, label.as_deref());
-        if profiler.accesslog.enabled() {
+        if profiler.logs_access() {
             let now = crate::clock::log_utc_now();
             let name = args.name.map(|n| format!(" {:?}", n)).unwrap_or_default();
             let off = args.offset.map(|o| format!(" off={o}")).unwrap_or_default();
@@ -716,18 +716,30 @@ impl Filesystem for FuseAdapter {
         }
     }
 
+    // No extended attributes are stored: reads find none, writes are not
+    // supported. Each is still a request the workload made, so it is
+    // recorded like any other operation.
     fn getxattr(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
         _size: u32,
         reply: fuser::ReplyXattr,
     ) {
+        let t = Instant::now();
+        let a = Args {
+            ino: ino.0,
+            name: Some(name),
+            ..Default::default()
+        };
+        self.done(req, "getxattr", t, 0, true, a);
         reply.error(Errno::from_i32(libc::ENODATA));
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        let t = Instant::now();
+        self.done(req, "listxattr", t, 0, false, args(ino.0));
         if size == 0 {
             reply.size(0);
         } else {
@@ -737,28 +749,56 @@ impl Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
         _value: &[u8],
         _flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let t = Instant::now();
+        let a = Args {
+            ino: ino.0,
+            name: Some(name),
+            ..Default::default()
+        };
+        self.done(req, "setxattr", t, 0, true, a);
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    // Answered here rather than by fuser's default (ENOSYS, which the kernel
+    // turns into EOPNOTSUPP and then stops sending): the caller sees the
+    // same errno, and every request is counted.
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let t = Instant::now();
+        let a = Args {
+            ino: ino.0,
+            name: Some(name),
+            ..Default::default()
+        };
+        self.done(req, "removexattr", t, 0, true, a);
         reply.error(Errno::from_i32(libc::ENOTSUP));
     }
 
     fn ioctl(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
         _flags: fuser::IoctlFlags,
         _cmd: u32,
         _in_data: &[u8],
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
+        let t = Instant::now();
+        let a = Args {
+            ino: ino.0,
+            fh: Some(fh.0),
+            ..Default::default()
+        };
+        self.done(req, "ioctl", t, 0, true, a);
         reply.error(Errno::from_i32(libc::ENOTTY));
     }
 
@@ -771,38 +811,30 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let t = Instant::now();
-        match self.fs.fsyncdir(ino.0) {
-            Ok(()) => {
-                self.done(
-                    req,
-                    "fsyncdir",
-                    t,
-                    0,
-                    false,
-                    Args {
-                        ino: ino.0,
-                        ..Default::default()
-                    },
-                );
-                reply.ok()
-            }
-            Err(e) => reply.error(self.fail("fsyncdir", &e)),
-        }
+        let result = self.fs.fsyncdir(ino.0);
+        self.reply_empty(req, "fsyncdir", t, result, args(ino.0), reply);
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let t = Instant::now();
         match self.fs.statfs() {
-            Ok(st) => reply.statfs(
-                st.f_blocks,
-                st.f_bfree,
-                st.f_bavail,
-                st.f_files,
-                st.f_ffree,
-                st.f_bsize as u32,
-                255,
-                st.f_frsize as u32,
-            ),
-            Err(e) => reply.error(self.fail("statfs", &e)),
+            Ok(st) => {
+                self.done(req, "statfs", t, 0, false, args(ino.0));
+                reply.statfs(
+                    st.blocks(),
+                    st.blocks_free(),
+                    st.blocks_available(),
+                    st.files(),
+                    st.files_free(),
+                    st.block_size() as u32,
+                    255,
+                    st.fragment_size() as u32,
+                )
+            }
+            Err(e) => {
+                self.done(req, "statfs", t, 0, true, args(ino.0));
+                reply.error(self.fail("statfs", &e))
+            }
         }
     }
 

@@ -9,7 +9,6 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -218,20 +217,7 @@ fn copy_range(from: &File, to: &File, len: u64) -> io::Result<()> {
     let mut off_out: i64 = 0;
     while (off_in as u64) < len {
         let want = (len - off_in as u64).min(1 << 30) as usize;
-        // SAFETY: valid descriptors and offsets we own.
-        let n = unsafe {
-            libc::copy_file_range(
-                from.as_raw_fd(),
-                &mut off_in,
-                to.as_raw_fd(),
-                &mut off_out,
-                want,
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let n = nix::fcntl::copy_file_range(from, Some(&mut off_in), to, Some(&mut off_out), want)?;
         if n == 0 {
             // Source shorter than its recorded size: the rest is a hole.
             break;

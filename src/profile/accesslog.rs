@@ -1,4 +1,5 @@
-//! `.ckptfs/accesslog`: one line per operation, streamed to each reader.
+//! `.ckptfs/accesslog`: one line per operation, streamed to each reader,
+//! at profile level `full` (at lower levels a reader gets no lines).
 //!
 //! With no reader attached nothing is formatted (one atomic load per
 //! operation). Each reader has a bounded queue; when it is full the line is

@@ -28,8 +28,11 @@ use stat::Stat;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
+    /// Nothing.
     Off,
+    /// Counts, bytes, errors and total time per operation, stage and file.
     Counters,
+    /// Counters, latency histograms, the timeline and the access log.
     Full,
 }
 
@@ -192,6 +195,12 @@ impl Profiler {
         }
     }
 
+    /// Whether an operation gets an access-log line: at `full` only, like
+    /// the other per-request detail, and only while someone reads the log.
+    pub fn logs_access(&self) -> bool {
+        self.level() == Level::Full && self.accesslog.enabled()
+    }
+
     pub fn stage(&self, name: &'static str) -> StageTimer<'_> {
         StageTimer {
             profiler: self,
@@ -319,6 +328,21 @@ impl Profiler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_full_level_writes_the_access_log() {
+        for (level, logs) in [
+            (Level::Off, false),
+            (Level::Counters, false),
+            (Level::Full, true),
+        ] {
+            let p = Profiler::new(level);
+            assert!(!p.logs_access(), "{level:?} with no reader");
+            let reader = p.accesslog.attach();
+            assert_eq!(p.logs_access(), logs, "{level:?} with a reader");
+            p.accesslog.detach(&reader);
+        }
+    }
 
     #[test]
     fn the_timeline_starts_at_10ms_buckets_and_coarsens_past_its_limit() {

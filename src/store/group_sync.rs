@@ -44,13 +44,8 @@ fn group_of(dev: u64) -> Arc<Group> {
 /// `syncfs(fd)` for the filesystem `dev`, shared with concurrent callers.
 pub fn syncfs_shared(dev: u64, fd: RawFd) -> io::Result<()> {
     shared(&group_of(dev), &|| {
-        // SAFETY: syncfs on a descriptor the caller keeps open.
-        let rc = unsafe { libc::syncfs(fd) };
-        (rc != 0).then(|| {
-            io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO)
-        })
+        // `fd` stays open for the call: the caller keeps it.
+        nix::unistd::syncfs(fd).err().map(|e| e as i32)
     })
     .1
 }
