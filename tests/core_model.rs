@@ -426,18 +426,21 @@ impl<'a> Case<'a> {
                 if let Some(file) = self.model.get(&from).cloned() {
                     let ino = self.ino(from)?;
                     let made = self.fs().link(ino, self.dir, &name(to));
-                    if self.model.contains_key(&to) {
-                        let e = made.err().map(|e| e.errno);
-                        prop_assert_eq!(
-                            e,
-                            Some(libc::EEXIST),
-                            "link f{} f{} over a name",
-                            from,
-                            to
-                        );
-                    } else {
-                        ok(made, format!("link f{from} f{to}"))?;
-                        self.model.insert(to, file);
+                    match self.model.entry(to) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            let e = made.err().map(|e| e.errno);
+                            prop_assert_eq!(
+                                e,
+                                Some(libc::EEXIST),
+                                "link f{} f{} over a name",
+                                from,
+                                to
+                            );
+                        }
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            ok(made, format!("link f{from} f{to}"))?;
+                            v.insert(file);
+                        }
                     }
                 }
             }

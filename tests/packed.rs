@@ -77,7 +77,23 @@ fn assert_only_live_keys(backing: &Path) {
     let newest = *versions(backing).last().expect("a version");
     let db = Db::open_version(backing, newest).expect("open newest version");
     let mut seen = BTreeSet::new();
+    let mut named = BTreeSet::new();
     for (key, _) in db.list_prefix(b"") {
+        // The namespace: each file name names a live file.
+        if let Some(path) = key.strip_prefix(b".ns/") {
+            let value = db.get(&key).expect("get").expect("value");
+            let v: serde_json::Value = serde_json::from_slice(&value).expect("entry");
+            if v["t"] == "file" {
+                let id = v["id"].as_str().expect("id").to_string();
+                assert!(
+                    live.iter().any(|(i, _)| *i == id),
+                    "name {} names no live file",
+                    String::from_utf8_lossy(path)
+                );
+                named.insert(id);
+            }
+            continue;
+        }
         let key = String::from_utf8(key).expect("utf-8 key");
         let mut parts = key.splitn(3, '/');
         let id = parts.next().unwrap_or_default().to_string();
@@ -98,6 +114,7 @@ fn assert_only_live_keys(backing: &Path) {
     }
     let live_ids: BTreeSet<String> = live.iter().map(|(i, _)| i.clone()).collect();
     assert_eq!(seen, live_ids, "a live file has no keys");
+    assert_eq!(named, live_ids, "a live file has no name in the namespace");
 }
 
 #[test]
@@ -251,6 +268,111 @@ fn root_names_of_the_database_stay_usable() {
     m.unmount();
     assert!(m.backing.join("manifest.ocdbt").is_file());
     assert!(m.backing.join("d").is_dir());
+    let (code, out) = verify(&m.backing);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// Sorted names in a directory.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("ls {}: {e}", dir.display()))
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Mounts version `g` read-only, runs `check` on its root, unmounts.
+fn with_version(backing: &Path, at: &Path, g: u64, check: impl FnOnce(&Path)) {
+    fs::create_dir_all(at).expect("mkdir");
+    let (ok, out) = ckptfs(&[
+        &"mount",
+        &"--daemon",
+        &"--version",
+        &g.to_string(),
+        &backing,
+        &at,
+    ]);
+    assert!(ok, "mount --version {g} failed:\n{out}");
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(at)));
+    let (ok, out) = ckptfs(&[&"umount", &at]);
+    assert!(ok, "umount failed:\n{out}");
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// A version holds the tree too: mounted, it shows files under the names
+/// they had then (renamed since), files deleted since, its hard links and
+/// symlinks; the newest shows today's tree. An unlink that no commit
+/// followed before a kill -9 is brought into the namespace at the next
+/// mount.
+#[test]
+fn a_version_mount_shows_the_tree_as_it_was() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut m = Mount::new(Some(packed_config(tmp.path())));
+    fs::create_dir_all(m.path("ck/step1")).expect("mkdir");
+    fs::create_dir(m.path("ck/empty")).expect("mkdir");
+    let v1 = write_file(&m.path("ck/step1/a.bin"), 300_000, 1);
+    let c = write_file(&m.path("ck/c.txt"), 1_000, 2);
+    fs::hard_link(m.path("ck/c.txt"), m.path("ck/c-link.txt")).expect("link");
+    std::os::unix::fs::symlink("step1/a.bin", m.path("ck/latest")).expect("symlink");
+    m.unmount();
+    let g1 = *versions(&m.backing).last().expect("a version");
+
+    m.start();
+    fs::rename(m.path("ck/step1"), m.path("ck/step2")).expect("rename dir");
+    let v2 = write_file(&m.path("ck/step2/a.bin"), 200_000, 3);
+    fs::remove_file(m.path("ck/c.txt")).expect("unlink");
+    fs::remove_dir(m.path("ck/empty")).expect("rmdir");
+    write_file(&m.path("ck/new.txt"), 500, 4);
+    m.unmount();
+    let g2 = *versions(&m.backing).last().expect("a version");
+    assert!(g2 > g1, "no version after the changes");
+
+    with_version(&m.backing, &tmp.path().join("v1"), g1, |root| {
+        assert_eq!(
+            names(&root.join("ck")),
+            ["c-link.txt", "c.txt", "empty", "latest", "step1"],
+            "version {g1}'s tree"
+        );
+        assert!(fs::read(root.join("ck/step1/a.bin")).expect("read a") == v1);
+        assert!(fs::read(root.join("ck/latest")).expect("read via symlink") == v1);
+        assert_eq!(
+            fs::read(root.join("ck/c.txt")).expect("read deleted file"),
+            c
+        );
+        let meta = fs::metadata(root.join("ck/c.txt")).expect("stat c");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.nlink(), 2, "c.txt's links in version {g1}");
+        assert_eq!(
+            meta.ino(),
+            fs::metadata(root.join("ck/c-link.txt"))
+                .expect("stat")
+                .ino()
+        );
+    });
+    with_version(&m.backing, &tmp.path().join("v2"), g2, |root| {
+        assert_eq!(
+            names(&root.join("ck")),
+            ["c-link.txt", "latest", "new.txt", "step2"],
+            "version {g2}'s tree"
+        );
+        assert!(fs::read(root.join("ck/step2/a.bin")).expect("read a") == v2);
+    });
+
+    // An unlink is durable in the backing dir at once, in the index at
+    // the next commit: kill -9 before it, and the next mount catches up.
+    m.start();
+    fs::remove_file(m.path("ck/new.txt")).expect("unlink");
+    m.kill9();
+    m.start();
+    m.unmount();
+    assert_only_live_keys(&m.backing);
+    let g3 = *versions(&m.backing).last().expect("a version");
+    with_version(&m.backing, &tmp.path().join("v3"), g3, |root| {
+        assert_eq!(names(&root.join("ck")), ["c-link.txt", "latest", "step2"]);
+    });
     let (code, out) = verify(&m.backing);
     assert_eq!(code, 0, "{out}");
 }

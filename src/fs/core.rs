@@ -18,6 +18,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{enoent, FsError, FsResult, IoContext};
 use crate::layout::manifest::{dir_group_json, link_group_json, ZARR_JSON};
+use crate::ocdbt::Db;
 use crate::pipeline::prefetch::Prefetcher;
 use crate::pipeline::Pipeline;
 use crate::store::durable::{sync_dir, temp_name, write_atomic, DurableStore};
@@ -27,6 +28,7 @@ use super::control::{self, ControlHandle};
 use super::file::{FileAttrs, FileNode};
 use super::io_mode::{BackingToken, Choice, IoPath, Passthrough, PassthroughUse};
 use super::names::RESERVED;
+use super::ns_index;
 use super::tree::{Kind, NodeAttrs, Tree, ROOT};
 
 /// An open file.
@@ -226,6 +228,33 @@ impl CkptFs {
         self.attr_of(&tree, ino)
     }
 
+    /// Applies a change to the namespace keys of the packed index, if the
+    /// backing has one. The backing dir has changed already and is the
+    /// record the next mount brings the keys in line with, so a failure
+    /// here is logged, not returned.
+    fn ns(tree: &Tree, change: impl FnOnce(&Db) -> FsResult<()>) {
+        if let Some(db) = tree.ns_db() {
+            if let Err(e) = change(&db) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+
+    /// Records every name of `ino` again (its entry changed).
+    fn ns_put_names(tree: &Tree, ino: u64) {
+        let Ok(node) = tree.get(ino) else { return };
+        let names: Vec<(u64, std::ffi::OsString)> =
+            std::iter::once((node.parent, node.name.clone()))
+                .chain(node.links.iter().cloned())
+                .collect();
+        Self::ns(tree, |db| {
+            for (parent, name) in &names {
+                ns_index::put(tree, db, ino, *parent, name)?;
+            }
+            Ok(())
+        });
+    }
+
     fn touch_dir(tree: &mut Tree, ino: u64) {
         if let Ok(n) = tree.get_mut(ino) {
             let now = now_ns();
@@ -276,6 +305,7 @@ impl CkptFs {
             ctime_ns: now,
         };
         let ino = tree.insert(parent, name, Kind::Dir(Default::default()), attrs);
+        Self::ns(&tree, |db| ns_index::put(&tree, db, ino, parent, name));
         Self::touch_dir(&mut tree, parent);
         self.attr_of(&tree, ino)
     }
@@ -338,6 +368,7 @@ impl CkptFs {
             Kind::File(Arc::new(Mutex::new(file))),
             node_attrs,
         );
+        Self::ns(&tree, |db| ns_index::put(&tree, db, ino, parent, name));
         Self::touch_dir(&mut tree, parent);
         self.attr_of(&tree, ino)
     }
@@ -365,6 +396,7 @@ impl CkptFs {
             ctime_ns: now,
         };
         let ino = tree.insert(parent, name, Kind::Symlink(target.to_path_buf()), attrs);
+        Self::ns(&tree, |db| ns_index::put(&tree, db, ino, parent, name));
         Self::touch_dir(&mut tree, parent);
         self.attr_of(&tree, ino)
     }
@@ -415,6 +447,7 @@ impl CkptFs {
             ctime_ns: now,
         };
         let ino = tree.insert(parent, name, Kind::Special(rdev), attrs);
+        Self::ns(&tree, |db| ns_index::put(&tree, db, ino, parent, name));
         Self::touch_dir(&mut tree, parent);
         self.attr_of(&tree, ino)
     }
@@ -467,8 +500,10 @@ impl CkptFs {
             return Err(FsError::new(libc::EISDIR, "is a directory"));
         }
         let path = tree.child_path(parent, name)?;
+        let ns_path = ns_index::name_path(&tree, parent, name)?;
         self.remove_name(&mut tree, ino, parent, name, &path)?;
         tree.unlink(parent, name);
+        Self::ns(&tree, |db| ns_index::remove(db, &ns_path));
         Self::touch_dir(&mut tree, parent);
         Ok(())
     }
@@ -550,6 +585,9 @@ impl CkptFs {
             sync_dir(p).ctx("fsync directory")?;
         }
         tree.add_name(ino, newparent, newname);
+        Self::ns(&tree, |db| {
+            ns_index::put(&tree, db, ino, newparent, newname)
+        });
         Self::touch_dir(&mut tree, newparent);
         self.attr_of(&tree, ino)
     }
@@ -566,9 +604,11 @@ impl CkptFs {
         }
         let path = tree.path(ino)?;
         fs::remove_dir_all(&path).ctx("rmdir")?;
+        let ns_path = ns_index::name_path(&tree, parent, name)?;
         tree.unlink(parent, name);
         tree.nodes.remove(&ino);
         tree.forget_dir(ino);
+        Self::ns(&tree, |db| ns_index::remove(db, &ns_path));
         Self::touch_dir(&mut tree, parent);
         Ok(())
     }
@@ -614,6 +654,8 @@ impl CkptFs {
         let dst = tree.children(newparent)?.get(newname).copied();
         let src_path = tree.child_path(parent, name)?;
         let dst_path = tree.child_path(newparent, newname)?;
+        let ns_from = ns_index::name_path(&tree, parent, name)?;
+        let ns_to = ns_index::name_path(&tree, newparent, newname)?;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         if flags & libc::RENAME_NOREPLACE != 0 && dst.is_some() {
             return Err(FsError::new(libc::EEXIST, "target exists"));
@@ -682,6 +724,17 @@ impl CkptFs {
         }
         Self::touch_dir(&mut tree, parent);
         Self::touch_dir(&mut tree, newparent);
+        // A version holds the tree as renames publish it.
+        Self::ns(&tree, |db| {
+            if exchange {
+                ns_index::exchange(db, &ns_from, &ns_to)?;
+            } else {
+                ns_index::rename(db, &ns_from, &ns_to)?;
+            }
+            db.commit()
+                .map(drop)
+                .map_err(|e| FsError::new(libc::EIO, format!("packed index commit: {e}")))
+        });
         // Checkpoint tools publish by rename: make it durable.
         if let Some(p) = dst_path.parent() {
             sync_dir(p).ctx("fsync directory")?;
@@ -753,6 +806,7 @@ impl CkptFs {
                         node.attrs.mtime_ns = m;
                     }
                     node.attrs.ctime_ns = now;
+                    Self::ns_put_names(&tree, ino);
                     None
                 }
             }
@@ -1090,6 +1144,11 @@ impl CkptFs {
         };
         for f in files {
             f.lock().make_name_durable()?;
+        }
+        let db = self.tree.read().ns_db();
+        if let Some(db) = db {
+            db.commit()
+                .map_err(|e| FsError::new(libc::EIO, format!("packed index commit: {e}")))?;
         }
         sync_dir(&path).ctx("fsync directory")
     }

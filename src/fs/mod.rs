@@ -8,4 +8,5 @@ pub mod file;
 pub mod fuse;
 pub mod io_mode;
 pub mod names;
+pub mod ns_index;
 pub mod tree;

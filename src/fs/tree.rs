@@ -43,7 +43,7 @@ pub enum Kind {
 }
 
 /// Attributes of directories and symlinks (files keep theirs in FileNode).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NodeAttrs {
     pub mode: u32,
     pub uid: u32,
@@ -202,12 +202,25 @@ impl Tree {
             },
         );
         let mut rec = Recovery::default();
+        if let Some(db) = tree.db.clone().filter(|db| db.is_read_only()) {
+            if super::ns_index::load_version(&mut tree, &db)? {
+                return Ok((tree, rec));
+            }
+        }
         let mut scan = Scan::default();
         tree.load_dir(backing, ROOT, &mut rec, &mut scan)?;
         tree.attach_links(scan.links, &scan.by_id, &mut rec);
         let live = scan.live;
-        if let Some(db) = tree.db.as_ref().filter(|db| !db.is_read_only()) {
-            rec.removed += recover_packed(db, &live)?;
+        if let Some(db) = tree.ns_db() {
+            rec.removed += recover_packed(&db, &live)?;
+            if super::ns_index::reconcile(&tree, &db)? {
+                db.commit().map_err(|e| {
+                    FsError::new(
+                        libc::EIO,
+                        format!("packed index: commit of the namespace: {e}"),
+                    )
+                })?;
+            }
         }
         Ok((tree, rec))
     }
@@ -215,6 +228,12 @@ impl Tree {
     /// Whether the tree may change nothing on disk (an old version).
     pub fn read_only(&self) -> bool {
         self.db.as_ref().is_some_and(|db| db.is_read_only())
+    }
+
+    /// The packed index whose namespace keys follow this tree (any
+    /// writable one: see `ns_index`).
+    pub fn ns_db(&self) -> Option<Arc<Db>> {
+        self.db.clone().filter(|db| !db.is_read_only())
     }
 
     /// The database new files go into, if packed.

@@ -1,0 +1,264 @@
+//! The namespace in the packed index: every name of the tree is a key
+//! `.ns/<path>` whose value says what the name is (a directory, a file by
+//! its id, a symlink, a special node), so each committed version holds the
+//! tree as it was. `ckptfs mount --version N` builds its tree from these
+//! keys: files renamed since show under their old names, deleted files are
+//! there, hard links share one file.
+//!
+//! The backing dir stays the record of the live tree. The keys follow it
+//! op by op (pending until the database's next commit, which a file's
+//! commit, a rename, an fsync of a directory or the unmount makes) and are
+//! brought in line with it at every mount, which also covers a crash
+//! between an op and the next commit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{FsError, FsResult};
+use crate::layout::manifest::{parse_node, NodeDoc, ZARR_JSON};
+use crate::ocdbt::{Db, OcdbtError};
+use crate::store::durable::DurableStore;
+
+use super::file::FileNode;
+use super::tree::{Kind, NodeAttrs, Tree, ROOT};
+
+/// Where the names live in the database (no file id starts with a dot).
+pub const PREFIX: &[u8] = b".ns/";
+
+/// What one name is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Entry {
+    Dir {
+        attrs: NodeAttrs,
+    },
+    /// A file's attributes and data are its manifest's (`<id>/zarr.json`).
+    File {
+        id: String,
+    },
+    Symlink {
+        target: Vec<u8>,
+        attrs: NodeAttrs,
+    },
+    Special {
+        rdev: u64,
+        attrs: NodeAttrs,
+    },
+}
+
+fn fail(e: OcdbtError) -> FsError {
+    FsError::new(libc::EIO, format!("namespace in the packed index: {e}"))
+}
+
+/// The key of a mount-relative path.
+fn key(path: &[u8]) -> Vec<u8> {
+    [PREFIX, path].concat()
+}
+
+/// The mount-relative path of a node's first name (raw bytes, `/`-joined).
+fn rel_path(tree: &Tree, ino: u64) -> FsResult<Vec<u8>> {
+    let mut parts = Vec::new();
+    let mut cur = ino;
+    while cur != ROOT {
+        let node = tree.get(cur)?;
+        parts.push(node.name.as_bytes().to_vec());
+        cur = node.parent;
+    }
+    parts.reverse();
+    Ok(parts.join(&b'/'))
+}
+
+/// The path of the name `name` in directory `parent`.
+pub fn name_path(tree: &Tree, parent: u64, name: &OsStr) -> FsResult<Vec<u8>> {
+    let mut p = rel_path(tree, parent)?;
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name.as_bytes());
+    Ok(p)
+}
+
+fn entry_of(tree: &Tree, ino: u64) -> FsResult<Entry> {
+    let node = tree.get(ino)?;
+    Ok(match &node.kind {
+        Kind::Dir(_) => Entry::Dir { attrs: node.attrs },
+        Kind::File(f) => Entry::File {
+            id: f.lock().manifest().id.clone(),
+        },
+        Kind::Symlink(t) => Entry::Symlink {
+            target: t.as_os_str().as_bytes().to_vec(),
+            attrs: node.attrs,
+        },
+        Kind::Special(rdev) => Entry::Special {
+            rdev: *rdev,
+            attrs: node.attrs,
+        },
+    })
+}
+
+fn encode(e: &Entry) -> FsResult<Vec<u8>> {
+    serde_json::to_vec(e).map_err(|e| FsError::new(libc::EIO, format!("namespace entry: {e}")))
+}
+
+/// Records the name `(parent, name)` of `ino` (made, linked, or changed).
+pub fn put(tree: &Tree, db: &Db, ino: u64, parent: u64, name: &OsStr) -> FsResult<()> {
+    let value = encode(&entry_of(tree, ino)?)?;
+    db.put(&key(&name_path(tree, parent, name)?), &value)
+        .map_err(fail)
+}
+
+/// Forgets a name and everything below it.
+pub fn remove(db: &Db, path: &[u8]) -> FsResult<()> {
+    db.delete(&key(path)).map_err(fail)?;
+    db.delete_prefix(&key(&[path, b"/"].concat()))
+        .map_err(fail)?;
+    Ok(())
+}
+
+/// Moves a name and everything below it, replacing what `to` held.
+pub fn rename(db: &Db, from: &[u8], to: &[u8]) -> FsResult<()> {
+    remove(db, to)?;
+    if let Some(v) = db.get(&key(from)).map_err(fail)? {
+        db.put(&key(to), &v).map_err(fail)?;
+        db.delete(&key(from)).map_err(fail)?;
+    }
+    db.rename_prefix(&key(&[from, b"/"].concat()), &key(&[to, b"/"].concat()))
+        .map_err(fail)?;
+    Ok(())
+}
+
+/// Swaps two names and what is below them.
+pub fn exchange(db: &Db, a: &[u8], b: &[u8]) -> FsResult<()> {
+    // No name holds a NUL byte: a scratch path no entry can have.
+    let scratch = b"\0exchange".as_slice();
+    rename(db, a, scratch)?;
+    rename(db, b, a)?;
+    rename(db, scratch, b)
+}
+
+/// Every name of the live tree with its entry.
+fn full(tree: &Tree) -> FsResult<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(ROOT, Vec::new())];
+    while let Some((dir, path)) = stack.pop() {
+        for (name, &ino) in tree.children(dir)? {
+            let mut p = path.clone();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name.as_bytes());
+            if matches!(tree.get(ino)?.kind, Kind::Dir(_)) {
+                stack.push((ino, p.clone()));
+            }
+            out.insert(key(&p), encode(&entry_of(tree, ino)?)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Brings the keys in line with the live tree; returns whether anything
+/// changed (the caller commits).
+pub fn reconcile(tree: &Tree, db: &Db) -> FsResult<bool> {
+    let want = full(tree)?;
+    let mut changed = false;
+    for (k, _) in db.list_prefix(PREFIX) {
+        if !want.contains_key(&k) {
+            db.delete(&k).map_err(fail)?;
+            changed = true;
+        }
+    }
+    for (k, v) in &want {
+        if db.get(k).map_err(fail)?.as_deref() != Some(v.as_slice()) {
+            db.put(k, v).map_err(fail)?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+/// Builds the tree of a version from its keys. Returns `false` when the
+/// version has none (written before the namespace was kept in the index):
+/// the caller then shows the backing dir's tree with that version's data.
+pub fn load_version(tree: &mut Tree, db: &Arc<Db>) -> FsResult<bool> {
+    let names = db.list_prefix(PREFIX);
+    if names.is_empty() {
+        return Ok(false);
+    }
+    let mut dirs: HashMap<Vec<u8>, u64> = HashMap::from([(Vec::new(), ROOT)]);
+    let mut files: HashMap<String, u64> = HashMap::new();
+    for (k, _) in names {
+        let path = &k[PREFIX.len()..];
+        let Some(value) = db.get(&k).map_err(fail)? else {
+            continue;
+        };
+        let Ok(entry) = serde_json::from_slice::<Entry>(&value) else {
+            tracing::warn!(
+                "{}: unreadable namespace entry",
+                String::from_utf8_lossy(path)
+            );
+            continue;
+        };
+        let (parent_path, name) = match path.iter().rposition(|b| *b == b'/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (&path[..0], path),
+        };
+        // Keys sort a directory before what is below it.
+        let Some(&parent) = dirs.get(parent_path) else {
+            continue;
+        };
+        let name = OsStr::from_bytes(name);
+        match entry {
+            Entry::Dir { attrs } => {
+                let ino = tree.insert(parent, name, Kind::Dir(BTreeMap::new()), attrs);
+                dirs.insert(path.to_vec(), ino);
+            }
+            Entry::File { id } => {
+                if let Some(&ino) = files.get(&id) {
+                    tree.add_name(ino, parent, name);
+                    continue;
+                }
+                let doc = db
+                    .get(format!("{id}/{ZARR_JSON}").as_bytes())
+                    .map_err(fail)?;
+                let Some(NodeDoc::File(m)) = doc.as_deref().map(parse_node) else {
+                    // Created, never committed in this version.
+                    continue;
+                };
+                // Read-only: the store's directory is only an anchor (a
+                // deleted file has none); its keys are the database's.
+                let store = DurableStore::open_packed(&tree.backing, db.clone(), &id)
+                    .map_err(|e| FsError::io(&e, format!("open {} in the packed index", id)))?;
+                let attrs = NodeAttrs {
+                    mode: m.mode,
+                    uid: m.uid,
+                    gid: m.gid,
+                    atime_ns: m.atime_ns,
+                    mtime_ns: m.mtime_ns,
+                    ctime_ns: m.ctime_ns,
+                };
+                let file = FileNode::load(
+                    Arc::new(store),
+                    tree.peek_ino(),
+                    &name.to_string_lossy(),
+                    *m,
+                );
+                let ino = tree.insert(parent, name, Kind::File(Arc::new(Mutex::new(file))), attrs);
+                files.insert(id, ino);
+            }
+            Entry::Symlink { target, attrs } => {
+                let target = PathBuf::from(OsString::from_vec(target));
+                tree.insert(parent, name, Kind::Symlink(target), attrs);
+            }
+            Entry::Special { rdev, attrs } => {
+                tree.insert(parent, name, Kind::Special(rdev), attrs);
+            }
+        }
+    }
+    Ok(true)
+}
