@@ -1,5 +1,7 @@
 //! Backing stores behind zarrs' storage traits.
 
+pub mod chunks;
+pub mod dir_chunks;
 pub mod direct_read;
 pub mod durable;
 pub mod group_sync;

@@ -2,6 +2,7 @@
 //! key prefix, so zarrs arrays are written into (and read from) the packed
 //! index. Writes become durable at `Db::commit`.
 
+use std::io;
 use std::sync::Arc;
 
 use zarrs_storage::byte_range::{ByteRange, ByteRangeIterator, InvalidByteRangeError};
@@ -11,7 +12,10 @@ use zarrs_storage::{
     WritableStorageTraits,
 };
 
+use ocdbt::multi_get::{Buffers, CacheUse};
 use ocdbt::{Db, OcdbtError};
+
+use super::chunks::ChunkStore;
 
 /// A view of `db` under `prefix` (empty, or ending in `/`).
 #[derive(Clone)]
@@ -22,6 +26,13 @@ pub struct PackedStore {
 
 fn err(e: OcdbtError) -> StorageError {
     StorageError::Other(e.to_string())
+}
+
+fn db_err(e: OcdbtError) -> io::Error {
+    match e {
+        OcdbtError::Io { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    }
 }
 
 impl PackedStore {
@@ -180,5 +191,72 @@ impl ListableStorageTraits for PackedStore {
             .iter()
             .map(|(_, s)| s)
             .sum())
+    }
+}
+
+impl ChunkStore for PackedStore {
+    /// Neighbouring values come in one read (see `Db::get_many`).
+    fn read_values(
+        &self,
+        keys: &[&str],
+        _size_hint: Option<usize>,
+        buffers: &dyn Buffers,
+        drop_cache: bool,
+    ) -> Vec<io::Result<Option<Bytes>>> {
+        let full: Vec<Vec<u8>> = keys.iter().map(|k| self.full(k)).collect();
+        let cache = if drop_cache {
+            CacheUse::DropAfterRead
+        } else {
+            CacheUse::Keep
+        };
+        self.db
+            .get_many(&full, buffers, cache)
+            .into_iter()
+            .map(|r| r.map_err(db_err))
+            .collect()
+    }
+
+    /// The database stores the zeros (values are not sparse).
+    fn put_sparse(&self, key: &str, value: &[u8], len: u64) -> io::Result<()> {
+        let key = self.full(key);
+        if len == value.len() as u64 {
+            return self.db.put(&key, value).map_err(db_err);
+        }
+        let mut whole = value.to_vec();
+        whole.resize(usize::try_from(len).map_err(io::Error::other)?, 0);
+        self.db.put(&key, &whole).map_err(db_err)
+    }
+
+    fn erase_value(&self, key: &str) -> io::Result<()> {
+        self.db.delete(&self.full(key)).map(|_| ()).map_err(db_err)
+    }
+
+    /// Values become durable with the database commit in `seal`.
+    fn barrier(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Stores the manifest as `<id>/zarr.json` and commits the database
+    /// (one group commit shared with concurrent callers).
+    fn seal(&self, manifest_json: &[u8]) -> io::Result<()> {
+        self.db
+            .put(&self.full("zarr.json"), manifest_json)
+            .map_err(db_err)?;
+        self.db.commit().map_err(db_err)?;
+        Ok(())
+    }
+
+    fn erase_generation(&self, gen: u64) {
+        let _ = self.db.delete_prefix(&self.full(&format!("g{gen}/")));
+    }
+
+    /// Durable with the database's next commit; recovery removes the keys
+    /// after a crash.
+    fn erase_file(&self) {
+        let _ = self.db.delete_prefix(self.prefix.as_bytes());
+    }
+
+    fn shared_prefix(&self) -> Option<&str> {
+        Some(&self.prefix)
     }
 }
