@@ -724,16 +724,14 @@ impl CkptFs {
         }
         Self::touch_dir(&mut tree, parent);
         Self::touch_dir(&mut tree, newparent);
-        // A version holds the tree as renames publish it.
+        // In the index with its next commit (a file's, an fsync of a
+        // directory, the unmount): not one database commit per rename.
         Self::ns(&tree, |db| {
             if exchange {
-                ns_index::exchange(db, &ns_from, &ns_to)?;
+                ns_index::exchange(db, &ns_from, &ns_to)
             } else {
-                ns_index::rename(db, &ns_from, &ns_to)?;
+                ns_index::rename(db, &ns_from, &ns_to)
             }
-            db.commit()
-                .map(drop)
-                .map_err(|e| FsError::new(libc::EIO, format!("packed index commit: {e}")))
         });
         // Checkpoint tools publish by rename: make it durable.
         if let Some(p) = dst_path.parent() {

@@ -7,7 +7,7 @@
 //!
 //! The backing dir stays the record of the live tree. The keys follow it
 //! op by op (pending until the database's next commit, which a file's
-//! commit, a rename, an fsync of a directory or the unmount makes) and are
+//! commit, an fsync of a directory or the unmount makes) and are
 //! brought in line with it at every mount, which also covers a crash
 //! between an op and the next commit.
 
