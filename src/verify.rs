@@ -19,7 +19,9 @@ use zarrs::array::{ArrayBytes, CodecOptions};
 
 use crate::fs::names::{is_packed_root_entry, RESERVED};
 use crate::layout::array::{parse_codec, retrieve_chunk, ByteArraySpec};
-use crate::layout::manifest::{read_node, FileManifest, NodeDoc, SegmentMeta, ZARR_JSON};
+use crate::layout::manifest::{
+    read_node, FileManifest, LayoutKind, NodeDoc, SegmentMeta, ZARR_JSON,
+};
 use crate::layout::tensor::TensorLayout;
 use crate::ocdbt::db::MANIFEST_FILE;
 use crate::ocdbt::Db;
@@ -233,7 +235,7 @@ fn superseded(dir: &Path, m: &FileManifest) -> Result<u64> {
 }
 
 fn check_file(dir: &Path, m: &FileManifest, db: Option<&Arc<Db>>, t: &mut Tally) -> Result<()> {
-    if m.generation == 0 || m.layout.kind == "empty" {
+    if m.generation == 0 || m.layout.kind == LayoutKind::Empty {
         if m.size != 0 {
             t.problem(format!(
                 "{}: size {} but no generation",
@@ -271,12 +273,16 @@ fn check_file(dir: &Path, m: &FileManifest, db: Option<&Arc<Db>>, t: &mut Tally)
         }
         .with_context(|| format!("open {}", dir.display()))?,
     );
-    match m.layout.kind.as_str() {
-        "plain" => check_plain(dir, &store, m, t),
-        "bytes" => check_bytes(dir, &store, m, m.size, t),
-        "segments" => check_segments(dir, &store, m, t),
-        other => {
-            t.problem(format!("{}: unknown layout kind {other:?}", dir.display()));
+    match &m.layout.kind {
+        LayoutKind::Plain => check_plain(dir, &store, m, t),
+        LayoutKind::Bytes => check_bytes(dir, &store, m, m.size, t),
+        LayoutKind::Segments => check_segments(dir, &store, m, t),
+        other @ (LayoutKind::Empty | LayoutKind::Unknown(_)) => {
+            t.problem(format!(
+                "{}: unknown layout kind {:?}",
+                dir.display(),
+                other.as_str()
+            ));
             Ok(())
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::error::{FsError, FsResult, IoContext};
 use crate::format::{Format, Next, Planner};
 use crate::layout::array::{parse_codec, ByteArraySpec};
-use crate::layout::manifest::{FileLayout, FileManifest};
+use crate::layout::manifest::{FileLayout, FileManifest, LayoutKind};
 use crate::pipeline::chunked::ChunkedData;
 use crate::pipeline::format_data::FormatData;
 use crate::pipeline::format_read::SegmentReader;
@@ -110,7 +110,7 @@ impl FileNode {
             mtime_ns: attrs.mtime_ns,
             ctime_ns: attrs.ctime_ns,
             layout: FileLayout {
-                kind: "empty".into(),
+                kind: LayoutKind::Empty,
                 chunk_bytes: 0,
                 codec: "none".into(),
             },
@@ -200,14 +200,14 @@ impl FileNode {
 
     fn committed_data(&self) -> FsResult<Data> {
         let m = &self.manifest;
-        match m.layout.kind.as_str() {
-            "plain" => Ok(Data::Plain(PlainData::open(
+        match &m.layout.kind {
+            LayoutKind::Plain => Ok(Data::Plain(PlainData::open(
                 &self.store,
                 m.generation,
                 m.size,
                 m.chunks.first().copied().flatten(),
             )?)),
-            "bytes" => {
+            LayoutKind::Bytes => {
                 let spec = ByteArraySpec {
                     chunk_bytes: m.layout.chunk_bytes,
                     codec: parse_codec(&m.layout.codec)?,
@@ -221,10 +221,10 @@ impl FileNode {
                     m.chunks.clone(),
                 )?))
             }
-            "segments" => Ok(Data::Format(FormatData::Sealed(Arc::new(
+            LayoutKind::Segments => Ok(Data::Format(FormatData::Sealed(Arc::new(
                 SegmentReader::open(&self.store, self.file_id, m)?,
             )))),
-            other => Err(FsError::new(
+            other @ (LayoutKind::Empty | LayoutKind::Unknown(_)) => Err(FsError::new(
                 libc::EIO,
                 format!("unknown layout `{other}` in manifest"),
             )),
@@ -401,10 +401,10 @@ impl FileNode {
         &mut self,
         pipe: &Pipeline,
     ) -> FsResult<Option<(PlainState, Arc<fs::File>)>> {
-        if !pipe.plain_layout() && self.manifest.layout.kind != "plain" {
+        if !pipe.plain_layout() && self.manifest.layout.kind != LayoutKind::Plain {
             return Ok(None);
         }
-        if self.manifest.generation != 0 && self.manifest.layout.kind != "plain" {
+        if self.manifest.generation != 0 && self.manifest.layout.kind != LayoutKind::Plain {
             return Ok(None);
         }
         match self.data(pipe)? {
@@ -527,12 +527,12 @@ impl FileNode {
         if let Some(r) = &self.sealed {
             return Ok(Some((r.clone(), size)));
         }
-        let reader: Arc<dyn SealedRead> = match self.manifest.layout.kind.as_str() {
-            "segments" => match self.data(pipe)? {
+        let reader: Arc<dyn SealedRead> = match self.manifest.layout.kind {
+            LayoutKind::Segments => match self.data(pipe)? {
                 Data::Format(FormatData::Sealed(r)) => r.clone(),
                 _ => return Ok(None),
             },
-            "bytes" => Arc::new(ByteReader::open(&self.store, self.file_id, &self.manifest)?),
+            LayoutKind::Bytes => Arc::new(ByteReader::open(&self.store, self.file_id, &self.manifest)?),
             _ => return Ok(None),
         };
         self.sealed = Some(reader.clone());
@@ -605,7 +605,7 @@ impl FileNode {
                     }
                     next.generation = flushed.gen;
                     next.layout = FileLayout {
-                        kind: "segments".into(),
+                        kind: LayoutKind::Segments,
                         chunk_bytes: flushed.raw.chunk_bytes,
                         codec: flushed.raw.codec.to_string(),
                     };
@@ -632,7 +632,7 @@ impl FileNode {
                     next.segments = Vec::new();
                     next.format = None;
                     next.layout = FileLayout {
-                        kind: "plain".into(),
+                        kind: LayoutKind::Plain,
                         chunk_bytes: size.max(1),
                         codec: "none".into(),
                     };
@@ -650,7 +650,7 @@ impl FileNode {
                     next.segments = Vec::new();
                     next.format = None;
                     next.layout = FileLayout {
-                        kind: "bytes".into(),
+                        kind: LayoutKind::Bytes,
                         chunk_bytes: c.spec.chunk_bytes,
                         codec: c.spec.codec.to_string(),
                     };
