@@ -47,7 +47,9 @@ pub struct FileNode {
     pub store: Arc<DurableStore>,
     /// The file's name when last saved, recorded in array attributes.
     pub name: String,
-    file_id: u64,
+    /// The inode number in the mounted tree (not the manifest's stable
+    /// `id`): the first part of this file's chunk cache keys.
+    ino: u64,
     manifest: FileManifest,
     pub attrs: FileAttrs,
     pub size: u64,
@@ -88,7 +90,7 @@ impl FileNode {
     /// A new empty file in the (already created) directory of `store`.
     pub fn create(
         store: Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         name: &str,
         attrs: FileAttrs,
     ) -> FsResult<Self> {
@@ -125,7 +127,7 @@ impl FileNode {
         Ok(FileNode {
             store,
             name: name.to_string(),
-            file_id,
+            ino,
             manifest,
             attrs,
             size: 0,
@@ -143,12 +145,7 @@ impl FileNode {
     }
 
     /// A committed file found in the backing store.
-    pub fn load(
-        store: Arc<DurableStore>,
-        file_id: u64,
-        name: &str,
-        manifest: FileManifest,
-    ) -> Self {
+    pub fn load(store: Arc<DurableStore>, ino: u64, name: &str, manifest: FileManifest) -> Self {
         let attrs = FileAttrs {
             mode: manifest.mode,
             uid: manifest.uid,
@@ -160,7 +157,7 @@ impl FileNode {
         FileNode {
             store,
             name: name.to_string(),
-            file_id,
+            ino,
             size: manifest.size,
             max_gen: manifest.generation,
             manifest,
@@ -214,7 +211,7 @@ impl FileNode {
                 };
                 Ok(Data::Chunked(ChunkedData::open(
                     &self.store,
-                    self.file_id,
+                    self.ino,
                     spec,
                     m.generation,
                     m.size,
@@ -222,7 +219,7 @@ impl FileNode {
                 )?))
             }
             LayoutKind::Segments => Ok(Data::Format(FormatData::Sealed(Arc::new(
-                SegmentReader::open(&self.store, self.file_id, m)?,
+                SegmentReader::open(&self.store, self.ino, m)?,
             )))),
             other @ (LayoutKind::Empty | LayoutKind::Unknown(_)) => Err(FsError::new(
                 libc::EIO,
@@ -268,7 +265,7 @@ impl FileNode {
                 Data::Format(FormatData::Writing(Box::new(w)))
             }
             _ => {
-                let mut c = ChunkedData::create(&self.store, self.file_id, pipe.byte_spec(), gen)?;
+                let mut c = ChunkedData::create(&self.store, self.ino, pipe.byte_spec(), gen)?;
                 c.append(pipe, &buf)?;
                 Data::Chunked(c)
             }
@@ -303,7 +300,7 @@ impl FileNode {
             max_gen += 1;
             max_gen
         };
-        let file_id = self.file_id;
+        let ino = self.ino;
         if let Data::Sniff { buf, .. } = self.data(pipe)? {
             if buf.len() as u64 == offset {
                 buf.extend_from_slice(data);
@@ -326,7 +323,7 @@ impl FileNode {
                 if let Some(e) = f.take_error() {
                     return Err(e);
                 }
-                f.write(pipe, &store, file_id, offset, data, size, &mut next)?
+                f.write(pipe, &store, ino, offset, data, size, &mut next)?
             }
             Data::Sniff { .. } => return Err(FsError::new(libc::EIO, "unresolved file data")),
         }
@@ -361,7 +358,7 @@ impl FileNode {
                 max_gen += 1;
                 max_gen
             };
-            let file_id = self.file_id;
+            let ino = self.ino;
             if let Data::Sniff { buf, .. } = self.data(pipe)? {
                 if new_size < buf.len() as u64 {
                     self.resolve(pipe, true)?;
@@ -370,7 +367,7 @@ impl FileNode {
             match self.data(pipe)? {
                 Data::Plain(p) => p.truncate(&store, new_size, size, &mut next)?,
                 Data::Chunked(c) => c.truncate(pipe, &store, new_size, size, &mut next)?,
-                Data::Format(f) => f.truncate(pipe, &store, file_id, new_size, size, &mut next)?,
+                Data::Format(f) => f.truncate(pipe, &store, ino, new_size, size, &mut next)?,
                 Data::Sniff { .. } => {}
             }
             self.max_gen = self.max_gen.max(max_gen);
@@ -532,7 +529,7 @@ impl FileNode {
                 Data::Format(FormatData::Sealed(r)) => r.clone(),
                 _ => return Ok(None),
             },
-            LayoutKind::Bytes => Arc::new(ByteReader::open(&self.store, self.file_id, &self.manifest)?),
+            LayoutKind::Bytes => Arc::new(ByteReader::open(&self.store, self.ino, &self.manifest)?),
             _ => return Ok(None),
         };
         self.sealed = Some(reader.clone());
@@ -548,7 +545,7 @@ impl FileNode {
         let mut out = vec![0u8; len];
         let size = self.size;
         let store = self.store.clone();
-        let file_id = self.file_id;
+        let ino = self.ino;
         let mut max_gen = self.max_gen;
         let next = || {
             max_gen += 1;
@@ -561,7 +558,7 @@ impl FileNode {
                 out[n..].fill(0);
             }
             Data::Chunked(c) => c.read(pipe, offset, &mut out, size)?,
-            Data::Format(f) => f.read(pipe, &store, file_id, offset, &mut out, size, next)?,
+            Data::Format(f) => f.read(pipe, &store, ino, offset, &mut out, size, next)?,
             Data::Sniff { buf, .. } => {
                 let have = buf.len().saturating_sub(offset as usize).min(out.len());
                 if have > 0 {
@@ -680,7 +677,7 @@ impl FileNode {
         if self.dirty {
             match self.data.as_mut() {
                 Some(Data::Chunked(c)) => c.committed(&self.store, next.size, next.chunks.clone()),
-                Some(Data::Format(f)) => f.committed(&self.store, self.file_id, &next)?,
+                Some(Data::Format(f)) => f.committed(&self.store, self.ino, &next)?,
                 _ => {}
             }
         }

@@ -17,7 +17,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{FsError, FsResult};
 
-/// (file id, generation, chunk index).
+/// (inode, generation or reader epoch, chunk index or tensor chunk key).
 pub type ChunkKey = (u64, u64, u64);
 
 const SHARDS: usize = 16;

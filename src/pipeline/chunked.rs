@@ -53,8 +53,8 @@ enum Mode {
 }
 
 pub struct ChunkedData {
-    /// File identity used in cache keys.
-    file_id: u64,
+    /// The file's inode number: the first part of its cache keys.
+    ino: u64,
     store: Arc<DurableStore>,
     pub spec: ByteArraySpec,
     pub gen: u64,
@@ -98,13 +98,13 @@ impl ChunkedData {
     /// A new, empty generation.
     pub fn create(
         store: &Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         spec: ByteArraySpec,
         gen: u64,
     ) -> FsResult<Self> {
         let array = Arc::new(spec.handle(store, &format!("/g{gen}"))?);
         Ok(ChunkedData {
-            file_id,
+            ino,
             store: store.clone(),
             spec,
             gen,
@@ -119,7 +119,7 @@ impl ChunkedData {
     /// The committed generation of a file.
     pub fn open(
         store: &Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         spec: ByteArraySpec,
         gen: u64,
         size: u64,
@@ -127,7 +127,7 @@ impl ChunkedData {
     ) -> FsResult<Self> {
         let array = Arc::new(spec.handle(store, &format!("/g{gen}"))?);
         Ok(ChunkedData {
-            file_id,
+            ino,
             store: store.clone(),
             spec,
             gen,
@@ -158,7 +158,7 @@ impl ChunkedData {
 
     /// Reads and checks one stored chunk through the cache.
     fn load_chunk(&self, pipe: &Pipeline, index: u64) -> FsResult<bytes::Bytes> {
-        let key = (self.file_id, self.gen, index);
+        let key = (self.ino, self.gen, index);
         let array = self.array.clone();
         let expect = self.expected_crc(index);
         pipe.cache.get_or_load(key, move || {
@@ -205,7 +205,7 @@ impl ChunkedData {
                     let existing = retrieve_chunk(&self.array, index)?;
                     buf.extend_from_slice(&existing[..keep.min(existing.len())]);
                     buf.resize(keep, 0);
-                    pipe.cache.remove(&(self.file_id, self.gen, index));
+                    pipe.cache.remove(&(self.ino, self.gen, index));
                 }
                 s.buf = Some(ChunkBuf {
                     index,

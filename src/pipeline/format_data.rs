@@ -61,7 +61,7 @@ impl FormatData {
         &mut self,
         pipe: &Arc<Pipeline>,
         store: &Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         size: u64,
         gen: u64,
     ) -> FsResult<()> {
@@ -79,7 +79,7 @@ impl FormatData {
                 let spec = w.raw_spec();
                 let r = SegmentReader::from_parts(
                     store,
-                    file_id,
+                    ino,
                     w.gen,
                     spec,
                     raw_crcs,
@@ -117,7 +117,7 @@ impl FormatData {
         &mut self,
         pipe: &Arc<Pipeline>,
         store: &Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         offset: u64,
         data: &[u8],
         size: u64,
@@ -129,7 +129,7 @@ impl FormatData {
             }
         }
         if !matches!(self, FormatData::Staged { .. }) {
-            self.stage(pipe, store, file_id, size, new_gen())?;
+            self.stage(pipe, store, ino, size, new_gen())?;
         }
         match self {
             FormatData::Staged { file, .. } => {
@@ -144,7 +144,7 @@ impl FormatData {
         &mut self,
         pipe: &Arc<Pipeline>,
         store: &Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         new_size: u64,
         size: u64,
         new_gen: impl FnOnce() -> u64,
@@ -155,7 +155,7 @@ impl FormatData {
             }
         }
         if !matches!(self, FormatData::Staged { .. }) {
-            self.stage(pipe, store, file_id, size, new_gen())?;
+            self.stage(pipe, store, ino, size, new_gen())?;
         }
         match self {
             FormatData::Staged { file, .. } => file.set_len(new_size).ctx("truncate staging file"),
@@ -168,14 +168,14 @@ impl FormatData {
         &mut self,
         pipe: &Arc<Pipeline>,
         store: &Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         offset: u64,
         out: &mut [u8],
         size: u64,
         new_gen: impl FnOnce() -> u64,
     ) -> FsResult<()> {
         if matches!(self, FormatData::Writing(_)) {
-            self.stage(pipe, store, file_id, size, new_gen())?;
+            self.stage(pipe, store, ino, size, new_gen())?;
         }
         match self {
             FormatData::Sealed(r) => r.read(pipe, offset, out),
@@ -229,14 +229,14 @@ impl FormatData {
     pub fn committed(
         &mut self,
         store: &Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         m: &FileManifest,
     ) -> FsResult<()> {
         let staging = match self {
             FormatData::Staged { key, .. } => Some(key.clone()),
             _ => None,
         };
-        *self = FormatData::Sealed(Arc::new(SegmentReader::open(store, file_id, m)?));
+        *self = FormatData::Sealed(Arc::new(SegmentReader::open(store, ino, m)?));
         if let Some(key) = staging {
             let _ = fs::remove_file(store.key_path(&key));
         }
