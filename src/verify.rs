@@ -32,17 +32,22 @@ use crate::store::durable::{is_temp, DurableStore};
 /// What a check found.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Report {
+    /// Files checked (one per file, however many names it has).
     pub files: u64,
+    /// Directories walked.
     pub dirs: u64,
     /// Further names of files (hard links' records).
     pub links: u64,
+    /// Chunks read back and compared with their recorded CRC-32C.
     pub chunks: u64,
+    /// Decoded bytes those chunks held.
     pub bytes: u64,
     /// Temp entries and superseded generations a mount would clean up.
     pub leftovers: u64,
     /// For a packed (OCDBT) database: kept versions, tree nodes and keys.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packed: Option<[u64; 3]>,
+    /// What is wrong, one line each; empty for a clean store.
     pub problems: Vec<String>,
 }
 

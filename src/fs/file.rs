@@ -35,15 +35,24 @@ enum Data {
 /// POSIX attributes of a file as it is now (committed or not).
 #[derive(Debug, Clone, Copy)]
 pub struct FileAttrs {
+    /// `st_mode`: the `S_IFREG` type bits and the permission bits.
     pub mode: u32,
+    /// Owner's user id.
     pub uid: u32,
+    /// Owner's group id.
     pub gid: u32,
+    /// Last access time, nanoseconds since the Unix epoch.
     pub atime_ns: i64,
+    /// Last data change time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
+    /// Last data or attribute change time, nanoseconds since the Unix epoch.
     pub ctime_ns: i64,
 }
 
+/// A regular file as the mount holds it: the committed manifest, the attributes and size as they
+/// are now, and the data of its newest generation, loaded on first use.
 pub struct FileNode {
+    /// The file's backing directory (or its keys in the packed index).
     pub store: Arc<DurableStore>,
     /// The file's name when last saved, recorded in array attributes.
     pub name: String,
@@ -51,7 +60,9 @@ pub struct FileNode {
     /// `id`): the first part of this file's chunk cache keys.
     ino: u64,
     manifest: FileManifest,
+    /// Attributes as they are now, committed or not.
     pub attrs: FileAttrs,
+    /// Size as it is now, uncommitted writes included.
     pub size: u64,
     data: Option<Data>,
     /// Data changed since the last commit.
@@ -60,6 +71,7 @@ pub struct FileNode {
     meta_dirty: bool,
     /// Highest generation number used, committed or not.
     max_gen: u64,
+    /// Open handles; the last close commits the file and drops its buffers.
     pub open_count: u32,
     /// Bumped by every change, so readers know when cached pages are stale.
     pub version: u64,
@@ -174,10 +186,12 @@ impl FileNode {
         }
     }
 
+    /// The last committed manifest.
     pub fn manifest(&self) -> &FileManifest {
         &self.manifest
     }
 
+    /// Whether data or attributes changed since the last commit.
     pub fn is_dirty(&self) -> bool {
         self.dirty || self.meta_dirty
     }

@@ -100,6 +100,7 @@ impl std::fmt::Display for LayoutKind {
 /// What a committed file is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileManifest {
+    /// Always `file`; what tells a file's group document from a directory's or a link's.
     pub kind: String,
     /// Stable identity of the file, kept across renames.
     pub id: String,
@@ -107,13 +108,21 @@ pub struct FileManifest {
     pub generation: u64,
     /// Incremented by every commit.
     pub commit: u64,
+    /// Length of the file in bytes, as of this commit.
     pub size: u64,
+    /// `st_mode`: the `S_IFREG` type bits and the permission bits.
     pub mode: u32,
+    /// Owner's user id.
     pub uid: u32,
+    /// Owner's group id.
     pub gid: u32,
+    /// Last access time, nanoseconds since the Unix epoch.
     pub atime_ns: i64,
+    /// Last data change time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
+    /// Last data or attribute change time, nanoseconds since the Unix epoch.
     pub ctime_ns: i64,
+    /// How the generation array stores the bytes.
     pub layout: FileLayout,
     /// The generation array, relative to the file's directory.
     pub array: String,

@@ -52,11 +52,16 @@ enum Mode {
     Staged(Staged),
 }
 
+/// A file's generation in the chunked (`bytes`) layout: appends stream into chunks encoded by the
+/// worker pool, any other change goes through a staging file.
 pub struct ChunkedData {
     /// The file's inode number: the first part of its cache keys.
     ino: u64,
     store: Arc<DurableStore>,
+    /// Chunk length and codec of the generation being written or read.
     pub spec: ByteArraySpec,
+    /// The generation this data is in: the committed one until a change
+    /// needs a new one (appends continue it in place).
     pub gen: u64,
     array: Arc<ByteArray>,
     /// Whether `gen` is the committed generation (its array is live).
@@ -340,6 +345,8 @@ impl ChunkedData {
         }
     }
 
+    /// Sets the size: growing (or cutting only zeros past the data) needs no data; cutting data
+    /// stages the file first.
     pub fn truncate(
         &mut self,
         pipe: &Arc<Pipeline>,
@@ -365,6 +372,8 @@ impl ChunkedData {
         }
     }
 
+    /// Fills `out` with the bytes at `offset` of a file of `size` bytes: from the chunk being
+    /// filled, the stored chunks (through the cache), or the staging file; zeros past the data.
     pub fn read(
         &self,
         pipe: &Arc<Pipeline>,
@@ -661,6 +670,7 @@ impl ChunkedData {
         Ok(())
     }
 
+    /// The generation array's path in the file's store (`/g<N>`).
     pub fn gen_path(&self) -> String {
         format!("/g{}", self.gen)
     }

@@ -18,6 +18,7 @@ use super::format_write::FormatWriter;
 use super::sealed::SealedRead;
 use super::Pipeline;
 
+/// A checkpoint file's data in one of its three states (see the module docs).
 pub enum FormatData {
     Writing(Box<FormatWriter>),
     /// Shared so reads can run without the file's lock.
@@ -31,16 +32,22 @@ pub enum FormatData {
 
 /// What a commit records in the manifest.
 pub struct Flushed {
+    /// The generation the segments are stored in.
     pub gen: u64,
+    /// Chunk length and codec of the generation's `raw` array.
     pub raw: ByteArraySpec,
+    /// CRC-32C of each chunk of the `raw` array; `None`: never written.
     pub raw_crcs: Vec<Option<u32>>,
+    /// The file's stretches, in file order.
     pub segments: Vec<SegmentMeta>,
+    /// The checkpoint format recognised, if any.
     pub format: Option<String>,
 }
 
 const COPY_BLOCK: usize = 4 << 20;
 
 impl FormatData {
+    /// The generation being written or staged; `None` when sealed (the manifest names it).
     pub fn gen(&self) -> Option<u64> {
         match self {
             FormatData::Writing(w) => Some(w.gen),
@@ -49,6 +56,7 @@ impl FormatData {
         }
     }
 
+    /// The first error a background chunk store reported, if any; a write then fails with it.
     pub fn take_error(&self) -> Option<FsError> {
         match self {
             FormatData::Writing(w) => w.take_error(),
@@ -112,6 +120,9 @@ impl FormatData {
         Ok(())
     }
 
+    /// Writes at `offset`: a write at the end of a stream being parsed
+    /// continues it; anything else goes to the staging file, made first if
+    /// there is none.
     #[allow(clippy::too_many_arguments)]
     pub fn write(
         &mut self,
@@ -139,6 +150,8 @@ impl FormatData {
         }
     }
 
+    /// Sets the size: growing a stream being parsed needs no data; anything
+    /// else goes to the staging file, made first if there is none.
     #[allow(clippy::too_many_arguments)]
     pub fn truncate(
         &mut self,
@@ -163,6 +176,8 @@ impl FormatData {
         }
     }
 
+    /// Reads at `offset`: a sealed file from its arrays, otherwise from the staging file (a stream
+    /// being parsed is staged first).
     #[allow(clippy::too_many_arguments)]
     pub fn read(
         &mut self,

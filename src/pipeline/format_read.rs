@@ -146,6 +146,8 @@ impl Geometry {
     }
 }
 
+/// A committed (or flushed) checkpoint generation, read back as the file's bytes without the file's
+/// lock.
 pub struct SegmentReader {
     ino: u64,
     epoch: u64,
@@ -160,6 +162,7 @@ pub struct SegmentReader {
 }
 
 impl SegmentReader {
+    /// The reader of the committed generation `m` names.
     pub fn open(store: &Arc<DurableStore>, ino: u64, m: &FileManifest) -> FsResult<Self> {
         let spec = ByteArraySpec {
             chunk_bytes: m.layout.chunk_bytes,
@@ -222,6 +225,7 @@ impl SegmentReader {
         })
     }
 
+    /// The file's stretches, in file order.
     pub fn segments(&self) -> &[SegmentMeta] {
         &self.segments
     }

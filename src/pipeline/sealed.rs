@@ -49,6 +49,7 @@ pub struct ByteReader {
 }
 
 impl ByteReader {
+    /// The reader of the committed generation `m` names.
     pub fn open(store: &Arc<DurableStore>, ino: u64, m: &FileManifest) -> FsResult<Self> {
         if m.layout.chunk_bytes == 0 {
             return Err(FsError::new(libc::EIO, "manifest: chunk size 0"));
