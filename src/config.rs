@@ -68,15 +68,20 @@ pub enum Index {
     Packed,
 }
 
+/// The `[layout]` table: how files are stored in the backing dir.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Layout {
+    /// How tensors (and, with `none`, every file) are split into chunks.
     pub chunking: Chunking,
     /// Chunk size for opaque bytes (files of no recognised format). Tensor
     /// rules such as `per_dim_max` have no meaning for a byte stream, so it is
     /// its own key; `target_bytes`/`target_elements` set it when it is absent.
     pub raw_chunk_bytes: u64,
+    /// Compressor of every chunk.
     pub codec: Codec,
+    /// Element type tensors are stored in (a narrower float is lossy).
     pub dtype: StoredDtype,
+    /// Whether chunks are files of their own or values in a packed database.
     pub index: Index,
 }
 
@@ -92,6 +97,7 @@ pub enum ReadMode {
     Direct,
 }
 
+/// The `[io]` table: concurrency, memory and kernel-facing limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Io {
     /// Chunks encoded and stored in flight.
@@ -142,11 +148,16 @@ impl Default for Packed {
     }
 }
 
+/// A mount's whole config: the `[layout]`, `[io]` and `[packed]` tables.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MountConfig {
+    /// The config's name: its file's stem (`default` for the embedded one).
     pub name: String,
+    /// The `[layout]` table.
     pub layout: Layout,
+    /// The `[io]` table.
     pub io: Io,
+    /// The `[packed]` table.
     pub packed: Packed,
 }
 

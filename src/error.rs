@@ -9,13 +9,17 @@ use std::io;
 /// An error with the errno to report and a human-readable reason.
 #[derive(Debug, Clone)]
 pub struct FsError {
+    /// The errno the filesystem call answers with.
     pub errno: i32,
+    /// What failed, for the log.
     pub context: String,
 }
 
+/// Result of an operation that answers with an errno.
 pub type FsResult<T> = Result<T, FsError>;
 
 impl FsError {
+    /// An error with this errno and reason.
     pub fn new(errno: i32, context: impl Into<String>) -> Self {
         FsError {
             errno,
@@ -56,9 +60,11 @@ impl std::error::Error for FsError {}
 pub fn enoent(what: impl Into<String>) -> FsError {
     FsError::new(libc::ENOENT, what)
 }
+/// EIO: data unreadable, corrupt or inconsistent.
 pub fn eio(what: impl Into<String>) -> FsError {
     FsError::new(libc::EIO, what)
 }
+/// EINVAL: an argument or request the filesystem does not accept.
 pub fn einval(what: impl Into<String>) -> FsError {
     FsError::new(libc::EINVAL, what)
 }

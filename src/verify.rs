@@ -19,7 +19,9 @@ use zarrs::array::{ArrayBytes, CodecOptions};
 
 use crate::fs::names::{is_packed_root_entry, RESERVED};
 use crate::layout::array::{parse_codec, retrieve_chunk, ByteArraySpec};
-use crate::layout::manifest::{read_node, FileManifest, NodeDoc, SegmentMeta, ZARR_JSON};
+use crate::layout::manifest::{
+    read_node, FileManifest, LayoutKind, NodeDoc, SegmentMeta, ZARR_JSON,
+};
 use crate::layout::tensor::TensorLayout;
 use crate::ocdbt::db::MANIFEST_FILE;
 use crate::ocdbt::Db;
@@ -30,17 +32,22 @@ use crate::store::durable::{is_temp, DurableStore};
 /// What a check found.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Report {
+    /// Files checked (one per file, however many names it has).
     pub files: u64,
+    /// Directories walked.
     pub dirs: u64,
     /// Further names of files (hard links' records).
     pub links: u64,
+    /// Chunks read back and compared with their recorded CRC-32C.
     pub chunks: u64,
+    /// Decoded bytes those chunks held.
     pub bytes: u64,
     /// Temp entries and superseded generations a mount would clean up.
     pub leftovers: u64,
     /// For a packed (OCDBT) database: kept versions, tree nodes and keys.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packed: Option<[u64; 3]>,
+    /// What is wrong, one line each; empty for a clean store.
     pub problems: Vec<String>,
 }
 
@@ -233,7 +240,7 @@ fn superseded(dir: &Path, m: &FileManifest) -> Result<u64> {
 }
 
 fn check_file(dir: &Path, m: &FileManifest, db: Option<&Arc<Db>>, t: &mut Tally) -> Result<()> {
-    if m.generation == 0 || m.layout.kind == "empty" {
+    if m.generation == 0 || m.layout.kind == LayoutKind::Empty {
         if m.size != 0 {
             t.problem(format!(
                 "{}: size {} but no generation",
@@ -271,12 +278,16 @@ fn check_file(dir: &Path, m: &FileManifest, db: Option<&Arc<Db>>, t: &mut Tally)
         }
         .with_context(|| format!("open {}", dir.display()))?,
     );
-    match m.layout.kind.as_str() {
-        "plain" => check_plain(dir, &store, m, t),
-        "bytes" => check_bytes(dir, &store, m, m.size, t),
-        "segments" => check_segments(dir, &store, m, t),
-        other => {
-            t.problem(format!("{}: unknown layout kind {other:?}", dir.display()));
+    match &m.layout.kind {
+        LayoutKind::Plain => check_plain(dir, &store, m, t),
+        LayoutKind::Bytes => check_bytes(dir, &store, m, m.size, t),
+        LayoutKind::Segments => check_segments(dir, &store, m, t),
+        other @ (LayoutKind::Empty | LayoutKind::Unknown(_)) => {
+            t.problem(format!(
+                "{}: unknown layout kind {:?}",
+                dir.display(),
+                other.as_str()
+            ));
             Ok(())
         }
     }

@@ -457,3 +457,47 @@ fn shrinking_into_the_zero_tail_keeps_the_chunk_checksum_right() {
         assert_eq!(code, 0, "{config}: verify:\n{out}");
     }
 }
+
+/// A manifest naming a layout this build does not know (a newer release's,
+/// or a damaged one) mounts: the file lists and stats, its reads fail with
+/// EIO instead of taking the daemon down, an attribute change keeps the
+/// name as written, and `verify` reports it.
+#[test]
+fn an_unknown_layout_kind_reads_as_eio_and_verify_reports_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let small_chunks = write_config(tmp.path(), "c4k", "[layout]\nraw_chunk_bytes = 4096\n");
+    for (config, kind) in [
+        (repo_config("passthrough"), "plain"),
+        (small_chunks, "bytes"),
+    ] {
+        let mut m = Mount::new(Some(config.clone()));
+        write_random(&m.path("a.bin"), 10_000, 5);
+        let want_b = write_random(&m.path("b.bin"), 10_000, 6);
+        m.unmount();
+        let manifest = m.backing.join("a.bin/zarr.json");
+        let text = fs::read_to_string(&manifest).expect("read manifest");
+        let from = format!("\"kind\": \"{kind}\"");
+        assert!(text.contains(&from), "{kind}: {text}");
+        fs::write(&manifest, text.replace(&from, "\"kind\": \"zigzag\"")).expect("write");
+
+        m.start();
+        let meta = fs::metadata(m.path("a.bin")).expect("stat");
+        assert_eq!(meta.len(), 10_000, "{kind}");
+        let err = fs::read(m.path("a.bin")).expect_err("read of an unknown layout");
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{kind}");
+        assert_eq!(sha256_file(&m.path("b.bin")), want_b, "{kind}");
+        let mut perms = meta.permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+        fs::set_permissions(m.path("a.bin"), perms).expect("chmod");
+        m.unmount();
+
+        let text = fs::read_to_string(&manifest).expect("read manifest");
+        assert!(text.contains("\"kind\": \"zigzag\""), "{kind}: {text}");
+        let (code, out) = verify(&m.backing);
+        assert_eq!(code, 1, "{kind}: {out}");
+        assert!(
+            out.contains("unknown layout kind \"zigzag\""),
+            "{kind}: {out}"
+        );
+    }
+}

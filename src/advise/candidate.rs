@@ -18,15 +18,21 @@ pub const CHUNK_TARGETS: [u64; 3] = [MIB, 8 * MIB, 64 * MIB];
 /// Chunks in flight of the first round (the default config's value).
 const BASE_CONCURRENCY: usize = 4;
 
+/// One layout to measure: the mount-config choices the advisor varies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     /// None: the file's bytes kept as one plain file, served by kernel
     /// passthrough.
     pub chunk_bytes: Option<u64>,
+    /// Compressor of every chunk.
     pub codec: Codec,
+    /// Chunk files, or the packed index.
     pub index: Index,
+    /// Chunks encoded and stored in flight (`io.concurrency`).
     pub concurrency: usize,
+    /// How read-only opens of chunked files are served.
     pub read_mode: ReadMode,
+    /// Element type tensors are stored in; anything but `keep` is lossy.
     pub dtype: StoredDtype,
 }
 
@@ -53,6 +59,7 @@ impl Candidate {
         }
     }
 
+    /// Whether it stores tensors in a narrower dtype than they have.
     pub fn is_lossy(&self) -> bool {
         self.dtype != StoredDtype::Keep
     }

@@ -18,6 +18,7 @@ pub enum Goal {
 }
 
 impl Goal {
+    /// The goal in words, for the report.
     pub fn describe(self) -> &'static str {
         match self {
             Goal::Balanced => "lowest save + load time",
@@ -31,16 +32,22 @@ impl Goal {
 /// One candidate's figures: means over its runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Point {
+    /// The candidate's name.
     pub name: String,
+    /// Mean save time in seconds.
     pub save_s: f64,
+    /// Mean load time in seconds.
     pub load_s: f64,
     /// Backing bytes, as `du` counts them.
     pub bytes: u64,
+    /// Whether the layout stores tensors lossily.
     pub lossy: bool,
+    /// How many runs the means are over.
     pub runs: usize,
 }
 
 impl Point {
+    /// Save plus load time, what `balanced` minimises.
     pub fn total_s(&self) -> f64 {
         self.save_s + self.load_s
     }

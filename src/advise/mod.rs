@@ -128,9 +128,11 @@ const MIN_SAMPLE_BYTES: u64 = 32 << 20;
 
 /// One candidate's runs.
 pub struct Trial {
+    /// The candidate's name (`plain` for the plain-disk reference).
     pub name: String,
     /// None for the plain-disk reference.
     pub candidate: Option<Candidate>,
+    /// One result per run, in the order they ran.
     pub runs: Vec<RunResult>,
     /// Why it was dropped (unavailable here, failed, did not verify).
     pub dropped: Option<String>,
@@ -146,6 +148,7 @@ impl Trial {
         }
     }
 
+    /// The means over its runs; `None` when it was dropped or never ran.
     pub fn point(&self) -> Option<Point> {
         if self.dropped.is_some() || self.runs.is_empty() {
             return None;
@@ -165,23 +168,39 @@ impl Trial {
 
 /// What `advise` found, for the report and the written config.
 pub struct Advice {
+    /// What was measured, in words (the model and the sample taken of it).
     pub source: String,
+    /// Bytes of the whole checkpoint.
     pub model_bytes: u64,
+    /// Tensors in the whole checkpoint.
     pub model_tensors: usize,
+    /// The tensors measured.
     pub sample: sample::Sample,
+    /// The directory the candidates' backing dirs were made in.
     pub backing: PathBuf,
+    /// The filesystem type of `backing`, when it could be found.
     pub backing_fs: Option<String>,
+    /// What the choice optimised.
     pub goal: Goal,
+    /// Whether lossy candidates could be chosen.
     pub allow_lossy: bool,
+    /// The time budget given, in seconds.
     pub budget_s: f64,
+    /// The time the measurements took, in seconds.
     pub elapsed_s: f64,
+    /// The plain-disk reference, if it was measured.
     pub plain: Option<Point>,
+    /// Every candidate tried, the plain reference first.
     pub trials: Vec<Trial>,
     /// Indices into `points()` of the front.
     pub front: Vec<usize>,
+    /// Index into `points()` of the chosen candidate.
     pub chosen: usize,
+    /// Index into `points()` of the next best, if any.
     pub runner_up: Option<usize>,
+    /// The tool that saved the checkpoint in each run.
     pub save_tool: String,
+    /// The tool that loaded it.
     pub load_tool: String,
 }
 
@@ -196,6 +215,7 @@ impl Advice {
             .collect()
     }
 
+    /// The candidate chosen (its mount config is the one written).
     pub fn chosen_candidate(&self) -> Option<&Candidate> {
         let name = &self.points().get(self.chosen)?.name.clone();
         self.trials

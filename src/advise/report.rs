@@ -156,6 +156,7 @@ pub fn config_text(a: &Advice) -> Result<String> {
     Ok(t)
 }
 
+/// The advice as JSON (`--json`): inputs, every trial's runs and means, the front and the choice.
 pub fn to_json(a: &Advice) -> serde_json::Value {
     let points = a.points();
     let trials: Vec<serde_json::Value> = a

@@ -11,19 +11,24 @@ use std::collections::{BTreeMap, BTreeSet};
 /// One tensor, as the sampler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorInfo {
+    /// The tensor's name in the checkpoint.
     pub name: String,
     /// Group key: dtype and shape, e.g. "F32[3200, 8640]".
     pub kind: String,
+    /// Bytes of its data.
     pub bytes: u64,
 }
 
 /// The chosen tensors.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sample {
+    /// Names of the chosen tensors.
     pub names: BTreeSet<String>,
+    /// Their bytes in total.
     pub bytes: u64,
-    /// Distinct (dtype, shape) groups in the checkpoint, and in the sample.
+    /// Distinct (dtype, shape) groups in the checkpoint.
     pub groups: usize,
+    /// How many of those groups the sample has a tensor of.
     pub groups_sampled: usize,
 }
 

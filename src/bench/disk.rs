@@ -19,6 +19,7 @@ pub struct Footprint {
     pub apparent_bytes: u64,
     /// Regular files.
     pub files: u64,
+    /// Directories, the root included.
     pub dirs: u64,
 }
 

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+/// The choices of one study, as an experiment file names them; every key is optional (absent: the
+/// flag or its default).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
@@ -33,12 +35,18 @@ pub struct Experiment {
     pub f16_values: Option<bool>,
     /// Seed of the preset values.
     pub seed: Option<u64>,
+    /// Strategies to run, by name (absent: all).
     pub strategies: Option<Vec<String>>,
+    /// Runs of each strategy.
     pub runs: Option<usize>,
+    /// Tool that saves the checkpoint (`builtin`, `torch`, `safetensors-py`,
+    /// `save-pretrained`, `dcp`, `cmd:TEMPLATE`).
     pub save_tool: Option<String>,
+    /// Tool that loads it back (`builtin`, `safetensors-mmap`, `torch`, `dcp`).
     pub load_tool: Option<String>,
     /// Direct peers run beside the mount strategies.
     pub compare: Option<Vec<String>>,
+    /// Folder the results are written to.
     pub out: Option<PathBuf>,
     /// Folder of mount configs.
     pub configs: Option<PathBuf>,
@@ -47,6 +55,7 @@ pub struct Experiment {
 }
 
 impl Experiment {
+    /// Reads an experiment file; returns it with its text, which the results keep verbatim.
     pub fn load(path: &Path) -> Result<(Experiment, String)> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("read experiment {}", path.display()))?;

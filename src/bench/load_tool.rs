@@ -28,13 +28,16 @@ pub enum LoadTool {
 /// What a load gave: its seconds, and the tensors when the tool hands them
 /// to this process (the Python tools are checked by reading again).
 pub struct Loaded {
+    /// Seconds the load took.
     pub seconds: f64,
+    /// The loaded tensors by name, when the tool runs in this process.
     pub tensors: Option<Vec<(String, Tensor)>>,
     /// File read vs move onto the device (the builtin loader of safetensors).
     pub split: Option<model::LoadSplit>,
 }
 
 impl LoadTool {
+    /// The tool a `--load-tool` value names.
     pub fn parse(s: &str) -> Result<LoadTool> {
         match s {
             "builtin" | "candle" => Ok(LoadTool::Builtin),
@@ -47,6 +50,7 @@ impl LoadTool {
         }
     }
 
+    /// The tool in words, for reports.
     pub fn name(&self) -> &'static str {
         match self {
             LoadTool::Builtin => "builtin (candle, one read of the file)",

@@ -8,12 +8,18 @@ use serde::Serialize;
 
 use super::disk;
 
+/// The machine a benchmark ran on, recorded with its results.
 #[derive(Debug, Clone, Serialize)]
 pub struct MachineInfo {
+    /// CPU model, from `/proc/cpuinfo`.
     pub cpu_model: String,
+    /// CPUs this process may use.
     pub cores: usize,
+    /// Total memory in bytes.
     pub memory_bytes: u64,
+    /// Kernel release.
     pub kernel: String,
+    /// Distribution name, from `/etc/os-release`.
     pub os: String,
     /// Where tensors were loaded: "cpu" or "cuda:0 (NAME)".
     pub device: String,
@@ -21,10 +27,13 @@ pub struct MachineInfo {
     pub device_note: Option<String>,
     /// Filesystem of the folder holding the backing dirs.
     pub work_filesystem: Option<String>,
+    /// Version of the ckptfs that ran the benchmark.
     pub ckptfs_version: String,
 }
 
 impl MachineInfo {
+    /// Describes this machine; `device` and `device_note` as the bench chose them, `work_dir` the
+    /// folder holding the backing dirs.
     pub fn collect(device: &str, device_note: Option<String>, work_dir: &Path) -> MachineInfo {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo

@@ -26,6 +26,7 @@ pub enum ModelDtype {
 }
 
 impl ModelDtype {
+    /// The candle dtype of this choice.
     pub fn dtype(self) -> DType {
         match self {
             ModelDtype::F16 => DType::F16,
@@ -34,6 +35,7 @@ impl ModelDtype {
         }
     }
 
+    /// Parses a dtype name (`f16`/`float16`, `bf16`/`bfloat16`, `f32`/`float32`).
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "f16" | "float16" => Ok(ModelDtype::F16),
@@ -49,7 +51,9 @@ impl ModelDtype {
 pub struct Model {
     /// Where the tensors came from, in words.
     pub source: String,
+    /// The tensors on the CPU, sorted by name: the reference a load is verified against.
     pub cpu: Vec<(String, Tensor)>,
+    /// The same tensors on the bench device, by name: what is saved.
     pub on_device: HashMap<String, Tensor>,
 }
 
@@ -176,10 +180,12 @@ impl Model {
         })
     }
 
+    /// Total elements over all tensors.
     pub fn parameters(&self) -> usize {
         self.cpu.iter().map(|(_, t)| t.elem_count()).sum()
     }
 
+    /// Total bytes over all tensors.
     pub fn bytes(&self) -> usize {
         self.cpu
             .iter()

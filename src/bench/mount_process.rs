@@ -24,11 +24,17 @@ pub struct MountUnavailable(pub String);
 
 /// What the benchmark passes to `ckptfs mount`.
 pub struct MountSpec<'a> {
+    /// The `ckptfs` binary to run.
     pub exe: &'a Path,
+    /// The mount config (`--config`).
     pub config: &'a Path,
+    /// The backing dir.
     pub backing: &'a Path,
+    /// Where to mount it.
     pub mountpoint: &'a Path,
+    /// Where the daemon writes its profile at unmount (`--profile-out`).
     pub profile_out: &'a Path,
+    /// File the daemon's stderr goes to, quoted when it fails.
     pub log: &'a Path,
 }
 
@@ -111,6 +117,7 @@ impl MountProcess {
         }
     }
 
+    /// The daemon's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

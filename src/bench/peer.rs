@@ -30,6 +30,7 @@ pub enum PeerFamily {
 }
 
 impl PeerFamily {
+    /// The family a `--compare` value names.
     pub fn parse(s: &str) -> Result<PeerFamily> {
         Ok(match s {
             "tensorstore" => PeerFamily::Tensorstore,
@@ -98,12 +99,16 @@ pub fn select(families: &[PeerFamily], strategies: &[Strategy]) -> Result<Vec<Pe
 /// Every figure of one peer run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerRun {
+    /// Which run of the peer this was, from 1.
     #[serde(default)]
     pub run: usize,
+    /// Seconds until the saved data was durable.
     pub save_s: f64,
+    /// Seconds to load it back, page cache dropped first.
     pub load_s: f64,
     /// Bytes and files the peer left on disk.
     pub bytes: u64,
+    /// Files it left.
     pub files: u64,
     /// Largest difference from the source (0 for lossless peers).
     pub max_abs_error: f64,
@@ -232,22 +237,33 @@ impl Drop for PeerServer {
 /// A peer's runs and their summary, paired with its mount strategy.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerResult {
+    /// The peer's name (`tensorstore:t5x`, `torch`, `safetensors`).
     pub name: String,
+    /// The mount strategy it is compared with.
     pub pairs_with: String,
+    /// Whether all its runs completed and verified.
     pub status: Status,
+    /// Why it did not, when it did not.
     pub reason: Option<String>,
+    /// The runs that produced figures.
     pub runs: Vec<PeerRun>,
+    /// The runs that did not, with their errors.
     pub failures: Vec<RunFailure>,
+    /// Save time over its runs.
     pub save_s: Option<MeanStd>,
+    /// Load time over its runs.
     pub load_s: Option<MeanStd>,
+    /// Bytes left on disk over its runs.
     pub bytes: Option<MeanStd>,
     /// The peer's mean time over the paired strategy's: above 1, the mount
     /// is that many times faster than the peer.
     pub save_speedup: Option<f64>,
+    /// The same ratio for load times.
     pub load_speedup: Option<f64>,
 }
 
 impl PeerResult {
+    /// A result for peer `p` with no runs yet.
     pub fn new(p: &Peer) -> PeerResult {
         PeerResult {
             name: p.name.clone(),

@@ -10,13 +10,19 @@ use anyhow::{bail, Result};
 /// The dimensions of a Llama-style model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Preset {
+    /// The preset's name, as `--preset` takes it.
     pub name: &'static str,
+    /// Width of the hidden state.
     pub hidden: usize,
+    /// Width of the MLP's inner layer.
     pub intermediate: usize,
+    /// Decoder layers.
     pub layers: usize,
+    /// Vocabulary size (rows of the embedding and of `lm_head`).
     pub vocab: usize,
 }
 
+/// OpenLLaMA-3B's dimensions.
 pub const OPENLLAMA_3B: Preset = Preset {
     name: "openllama-3b",
     hidden: 3200,
@@ -25,6 +31,7 @@ pub const OPENLLAMA_3B: Preset = Preset {
     vocab: 32000,
 };
 
+/// A model of the same structure that saves and loads in seconds.
 pub const TINY: Preset = Preset {
     name: "tiny",
     hidden: 256,
@@ -33,22 +40,27 @@ pub const TINY: Preset = Preset {
     vocab: 1000,
 };
 
+/// Every preset `--preset` can name.
 pub const PRESETS: [Preset; 2] = [OPENLLAMA_3B, TINY];
 
 /// One tensor of a preset: its state-dict name and shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorSpec {
+    /// Name in the state dict, e.g. `model.layers.0.mlp.up_proj.weight`.
     pub name: String,
+    /// Extent of each dimension.
     pub shape: Vec<usize>,
 }
 
 impl TensorSpec {
+    /// Elements in the tensor.
     pub fn elements(&self) -> usize {
         self.shape.iter().product()
     }
 }
 
 impl Preset {
+    /// The preset called `name`.
     pub fn by_name(name: &str) -> Result<Preset> {
         match PRESETS.iter().find(|p| p.name == name) {
             Some(p) => Ok(*p),
@@ -95,6 +107,7 @@ impl Preset {
         out
     }
 
+    /// Parameters in all its tensors.
     pub fn parameters(&self) -> usize {
         self.tensors().iter().map(TensorSpec::elements).sum()
     }

@@ -10,20 +10,30 @@ use serde_json::Value;
 /// Totals of one operation or stage.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct OpTotals {
+    /// Times it ran.
     pub count: u64,
+    /// Times it failed.
     pub errors: u64,
+    /// Bytes it moved.
     pub bytes: u64,
+    /// Seconds spent in it, summed over every run.
     pub total_s: f64,
+    /// Longest single run, in seconds.
     pub max_s: f64,
 }
 
 /// One mount session's profile.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProfileSummary {
+    /// Totals per FUSE operation.
     pub ops: BTreeMap<String, OpTotals>,
+    /// Totals per backend stage.
     pub stages: BTreeMap<String, OpTotals>,
+    /// Bytes the daemon wrote to the backing store.
     pub backend_written_bytes: Option<u64>,
+    /// Bytes the daemon read from the backing store.
     pub backend_read_bytes: Option<u64>,
+    /// The most chunk data held at once from the mount's memory budget.
     pub memory_budget_peak_bytes: Option<u64>,
     /// Opens the kernel served by passthrough (their bytes never reached
     /// the daemon, so they are in no op or stage figure).

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+/// Reports the benchmark's progress on stderr: bars on a terminal, plain lines otherwise.
 pub struct Progress {
     bars: Option<(MultiProgress, ProgressBar, ProgressBar)>,
 }
@@ -60,6 +61,7 @@ impl Progress {
         }
     }
 
+    /// Clears the bars at the end.
     pub fn finish(&self) {
         if let Some((_, overall, step)) = &self.bars {
             step.finish_and_clear();

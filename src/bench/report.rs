@@ -7,7 +7,9 @@ use super::results::{BenchResults, Status, StrategyResult};
 
 /// Decimal units, as the seeds' tables use ("1.81 GB").
 pub struct SizeUnit {
+    /// Its symbol, `GB` or `MB`.
     pub name: &'static str,
+    /// Bytes in one unit.
     pub bytes: f64,
 }
 
@@ -219,6 +221,7 @@ pub fn load_split_table(r: &BenchResults) -> String {
     out
 }
 
+/// The results as markdown (`results.md`); `figure`, when the plot was drawn, is the image to link.
 pub fn markdown(r: &BenchResults, figure: Option<&str>) -> String {
     let mut out = String::new();
     let m = &r.model;

@@ -14,31 +14,47 @@ use super::verify::Narrowing;
 /// TensorStore layout); `plain` when it did not run.
 pub const PREFERRED_BASELINE: &str = "tensorstore-basic";
 
+/// The model the benchmark saved and loaded.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
+    /// Where the tensors came from, in words.
     pub source: String,
+    /// Number of tensors.
     pub tensors: usize,
+    /// Elements over all tensors.
     pub parameters: usize,
+    /// Bytes over all tensors.
     pub bytes: usize,
+    /// The dtypes present, e.g. `F32, I64`.
     pub dtypes: String,
 }
 
+/// Everything one `ckptfs bench` measured, written as `results.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResults {
+    /// When the benchmark started (ISO 8601, UTC).
     pub started_utc: String,
+    /// When it finished (ISO 8601, UTC).
     pub finished_utc: String,
+    /// The command line it ran with.
     pub command: Vec<String>,
+    /// The settings after flags, experiment file and defaults were combined.
     pub settings: Settings,
     /// The experiment file's text, when one was given.
     pub experiment_toml: Option<String>,
+    /// The model measured.
     pub model: ModelInfo,
+    /// The machine it ran on.
     pub machine: MachineInfo,
+    /// The save tool, in words.
     pub save_tool: String,
+    /// The load tool, in words.
     pub load_tool: String,
     /// The strategy the improvement percentages are relative to.
     pub baseline: Option<String>,
     /// Whether loads were cold, in words.
     pub page_cache: String,
+    /// One result per strategy, in the order they ran.
     pub strategies: Vec<StrategyResult>,
     /// Direct peers (`--compare`), paired with the strategies.
     pub peers: Vec<super::peer::PeerResult>,
@@ -46,6 +62,7 @@ pub struct BenchResults {
     pub wall: super::wall::WallTime,
 }
 
+/// How a strategy's (or peer's) runs went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -57,45 +74,67 @@ pub enum Status {
     Unavailable,
 }
 
+/// A run that produced no figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunFailure {
+    /// Which run it was, from 1.
     pub run: usize,
+    /// What went wrong.
     pub error: String,
 }
 
+/// One strategy's runs, failures and summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct StrategyResult {
+    /// The strategy's name (`plain`, or a mount config's name).
     pub name: String,
+    /// Whether every run completed and verified.
     pub status: Status,
     /// Why it is unavailable or failed.
     pub reason: Option<String>,
+    /// The mount config file; `None` for `plain`.
     pub config_path: Option<String>,
+    /// The mount config's text; `None` for `plain`.
     pub config_toml: Option<String>,
+    /// How the layout stores float tensors.
     pub narrowing: Narrowing,
+    /// Whether that narrowing loses precision (loads then verify within a tolerance).
     pub lossy: bool,
+    /// The runs that completed, in order.
     pub runs: Vec<RunResult>,
+    /// The runs that did not, with their errors.
     pub failures: Vec<RunFailure>,
+    /// Means over the completed runs; `None` when none completed.
     pub summary: Option<Summary>,
 }
 
 /// Mean ± sample std over a strategy's completed runs.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
+    /// Seconds to save.
     pub save_s: MeanStd,
+    /// Seconds to load.
     pub load_s: MeanStd,
+    /// Bytes the backing dir takes, as `du` counts them.
     pub backing_bytes: MeanStd,
+    /// Sum of the backing files' lengths.
     pub backing_apparent_bytes: MeanStd,
+    /// Regular files in the backing dir.
     pub backing_files: MeanStd,
+    /// The mount daemon's peak resident memory, when it could be read.
     pub daemon_peak_rss_bytes: Option<MeanStd>,
     /// Lower save time than the baseline, in % of the baseline's.
     pub save_improvement_pct: Option<f64>,
+    /// Lower load time than the baseline, in % of the baseline's.
     pub load_improvement_pct: Option<f64>,
     /// Every run left the same number of bytes in the backing files.
     pub sizes_equal_across_runs: bool,
+    /// Every run's load verified.
     pub all_verified: bool,
 }
 
 impl StrategyResult {
+    /// A result for strategy `s` with no runs yet.
     pub fn new(s: &Strategy) -> StrategyResult {
         StrategyResult {
             name: s.name.clone(),
@@ -111,6 +150,7 @@ impl StrategyResult {
         }
     }
 
+    /// Whether the mount did not start.
     pub fn is_unavailable(&self) -> bool {
         self.status == Status::Unavailable
     }

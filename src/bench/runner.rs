@@ -22,12 +22,17 @@ use super::verify::{self, Verification};
 pub struct RunContext<'a> {
     /// The ckptfs binary that mounts.
     pub exe: &'a Path,
+    /// The model to save, and to verify loads against.
     pub model: &'a Model,
+    /// The device loads go to.
     pub device: &'a Device,
+    /// The tool that saves the checkpoint.
     pub save_tool: &'a SaveTool,
+    /// The tool that loads it back.
     pub load_tool: LoadTool,
     /// The plain safetensors copy external save tools read.
     pub source_file: Option<&'a Path>,
+    /// The folder of the Python helper scripts.
     pub scripts: &'a Path,
 }
 
@@ -61,10 +66,15 @@ pub struct LoadPhases {
 /// Every figure of one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
+    /// Which run of the strategy this was, from 1.
     pub run: usize,
+    /// Seconds from nothing to a durable, committed checkpoint (the sum of `save_phases`).
     pub save_s: f64,
+    /// Seconds from a cold start to tensors on the device (the sum of `load_phases`).
     pub load_s: f64,
+    /// Where the save time went.
     pub save_phases: SavePhases,
+    /// Where the load time went.
     pub load_phases: LoadPhases,
     /// The checkpoint file's size as the save tool wrote it.
     pub checkpoint_bytes: u64,
@@ -76,14 +86,20 @@ pub struct RunResult {
     pub daemon_peak_rss_load_bytes: Option<u64>,
     /// Whether the page cache was dropped before the load (a cold load).
     pub page_cache_dropped: bool,
+    /// Why the page cache could not be dropped, when it could not.
     pub page_cache_note: Option<String>,
+    /// How the loaded tensors compared with the source.
     pub verification: Verification,
+    /// The save mount's profile totals; `None` for `plain` or when it could not be read.
     pub profile_save: Option<ProfileSummary>,
+    /// The load mount's profile totals; `None` for `plain` or when it could not be read.
     pub profile_load: Option<ProfileSummary>,
+    /// Why a profile is missing, when one is.
     pub profile_note: Option<String>,
 }
 
 impl RunResult {
+    /// The higher of the save and load daemons' peak resident memory.
     pub fn daemon_peak_rss_bytes(&self) -> Option<u64> {
         match (
             self.daemon_peak_rss_save_bytes,

@@ -53,6 +53,7 @@ impl SaveTool {
         }
     }
 
+    /// The tool in words, for reports.
     pub fn name(&self) -> String {
         match self {
             SaveTool::Builtin => "builtin (candle safetensors)".into(),

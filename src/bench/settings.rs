@@ -22,8 +22,11 @@ use super::strategy::SEED_ORDER;
 /// `ckptfs bench`; 2 runs fit. The seeds' comparison is one flag away:
 /// `--preset openllama-3b --layers 2` (f32, 3 runs).
 pub const DEFAULT_PRESET: &str = "openllama-3b";
+/// Decoder layers of the default workload.
 pub const DEFAULT_LAYERS: usize = 1;
+/// Element type of the default workload.
 pub const DEFAULT_DTYPE: ModelDtype = ModelDtype::F16;
+/// Runs per strategy of the default workload.
 pub const DEFAULT_WORKLOAD_RUNS: usize = 2;
 /// Runs per strategy of a named preset or model.
 pub const DEFAULT_RUNS: usize = 3;
@@ -123,22 +126,32 @@ pub enum ModelChoice {
 /// Everything a benchmark run needs to know, resolved.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
+    /// The model to save and load.
     pub model: ModelChoice,
     /// Empty: all.
     pub strategies: Vec<String>,
+    /// Runs per strategy.
     pub runs: usize,
+    /// The tool that saves the checkpoint.
     #[serde(serialize_with = "save_tool_name")]
     pub save_tool: SaveTool,
+    /// The tool that loads it back.
     #[serde(serialize_with = "load_tool_name")]
     pub load_tool: LoadTool,
     /// Direct peers (`--compare`), empty for none.
     pub compare: Vec<PeerFamily>,
+    /// Results folder.
     pub out: PathBuf,
+    /// Folder of mount configs, one strategy per `*.toml`.
     pub configs: PathBuf,
+    /// Folder under which each run's backing dir and mountpoint are made.
     pub work_dir: PathBuf,
+    /// Where loads put the tensors.
     #[serde(serialize_with = "device_name")]
     pub device: DeviceChoice,
+    /// The experiment file, when one was given.
     pub experiment_file: Option<PathBuf>,
+    /// That file's text; the results carry it as `experiment_toml`.
     #[serde(skip)]
     pub experiment_text: Option<String>,
 }
@@ -160,6 +173,8 @@ fn save_tool_name<S: serde::Serializer>(t: &SaveTool, s: S) -> Result<S::Ok, S::
 }
 
 impl Settings {
+    /// Resolves the settings: flags over the experiment file (if any) over
+    /// the defaults, checking that the choices fit together.
     pub fn resolve(args: &BenchArgs) -> Result<Settings> {
         let (exp, text) = match &args.experiment {
             Some(p) => {

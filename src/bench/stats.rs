@@ -5,12 +5,16 @@ use serde::Serialize;
 /// Mean ± sample standard deviation (n - 1 in the denominator; 0 for one run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct MeanStd {
+    /// Mean of the values.
     pub mean: f64,
+    /// Sample standard deviation (0 for fewer than two values).
     pub std: f64,
+    /// Number of values.
     pub n: usize,
 }
 
 impl MeanStd {
+    /// Mean and sample standard deviation of `values` (all zero for none).
     pub fn of(values: &[f64]) -> MeanStd {
         let n = values.len();
         if n == 0 {

@@ -24,15 +24,19 @@ pub const SEED_ORDER: [&str; 9] = [
     "ts-ocdbt",
 ];
 
+/// One way of storing the checkpoint the benchmark measures: the plain disk, or a mount config.
 #[derive(Debug, Clone)]
 pub struct Strategy {
+    /// `plain`, or the mount config's file stem.
     pub name: String,
     /// None for `plain`.
     pub config: Option<MountSetup>,
 }
 
+/// A mount config a strategy mounts with.
 #[derive(Debug, Clone)]
 pub struct MountSetup {
+    /// The config file.
     pub path: PathBuf,
     /// The config file's text, kept in the results.
     pub toml: String,
@@ -41,6 +45,7 @@ pub struct MountSetup {
 }
 
 impl Strategy {
+    /// How the strategy stores float tensors (`None` for `plain`).
     pub fn narrowing(&self) -> Narrowing {
         self.config
             .as_ref()

@@ -26,6 +26,7 @@ pub enum Narrowing {
 }
 
 impl Narrowing {
+    /// Whether loads come back with less precision than the source.
     pub fn is_lossy(self) -> bool {
         self != Narrowing::None
     }
@@ -107,10 +108,13 @@ pub fn within(source: f64, loaded: f64, t: &Tolerance) -> bool {
 /// The outcome of one verification.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Verification {
+    /// Every tensor matched: bit for bit, or within the narrowing's tolerance.
     pub passed: bool,
     /// Every tensor came back bit for bit.
     pub exact: bool,
+    /// Tensors compared.
     pub tensors: usize,
+    /// Elements compared.
     pub elements: u64,
     /// Largest |loaded - source| over finite values.
     pub max_abs_error: f64,

@@ -37,6 +37,7 @@ impl WallTime {
         self.strategies_other_s += (wall - timed).max(0.0);
     }
 
+    /// Adds one peer run that took `wall`, of which `timed` seconds were measured.
     pub fn add_peer_run(&mut self, wall: Duration, timed: f64) {
         let wall = wall.as_secs_f64();
         self.peers_timed_s += timed.min(wall);

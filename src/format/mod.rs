@@ -22,14 +22,21 @@ pub const LOOKAHEAD_LIMIT: usize = 64 << 20;
 /// A tensor's place in its file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TensorSpec {
+    /// The tensor's name in the checkpoint (for a torch zip, the name of
+    /// its storage record, `<archive>/data/<key>`).
     pub name: String,
+    /// Element type as the file stores it.
     pub dtype: Dtype,
+    /// Extent of each dimension, in elements.
     pub shape: Vec<u64>,
     /// File offset of its first byte.
     pub start: u64,
+    /// Bytes the tensor occupies in the file.
     pub len: u64,
 }
 
+/// A planned stretch of a file whose structure is known ahead (a safetensors header lists every
+/// tensor).
 #[derive(Debug, Clone)]
 pub enum Segment {
     Raw { start: u64, len: u64 },
@@ -47,6 +54,8 @@ pub enum Next {
     Rest,
 }
 
+/// Where a file's parse stands: sniffing its first bytes, following a plan, walking a torch zip
+/// record by record, or raw to the end.
 pub enum Planner {
     Sniff,
     Planned(VecDeque<Segment>),
@@ -63,6 +72,7 @@ pub enum Format {
 }
 
 impl Format {
+    /// The name recorded in the manifest's `format` field.
     pub fn name(self) -> &'static str {
         match self {
             Format::Safetensors => "safetensors",

@@ -36,8 +36,11 @@ struct View {
 /// A storage a pickle refers to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageRef {
+    /// The storage's key: its bytes are the record `<archive>/data/<key>`.
     pub key: String,
+    /// Element type of the storage.
     pub dtype: Dtype,
+    /// Elements in the storage.
     pub numel: u64,
     /// The shape of the one contiguous tensor that covers the storage
     /// whole, when there is exactly one such view (else it stays 1-D:
@@ -50,6 +53,7 @@ pub struct StorageRef {
 pub struct Scanned {
     /// Bytes up to and including STOP.
     pub len: usize,
+    /// Every storage the pickle references, by key.
     pub storages: HashMap<String, StorageRef>,
 }
 

@@ -37,6 +37,8 @@ enum State {
     Done,
 }
 
+/// Walks a torch zip record by record, telling each storage record's data (a tensor, typed by
+/// `data.pkl`) from the bytes around it.
 pub struct ZipPlanner {
     state: State,
     storages: HashMap<String, StorageRef>,
@@ -82,6 +84,7 @@ fn descriptor_len(b: &[u8], len: u64) -> Option<Result<u64, ()>> {
 }
 
 impl ZipPlanner {
+    /// A planner at the start of the archive, before its first local header.
     pub fn new() -> Self {
         ZipPlanner {
             state: State::AtHeader,
@@ -97,6 +100,8 @@ impl ZipPlanner {
         Next::Rest
     }
 
+    /// Decides what the bytes at `pos` (`look`) are, as [`Planner::next`](super::Planner::next)
+    /// does for a torch zip.
     pub fn next(&mut self, pos: u64, look: &[u8], eof: bool) -> Next {
         let more = |s: &mut Self| {
             if eof {

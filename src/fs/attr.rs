@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo};
 
+/// The current time in nanoseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -11,6 +12,7 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// Nanoseconds since the epoch (negative: before it) as a `SystemTime`.
 pub fn to_time(ns: i64) -> SystemTime {
     if ns >= 0 {
         UNIX_EPOCH + Duration::from_nanos(ns as u64)
@@ -19,6 +21,7 @@ pub fn to_time(ns: i64) -> SystemTime {
     }
 }
 
+/// A `SystemTime` as nanoseconds since the epoch, negative before it.
 pub fn from_time(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_nanos() as i64,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::error::{FsError, FsResult, IoContext};
 use crate::format::{Format, Next, Planner};
 use crate::layout::array::{parse_codec, ByteArraySpec};
-use crate::layout::manifest::{FileLayout, FileManifest};
+use crate::layout::manifest::{FileLayout, FileManifest, LayoutKind};
 use crate::pipeline::chunked::ChunkedData;
 use crate::pipeline::format_data::FormatData;
 use crate::pipeline::format_read::SegmentReader;
@@ -35,21 +35,34 @@ enum Data {
 /// POSIX attributes of a file as it is now (committed or not).
 #[derive(Debug, Clone, Copy)]
 pub struct FileAttrs {
+    /// `st_mode`: the `S_IFREG` type bits and the permission bits.
     pub mode: u32,
+    /// Owner's user id.
     pub uid: u32,
+    /// Owner's group id.
     pub gid: u32,
+    /// Last access time, nanoseconds since the Unix epoch.
     pub atime_ns: i64,
+    /// Last data change time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
+    /// Last data or attribute change time, nanoseconds since the Unix epoch.
     pub ctime_ns: i64,
 }
 
+/// A regular file as the mount holds it: the committed manifest, the attributes and size as they
+/// are now, and the data of its newest generation, loaded on first use.
 pub struct FileNode {
+    /// The file's backing directory (or its keys in the packed index).
     pub store: Arc<DurableStore>,
     /// The file's name when last saved, recorded in array attributes.
     pub name: String,
-    file_id: u64,
+    /// The inode number in the mounted tree (not the manifest's stable
+    /// `id`): the first part of this file's chunk cache keys.
+    ino: u64,
     manifest: FileManifest,
+    /// Attributes as they are now, committed or not.
     pub attrs: FileAttrs,
+    /// Size as it is now, uncommitted writes included.
     pub size: u64,
     data: Option<Data>,
     /// Data changed since the last commit.
@@ -58,6 +71,7 @@ pub struct FileNode {
     meta_dirty: bool,
     /// Highest generation number used, committed or not.
     max_gen: u64,
+    /// Open handles; the last close commits the file and drops its buffers.
     pub open_count: u32,
     /// Bumped by every change, so readers know when cached pages are stale.
     pub version: u64,
@@ -88,7 +102,7 @@ impl FileNode {
     /// A new empty file in the (already created) directory of `store`.
     pub fn create(
         store: Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         name: &str,
         attrs: FileAttrs,
     ) -> FsResult<Self> {
@@ -110,7 +124,7 @@ impl FileNode {
             mtime_ns: attrs.mtime_ns,
             ctime_ns: attrs.ctime_ns,
             layout: FileLayout {
-                kind: "empty".into(),
+                kind: LayoutKind::Empty,
                 chunk_bytes: 0,
                 codec: "none".into(),
             },
@@ -125,7 +139,7 @@ impl FileNode {
         Ok(FileNode {
             store,
             name: name.to_string(),
-            file_id,
+            ino,
             manifest,
             attrs,
             size: 0,
@@ -143,12 +157,7 @@ impl FileNode {
     }
 
     /// A committed file found in the backing store.
-    pub fn load(
-        store: Arc<DurableStore>,
-        file_id: u64,
-        name: &str,
-        manifest: FileManifest,
-    ) -> Self {
+    pub fn load(store: Arc<DurableStore>, ino: u64, name: &str, manifest: FileManifest) -> Self {
         let attrs = FileAttrs {
             mode: manifest.mode,
             uid: manifest.uid,
@@ -160,7 +169,7 @@ impl FileNode {
         FileNode {
             store,
             name: name.to_string(),
-            file_id,
+            ino,
             size: manifest.size,
             max_gen: manifest.generation,
             manifest,
@@ -177,10 +186,12 @@ impl FileNode {
         }
     }
 
+    /// The last committed manifest.
     pub fn manifest(&self) -> &FileManifest {
         &self.manifest
     }
 
+    /// Whether data or attributes changed since the last commit.
     pub fn is_dirty(&self) -> bool {
         self.dirty || self.meta_dirty
     }
@@ -200,31 +211,31 @@ impl FileNode {
 
     fn committed_data(&self) -> FsResult<Data> {
         let m = &self.manifest;
-        match m.layout.kind.as_str() {
-            "plain" => Ok(Data::Plain(PlainData::open(
+        match &m.layout.kind {
+            LayoutKind::Plain => Ok(Data::Plain(PlainData::open(
                 &self.store,
                 m.generation,
                 m.size,
                 m.chunks.first().copied().flatten(),
             )?)),
-            "bytes" => {
+            LayoutKind::Bytes => {
                 let spec = ByteArraySpec {
                     chunk_bytes: m.layout.chunk_bytes,
                     codec: parse_codec(&m.layout.codec)?,
                 };
                 Ok(Data::Chunked(ChunkedData::open(
                     &self.store,
-                    self.file_id,
+                    self.ino,
                     spec,
                     m.generation,
                     m.size,
                     m.chunks.clone(),
                 )?))
             }
-            "segments" => Ok(Data::Format(FormatData::Sealed(Arc::new(
-                SegmentReader::open(&self.store, self.file_id, m)?,
+            LayoutKind::Segments => Ok(Data::Format(FormatData::Sealed(Arc::new(
+                SegmentReader::open(&self.store, self.ino, m)?,
             )))),
-            other => Err(FsError::new(
+            other @ (LayoutKind::Empty | LayoutKind::Unknown(_)) => Err(FsError::new(
                 libc::EIO,
                 format!("unknown layout `{other}` in manifest"),
             )),
@@ -268,7 +279,7 @@ impl FileNode {
                 Data::Format(FormatData::Writing(Box::new(w)))
             }
             _ => {
-                let mut c = ChunkedData::create(&self.store, self.file_id, pipe.byte_spec(), gen)?;
+                let mut c = ChunkedData::create(&self.store, self.ino, pipe.byte_spec(), gen)?;
                 c.append(pipe, &buf)?;
                 Data::Chunked(c)
             }
@@ -303,7 +314,7 @@ impl FileNode {
             max_gen += 1;
             max_gen
         };
-        let file_id = self.file_id;
+        let ino = self.ino;
         if let Data::Sniff { buf, .. } = self.data(pipe)? {
             if buf.len() as u64 == offset {
                 buf.extend_from_slice(data);
@@ -326,7 +337,7 @@ impl FileNode {
                 if let Some(e) = f.take_error() {
                     return Err(e);
                 }
-                f.write(pipe, &store, file_id, offset, data, size, &mut next)?
+                f.write(pipe, &store, ino, offset, data, size, &mut next)?
             }
             Data::Sniff { .. } => return Err(FsError::new(libc::EIO, "unresolved file data")),
         }
@@ -361,7 +372,7 @@ impl FileNode {
                 max_gen += 1;
                 max_gen
             };
-            let file_id = self.file_id;
+            let ino = self.ino;
             if let Data::Sniff { buf, .. } = self.data(pipe)? {
                 if new_size < buf.len() as u64 {
                     self.resolve(pipe, true)?;
@@ -370,7 +381,7 @@ impl FileNode {
             match self.data(pipe)? {
                 Data::Plain(p) => p.truncate(&store, new_size, size, &mut next)?,
                 Data::Chunked(c) => c.truncate(pipe, &store, new_size, size, &mut next)?,
-                Data::Format(f) => f.truncate(pipe, &store, file_id, new_size, size, &mut next)?,
+                Data::Format(f) => f.truncate(pipe, &store, ino, new_size, size, &mut next)?,
                 Data::Sniff { .. } => {}
             }
             self.max_gen = self.max_gen.max(max_gen);
@@ -401,10 +412,10 @@ impl FileNode {
         &mut self,
         pipe: &Pipeline,
     ) -> FsResult<Option<(PlainState, Arc<fs::File>)>> {
-        if !pipe.plain_layout() && self.manifest.layout.kind != "plain" {
+        if !pipe.plain_layout() && self.manifest.layout.kind != LayoutKind::Plain {
             return Ok(None);
         }
-        if self.manifest.generation != 0 && self.manifest.layout.kind != "plain" {
+        if self.manifest.generation != 0 && self.manifest.layout.kind != LayoutKind::Plain {
             return Ok(None);
         }
         match self.data(pipe)? {
@@ -527,12 +538,12 @@ impl FileNode {
         if let Some(r) = &self.sealed {
             return Ok(Some((r.clone(), size)));
         }
-        let reader: Arc<dyn SealedRead> = match self.manifest.layout.kind.as_str() {
-            "segments" => match self.data(pipe)? {
+        let reader: Arc<dyn SealedRead> = match self.manifest.layout.kind {
+            LayoutKind::Segments => match self.data(pipe)? {
                 Data::Format(FormatData::Sealed(r)) => r.clone(),
                 _ => return Ok(None),
             },
-            "bytes" => Arc::new(ByteReader::open(&self.store, self.file_id, &self.manifest)?),
+            LayoutKind::Bytes => Arc::new(ByteReader::open(&self.store, self.ino, &self.manifest)?),
             _ => return Ok(None),
         };
         self.sealed = Some(reader.clone());
@@ -548,7 +559,7 @@ impl FileNode {
         let mut out = vec![0u8; len];
         let size = self.size;
         let store = self.store.clone();
-        let file_id = self.file_id;
+        let ino = self.ino;
         let mut max_gen = self.max_gen;
         let next = || {
             max_gen += 1;
@@ -561,7 +572,7 @@ impl FileNode {
                 out[n..].fill(0);
             }
             Data::Chunked(c) => c.read(pipe, offset, &mut out, size)?,
-            Data::Format(f) => f.read(pipe, &store, file_id, offset, &mut out, size, next)?,
+            Data::Format(f) => f.read(pipe, &store, ino, offset, &mut out, size, next)?,
             Data::Sniff { buf, .. } => {
                 let have = buf.len().saturating_sub(offset as usize).min(out.len());
                 if have > 0 {
@@ -605,7 +616,7 @@ impl FileNode {
                     }
                     next.generation = flushed.gen;
                     next.layout = FileLayout {
-                        kind: "segments".into(),
+                        kind: LayoutKind::Segments,
                         chunk_bytes: flushed.raw.chunk_bytes,
                         codec: flushed.raw.codec.to_string(),
                     };
@@ -632,7 +643,7 @@ impl FileNode {
                     next.segments = Vec::new();
                     next.format = None;
                     next.layout = FileLayout {
-                        kind: "plain".into(),
+                        kind: LayoutKind::Plain,
                         chunk_bytes: size.max(1),
                         codec: "none".into(),
                     };
@@ -650,7 +661,7 @@ impl FileNode {
                     next.segments = Vec::new();
                     next.format = None;
                     next.layout = FileLayout {
-                        kind: "bytes".into(),
+                        kind: LayoutKind::Bytes,
                         chunk_bytes: c.spec.chunk_bytes,
                         codec: c.spec.codec.to_string(),
                     };
@@ -680,7 +691,7 @@ impl FileNode {
         if self.dirty {
             match self.data.as_mut() {
                 Some(Data::Chunked(c)) => c.committed(&self.store, next.size, next.chunks.clone()),
-                Some(Data::Format(f)) => f.committed(&self.store, self.file_id, &next)?,
+                Some(Data::Format(f)) => f.committed(&self.store, self.ino, &next)?,
                 _ => {}
             }
         }

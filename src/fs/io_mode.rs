@@ -51,16 +51,22 @@ pub enum PassthroughUse {
 pub struct Passthrough {
     /// Generation whose data file the kernel reads and writes.
     pub gen: u64,
+    /// The kernel's registration of the backing file, shared by these opens.
     pub id: BackingToken,
+    /// Passthrough opens of the inode.
     pub opens: u32,
+    /// Of those, the ones open for writing.
     pub writers: u32,
 }
 
 /// The open modes of one inode.
 #[derive(Debug, Default)]
 pub struct IoModes {
+    /// Opens served through the page cache.
     pub cached: u32,
+    /// Opens served with direct I/O.
     pub direct: u32,
+    /// Passthrough opens, if any (the kernel allows no other mode beside them).
     pub passthrough: Option<Passthrough>,
 }
 

@@ -34,6 +34,8 @@ pub fn to_backing_in(name: &OsStr, at_root: bool) -> OsString {
     to_backing(name)
 }
 
+/// The backing name of a mounted name below the root: `zarr.json` and names starting with `%` gain
+/// a leading `%`.
 pub fn to_backing(name: &OsStr) -> OsString {
     let b = name.as_bytes();
     if b == b"zarr.json" || b.first() == Some(&b'%') {
@@ -46,6 +48,7 @@ pub fn to_backing(name: &OsStr) -> OsString {
     }
 }
 
+/// The mounted name of a backing name: one leading `%` removed.
 pub fn from_backing(name: &OsStr) -> OsString {
     match name.as_bytes().strip_prefix(b"%") {
         Some(rest) => OsStr::from_bytes(rest).to_os_string(),

@@ -19,12 +19,15 @@ use crate::store::durable::DurableStore;
 /// Shape used for a generation whose size is not yet known.
 const OPEN_ENDED: u64 = 1 << 52;
 
+/// A generation's byte array, opened over the file's durable store.
 pub type ByteArray = Array<DurableStore>;
 
 /// Describes how a generation array is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteArraySpec {
+    /// Length of each chunk, in bytes.
     pub chunk_bytes: u64,
+    /// Compressor applied after the `bytes` codec.
     pub codec: Codec,
 }
 

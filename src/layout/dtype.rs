@@ -74,6 +74,7 @@ impl Dtype {
         })
     }
 
+    /// Bytes per element.
     pub fn size(self) -> u64 {
         match self {
             Dtype::Bool | Dtype::U8 | Dtype::I8 => 1,
@@ -84,6 +85,8 @@ impl Dtype {
         }
     }
 
+    /// The name written in array attributes: the variant name (`F32`, `BF16`, …), or `other<N>` for
+    /// a type known only by its width.
     pub fn name(self) -> String {
         match self {
             Dtype::Other(n) => format!("other{n}"),

@@ -19,16 +19,88 @@ pub const ZARR_JSON: &str = "zarr.json";
 /// How a file's bytes are laid out in its generation array.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileLayout {
-    /// `plain`: one chunk holding the raw bytes; `bytes`: a 1-D uint8 array
-    /// of `chunk_bytes` chunks.
-    pub kind: String,
+    /// Which layout; selects the reader that opens the generation.
+    pub kind: LayoutKind,
+    /// Length of a chunk of the raw byte array (for `plain`, the file's
+    /// whole length, at least 1; 0 for `empty`).
     pub chunk_bytes: u64,
+    /// Codec of the raw byte array's chunks, as
+    /// [`Codec`](crate::config::Codec)'s `Display` writes it (`none`,
+    /// `zstd(3)`, …).
     pub codec: String,
+}
+
+/// The `kind` of a [`FileLayout`], written in the manifest as a lowercase
+/// name (`"plain"`, `"bytes"`, …), so manifests read the same as when the
+/// kind was a free string.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
+pub enum LayoutKind {
+    /// No generation yet: a file created and never committed with data.
+    Empty,
+    /// One uncompressed chunk (`g<N>/c/0`) holding the raw bytes, written
+    /// in place; the layout kernel passthrough serves.
+    Plain,
+    /// A 1-D `uint8` array of `chunk_bytes` chunks, each through `codec`.
+    Bytes,
+    /// A parsed checkpoint: bytes kept exactly in a `raw` array and each
+    /// tensor in its own array, as [`FileManifest::segments`] lists.
+    Segments,
+    /// A name this build does not know (a newer release's or a damaged
+    /// manifest). Kept as written, so committing attributes leaves it
+    /// unchanged; reading the file fails with EIO and `verify` reports it.
+    Unknown(String),
+}
+
+impl LayoutKind {
+    /// Every kind this build reads or writes (not `Unknown`).
+    pub const KNOWN: [LayoutKind; 4] = [
+        LayoutKind::Empty,
+        LayoutKind::Plain,
+        LayoutKind::Bytes,
+        LayoutKind::Segments,
+    ];
+
+    /// The name the manifest carries.
+    pub fn as_str(&self) -> &str {
+        match self {
+            LayoutKind::Empty => "empty",
+            LayoutKind::Plain => "plain",
+            LayoutKind::Bytes => "bytes",
+            LayoutKind::Segments => "segments",
+            LayoutKind::Unknown(name) => name.as_str(),
+        }
+    }
+}
+
+impl From<String> for LayoutKind {
+    fn from(name: String) -> Self {
+        match name.as_str() {
+            "empty" => LayoutKind::Empty,
+            "plain" => LayoutKind::Plain,
+            "bytes" => LayoutKind::Bytes,
+            "segments" => LayoutKind::Segments,
+            _ => LayoutKind::Unknown(name),
+        }
+    }
+}
+
+impl Serialize for LayoutKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for LayoutKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What a committed file is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileManifest {
+    /// Always `file`; what tells a file's group document from a directory's or a link's.
     pub kind: String,
     /// Stable identity of the file, kept across renames.
     pub id: String,
@@ -36,13 +108,21 @@ pub struct FileManifest {
     pub generation: u64,
     /// Incremented by every commit.
     pub commit: u64,
+    /// Length of the file in bytes, as of this commit.
     pub size: u64,
+    /// `st_mode`: the `S_IFREG` type bits and the permission bits.
     pub mode: u32,
+    /// Owner's user id.
     pub uid: u32,
+    /// Owner's group id.
     pub gid: u32,
+    /// Last access time, nanoseconds since the Unix epoch.
     pub atime_ns: i64,
+    /// Last data change time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
+    /// Last data or attribute change time, nanoseconds since the Unix epoch.
     pub ctime_ns: i64,
+    /// How the generation array stores the bytes.
     pub layout: FileLayout,
     /// The generation array, relative to the file's directory.
     pub array: String,
@@ -186,5 +266,75 @@ impl FileManifest {
             sync_dir(dir).ctx("fsync file directory")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_kinds_round_trip_as_their_manifest_names() {
+        for (kind, name) in LayoutKind::KNOWN
+            .iter()
+            .zip(["empty", "plain", "bytes", "segments"])
+        {
+            let json = serde_json::to_string(kind).expect("serialize");
+            assert_eq!(json, format!("\"{name}\""));
+            let back: LayoutKind = serde_json::from_str(&json).expect("deserialize");
+            assert_eq!(&back, kind);
+        }
+    }
+
+    #[test]
+    fn an_unknown_layout_kind_parses_and_is_written_back_as_it_was() {
+        let kind: LayoutKind = serde_json::from_str("\"zigzag\"").expect("deserialize");
+        assert_eq!(kind, LayoutKind::Unknown("zigzag".into()));
+        assert_eq!(
+            serde_json::to_string(&kind).expect("serialize"),
+            "\"zigzag\""
+        );
+        // Not a string at all is still a parse error, not a kind.
+        assert!(serde_json::from_str::<LayoutKind>("7").is_err());
+    }
+
+    #[test]
+    fn a_manifest_with_an_unknown_layout_kind_is_still_a_file() {
+        let m = FileManifest {
+            kind: "file".into(),
+            id: "0123".into(),
+            generation: 1,
+            commit: 1,
+            size: 3,
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            atime_ns: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            layout: FileLayout {
+                kind: LayoutKind::Bytes,
+                chunk_bytes: 4096,
+                codec: "none".into(),
+            },
+            array: "g1".into(),
+            chunks: vec![Some(1)],
+            packed: false,
+            pending: false,
+            format: None,
+            segments: Vec::new(),
+        };
+        let json = String::from_utf8(m.to_group_json().expect("json")).expect("utf-8");
+        assert!(json.contains("\"kind\": \"bytes\""), "{json}");
+        let NodeDoc::File(back) = parse_node(json.as_bytes()) else {
+            panic!("not a file: {json}");
+        };
+        assert_eq!(*back, m);
+        let odd = json.replace("\"kind\": \"bytes\"", "\"kind\": \"zigzag\"");
+        let NodeDoc::File(back) = parse_node(odd.as_bytes()) else {
+            panic!("not a file: {odd}");
+        };
+        assert_eq!(back.layout.kind, LayoutKind::Unknown("zigzag".into()));
+        assert_eq!(back.to_group_json().expect("json"), odd.as_bytes());
     }
 }

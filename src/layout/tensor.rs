@@ -13,16 +13,24 @@ use crate::config::{Chunking, Codec};
 use crate::error::{eio, FsResult};
 use crate::store::durable::DurableStore;
 
+/// A tensor's Zarr array, opened over the file's durable store.
 pub type TensorArray = Array<DurableStore>;
 
 /// Everything needed to build (or rebuild) a tensor's array.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TensorLayout {
+    /// Array path in the file's store: `/g<N>/t<index>.<name>`.
     pub path: String,
+    /// Element type as the checkpoint file has it.
     pub dtype: Dtype,
+    /// Element type kept in the store: `dtype`, or a narrower one under the stored-dtype policy.
     pub stored: Dtype,
+    /// Extent of each dimension, in elements.
     pub shape: Vec<u64>,
+    /// Chunk extent of each dimension, in elements (the mount's chunking rule).
     pub chunk: Vec<u64>,
+    /// Compressor of the chunks, as [`Codec`]'s `Display` writes it
+    /// (`none`, `zstd(3)`, …).
     pub codec: String,
 }
 
@@ -55,10 +63,12 @@ pub fn array_name(index: usize, name: &str) -> String {
 }
 
 impl TensorLayout {
+    /// Bytes per stored element.
     pub fn item(&self) -> usize {
         self.stored.size() as usize
     }
 
+    /// Elements in one whole chunk.
     pub fn chunk_elems(&self) -> u64 {
         self.chunk.iter().product()
     }
@@ -72,6 +82,9 @@ impl TensorLayout {
             .collect()
     }
 
+    /// A handle on the tensor's array in `store`, for reading or writing its
+    /// chunks; `attributes` go into its `zarr.json` when the caller stores
+    /// the metadata.
     pub fn build(
         &self,
         store: &Arc<DurableStore>,

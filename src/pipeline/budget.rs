@@ -28,6 +28,7 @@ pub struct Reservation {
 }
 
 impl MemoryBudget {
+    /// A budget of `limit` bytes, none reserved.
     pub fn new(limit: u64) -> Arc<Self> {
         Arc::new(MemoryBudget {
             limit,
@@ -57,12 +58,15 @@ impl MemoryBudget {
         }
     }
 
+    /// Bytes reserved now.
     pub fn used(&self) -> u64 {
         *self.used.lock()
     }
+    /// The most bytes reserved at once since the budget was made.
     pub fn peak(&self) -> u64 {
         self.peak.load(Ordering::Relaxed)
     }
+    /// The budget's size (`io.memory_budget`).
     pub fn limit(&self) -> u64 {
         self.limit
     }

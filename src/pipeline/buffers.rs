@@ -39,6 +39,7 @@ fn class_of(len: usize) -> usize {
 }
 
 impl BufferPool {
+    /// An empty pool that keeps at most `limit` bytes of free buffers.
     pub fn new(limit: u64) -> Arc<Self> {
         Arc::new(BufferPool {
             free: Mutex::new(HashMap::new()),

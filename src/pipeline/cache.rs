@@ -17,7 +17,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{FsError, FsResult};
 
-/// (file id, generation, chunk index).
+/// (inode, generation or reader epoch, chunk index or tensor chunk key).
 pub type ChunkKey = (u64, u64, u64);
 
 const SHARDS: usize = 16;
@@ -44,6 +44,8 @@ impl Shard {
     }
 }
 
+/// Decoded chunks by key, bounded by `limit` bytes (pinned read-ahead chunks excepted), shared by
+/// every reader and prefetcher of the mount.
 pub struct ChunkCache {
     limit: u64,
     shards: Vec<Mutex<Shard>>,
@@ -52,7 +54,9 @@ pub struct ChunkCache {
     bytes: AtomicU64,
     pinned: AtomicU64,
     clock: AtomicU64,
+    /// Lookups answered from the cache (or by waiting on a load another asker started).
     pub hits: AtomicU64,
+    /// Lookups that had to load the chunk.
     pub misses: AtomicU64,
 }
 
@@ -92,6 +96,7 @@ impl Drop for LoadGuard<'_> {
 }
 
 impl ChunkCache {
+    /// An empty cache of at most `limit` bytes.
     pub fn new(limit: u64) -> Self {
         ChunkCache {
             limit,
@@ -195,6 +200,7 @@ impl ChunkCache {
         self.pinned.load(Ordering::Relaxed)
     }
 
+    /// The cache's size in bytes (`io.cache`).
     pub fn limit(&self) -> u64 {
         self.limit
     }
@@ -240,6 +246,7 @@ impl ChunkCache {
         }
     }
 
+    /// Bytes of chunks cached now, pinned ones included.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }

@@ -26,6 +26,7 @@ pub struct ChunkRef {
     pub key: ChunkKey,
     /// Its key in the file's store (`g3/t00001.w/c/0/2`).
     pub store_key: String,
+    /// Codec to decode the stored bytes with.
     pub codec: Codec,
     /// Length once decoded (the whole chunk, edges padded).
     pub decoded: usize,
@@ -37,7 +38,10 @@ pub struct ChunkRef {
 /// committed (read once for the cache: the kernel's copy is dropped).
 #[derive(Clone)]
 pub struct ChunkSource {
+    /// The file's store the chunk keys are read from.
     pub store: Arc<DurableStore>,
+    /// The data is committed: chunks are read once for the cache and the kernel's page cache copy
+    /// is dropped.
     pub committed: bool,
 }
 

@@ -52,11 +52,16 @@ enum Mode {
     Staged(Staged),
 }
 
+/// A file's generation in the chunked (`bytes`) layout: appends stream into chunks encoded by the
+/// worker pool, any other change goes through a staging file.
 pub struct ChunkedData {
-    /// File identity used in cache keys.
-    file_id: u64,
+    /// The file's inode number: the first part of its cache keys.
+    ino: u64,
     store: Arc<DurableStore>,
+    /// Chunk length and codec of the generation being written or read.
     pub spec: ByteArraySpec,
+    /// The generation this data is in: the committed one until a change
+    /// needs a new one (appends continue it in place).
     pub gen: u64,
     array: Arc<ByteArray>,
     /// Whether `gen` is the committed generation (its array is live).
@@ -98,13 +103,13 @@ impl ChunkedData {
     /// A new, empty generation.
     pub fn create(
         store: &Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         spec: ByteArraySpec,
         gen: u64,
     ) -> FsResult<Self> {
         let array = Arc::new(spec.handle(store, &format!("/g{gen}"))?);
         Ok(ChunkedData {
-            file_id,
+            ino,
             store: store.clone(),
             spec,
             gen,
@@ -119,7 +124,7 @@ impl ChunkedData {
     /// The committed generation of a file.
     pub fn open(
         store: &Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         spec: ByteArraySpec,
         gen: u64,
         size: u64,
@@ -127,7 +132,7 @@ impl ChunkedData {
     ) -> FsResult<Self> {
         let array = Arc::new(spec.handle(store, &format!("/g{gen}"))?);
         Ok(ChunkedData {
-            file_id,
+            ino,
             store: store.clone(),
             spec,
             gen,
@@ -158,7 +163,7 @@ impl ChunkedData {
 
     /// Reads and checks one stored chunk through the cache.
     fn load_chunk(&self, pipe: &Pipeline, index: u64) -> FsResult<bytes::Bytes> {
-        let key = (self.file_id, self.gen, index);
+        let key = (self.ino, self.gen, index);
         let array = self.array.clone();
         let expect = self.expected_crc(index);
         pipe.cache.get_or_load(key, move || {
@@ -205,7 +210,7 @@ impl ChunkedData {
                     let existing = retrieve_chunk(&self.array, index)?;
                     buf.extend_from_slice(&existing[..keep.min(existing.len())]);
                     buf.resize(keep, 0);
-                    pipe.cache.remove(&(self.file_id, self.gen, index));
+                    pipe.cache.remove(&(self.ino, self.gen, index));
                 }
                 s.buf = Some(ChunkBuf {
                     index,
@@ -340,6 +345,8 @@ impl ChunkedData {
         }
     }
 
+    /// Sets the size: growing (or cutting only zeros past the data) needs no data; cutting data
+    /// stages the file first.
     pub fn truncate(
         &mut self,
         pipe: &Arc<Pipeline>,
@@ -365,6 +372,8 @@ impl ChunkedData {
         }
     }
 
+    /// Fills `out` with the bytes at `offset` of a file of `size` bytes: from the chunk being
+    /// filled, the stored chunks (through the cache), or the staging file; zeros past the data.
     pub fn read(
         &self,
         pipe: &Arc<Pipeline>,
@@ -661,6 +670,7 @@ impl ChunkedData {
         Ok(())
     }
 
+    /// The generation array's path in the file's store (`/g<N>`).
     pub fn gen_path(&self) -> String {
         format!("/g{}", self.gen)
     }

@@ -18,6 +18,7 @@ use super::format_write::FormatWriter;
 use super::sealed::SealedRead;
 use super::Pipeline;
 
+/// A checkpoint file's data in one of its three states (see the module docs).
 pub enum FormatData {
     Writing(Box<FormatWriter>),
     /// Shared so reads can run without the file's lock.
@@ -31,16 +32,22 @@ pub enum FormatData {
 
 /// What a commit records in the manifest.
 pub struct Flushed {
+    /// The generation the segments are stored in.
     pub gen: u64,
+    /// Chunk length and codec of the generation's `raw` array.
     pub raw: ByteArraySpec,
+    /// CRC-32C of each chunk of the `raw` array; `None`: never written.
     pub raw_crcs: Vec<Option<u32>>,
+    /// The file's stretches, in file order.
     pub segments: Vec<SegmentMeta>,
+    /// The checkpoint format recognised, if any.
     pub format: Option<String>,
 }
 
 const COPY_BLOCK: usize = 4 << 20;
 
 impl FormatData {
+    /// The generation being written or staged; `None` when sealed (the manifest names it).
     pub fn gen(&self) -> Option<u64> {
         match self {
             FormatData::Writing(w) => Some(w.gen),
@@ -49,6 +56,7 @@ impl FormatData {
         }
     }
 
+    /// The first error a background chunk store reported, if any; a write then fails with it.
     pub fn take_error(&self) -> Option<FsError> {
         match self {
             FormatData::Writing(w) => w.take_error(),
@@ -61,7 +69,7 @@ impl FormatData {
         &mut self,
         pipe: &Arc<Pipeline>,
         store: &Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         size: u64,
         gen: u64,
     ) -> FsResult<()> {
@@ -79,7 +87,7 @@ impl FormatData {
                 let spec = w.raw_spec();
                 let r = SegmentReader::from_parts(
                     store,
-                    file_id,
+                    ino,
                     w.gen,
                     spec,
                     raw_crcs,
@@ -112,12 +120,15 @@ impl FormatData {
         Ok(())
     }
 
+    /// Writes at `offset`: a write at the end of a stream being parsed
+    /// continues it; anything else goes to the staging file, made first if
+    /// there is none.
     #[allow(clippy::too_many_arguments)]
     pub fn write(
         &mut self,
         pipe: &Arc<Pipeline>,
         store: &Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         offset: u64,
         data: &[u8],
         size: u64,
@@ -129,7 +140,7 @@ impl FormatData {
             }
         }
         if !matches!(self, FormatData::Staged { .. }) {
-            self.stage(pipe, store, file_id, size, new_gen())?;
+            self.stage(pipe, store, ino, size, new_gen())?;
         }
         match self {
             FormatData::Staged { file, .. } => {
@@ -139,12 +150,14 @@ impl FormatData {
         }
     }
 
+    /// Sets the size: growing a stream being parsed needs no data; anything
+    /// else goes to the staging file, made first if there is none.
     #[allow(clippy::too_many_arguments)]
     pub fn truncate(
         &mut self,
         pipe: &Arc<Pipeline>,
         store: &Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         new_size: u64,
         size: u64,
         new_gen: impl FnOnce() -> u64,
@@ -155,7 +168,7 @@ impl FormatData {
             }
         }
         if !matches!(self, FormatData::Staged { .. }) {
-            self.stage(pipe, store, file_id, size, new_gen())?;
+            self.stage(pipe, store, ino, size, new_gen())?;
         }
         match self {
             FormatData::Staged { file, .. } => file.set_len(new_size).ctx("truncate staging file"),
@@ -163,19 +176,21 @@ impl FormatData {
         }
     }
 
+    /// Reads at `offset`: a sealed file from its arrays, otherwise from the staging file (a stream
+    /// being parsed is staged first).
     #[allow(clippy::too_many_arguments)]
     pub fn read(
         &mut self,
         pipe: &Arc<Pipeline>,
         store: &Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         offset: u64,
         out: &mut [u8],
         size: u64,
         new_gen: impl FnOnce() -> u64,
     ) -> FsResult<()> {
         if matches!(self, FormatData::Writing(_)) {
-            self.stage(pipe, store, file_id, size, new_gen())?;
+            self.stage(pipe, store, ino, size, new_gen())?;
         }
         match self {
             FormatData::Sealed(r) => r.read(pipe, offset, out),
@@ -229,14 +244,14 @@ impl FormatData {
     pub fn committed(
         &mut self,
         store: &Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         m: &FileManifest,
     ) -> FsResult<()> {
         let staging = match self {
             FormatData::Staged { key, .. } => Some(key.clone()),
             _ => None,
         };
-        *self = FormatData::Sealed(Arc::new(SegmentReader::open(store, file_id, m)?));
+        *self = FormatData::Sealed(Arc::new(SegmentReader::open(store, ino, m)?));
         if let Some(key) = staging {
             let _ = fs::remove_file(store.key_path(&key));
         }

@@ -128,7 +128,7 @@ impl Geometry {
         }
     }
 
-    fn chunk_ref(&self, file_id: u64, epoch: u64, segment: usize, band: &Band, j: u64) -> ChunkRef {
+    fn chunk_ref(&self, ino: u64, epoch: u64, segment: usize, band: &Band, j: u64) -> ChunkRef {
         use std::fmt::Write;
         let linear = band.first_chunk + j;
         let mut key = self.key_prefix.clone();
@@ -137,7 +137,7 @@ impl Geometry {
         }
         let _ = write!(key, "{j}");
         ChunkRef {
-            key: (file_id, epoch, tensor_key(segment, linear)),
+            key: (ino, epoch, tensor_key(segment, linear)),
             store_key: key,
             codec: self.codec,
             decoded: self.decoded,
@@ -146,8 +146,10 @@ impl Geometry {
     }
 }
 
+/// A committed (or flushed) checkpoint generation, read back as the file's bytes without the file's
+/// lock.
 pub struct SegmentReader {
-    file_id: u64,
+    ino: u64,
     epoch: u64,
     raw_prefix: String,
     raw_chunk: u64,
@@ -160,14 +162,15 @@ pub struct SegmentReader {
 }
 
 impl SegmentReader {
-    pub fn open(store: &Arc<DurableStore>, file_id: u64, m: &FileManifest) -> FsResult<Self> {
+    /// The reader of the committed generation `m` names.
+    pub fn open(store: &Arc<DurableStore>, ino: u64, m: &FileManifest) -> FsResult<Self> {
         let spec = ByteArraySpec {
             chunk_bytes: m.layout.chunk_bytes,
             codec: parse_codec(&m.layout.codec)?,
         };
         let mut r = Self::from_parts(
             store,
-            file_id,
+            ino,
             m.generation,
             spec,
             m.chunks.clone(),
@@ -181,7 +184,7 @@ impl SegmentReader {
     /// committed: its chunks stay in the kernel's cache).
     pub fn from_parts(
         store: &Arc<DurableStore>,
-        file_id: u64,
+        ino: u64,
         gen: u64,
         spec: ByteArraySpec,
         raw_crcs: Vec<Option<u32>>,
@@ -206,7 +209,7 @@ impl SegmentReader {
             }
         }
         Ok(SegmentReader {
-            file_id,
+            ino,
             epoch: next_epoch(),
             raw_prefix: format!("g{gen}/raw/c/"),
             raw_chunk: spec.chunk_bytes,
@@ -222,6 +225,7 @@ impl SegmentReader {
         })
     }
 
+    /// The file's stretches, in file order.
     pub fn segments(&self) -> &[SegmentMeta] {
         &self.segments
     }
@@ -233,7 +237,7 @@ impl SegmentReader {
             .min(start + self.raw_chunk)
             .saturating_sub(start) as usize;
         ChunkRef {
-            key: (self.file_id, self.epoch, index),
+            key: (self.ino, self.epoch, index),
             store_key: format!("{}{index}", self.raw_prefix),
             codec: self.raw_codec,
             decoded: self.raw_chunk as usize,
@@ -286,7 +290,7 @@ impl SegmentReader {
             let band = g.band(row, last);
             chunks.clear();
             for j in 0..g.col_grid {
-                let r = g.chunk_ref(self.file_id, self.epoch, segment, &band, j);
+                let r = g.chunk_ref(self.ino, self.epoch, segment, &band, j);
                 chunks.push(chunk_load::load(pipe, &self.src, &r)?);
             }
             for i in 0..band.len {
@@ -333,7 +337,7 @@ impl SegmentReader {
         while row <= last {
             let band = g.band(row, last);
             for j in 0..g.col_grid {
-                out.push(g.chunk_ref(self.file_id, self.epoch, segment, &band, j));
+                out.push(g.chunk_ref(self.ino, self.epoch, segment, &band, j));
             }
             row += band.len;
         }

@@ -60,17 +60,22 @@ enum Current {
     Tensor(Box<TensorAsm>),
 }
 
+/// Parses a checkpoint stream as it is written, storing each tensor in its own array and everything
+/// else in the `raw` array, chunks encoded by the worker pool.
 pub struct FormatWriter {
     pipe: Arc<Pipeline>,
     store: Arc<DurableStore>,
+    /// The generation the arrays are written into.
     pub gen: u64,
     planner: Planner,
+    /// The format the sniffer recognised, once it has.
     pub format: Option<Format>,
     /// File bytes assigned to a segment so far.
     pos: u64,
     look: Vec<u8>,
     current: Current,
     raw: RawAppender,
+    /// The stretches assigned so far, in file order.
     pub segments: Vec<SegmentMeta>,
     inflight: Arc<Inflight>,
     file_name: String,
@@ -83,6 +88,8 @@ pub struct FormatWriter {
 }
 
 impl FormatWriter {
+    /// A writer for generation `gen` of the file called `file_name` (recorded in array attributes),
+    /// sniffing the format from the first bytes.
     pub fn new(
         pipe: &Arc<Pipeline>,
         store: &Arc<DurableStore>,
@@ -120,10 +127,12 @@ impl FormatWriter {
         self.pos + self.look.len() as u64
     }
 
+    /// The first error a background chunk store reported, if any.
     pub fn take_error(&self) -> Option<FsError> {
         self.inflight.take_error()
     }
 
+    /// Takes the next bytes of the stream (they continue at `end()`).
     pub fn push(&mut self, mut data: &[u8]) -> FsResult<()> {
         while !data.is_empty() {
             match &mut self.current {

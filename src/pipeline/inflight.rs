@@ -17,6 +17,8 @@ struct State {
     crcs: BTreeMap<u64, u32>,
 }
 
+/// The chunks of one file on their way to the store: how many, their
+/// checksums, and the first error.
 #[derive(Debug, Default)]
 pub struct Inflight {
     state: Mutex<State>,
@@ -24,6 +26,7 @@ pub struct Inflight {
 }
 
 impl Inflight {
+    /// Counts one more chunk in flight; each `start` is matched by one `finish`.
     pub fn start(&self) {
         self.state.lock().pending += 1;
     }
@@ -64,6 +67,7 @@ impl Inflight {
         self.state.lock().error.take()
     }
 
+    /// Whether no chunk is in flight.
     pub fn is_idle(&self) -> bool {
         self.state.lock().pending == 0
     }

@@ -24,22 +24,28 @@ use crate::profile::Profiler;
 
 /// Everything the data path of a mount shares.
 pub struct Pipeline {
+    /// The mount's config, as loaded.
     pub config: MountConfig,
+    /// Bounds the chunk data held by writers at once.
     pub budget: Arc<MemoryBudget>,
     /// Encodes and stores chunks of saves.
     pub pool: pool::WorkerPool,
     /// Loads chunks ahead of readers (apart from the save pool, so a save
     /// never waits behind read-ahead, nor a reader behind a save).
     pub read_pool: pool::WorkerPool,
+    /// Decoded chunks for readers, shared by all files.
     pub cache: cache::ChunkCache,
     /// Recycled chunk buffers (see `buffers`).
     pub buffers: Arc<buffers::BufferPool>,
+    /// The mount's profiler: counters, histograms and the access log.
     pub profiler: Arc<Profiler>,
 }
 
 pub use budget::MemoryBudget;
 
 impl Pipeline {
+    /// The data path of a mount with `config`: budget, worker pools, cache and buffer pool sized
+    /// from it.
     pub fn new(config: MountConfig, profiler: Arc<Profiler>) -> std::io::Result<Arc<Self>> {
         Ok(Arc::new(Pipeline {
             budget: MemoryBudget::new(config.io.memory_budget),

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use crate::error::{FsResult, IoContext};
 use crate::store::durable::{open_rw, DurableStore};
 
+/// A file's generation in the plain layout: one data file, written in place.
 pub struct PlainData {
+    /// The generation whose data file this is.
     pub gen: u64,
     file: Arc<File>,
     /// Bytes that belong to the committed version.
@@ -85,6 +87,8 @@ impl PlainData {
         Ok(())
     }
 
+    /// Writes at `offset`, first copying the file to a new generation when the write would touch
+    /// committed bytes (unless passthrough writers share the file).
     pub fn write(
         &mut self,
         store: &DurableStore,
@@ -106,6 +110,8 @@ impl PlainData {
         Ok(())
     }
 
+    /// Sets the size, first copying the file to a new generation when it would cut committed bytes
+    /// (unless passthrough writers share the file).
     pub fn truncate(
         &mut self,
         store: &DurableStore,
@@ -123,6 +129,7 @@ impl PlainData {
         Ok(())
     }
 
+    /// Reads at `offset` up to the data file's end; returns the bytes read.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> FsResult<usize> {
         read_full(&self.file, offset, buf)
     }
@@ -142,6 +149,7 @@ impl PlainData {
         Ok(crc)
     }
 
+    /// The generation array's path in the file's store (`/g<N>`).
     pub fn gen_path(&self) -> String {
         format!("/g{}", self.gen)
     }

@@ -13,6 +13,8 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
+    /// A pool that runs at most `concurrency` jobs at once (at least one),
+    /// its threads named `name`.
     pub fn new(concurrency: usize, name: &str) -> io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

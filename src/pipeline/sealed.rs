@@ -38,7 +38,7 @@ pub fn next_epoch() -> u64 {
 
 /// A committed file of the `bytes` layout: a 1-D array of equal chunks.
 pub struct ByteReader {
-    file_id: u64,
+    ino: u64,
     epoch: u64,
     prefix: String,
     chunk: u64,
@@ -49,12 +49,13 @@ pub struct ByteReader {
 }
 
 impl ByteReader {
-    pub fn open(store: &Arc<DurableStore>, file_id: u64, m: &FileManifest) -> FsResult<Self> {
+    /// The reader of the committed generation `m` names.
+    pub fn open(store: &Arc<DurableStore>, ino: u64, m: &FileManifest) -> FsResult<Self> {
         if m.layout.chunk_bytes == 0 {
             return Err(FsError::new(libc::EIO, "manifest: chunk size 0"));
         }
         Ok(ByteReader {
-            file_id,
+            ino,
             epoch: next_epoch(),
             prefix: format!("g{}/c/", m.generation),
             chunk: m.layout.chunk_bytes,
@@ -72,7 +73,7 @@ impl ByteReader {
         let start = index * self.chunk;
         let valid = self.size.min(start + self.chunk).saturating_sub(start) as usize;
         ChunkRef {
-            key: (self.file_id, self.epoch, index),
+            key: (self.ino, self.epoch, index),
             store_key: format!("{}{index}", self.prefix),
             codec: self.codec,
             decoded: self.chunk as usize,

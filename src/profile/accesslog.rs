@@ -14,12 +14,14 @@ use parking_lot::{Condvar, Mutex};
 
 const QUEUE_LINES: usize = 10_240;
 
+/// One reader of `.ckptfs/accesslog`: its queue of lines not yet read.
 #[derive(Default)]
 pub struct Reader {
     lines: Mutex<VecDeque<String>>,
     ready: Condvar,
 }
 
+/// The readers attached to the access log and the lines their full queues dropped.
 #[derive(Default)]
 pub struct AccessLog {
     readers: Mutex<Vec<Arc<Reader>>>,
@@ -33,6 +35,7 @@ impl AccessLog {
         self.active.load(Ordering::Relaxed) > 0
     }
 
+    /// A new reader; it gets every line pushed from now on.
     pub fn attach(&self) -> Arc<Reader> {
         let r = Arc::new(Reader::default());
         let mut readers = self.readers.lock();
@@ -41,16 +44,19 @@ impl AccessLog {
         r
     }
 
+    /// Removes a reader (its file was closed).
     pub fn detach(&self, r: &Arc<Reader>) {
         let mut readers = self.readers.lock();
         readers.retain(|x| !Arc::ptr_eq(x, r));
         self.active.store(readers.len(), Ordering::Relaxed);
     }
 
+    /// Lines dropped because a reader's queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Queues `line` for every reader (dropped for a reader whose queue is full).
     pub fn push(&self, line: String) {
         for r in self.readers.lock().iter() {
             let mut q = r.lines.lock();

@@ -46,10 +46,15 @@ pub struct FileStats {
 /// Bytes and operations in one bucket of the mount's life.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct Bucket {
+    /// Bytes the filesystem returned to readers.
     pub fs_read: u64,
+    /// Bytes writers handed to the filesystem.
     pub fs_written: u64,
+    /// Bytes read from the backing store.
     pub backend_read: u64,
+    /// Bytes written to the backing store.
     pub backend_written: u64,
+    /// FUSE operations.
     pub ops: u64,
 }
 
@@ -118,6 +123,8 @@ impl Timeline {
     }
 }
 
+/// Counts and times every FUSE operation and backend stage of a mount, per operation, stage and
+/// file, at the level it was made with.
 pub struct Profiler {
     level: AtomicU8,
     started: Instant,
@@ -130,6 +137,7 @@ pub struct Profiler {
     backend_written: AtomicU64,
     backend_read: AtomicU64,
     timeline: Mutex<Timeline>,
+    /// The `.ckptfs/accesslog` stream.
     pub accesslog: AccessLog,
 }
 
@@ -169,6 +177,7 @@ impl Default for Profiler {
 }
 
 impl Profiler {
+    /// A profiler recording at `level`, its clock started now.
     pub fn new(level: Level) -> Self {
         Profiler {
             level: AtomicU8::new(level as u8),
@@ -187,6 +196,7 @@ impl Profiler {
         }
     }
 
+    /// How much it records.
     pub fn level(&self) -> Level {
         match self.level.load(Ordering::Relaxed) {
             0 => Level::Off,
@@ -201,6 +211,7 @@ impl Profiler {
         self.level() == Level::Full && self.accesslog.enabled()
     }
 
+    /// Times the stage `name` until the returned timer is dropped (records nothing at level `off`).
     pub fn stage(&self, name: &'static str) -> StageTimer<'_> {
         StageTimer {
             profiler: self,
@@ -258,6 +269,7 @@ impl Profiler {
         }
     }
 
+    /// Counts bytes written to the backing store (and on the timeline at `full`).
     pub fn add_backend_write(&self, bytes: u64) {
         if self.level() == Level::Off {
             return;
@@ -268,6 +280,7 @@ impl Profiler {
         }
     }
 
+    /// Counts bytes read from the backing store (and on the timeline at `full`).
     pub fn add_backend_read(&self, bytes: u64) {
         if self.level() == Level::Off {
             return;

@@ -340,6 +340,8 @@ fn time_panel(root: &Area, area: &Area, bars: &[Bar], wall: f64) -> Result<()> {
     Ok(())
 }
 
+/// Draws the profile `doc` as a PNG at `out`: throughput over time above the time per operation and
+/// stage.
 pub fn draw(doc: &Value, out: &Path) -> Result<()> {
     register_font()?;
     let snap = snapshot(doc);

@@ -4,6 +4,8 @@
 use anyhow::{anyhow, Result};
 use serde_json::Value;
 
+/// Which table a report shows: one row per FUSE operation, per backend stage, or per file and
+/// operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum By {
     Op,
@@ -11,6 +13,7 @@ pub enum By {
     File,
 }
 
+/// Output format of `ckptfs report`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Table,
@@ -18,17 +21,28 @@ pub enum Format {
     Json,
 }
 
+/// One line of a report table, from one operation's or stage's totals.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Row {
+    /// Operation, stage, or `<file> <op>`.
     pub name: String,
+    /// How many times it ran.
     pub count: u64,
+    /// How many of those failed.
     pub errors: u64,
+    /// Bytes it moved.
     pub bytes: u64,
+    /// Time spent in it, summed over every run (concurrent runs add up).
     pub total_s: f64,
+    /// `bytes` over `total_s`, in MB/s.
     pub mb_per_s: f64,
+    /// Mean time per run, in milliseconds.
     pub mean_ms: f64,
+    /// Median time per run (0 without histograms: profile level `counters`).
     pub p50_ms: f64,
+    /// 99th-percentile time per run (0 without histograms).
     pub p99_ms: f64,
+    /// `total_s` as a share of the mount's wall time.
     pub share: f64,
 }
 
@@ -61,11 +75,13 @@ fn row(name: String, s: &Value, wall: f64) -> Row {
 
 /// The profile's throughput timeline: bytes and operations per bucket.
 pub struct Timeline {
+    /// Width of a bucket in milliseconds.
     pub bucket_ms: u64,
     /// Per bucket, one value per `SERIES`.
     pub rows: Vec<[u64; 5]>,
 }
 
+/// The timeline's series, in the order of each row's values.
 pub const SERIES: [&str; 5] = [
     "fs_read",
     "fs_written",
@@ -75,6 +91,7 @@ pub const SERIES: [&str; 5] = [
 ];
 
 impl Timeline {
+    /// Width of a bucket in seconds.
     pub fn bucket_s(&self) -> f64 {
         self.bucket_ms as f64 / 1e3
     }
@@ -89,6 +106,8 @@ impl Timeline {
     }
 }
 
+/// The throughput timeline of a profile; a profile that has no bucket width (older ones) has
+/// one-second buckets.
 pub fn timeline(doc: &Value) -> Timeline {
     let snap = snapshot(doc);
     // Profiles from before finer buckets have no width: one second.
@@ -131,6 +150,7 @@ fn timeline_line(doc: &Value) -> String {
     )
 }
 
+/// The rows of `doc` for the table `by`, longest total time first.
 pub fn rows(doc: &Value, by: By) -> Result<Vec<Row>> {
     let snap = snapshot(doc);
     let wall = snap.get("wall_s").and_then(Value::as_f64).unwrap_or(0.0);
@@ -202,6 +222,7 @@ fn io_paths_line(doc: &Value) -> String {
     )
 }
 
+/// Renders the table `by` of `doc` as text, markdown or JSON.
 pub fn render(doc: &Value, by: By, format: Format) -> Result<String> {
     let rows = rows(doc, by)?;
     let snap = snapshot(doc);

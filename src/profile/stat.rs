@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
+/// Totals and (at level `full`) a latency histogram of one operation or stage; updated lock-free
+/// except for the histogram.
 pub struct Stat {
     count: AtomicU64,
     errors: AtomicU64,
@@ -29,6 +31,7 @@ impl Default for Stat {
 }
 
 impl Stat {
+    /// Records one run: its time, its bytes, whether it failed, and (with `histogram`) its latency.
     pub fn record(&self, ns: u64, bytes: u64, error: bool, histogram: bool) {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -44,14 +47,17 @@ impl Stat {
         }
     }
 
+    /// How many runs were recorded.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Bytes recorded over all runs.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// The totals as JSON: count, errors, bytes, total, mean, p50/p90/p99 and max time in seconds.
     pub fn snapshot(&self) -> serde_json::Value {
         let count = self.count.load(Ordering::Relaxed);
         let total = self.total_ns.load(Ordering::Relaxed) as f64 / 1e9;

@@ -20,20 +20,27 @@ pub const MAX_INLINE_VALUE_LEN: u64 = 1 << 20;
 /// Where a value or node lives: an index into the record's data-file table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Location {
+    /// Index into the enclosing record's data-file table.
     pub file: usize,
+    /// Byte offset in that data file.
     pub offset: u64,
+    /// Length in bytes.
     pub length: u64,
 }
 
 /// Subtree statistics carried by every node reference.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Keys in the subtree.
     pub num_keys: u64,
+    /// Encoded bytes of every node in the subtree, this one included.
     pub num_tree_bytes: u64,
+    /// Bytes of the values in the subtree stored out of line (in data files rather than in leaves).
     pub num_indirect_value_bytes: u64,
 }
 
 impl Stats {
+    /// Adds `o`'s counts to these (saturating).
     pub fn add(&mut self, o: &Stats) {
         self.num_keys = self.num_keys.saturating_add(o.num_keys);
         self.num_tree_bytes = self.num_tree_bytes.saturating_add(o.num_tree_bytes);
@@ -43,42 +50,55 @@ impl Stats {
     }
 }
 
+/// A leaf's value: held in the node, or stored out of line in a data file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeafValue {
     Inline(Vec<u8>),
     Indirect(Location),
 }
 
+/// One key and its value in a leaf node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeafEntry {
     /// Key relative to the node's implicit prefix.
     pub key: Vec<u8>,
+    /// The value, inline or out of line.
     pub value: LeafValue,
 }
 
+/// One child reference in an interior node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InteriorEntry {
     /// Inclusive lower bound of the child's keys, relative to this node.
     pub key: Vec<u8>,
+    /// Bytes of `key` that every key of the child shares; the child's keys are relative to them.
     pub subtree_common_prefix_len: usize,
+    /// Where the child node is stored.
     pub child: Location,
+    /// Statistics of the child's subtree.
     pub stats: Stats,
 }
 
+/// A node's entries: key/value pairs (height 0) or child references.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entries {
     Leaf(Vec<LeafEntry>),
     Interior(Vec<InteriorEntry>),
 }
 
+/// A decoded B+tree node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BtreeNode {
+    /// 0 for a leaf; one more per level above.
     pub height: u8,
+    /// The data files its entries' locations index into.
     pub files: Vec<DataFilePath>,
+    /// The node's entries, in key order.
     pub entries: Entries,
 }
 
 impl BtreeNode {
+    /// Number of entries.
     pub fn len(&self) -> usize {
         match &self.entries {
             Entries::Leaf(e) => e.len(),
@@ -86,6 +106,7 @@ impl BtreeNode {
         }
     }
 
+    /// Whether the node has no entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

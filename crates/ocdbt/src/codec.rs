@@ -19,18 +19,22 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
         Self { buf, pos: 0 }
     }
 
+    /// Bytes not read yet.
     pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
+    /// Whether every byte has been read.
     pub fn is_empty(&self) -> bool {
         self.remaining() == 0
     }
 
+    /// The next byte.
     pub fn byte(&mut self) -> Result<u8> {
         let b = *self
             .buf
@@ -40,6 +44,7 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
+    /// The next `n` bytes, borrowed from the buffer.
     pub fn bytes(&mut self, n: u64) -> Result<&'a [u8]> {
         let n = usize::try_from(n).map_err(|_| corrupt("length exceeds address space"))?;
         if n > self.remaining() {
@@ -79,11 +84,13 @@ impl<'a> Reader<'a> {
         Ok(v)
     }
 
+    /// The next four bytes as a little-endian `u32`.
     pub fn u32_le(&mut self) -> Result<u32> {
         let b = self.bytes(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    /// The next eight bytes as a little-endian `u64`.
     pub fn u64_le(&mut self) -> Result<u64> {
         let b = self.bytes(8)?;
         let mut a = [0u8; 8];

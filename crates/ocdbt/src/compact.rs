@@ -22,8 +22,12 @@ use crate::fsutil::sync_dir;
 /// What one compaction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CompactReport {
+    /// Data files deleted.
     pub files_removed: usize,
+    /// Bytes of live values copied out of them (trees are rewritten, not
+    /// copied).
     pub bytes_copied: u64,
+    /// Bytes the deleted files held.
     pub bytes_reclaimed: u64,
 }
 

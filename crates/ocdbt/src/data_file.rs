@@ -71,10 +71,12 @@ impl DataFile {
         })
     }
 
+    /// Bytes reserved so far: the logical length, which may run ahead of what has landed.
     pub fn len(&self) -> u64 {
         self.len.load(Ordering::Acquire)
     }
 
+    /// Whether nothing has been reserved.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -84,6 +86,8 @@ impl DataFile {
         self.len.fetch_add(n, Ordering::AcqRel)
     }
 
+    /// Writes `data` at `offset` (a range `reserve` handed out) and marks the file for the next
+    /// `sync`.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
         let r = self
             .file
@@ -168,14 +172,17 @@ pub struct FileTable {
 }
 
 impl FileTable {
+    /// The file with id `id`, unless it was removed.
     pub fn get(&self, id: u32) -> Option<&Arc<DataFile>> {
         self.files.get(id as usize).and_then(|f| f.as_ref())
     }
 
+    /// The id of the file at `path` (relative to the database root).
     pub fn id_of(&self, path: &str) -> Option<u32> {
         self.by_path.get(path).copied()
     }
 
+    /// Adds a file under the next unused id and returns that id.
     pub fn insert(&mut self, f: Arc<DataFile>) -> u32 {
         let id = self.files.len() as u32;
         self.by_path.insert(f.path.clone(), id);
@@ -190,6 +197,7 @@ impl FileTable {
         Some(f)
     }
 
+    /// Every file still in the table, with its id.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Arc<DataFile>)> {
         self.files
             .iter()

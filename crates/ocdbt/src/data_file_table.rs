@@ -15,7 +15,9 @@ pub const MAX_PATH_LEN: u64 = 65535;
 /// transitive prefix that nodes stored in that file resolve against.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataFilePath {
+    /// Path of the data file relative to the database root.
     pub full: String,
+    /// Prefix for the tables of nodes stored in this file.
     pub transitive: String,
 }
 

@@ -73,15 +73,22 @@ impl Default for DbOptions {
 }
 
 pub(crate) struct IndexState {
+    /// Every key's value as of now: the last commit plus writes since.
     pub map: Arc<BTreeMap<Vec<u8>, Value>>,
     /// Changed since the last commit.
     pub dirty: bool,
 }
 
 pub(crate) struct CommitState {
+    /// A commit is writing now; others wait for it (or join the next one).
     pub running: bool,
+    /// Epoch the next commit will take. A `commit` call notes it and is
+    /// served by the first commit of at least that epoch (one that started
+    /// after the call).
     pub next_epoch: u64,
+    /// Epoch of the last commit that finished.
     pub done_epoch: u64,
+    /// Outcome of that commit: its generation, or its error as text.
     pub last: std::result::Result<u64, String>,
 }
 
@@ -271,10 +278,12 @@ impl Db {
         self.read_only
     }
 
+    /// The database's root directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The settings fixed when the database was created.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -317,6 +326,7 @@ impl Db {
         }
     }
 
+    /// Length of `key`'s value, pending writes included.
     pub fn size(&self, key: &[u8]) -> Option<u64> {
         self.value(key).map(|v| v.len())
     }

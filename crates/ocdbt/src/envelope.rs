@@ -8,8 +8,11 @@ use std::io::Read;
 use super::codec::{put_varint, Reader};
 use super::error::{corrupt, OcdbtError, Result};
 
+/// Magic number of a manifest record.
 pub const MANIFEST_MAGIC: u32 = 0x0cdb_3a2a;
+/// Magic number of a B+tree node record.
 pub const BTREE_NODE_MAGIC: u32 = 0x0cdb_20de;
+/// Magic number of a version-tree node record.
 pub const VERSION_NODE_MAGIC: u32 = 0x0cdb_1234;
 
 /// Header (magic + length) and footer (CRC) sizes.

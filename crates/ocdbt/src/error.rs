@@ -23,6 +23,7 @@ pub enum OcdbtError {
     },
 }
 
+/// Result of an OCDBT operation.
 pub type Result<T> = std::result::Result<T, OcdbtError>;
 
 /// Shorthand for a decode failure.

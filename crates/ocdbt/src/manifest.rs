@@ -18,16 +18,23 @@ pub const MAX_MANIFEST_BODY: usize = 64 << 20;
 /// Database-wide settings, fixed at creation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// Random id of the database, written at creation.
     pub uuid: [u8; 16],
+    /// Values up to this length are stored inline in leaves; longer ones in data files.
     pub max_inline_value_bytes: u32,
+    /// Largest decoded node a writer may produce.
     pub max_decoded_node_bytes: u32,
+    /// Base-2 log of the version tree's arity.
     pub version_tree_arity_log2: u8,
     /// Compression of manifests and nodes.
     pub compression: Compression,
 }
 
+/// A decoded `manifest.ocdbt`: the configuration and every kept version, inline or through
+/// version-tree nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
+    /// Database-wide settings.
     pub config: Config,
     /// Files the version references point into (plain relative paths).
     pub files: Vec<DataFilePath>,
@@ -38,6 +45,7 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The newest version.
     pub fn latest(&self) -> &VersionRef {
         // `decode` and every writer guarantee at least one version.
         &self.versions[self.versions.len() - 1]
@@ -68,6 +76,8 @@ pub fn encode(m: &Manifest) -> Result<Vec<u8>> {
     envelope::encode(MANIFEST_MAGIC, c.compression, &body)
 }
 
+/// Decodes a `manifest.ocdbt` record, checking its envelope (magic, length,
+/// CRC-32C) and the format's limits.
 pub fn decode(data: &[u8]) -> Result<Manifest> {
     let body = envelope::decode(data, MANIFEST_MAGIC, MAX_MANIFEST_BODY)?;
     let mut r = Reader::new(&body);

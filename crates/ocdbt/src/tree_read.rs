@@ -19,12 +19,16 @@ pub trait FileSource {
 /// A stored range: a file and a byte range in it.
 #[derive(Clone, Debug)]
 pub struct FileRange {
+    /// The data file.
     pub file: Arc<DataFile>,
+    /// Byte offset in it.
     pub offset: u64,
+    /// Length in bytes.
     pub length: u64,
 }
 
 impl FileRange {
+    /// Whether both name the same bytes: same file path, offset and length.
     pub fn same_place(&self, o: &FileRange) -> bool {
         self.file.path == o.file.path && self.offset == o.offset && self.length == o.length
     }
@@ -33,10 +37,15 @@ impl FileRange {
 /// One version, with its root resolved to a file.
 #[derive(Clone, Debug)]
 pub struct Version {
+    /// Commit counter of the version, from 1.
     pub generation: u64,
+    /// Height of the root node (0: a leaf).
     pub root_height: u8,
+    /// The root node; `None` for an empty tree.
     pub root: Option<FileRange>,
+    /// Statistics of the whole tree.
     pub stats: Stats,
+    /// When the version was committed, nanoseconds since the Unix epoch.
     pub commit_time_ns: u64,
 }
 

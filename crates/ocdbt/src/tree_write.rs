@@ -26,6 +26,7 @@ pub enum Value {
 }
 
 impl Value {
+    /// Length of the value in bytes.
     pub fn len(&self) -> u64 {
         match self {
             Value::Inline(b) => b.len() as u64,
@@ -33,6 +34,7 @@ impl Value {
         }
     }
 
+    /// Whether the value has no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -41,8 +43,11 @@ impl Value {
 /// A written tree: its root, height and statistics.
 #[derive(Clone, Debug)]
 pub struct WrittenTree {
+    /// Where the root node was written.
     pub root: FileRange,
+    /// Height of the root node (0: a leaf).
     pub height: u8,
+    /// Statistics of the whole tree.
     pub stats: Stats,
 }
 

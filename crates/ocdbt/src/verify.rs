@@ -35,10 +35,15 @@ impl FileSource for DirFiles<'_> {
 /// One kept version, as `ckptfs versions` lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VersionInfo {
+    /// Commit counter of the version.
     pub generation: u64,
+    /// When it was committed, nanoseconds since the Unix epoch.
     pub commit_time_ns: u64,
+    /// Keys in its tree.
     pub num_keys: u64,
+    /// Encoded bytes of its tree's nodes.
     pub tree_bytes: u64,
+    /// Bytes of its values stored out of line.
     pub indirect_value_bytes: u64,
 }
 
@@ -65,14 +70,20 @@ pub fn versions(dir: &Path) -> Result<Vec<VersionInfo>> {
 /// What `verify` found.
 #[derive(Clone, Debug, Default)]
 pub struct VerifyReport {
+    /// Versions walked.
     pub versions: usize,
+    /// Nodes read, summed over the versions (a node several versions share counts once for each).
     pub nodes: usize,
+    /// Keys seen, summed over the versions.
     pub keys: usize,
+    /// Out-of-line values checked, summed over the versions.
     pub indirect_values: usize,
+    /// What is wrong, one line each.
     pub problems: Vec<String>,
 }
 
 impl VerifyReport {
+    /// Whether nothing is wrong.
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }

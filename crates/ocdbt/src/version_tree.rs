@@ -17,11 +17,15 @@ pub const MAX_ARITY_LOG2: u8 = 16;
 /// One version: a B+tree root and its statistics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VersionRef {
+    /// Commit counter of the version, from 1.
     pub generation: u64,
+    /// Height of its B+tree's root node (0: a leaf).
     pub root_height: u8,
     /// `None` for an empty tree (stored as offset = length = u64::MAX).
     pub root: Option<Location>,
+    /// Statistics of its whole tree.
     pub stats: Stats,
+    /// When it was committed, nanoseconds since the Unix epoch.
     pub commit_time_ns: u64,
 }
 
@@ -30,24 +34,33 @@ pub struct VersionRef {
 pub struct VersionNodeRef {
     /// Latest generation in the subtree.
     pub generation: u64,
+    /// Where the node is stored.
     pub location: Location,
+    /// Generations the subtree covers.
     pub num_generations: u64,
     /// Earliest commit time in the subtree.
     pub commit_time: u64,
+    /// Height of the node (0: its entries are versions).
     pub height: u8,
 }
 
+/// A version-tree node's entries: versions (height 0) or references to lower nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VersionEntries {
     Leaf(Vec<VersionRef>),
     Interior(Vec<VersionNodeRef>),
 }
 
+/// A decoded version-tree node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VersionTreeNode {
+    /// Base-2 log of the tree's arity, as the manifest's config has it.
     pub arity_log2: u8,
+    /// 0 for a leaf; one more per level above.
     pub height: u8,
+    /// The data files its entries' locations index into.
     pub files: Vec<DataFilePath>,
+    /// The node's entries, oldest generation first.
     pub entries: VersionEntries,
 }
 
@@ -63,6 +76,8 @@ pub fn bucket_start(arity_log2: u8, generation: u64) -> u64 {
 
 const MISSING: u64 = u64::MAX;
 
+/// Appends a list of versions in the format's column order; `file_of` maps each location's file
+/// index to its index in the record's table.
 pub fn write_version_refs(out: &mut Vec<u8>, v: &[VersionRef], file_of: impl Fn(usize) -> usize) {
     put_varint(out, v.len() as u64);
     for e in v {
@@ -115,6 +130,8 @@ fn read_file_ids(r: &mut Reader, n: usize, files: usize) -> Result<Vec<usize>> {
         .collect()
 }
 
+/// Reads a list of versions as `write_version_refs` writes it: at most one leaf bucket
+/// (`2^arity_log2`) of them, never empty, their file ids below `files`.
 pub fn read_version_refs(r: &mut Reader, arity_log2: u8, files: usize) -> Result<Vec<VersionRef>> {
     let n = r.varint_max(1u64 << arity_log2, "version count")? as usize;
     if n == 0 {
@@ -174,6 +191,9 @@ pub fn read_version_refs(r: &mut Reader, arity_log2: u8, files: usize) -> Result
     Ok(out)
 }
 
+/// Appends a list of version-node references in the format's column order; `with_height`: each
+/// reference carries its node's height (the manifest's list does, a node's own list does not), and
+/// `file_of` maps file indices as for `write_version_refs`.
 pub fn write_node_refs(
     out: &mut Vec<u8>,
     v: &[VersionNodeRef],
