@@ -17,7 +17,7 @@ use fuser::{FileAttr, FileType};
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{enoent, FsError, FsResult, IoContext};
-use crate::layout::manifest::{dir_group_json, link_group_json, ZARR_JSON};
+use crate::layout::manifest::{dir_group_json, link_group_json, Attrs, ZARR_JSON};
 use crate::ocdbt::Db;
 use crate::pipeline::prefetch::Prefetcher;
 use crate::pipeline::Pipeline;
@@ -25,11 +25,11 @@ use crate::store::durable::{sync_dir, temp_name, write_atomic, DurableStore};
 
 use super::attr::{from_time, fuse_attr, now_ns};
 use super::control::{self, ControlHandle};
-use super::file::{FileAttrs, FileNode};
+use super::file::FileNode;
 use super::io_mode::{BackingToken, Choice, IoPath, Passthrough, PassthroughUse};
 use super::names::RESERVED;
 use super::ns_index;
-use super::tree::{Kind, NodeAttrs, Tree, ROOT};
+use super::tree::{Kind, Tree, ROOT};
 
 /// An open file.
 pub struct Handle {
@@ -296,7 +296,7 @@ impl CkptFs {
             return Err(FsError::io(&e, "mkdir"));
         }
         let now = now_ns();
-        let attrs = NodeAttrs {
+        let attrs = Attrs {
             mode: libc::S_IFDIR | (mode & 0o7777),
             uid,
             gid,
@@ -327,7 +327,7 @@ impl CkptFs {
         let tmp = temp_name(&final_path);
         fs::create_dir(&tmp).ctx("create file dir")?;
         let now = now_ns();
-        let attrs = FileAttrs {
+        let attrs = Attrs {
             mode: libc::S_IFREG | (mode & 0o7777),
             uid,
             gid,
@@ -354,7 +354,7 @@ impl CkptFs {
                 return Err(e);
             }
         };
-        let node_attrs = NodeAttrs {
+        let node_attrs = Attrs {
             mode: attrs.mode,
             uid,
             gid,
@@ -387,7 +387,7 @@ impl CkptFs {
         symlink(target, &path).ctx("symlink")?;
         let _ = std::os::unix::fs::lchown(&path, Some(uid), Some(gid));
         let now = now_ns();
-        let attrs = NodeAttrs {
+        let attrs = Attrs {
             mode: libc::S_IFLNK | 0o777,
             uid,
             gid,
@@ -438,7 +438,7 @@ impl CkptFs {
             return Err(FsError::io(&e, "mknod"));
         }
         let now = now_ns();
-        let attrs = NodeAttrs {
+        let attrs = Attrs {
             mode: kind | (mode & 0o7777),
             uid,
             gid,

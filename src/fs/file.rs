@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::error::{FsError, FsResult, IoContext};
 use crate::format::{Format, Next, Planner};
 use crate::layout::array::{parse_codec, ByteArraySpec};
-use crate::layout::manifest::{FileLayout, FileManifest, LayoutKind};
+use crate::layout::manifest::{Attrs, FileLayout, FileManifest, LayoutKind};
 use crate::pipeline::chunked::ChunkedData;
 use crate::pipeline::format_data::FormatData;
 use crate::pipeline::format_read::SegmentReader;
@@ -32,23 +32,6 @@ enum Data {
     Format(FormatData),
 }
 
-/// POSIX attributes of a file as it is now (committed or not).
-#[derive(Debug, Clone, Copy)]
-pub struct FileAttrs {
-    /// `st_mode`: the `S_IFREG` type bits and the permission bits.
-    pub mode: u32,
-    /// Owner's user id.
-    pub uid: u32,
-    /// Owner's group id.
-    pub gid: u32,
-    /// Last access time, nanoseconds since the Unix epoch.
-    pub atime_ns: i64,
-    /// Last data change time, nanoseconds since the Unix epoch.
-    pub mtime_ns: i64,
-    /// Last data or attribute change time, nanoseconds since the Unix epoch.
-    pub ctime_ns: i64,
-}
-
 /// A regular file as the mount holds it: the committed manifest, the attributes and size as they
 /// are now, and the data of its newest generation, loaded on first use.
 pub struct FileNode {
@@ -61,7 +44,7 @@ pub struct FileNode {
     ino: u64,
     manifest: FileManifest,
     /// Attributes as they are now, committed or not.
-    pub attrs: FileAttrs,
+    pub attrs: Attrs,
     /// Size as it is now, uncommitted writes included.
     pub size: u64,
     data: Option<Data>,
@@ -100,12 +83,7 @@ pub fn new_id() -> String {
 
 impl FileNode {
     /// A new empty file in the (already created) directory of `store`.
-    pub fn create(
-        store: Arc<DurableStore>,
-        ino: u64,
-        name: &str,
-        attrs: FileAttrs,
-    ) -> FsResult<Self> {
+    pub fn create(store: Arc<DurableStore>, ino: u64, name: &str, attrs: Attrs) -> FsResult<Self> {
         let manifest = FileManifest {
             kind: "file".into(),
             id: store
@@ -117,12 +95,7 @@ impl FileNode {
             generation: 0,
             commit: 0,
             size: 0,
-            mode: attrs.mode,
-            uid: attrs.uid,
-            gid: attrs.gid,
-            atime_ns: attrs.atime_ns,
-            mtime_ns: attrs.mtime_ns,
-            ctime_ns: attrs.ctime_ns,
+            attrs,
             layout: FileLayout {
                 kind: LayoutKind::Empty,
                 chunk_bytes: 0,
@@ -158,14 +131,7 @@ impl FileNode {
 
     /// A committed file found in the backing store.
     pub fn load(store: Arc<DurableStore>, ino: u64, name: &str, manifest: FileManifest) -> Self {
-        let attrs = FileAttrs {
-            mode: manifest.mode,
-            uid: manifest.uid,
-            gid: manifest.gid,
-            atime_ns: manifest.atime_ns,
-            mtime_ns: manifest.mtime_ns,
-            ctime_ns: manifest.ctime_ns,
-        };
+        let attrs = manifest.attrs;
         FileNode {
             store,
             name: name.to_string(),
@@ -673,12 +639,7 @@ impl FileNode {
         }
         next.commit += 1;
         next.pending = false;
-        next.mode = self.attrs.mode;
-        next.uid = self.attrs.uid;
-        next.gid = self.attrs.gid;
-        next.atime_ns = self.attrs.atime_ns;
-        next.mtime_ns = self.attrs.mtime_ns;
-        next.ctime_ns = self.attrs.ctime_ns;
+        next.attrs = self.attrs;
         {
             let _t = pipe.profiler.stage("manifest_commit");
             if self.store.packed_prefix().is_some() {
@@ -713,7 +674,7 @@ impl FileNode {
 
     /// Records an attribute change (chmod, chown, utimens); it is committed
     /// at once when no data is pending, else with the data.
-    pub fn set_attrs(&mut self, pipe: &Arc<Pipeline>, attrs: FileAttrs) -> FsResult<()> {
+    pub fn set_attrs(&mut self, pipe: &Arc<Pipeline>, attrs: Attrs) -> FsResult<()> {
         self.attrs = attrs;
         self.meta_dirty = true;
         // A pending file's attributes wait for its first commit: committing

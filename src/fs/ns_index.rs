@@ -21,12 +21,12 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{FsError, FsResult};
-use crate::layout::manifest::{parse_node, NodeDoc, ZARR_JSON};
+use crate::layout::manifest::{parse_node, Attrs, NodeDoc, ZARR_JSON};
 use crate::ocdbt::{Db, OcdbtError};
 use crate::store::durable::DurableStore;
 
 use super::file::FileNode;
-use super::tree::{Kind, NodeAttrs, Tree, ROOT};
+use super::tree::{Kind, Tree, ROOT};
 
 /// Where the names live in the database (no file id starts with a dot).
 pub const PREFIX: &[u8] = b".ns/";
@@ -36,7 +36,7 @@ pub const PREFIX: &[u8] = b".ns/";
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Entry {
     Dir {
-        attrs: NodeAttrs,
+        attrs: Attrs,
     },
     /// A file's attributes and data are its manifest's (`<id>/zarr.json`).
     File {
@@ -44,11 +44,11 @@ pub enum Entry {
     },
     Symlink {
         target: Vec<u8>,
-        attrs: NodeAttrs,
+        attrs: Attrs,
     },
     Special {
         rdev: u64,
-        attrs: NodeAttrs,
+        attrs: Attrs,
     },
 }
 
@@ -234,14 +234,7 @@ pub fn load_version(tree: &mut Tree, db: &Arc<Db>) -> FsResult<bool> {
                 // deleted file has none); its keys are the database's.
                 let store = DurableStore::open_packed(&tree.backing, db.clone(), &id)
                     .map_err(|e| FsError::io(&e, format!("open {} in the packed index", id)))?;
-                let attrs = NodeAttrs {
-                    mode: m.mode,
-                    uid: m.uid,
-                    gid: m.gid,
-                    atime_ns: m.atime_ns,
-                    mtime_ns: m.mtime_ns,
-                    ctime_ns: m.ctime_ns,
-                };
+                let attrs = m.attrs;
                 let file = FileNode::load(
                     Arc::new(store),
                     tree.peek_ino(),

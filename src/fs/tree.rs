@@ -12,7 +12,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::{enoent, FsError, FsResult, IoContext};
-use crate::layout::manifest::{parse_node, read_node, FileManifest, NodeDoc, ZARR_JSON};
+use crate::layout::manifest::{parse_node, read_node, Attrs, FileManifest, NodeDoc, ZARR_JSON};
 use crate::ocdbt::Db;
 use crate::store::durable::{is_temp, DurableStore};
 
@@ -42,17 +42,6 @@ pub enum Kind {
     Special(u64),
 }
 
-/// Attributes of directories and symlinks (files keep theirs in FileNode).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct NodeAttrs {
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub atime_ns: i64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-}
-
 pub struct Node {
     /// The node's first name. A file's backing directory (its manifest
     /// and data, the *home*) always sits at this name.
@@ -63,7 +52,7 @@ pub struct Node {
     /// links of one backing node.
     pub links: Vec<(u64, OsString)>,
     pub kind: Kind,
-    pub attrs: NodeAttrs,
+    pub attrs: Attrs,
 }
 
 pub struct Tree {
@@ -100,8 +89,8 @@ pub struct Recovery {
     pub removed: u64,
 }
 
-fn attrs_of(meta: &fs::Metadata) -> NodeAttrs {
-    NodeAttrs {
+fn attrs_of(meta: &fs::Metadata) -> Attrs {
+    Attrs {
         mode: meta.mode(),
         uid: meta.uid(),
         gid: meta.gid(),
@@ -497,7 +486,7 @@ impl Tree {
     }
 
     /// Adds a node under `parent` and returns its inode number.
-    pub fn insert(&mut self, parent: u64, name: &OsStr, kind: Kind, attrs: NodeAttrs) -> u64 {
+    pub fn insert(&mut self, parent: u64, name: &OsStr, kind: Kind, attrs: Attrs) -> u64 {
         let ino = self.next_ino;
         self.next_ino += 1;
         if let Some(Node {

@@ -97,6 +97,25 @@ impl std::fmt::Display for LayoutKind {
     }
 }
 
+/// The POSIX attributes every node keeps: of a file in its manifest, of a
+/// directory, symlink or special node in the tree (and the packed index's
+/// namespace entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attrs {
+    /// `st_mode`: the node's type bits and its permission bits.
+    pub mode: u32,
+    /// Owner's user id.
+    pub uid: u32,
+    /// Owner's group id.
+    pub gid: u32,
+    /// Last access time, nanoseconds since the Unix epoch.
+    pub atime_ns: i64,
+    /// Last data change time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Last data or attribute change time, nanoseconds since the Unix epoch.
+    pub ctime_ns: i64,
+}
+
 /// What a committed file is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileManifest {
@@ -110,18 +129,9 @@ pub struct FileManifest {
     pub commit: u64,
     /// Length of the file in bytes, as of this commit.
     pub size: u64,
-    /// `st_mode`: the `S_IFREG` type bits and the permission bits.
-    pub mode: u32,
-    /// Owner's user id.
-    pub uid: u32,
-    /// Owner's group id.
-    pub gid: u32,
-    /// Last access time, nanoseconds since the Unix epoch.
-    pub atime_ns: i64,
-    /// Last data change time, nanoseconds since the Unix epoch.
-    pub mtime_ns: i64,
-    /// Last data or attribute change time, nanoseconds since the Unix epoch.
-    pub ctime_ns: i64,
+    /// Mode, owner and times (the same six fields a directory has).
+    #[serde(flatten)]
+    pub attrs: Attrs,
     /// How the generation array stores the bytes.
     pub layout: FileLayout,
     /// The generation array, relative to the file's directory.
@@ -306,12 +316,14 @@ mod tests {
             generation: 1,
             commit: 1,
             size: 3,
-            mode: 0o100644,
-            uid: 0,
-            gid: 0,
-            atime_ns: 0,
-            mtime_ns: 0,
-            ctime_ns: 0,
+            attrs: Attrs {
+                mode: 0o100644,
+                uid: 0,
+                gid: 0,
+                atime_ns: 0,
+                mtime_ns: 0,
+                ctime_ns: 0,
+            },
             layout: FileLayout {
                 kind: LayoutKind::Bytes,
                 chunk_bytes: 4096,
