@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use zarrs::array::{ArrayBytes, CodecOptions};
 
 use crate::fs::names::{is_packed_root_entry, RESERVED};
+use crate::fs::tree::{fd_path, LONG_PATH};
 use crate::layout::array::{parse_codec, retrieve_chunk, ByteArraySpec};
 use crate::layout::manifest::{
     read_node, FileManifest, LayoutKind, NodeDoc, SegmentMeta, ZARR_JSON,
@@ -161,9 +162,6 @@ struct Found<'a> {
     anchors: &'a mut Vec<fs::File>,
 }
 
-/// Paths longer than this are walked below an open descriptor.
-const LONG_PATH: usize = 3072;
-
 fn walk(dir: &Path, root: bool, found: &mut Found, report: &mut Report) -> Result<()> {
     let entries = fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?;
     for entry in entries {
@@ -216,12 +214,11 @@ fn walk(dir: &Path, root: bool, found: &mut Found, report: &mut Report) -> Resul
 
 /// `path`, or for a deep one `/proc/self/fd/N` of it, kept open.
 fn below(path: &Path, found: &mut Found) -> Result<PathBuf> {
-    use std::os::fd::AsRawFd;
     if path.as_os_str().len() <= LONG_PATH {
         return Ok(path.to_path_buf());
     }
     let dir = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    let p = fd_path(&dir);
     found.anchors.push(dir);
     Ok(p)
 }

@@ -25,10 +25,10 @@ pub const ROOT: u64 = 1;
 /// of an ancestor directory (`/proc/self/fd/N/rest`): the kernel refuses
 /// paths of PATH_MAX bytes, and a mount path of nearly that length is
 /// longer still under the backing dir.
-const LONG_PATH: usize = 3072;
+pub const LONG_PATH: usize = 3072;
 
 /// How `/proc/self/fd` names an open directory.
-fn fd_path(dir: &fs::File) -> PathBuf {
+pub fn fd_path(dir: &fs::File) -> PathBuf {
     use std::os::fd::AsRawFd;
     PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
 }
