@@ -242,3 +242,39 @@ fn kill9_during_link_and_unlink_leaves_every_name_whole_or_absent() {
         assert!(most_names > 2, "{layout}: no round had links at the kill");
     }
 }
+
+/// `ckptfs inspect` of a further name reports the file itself (its record
+/// names only the id; inspect finds the file's home).
+#[test]
+fn inspect_of_a_further_name_reports_the_file() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    for (layout, config) in configs(tmp.path()) {
+        let mut m = Mount::new(Some(config));
+        fs::write(m.path("a.bin"), random(100_000, 41)).expect("write a");
+        fs::create_dir(m.path("d")).expect("mkdir");
+        fs::hard_link(m.path("a.bin"), m.path("d/b.bin")).expect("link");
+        let run = |p: &Path| {
+            let out = std::process::Command::new(common::BIN)
+                .arg("inspect")
+                .arg("--json")
+                .arg(p)
+                .output()
+                .expect("run ckptfs inspect");
+            assert!(
+                out.status.success(),
+                "{layout}: inspect {}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("inspect json")
+        };
+        let mut first = run(&m.path("a.bin"));
+        let mut other = run(&m.path("d/b.bin"));
+        // Everything but the path asked about: the same backing, layout, bytes.
+        for v in [&mut first, &mut other] {
+            v.as_object_mut().expect("object").remove("path");
+        }
+        assert_eq!(first, other, "{layout}: inspect differs between the names");
+        m.unmount();
+    }
+}
