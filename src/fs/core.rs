@@ -7,8 +7,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -17,18 +16,20 @@ use fuser::{FileAttr, FileType};
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{enoent, FsError, FsResult, IoContext};
-use crate::layout::manifest::{dir_group_json, link_group_json, Attrs, ZARR_JSON};
-use crate::ocdbt::Db;
+use crate::layout::manifest::Attrs;
 use crate::pipeline::prefetch::Prefetcher;
 use crate::pipeline::Pipeline;
-use crate::store::durable::{sync_dir, temp_name, write_atomic, DurableStore};
+use crate::store::dir_namespace::DirNamespace;
+use crate::store::durable::DurableStore;
+use crate::store::namespace::{At, Entry, Mirrored, Namespace, Removal, Retired};
+use crate::store::ns_catalog::Catalog;
 
 use super::attr::{from_time, fuse_attr, now_ns};
 use super::control::{self, ControlHandle};
 use super::file::FileNode;
 use super::io_mode::{BackingToken, Choice, IoPath, Passthrough, PassthroughUse};
 use super::names::RESERVED;
-use super::ns_index;
+use super::ns_index::{self, entry_of, names_of};
 use super::tree::{Kind, Tree, ROOT};
 
 /// An open file.
@@ -73,11 +74,12 @@ pub struct OpenCounts {
 pub struct CkptFs {
     pub pipe: Arc<Pipeline>,
     pub tree: RwLock<Tree>,
+    /// The record of the names; the core changes names only through it.
+    ns: Box<dyn Namespace>,
     handles: DashMap<u64, Handle>,
     next_fh: AtomicU64,
-    trash: PathBuf,
-    /// Where each unlinked-but-open file's directory waits.
-    orphans: DashMap<u64, PathBuf>,
+    /// Where each unlinked-but-open file's home waits.
+    orphans: DashMap<u64, Retired>,
     controls: DashMap<u64, ControlHandle>,
     started_ns: i64,
     /// What kernel passthrough this mount uses (the config's choice, once
@@ -114,13 +116,16 @@ fn file_kind(mode: u32) -> FileType {
 impl CkptFs {
     pub fn new(pipe: Arc<Pipeline>, tree: Tree) -> FsResult<Self> {
         let trash = tree.backing.join(RESERVED).join("trash");
-        fs::create_dir_all(&trash).ctx("create trash dir")?;
+        let ns = Mirrored {
+            record: DirNamespace::new(&tree.backing, trash)?,
+            mirror: tree.ns_db().map(Catalog::new),
+        };
         Ok(CkptFs {
             pipe,
             tree: RwLock::new(tree),
+            ns: Box::new(ns),
             handles: DashMap::new(),
             next_fh: AtomicU64::new(1),
-            trash,
             orphans: DashMap::new(),
             controls: DashMap::new(),
             started_ns: now_ns(),
@@ -228,33 +233,6 @@ impl CkptFs {
         self.attr_of(&tree, ino)
     }
 
-    /// Applies a change to the namespace keys of the packed index, if the
-    /// backing has one. The backing dir has changed already and is the
-    /// record the next mount brings the keys in line with, so a failure
-    /// here is logged, not returned.
-    fn ns(tree: &Tree, change: impl FnOnce(&Db) -> FsResult<()>) {
-        if let Some(db) = tree.ns_db() {
-            if let Err(e) = change(&db) {
-                tracing::warn!("{e}");
-            }
-        }
-    }
-
-    /// Records every name of `ino` again (its entry changed).
-    fn ns_put_names(tree: &Tree, ino: u64) {
-        let Ok(node) = tree.get(ino) else { return };
-        let names: Vec<(u64, std::ffi::OsString)> =
-            std::iter::once((node.parent, node.name.clone()))
-                .chain(node.links.iter().cloned())
-                .collect();
-        Self::ns(tree, |db| {
-            for (parent, name) in &names {
-                ns_index::put(tree, db, ino, *parent, name)?;
-            }
-            Ok(())
-        });
-    }
-
     fn touch_dir(tree: &mut Tree, ino: u64) {
         if let Ok(n) = tree.get_mut(ino) {
             let now = now_ns();
@@ -284,28 +262,10 @@ impl CkptFs {
     ) -> FsResult<FileAttr> {
         let mut tree = self.tree.write();
         Self::check_new(&tree, parent, name)?;
-        let path = tree.child_path(parent, name)?;
-        fs::create_dir(&path).ctx("mkdir")?;
-        let made = (|| {
-            write_atomic(&path.join("zarr.json"), &dir_group_json("dir"), false)?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))?;
-            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
-        })();
-        if let Err(e) = made {
-            let _ = fs::remove_dir_all(&path);
-            return Err(FsError::io(&e, "mkdir"));
-        }
-        let now = now_ns();
-        let attrs = Attrs {
-            mode: libc::S_IFDIR | (mode & 0o7777),
-            uid,
-            gid,
-            atime_ns: now,
-            mtime_ns: now,
-            ctime_ns: now,
-        };
+        let at = ns_index::at(&tree, parent, name)?;
+        let attrs = Attrs::new(libc::S_IFDIR | (mode & 0o7777), uid, gid, now_ns());
+        self.ns.create_dir(&at, &attrs)?;
         let ino = tree.insert(parent, name, Kind::Dir(Default::default()), attrs);
-        Self::ns(&tree, |db| ns_index::put(&tree, db, ino, parent, name));
         Self::touch_dir(&mut tree, parent);
         self.attr_of(&tree, ino)
     }
@@ -321,54 +281,30 @@ impl CkptFs {
     ) -> FsResult<FileAttr> {
         let mut tree = self.tree.write();
         Self::check_new(&tree, parent, name)?;
-        let final_path = tree.child_path(parent, name)?;
-        // Built under a temp name, then renamed: a crash never leaves a
-        // half-made file that could be mistaken for a directory.
-        let tmp = temp_name(&final_path);
-        fs::create_dir(&tmp).ctx("create file dir")?;
-        let now = now_ns();
-        let attrs = Attrs {
-            mode: libc::S_IFREG | (mode & 0o7777),
-            uid,
-            gid,
-            atime_ns: now,
-            mtime_ns: now,
-            ctime_ns: now,
-        };
-        let made = (|| {
-            let store = Arc::new(
-                match tree.packed_for_new() {
-                    Some(db) => DurableStore::open_packed(&tmp, db, &super::file::new_id()),
-                    None => DurableStore::open(&tmp),
-                }
-                .ctx("open file dir")?,
-            );
-            let file = FileNode::create(store, tree.peek_ino(), &name.to_string_lossy(), attrs)?;
-            fs::rename(&tmp, &final_path).ctx("create file")?;
-            Ok(file)
-        })();
-        let file = match made {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&tmp);
-                return Err(e);
+        let at = ns_index::at(&tree, parent, name)?;
+        let attrs = Attrs::new(libc::S_IFREG | (mode & 0o7777), uid, gid, now_ns());
+        let id = super::file::new_id();
+        let packed = tree.packed_for_new();
+        let ino = tree.peek_ino();
+        let mut made = None;
+        self.ns.create_file(&at, &id, &mut |home| {
+            let store = match &packed {
+                Some(db) => DurableStore::open_packed(home, db.clone(), &id),
+                None => DurableStore::open(home),
             }
-        };
-        let node_attrs = Attrs {
-            mode: attrs.mode,
-            uid,
-            gid,
-            atime_ns: now,
-            mtime_ns: now,
-            ctime_ns: now,
-        };
-        let ino = tree.insert(
-            parent,
-            name,
-            Kind::File(Arc::new(Mutex::new(file))),
-            node_attrs,
-        );
-        Self::ns(&tree, |db| ns_index::put(&tree, db, ino, parent, name));
+            .ctx("open file dir")?;
+            let file = FileNode::create(
+                Arc::new(store),
+                id.clone(),
+                ino,
+                &name.to_string_lossy(),
+                attrs,
+            )?;
+            made = Some(file);
+            Ok(())
+        })?;
+        let file = made.ok_or_else(|| FsError::new(libc::EIO, "create: no file was built"))?;
+        let ino = tree.insert(parent, name, Kind::File(Arc::new(Mutex::new(file))), attrs);
         Self::touch_dir(&mut tree, parent);
         self.attr_of(&tree, ino)
     }
@@ -383,20 +319,10 @@ impl CkptFs {
     ) -> FsResult<FileAttr> {
         let mut tree = self.tree.write();
         Self::check_new(&tree, parent, name)?;
-        let path = tree.child_path(parent, name)?;
-        symlink(target, &path).ctx("symlink")?;
-        let _ = std::os::unix::fs::lchown(&path, Some(uid), Some(gid));
-        let now = now_ns();
-        let attrs = Attrs {
-            mode: libc::S_IFLNK | 0o777,
-            uid,
-            gid,
-            atime_ns: now,
-            mtime_ns: now,
-            ctime_ns: now,
-        };
+        let at = ns_index::at(&tree, parent, name)?;
+        let attrs = Attrs::new(libc::S_IFLNK | 0o777, uid, gid, now_ns());
+        self.ns.create_symlink(&at, target, &attrs)?;
         let ino = tree.insert(parent, name, Kind::Symlink(target.to_path_buf()), attrs);
-        Self::ns(&tree, |db| ns_index::put(&tree, db, ino, parent, name));
         Self::touch_dir(&mut tree, parent);
         self.attr_of(&tree, ino)
     }
@@ -412,7 +338,6 @@ impl CkptFs {
         uid: u32,
         gid: u32,
     ) -> FsResult<FileAttr> {
-        use nix::sys::stat::{mknod, Mode, SFlag};
         let kind = mode & libc::S_IFMT;
         if !matches!(
             kind,
@@ -422,32 +347,10 @@ impl CkptFs {
         }
         let mut tree = self.tree.write();
         Self::check_new(&tree, parent, name)?;
-        let path = tree.child_path(parent, name)?;
-        mknod(
-            &path,
-            SFlag::from_bits_truncate(kind),
-            Mode::from_bits_truncate(mode & 0o7777),
-            rdev,
-        )
-        .map_err(|e| FsError::new(e as i32, format!("mknod: {e}")))?;
-        // mknod applied the daemon's umask: set the mode asked for.
-        let made = fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
-            .and_then(|()| std::os::unix::fs::lchown(&path, Some(uid), Some(gid)));
-        if let Err(e) = made {
-            let _ = fs::remove_file(&path);
-            return Err(FsError::io(&e, "mknod"));
-        }
-        let now = now_ns();
-        let attrs = Attrs {
-            mode: kind | (mode & 0o7777),
-            uid,
-            gid,
-            atime_ns: now,
-            mtime_ns: now,
-            ctime_ns: now,
-        };
+        let at = ns_index::at(&tree, parent, name)?;
+        let attrs = Attrs::new(kind | (mode & 0o7777), uid, gid, now_ns());
+        self.ns.create_special(&at, &attrs, rdev)?;
         let ino = tree.insert(parent, name, Kind::Special(rdev), attrs);
-        Self::ns(&tree, |db| ns_index::put(&tree, db, ino, parent, name));
         Self::touch_dir(&mut tree, parent);
         self.attr_of(&tree, ino)
     }
@@ -461,31 +364,31 @@ impl CkptFs {
         }
     }
 
-    /// Moves a removed entry's backing out of the tree; files still open
-    /// keep it until their last close.
-    fn discard_node(&self, tree: &mut Tree, ino: u64, path: &Path) -> FsResult<()> {
-        let is_file_open = match tree.get(ino).map(|n| &n.kind) {
-            Ok(Kind::File(f)) => f.lock().open_count > 0,
-            _ => false,
+    /// Removes the last name of a node; files still open keep their home
+    /// until their last close.
+    fn discard_node(&self, tree: &mut Tree, ino: u64, at: &At) -> FsResult<()> {
+        let file = match tree.get(ino).map(|n| &n.kind) {
+            Ok(Kind::File(f)) => Some(f.clone()),
+            _ => None,
         };
-        match tree.get(ino).map(|n| &n.kind) {
-            Ok(Kind::Symlink(_) | Kind::Special(_)) => {
-                fs::remove_file(path).ctx("unlink")?;
-            }
-            _ => {
-                let dest = self.trash.join(format!("{ino}-{}", now_ns()));
-                fs::rename(path, &dest).ctx("unlink")?;
-                if is_file_open {
-                    self.orphans.insert(ino, dest);
-                } else {
-                    if let Ok(Kind::File(f)) = tree.get(ino).map(|n| &n.kind) {
-                        f.lock().store.destroy();
-                    }
-                    let _ = fs::remove_dir_all(&dest);
+        let how = if file.is_some() {
+            Removal::LastName
+        } else {
+            Removal::Node
+        };
+        let retired = self.ns.remove_name(at, how)?;
+        let is_open = file.as_ref().is_some_and(|f| f.lock().open_count > 0);
+        if let Some(retired) = retired {
+            if is_open {
+                self.orphans.insert(ino, retired);
+            } else {
+                if let Some(f) = &file {
+                    f.lock().store.destroy();
                 }
+                self.ns.purge(retired);
             }
         }
-        if !is_file_open {
+        if !is_open {
             tree.nodes.remove(&ino);
         } else if let Ok(n) = tree.get_mut(ino) {
             n.attrs.ctime_ns = now_ns();
@@ -499,24 +402,22 @@ impl CkptFs {
         if matches!(tree.get(ino)?.kind, Kind::Dir(_)) {
             return Err(FsError::new(libc::EISDIR, "is a directory"));
         }
-        let path = tree.child_path(parent, name)?;
-        let ns_path = ns_index::name_path(&tree, parent, name)?;
-        self.remove_name(&mut tree, ino, parent, name, &path)?;
+        let at = ns_index::at(&tree, parent, name)?;
+        self.remove_name(&mut tree, ino, parent, name, &at)?;
         tree.unlink(parent, name);
-        Self::ns(&tree, |db| ns_index::remove(db, &ns_path));
         Self::touch_dir(&mut tree, parent);
         Ok(())
     }
 
-    /// Removes the name `(parent, name)` of a non-directory node, whose
-    /// backing for that name is at `at`; the node goes with its last name.
+    /// Removes the name `(parent, name)` of a non-directory node, found in
+    /// the namespace at `at`; the node goes with its last name.
     fn remove_name(
         &self,
         tree: &mut Tree,
         ino: u64,
         parent: u64,
         name: &OsStr,
-        at: &Path,
+        at: &At,
     ) -> FsResult<()> {
         if tree.nlink(ino) <= 1 {
             return self.discard_node(tree, ino, at);
@@ -527,30 +428,33 @@ impl CkptFs {
             _ => None,
         };
         if let Some(f) = file {
-            if tree.is_first_name(ino, parent, name) {
-                // The home moves to the next name (one atomic swap with
-                // that name's record), so the record can go from here.
+            let heir = if tree.is_first_name(ino, parent, name) {
                 let (p2, n2) = tree.get(ino)?.links[0].clone();
-                let other = tree.child_path(p2, &n2)?;
-                rename_exchange(at, &other).ctx("move the file's home to its next name")?;
-                f.lock().name = n2.to_string_lossy().into_owned();
+                Some((ns_index::at(tree, p2, &n2)?, n2))
+            } else {
+                None
+            };
+            self.ns.remove_name(
+                at,
+                Removal::FurtherName {
+                    heir: heir.as_ref().map(|(a, _)| a),
+                },
+            )?;
+            let mut f = f.lock();
+            if let Some((_, n2)) = heir {
+                f.name = n2.to_string_lossy().into_owned();
             }
-            let dest = self.trash.join(format!("{ino}-link-{}", now_ns()));
-            fs::rename(at, &dest).ctx("unlink")?;
-            let _ = fs::remove_dir_all(&dest);
-            f.lock().attrs.ctime_ns = now;
+            f.attrs.ctime_ns = now;
         } else {
-            fs::remove_file(at).ctx("unlink")?;
+            self.ns.remove_name(at, Removal::Node)?;
             tree.get_mut(ino)?.attrs.ctime_ns = now;
         }
         tree.drop_name(ino, parent, name);
         Ok(())
     }
 
-    /// Gives `ino` a further name (`link(2)`). A file's new name is a link
-    /// record naming its id, made under a temp name and renamed into place,
-    /// so a crash leaves both names or the old one alone; other nodes are
-    /// hard links in the backing dir itself.
+    /// Gives `ino` a further name (`link(2)`), durable on return: a crash
+    /// leaves both names or the old one alone.
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<FileAttr> {
         if control::is_control(ino) {
             return Err(FsError::new(libc::EPERM, "control file"));
@@ -560,34 +464,21 @@ impl CkptFs {
         if tree.nlink(ino) == 0 {
             return Err(enoent("the file has no name left"));
         }
-        let dst = tree.child_path(newparent, newname)?;
+        let at = ns_index::at(&tree, newparent, newname)?;
         let now = now_ns();
         match &tree.get(ino)?.kind {
             Kind::Dir(_) => return Err(FsError::new(libc::EPERM, "hard link to a directory")),
             Kind::File(f) => {
                 let id = f.lock().manifest().id.clone();
-                let tmp = temp_name(&dst);
-                fs::create_dir(&tmp).ctx("create link record")?;
-                let made = write_atomic(&tmp.join(ZARR_JSON), &link_group_json(&id), true)
-                    .and_then(|()| fs::rename(&tmp, &dst));
-                if let Err(e) = made {
-                    let _ = fs::remove_dir_all(&tmp);
-                    return Err(FsError::io(&e, "link"));
-                }
+                self.ns.link_file(&at, &id)?;
                 f.lock().attrs.ctime_ns = now;
             }
             Kind::Symlink(_) | Kind::Special(_) => {
-                fs::hard_link(tree.path(ino)?, &dst).ctx("link")?;
+                self.ns.link_node(&ns_index::at_node(&tree, ino)?, &at)?;
                 tree.get_mut(ino)?.attrs.ctime_ns = now;
             }
         }
-        if let Some(p) = dst.parent() {
-            sync_dir(p).ctx("fsync directory")?;
-        }
         tree.add_name(ino, newparent, newname);
-        Self::ns(&tree, |db| {
-            ns_index::put(&tree, db, ino, newparent, newname)
-        });
         Self::touch_dir(&mut tree, newparent);
         self.attr_of(&tree, ino)
     }
@@ -602,13 +493,10 @@ impl CkptFs {
             Kind::Dir(_) => {}
             _ => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
         }
-        let path = tree.path(ino)?;
-        fs::remove_dir_all(&path).ctx("rmdir")?;
-        let ns_path = ns_index::name_path(&tree, parent, name)?;
+        self.ns.remove_dir(&ns_index::at(&tree, parent, name)?)?;
         tree.unlink(parent, name);
         tree.nodes.remove(&ino);
         tree.forget_dir(ino);
-        Self::ns(&tree, |db| ns_index::remove(db, &ns_path));
         Self::touch_dir(&mut tree, parent);
         Ok(())
     }
@@ -652,10 +540,8 @@ impl CkptFs {
             ));
         }
         let dst = tree.children(newparent)?.get(newname).copied();
-        let src_path = tree.child_path(parent, name)?;
-        let dst_path = tree.child_path(newparent, newname)?;
-        let ns_from = ns_index::name_path(&tree, parent, name)?;
-        let ns_to = ns_index::name_path(&tree, newparent, newname)?;
+        let from = ns_index::at(&tree, parent, name)?;
+        let to = ns_index::at(&tree, newparent, newname)?;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         if flags & libc::RENAME_NOREPLACE != 0 && dst.is_some() {
             return Err(FsError::new(libc::EEXIST, "target exists"));
@@ -672,7 +558,7 @@ impl CkptFs {
                     "cannot move a directory into itself",
                 ));
             }
-            rename_exchange(&src_path, &dst_path).ctx("rename exchange")?;
+            self.ns.exchange(&from, &to)?;
             Self::rename_file_node(&tree, src, newname);
             Self::rename_file_node(&tree, dst, name);
             tree.unlink(parent, name);
@@ -696,21 +582,21 @@ impl CkptFs {
                 }
                 // Swap atomically, then retire the old target from its new
                 // place: the target name never goes missing.
-                rename_exchange(&src_path, &dst_path).ctx("rename")?;
+                self.ns.exchange(&from, &to)?;
                 Self::rename_file_node(&tree, src, newname);
                 if dst_is_dir {
-                    fs::remove_dir_all(&src_path).ctx("remove replaced directory")?;
+                    self.ns.remove_dir(&from)?;
                     tree.nodes.remove(&dst);
                     tree.forget_dir(dst);
                 } else {
                     // The target loses this name; with others it lives on.
-                    self.remove_name(&mut tree, dst, newparent, newname, &src_path)?;
+                    self.remove_name(&mut tree, dst, newparent, newname, &from)?;
                 }
                 tree.unlink(newparent, newname);
                 tree.unlink(parent, name);
                 Self::relink(&mut tree, src, (parent, name), (newparent, newname));
             } else {
-                fs::rename(&src_path, &dst_path).ctx("rename")?;
+                self.ns.rename(&from, &to)?;
                 Self::rename_file_node(&tree, src, newname);
                 tree.unlink(parent, name);
                 Self::relink(&mut tree, src, (parent, name), (newparent, newname));
@@ -724,25 +610,8 @@ impl CkptFs {
         }
         Self::touch_dir(&mut tree, parent);
         Self::touch_dir(&mut tree, newparent);
-        // In the index with its next commit (a file's, an fsync of a
-        // directory, the unmount): not one database commit per rename.
-        Self::ns(&tree, |db| {
-            if exchange {
-                ns_index::exchange(db, &ns_from, &ns_to)
-            } else {
-                ns_index::rename(db, &ns_from, &ns_to)
-            }
-        });
         // Checkpoint tools publish by rename: make it durable.
-        if let Some(p) = dst_path.parent() {
-            sync_dir(p).ctx("fsync directory")?;
-        }
-        if let Some(p) = src_path.parent() {
-            if Some(p) != dst_path.parent() {
-                sync_dir(p).ctx("fsync directory")?;
-            }
-        }
-        Ok(())
+        self.ns.sync_names(&[&to, &from])
     }
 
     fn rename_file_node(tree: &Tree, ino: u64, name: &OsStr) {
@@ -776,35 +645,31 @@ impl CkptFs {
         let now = now_ns();
         let file = {
             let mut tree = self.tree.write();
-            let path = tree.path(ino)?;
-            let node = tree.get_mut(ino)?;
-            match &node.kind {
+            match &tree.get(ino)?.kind {
                 Kind::File(f) => Some(f.clone()),
                 Kind::Dir(_) | Kind::Symlink(_) | Kind::Special(_) => {
                     if size.is_some() {
                         return Err(FsError::new(libc::EISDIR, "truncate of a directory"));
                     }
-                    let is_link = matches!(node.kind, Kind::Symlink(_));
+                    let mut a = tree.get(ino)?.attrs;
                     if let Some(m) = mode {
-                        if !is_link {
-                            fs::set_permissions(&path, fs::Permissions::from_mode(m & 0o7777))
-                                .ctx("chmod")?;
-                        }
-                        node.attrs.mode = (node.attrs.mode & libc::S_IFMT) | (m & 0o7777);
+                        a.mode = (a.mode & libc::S_IFMT) | (m & 0o7777);
                     }
-                    if uid.is_some() || gid.is_some() {
-                        std::os::unix::fs::lchown(&path, uid, gid).ctx("chown")?;
-                        node.attrs.uid = uid.unwrap_or(node.attrs.uid);
-                        node.attrs.gid = gid.unwrap_or(node.attrs.gid);
-                    }
-                    if let Some(a) = times.atime {
-                        node.attrs.atime_ns = a;
-                    }
-                    if let Some(m) = times.mtime {
-                        node.attrs.mtime_ns = m;
-                    }
-                    node.attrs.ctime_ns = now;
-                    Self::ns_put_names(&tree, ino);
+                    a.uid = uid.unwrap_or(a.uid);
+                    a.gid = gid.unwrap_or(a.gid);
+                    a.atime_ns = times.atime.unwrap_or(a.atime_ns);
+                    a.mtime_ns = times.mtime.unwrap_or(a.mtime_ns);
+                    a.ctime_ns = now;
+                    let names = names_of(&tree, ino)?;
+                    let entry = match entry_of(&tree, ino)? {
+                        Entry::Dir { .. } => Entry::Dir { attrs: a },
+                        Entry::Symlink { target, .. } => Entry::Symlink { target, attrs: a },
+                        Entry::Special { rdev, .. } => Entry::Special { rdev, attrs: a },
+                        e @ Entry::File { .. } => e,
+                    };
+                    let chown = uid.is_some() || gid.is_some();
+                    self.ns.set_attrs(&names, &entry, mode.is_some(), chown)?;
+                    tree.get_mut(ino)?.attrs = a;
                     None
                 }
             }
@@ -1128,7 +993,7 @@ impl CkptFs {
     /// entry survives, its unsynced data need not); the backing directory
     /// is synced so the entries themselves reach the disk.
     pub fn fsyncdir(&self, ino: u64) -> FsResult<()> {
-        let (files, path) = {
+        let (files, at) = {
             let tree = self.tree.read();
             let files: Vec<_> = tree
                 .children(ino)?
@@ -1138,17 +1003,12 @@ impl CkptFs {
                     _ => None,
                 })
                 .collect();
-            (files, tree.path(ino)?)
+            (files, ns_index::at_node(&tree, ino)?)
         };
         for f in files {
             f.lock().make_name_durable()?;
         }
-        let db = self.tree.read().ns_db();
-        if let Some(db) = db {
-            db.commit()
-                .map_err(|e| FsError::new(libc::EIO, format!("packed index commit: {e}")))?;
-        }
-        sync_dir(&path).ctx("fsync directory")
+        self.ns.sync_dir(&at)
     }
 
     pub fn release(&self, fh: u64) -> FsResult<()> {
@@ -1174,12 +1034,12 @@ impl CkptFs {
         if f.open_count > 0 {
             return Ok(());
         }
-        if let Some((_, dir)) = self.orphans.remove(&h.ino) {
+        if let Some((_, home)) = self.orphans.remove(&h.ino) {
             // Unlinked while open: its data goes with the last close.
             f.abandon();
             f.store.destroy();
             drop(f);
-            let _ = fs::remove_dir_all(&dir);
+            self.ns.purge(home);
             self.tree.write().nodes.remove(&h.ino);
             return Ok(());
         }
@@ -1244,8 +1104,7 @@ impl CkptFs {
     }
 
     pub fn statfs(&self) -> FsResult<nix::sys::statvfs::Statvfs> {
-        let path = self.tree.read().backing.clone();
-        nix::sys::statvfs::statvfs(&path).map_err(|e| FsError::io(&e.into(), "statfs"))
+        self.ns.statfs()
     }
 
     /// Commits every file (unmount).
@@ -1290,10 +1149,4 @@ pub fn process_of(tid: u32) -> u32 {
                 .and_then(|v| v.trim().parse().ok())
         })
         .unwrap_or(tid)
-}
-
-/// renameat2(RENAME_EXCHANGE): swaps two existing paths atomically.
-fn rename_exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use nix::fcntl::{renameat2, RenameFlags};
-    Ok(renameat2(None, a, None, b, RenameFlags::RENAME_EXCHANGE)?)
 }

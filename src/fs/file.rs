@@ -82,14 +82,18 @@ pub fn new_id() -> String {
 }
 
 impl FileNode {
-    /// A new empty file in the (already created) directory of `store`.
-    pub fn create(store: Arc<DurableStore>, ino: u64, name: &str, attrs: Attrs) -> FsResult<Self> {
+    /// A new empty file with id `id` (`new_id`) in the (already created)
+    /// directory of `store`.
+    pub fn create(
+        store: Arc<DurableStore>,
+        id: String,
+        ino: u64,
+        name: &str,
+        attrs: Attrs,
+    ) -> FsResult<Self> {
         let manifest = FileManifest {
             kind: "file".into(),
-            id: store
-                .packed_prefix()
-                .map(|p| p.trim_end_matches('/').to_string())
-                .unwrap_or_else(new_id),
+            id,
             packed: store.packed_prefix().is_some(),
             pending: true,
             generation: 0,

@@ -5,11 +5,10 @@
 //! keys: files renamed since show under their old names, deleted files are
 //! there, hard links share one file.
 //!
-//! The backing dir stays the record of the live tree. The keys follow it
-//! op by op (pending until the database's next commit, which a file's
-//! commit, an fsync of a directory or the unmount makes) and are
-//! brought in line with it at every mount, which also covers a crash
-//! between an op and the next commit.
+//! The backing dir stays the record of the live tree. The keys
+//! (`store::ns_catalog`) follow it op by op, pending until the database's
+//! next commit, and are brought in line with it here at every mount, which
+//! also covers a crash between an op and the next commit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
@@ -18,48 +17,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{FsError, FsResult};
-use crate::layout::manifest::{parse_node, Attrs, NodeDoc, ZARR_JSON};
-use crate::ocdbt::{Db, OcdbtError};
+use crate::layout::manifest::{parse_node, NodeDoc, ZARR_JSON};
+use crate::ocdbt::Db;
 use crate::store::durable::DurableStore;
+use crate::store::namespace::{At, Entry};
+use crate::store::ns_catalog::{encode, fail, key, PREFIX};
 
 use super::file::FileNode;
 use super::tree::{Kind, Tree, ROOT};
-
-/// Where the names live in the database (no file id starts with a dot).
-pub const PREFIX: &[u8] = b".ns/";
-
-/// What one name is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
-pub enum Entry {
-    Dir {
-        attrs: Attrs,
-    },
-    /// A file's attributes and data are its manifest's (`<id>/zarr.json`).
-    File {
-        id: String,
-    },
-    Symlink {
-        target: Vec<u8>,
-        attrs: Attrs,
-    },
-    Special {
-        rdev: u64,
-        attrs: Attrs,
-    },
-}
-
-fn fail(e: OcdbtError) -> FsError {
-    FsError::new(libc::EIO, format!("namespace in the packed index: {e}"))
-}
-
-/// The key of a mount-relative path.
-fn key(path: &[u8]) -> Vec<u8> {
-    [PREFIX, path].concat()
-}
 
 /// The mount-relative path of a node's first name (raw bytes, `/`-joined).
 fn rel_path(tree: &Tree, ino: u64) -> FsResult<Vec<u8>> {
@@ -84,7 +51,34 @@ pub fn name_path(tree: &Tree, parent: u64, name: &OsStr) -> FsResult<Vec<u8>> {
     Ok(p)
 }
 
-fn entry_of(tree: &Tree, ino: u64) -> FsResult<Entry> {
+/// Where the name `name` in directory `parent` is, for the namespace.
+pub fn at(tree: &Tree, parent: u64, name: &OsStr) -> FsResult<At> {
+    Ok(At {
+        backing: tree.child_path(parent, name)?,
+        key: name_path(tree, parent, name)?,
+    })
+}
+
+/// Where the first name of `ino` is.
+pub fn at_node(tree: &Tree, ino: u64) -> FsResult<At> {
+    Ok(At {
+        backing: tree.path(ino)?,
+        key: rel_path(tree, ino)?,
+    })
+}
+
+/// Where every name of `ino` is, the first one first.
+pub fn names_of(tree: &Tree, ino: u64) -> FsResult<Vec<At>> {
+    let node = tree.get(ino)?;
+    let mut out = vec![at_node(tree, ino)?];
+    for (parent, name) in &node.links {
+        out.push(at(tree, *parent, name)?);
+    }
+    Ok(out)
+}
+
+/// What the node `ino` is, as its names record it.
+pub fn entry_of(tree: &Tree, ino: u64) -> FsResult<Entry> {
     let node = tree.get(ino)?;
     Ok(match &node.kind {
         Kind::Dir(_) => Entry::Dir { attrs: node.attrs },
@@ -100,46 +94,6 @@ fn entry_of(tree: &Tree, ino: u64) -> FsResult<Entry> {
             attrs: node.attrs,
         },
     })
-}
-
-fn encode(e: &Entry) -> FsResult<Vec<u8>> {
-    serde_json::to_vec(e).map_err(|e| FsError::new(libc::EIO, format!("namespace entry: {e}")))
-}
-
-/// Records the name `(parent, name)` of `ino` (made, linked, or changed).
-pub fn put(tree: &Tree, db: &Db, ino: u64, parent: u64, name: &OsStr) -> FsResult<()> {
-    let value = encode(&entry_of(tree, ino)?)?;
-    db.put(&key(&name_path(tree, parent, name)?), &value)
-        .map_err(fail)
-}
-
-/// Forgets a name and everything below it.
-pub fn remove(db: &Db, path: &[u8]) -> FsResult<()> {
-    db.delete(&key(path)).map_err(fail)?;
-    db.delete_prefix(&key(&[path, b"/"].concat()))
-        .map_err(fail)?;
-    Ok(())
-}
-
-/// Moves a name and everything below it, replacing what `to` held.
-pub fn rename(db: &Db, from: &[u8], to: &[u8]) -> FsResult<()> {
-    remove(db, to)?;
-    if let Some(v) = db.get(&key(from)).map_err(fail)? {
-        db.put(&key(to), &v).map_err(fail)?;
-        db.delete(&key(from)).map_err(fail)?;
-    }
-    db.rename_prefix(&key(&[from, b"/"].concat()), &key(&[to, b"/"].concat()))
-        .map_err(fail)?;
-    Ok(())
-}
-
-/// Swaps two names and what is below them.
-pub fn exchange(db: &Db, a: &[u8], b: &[u8]) -> FsResult<()> {
-    // No name holds a NUL byte: a scratch path no entry can have.
-    let scratch = b"\0exchange".as_slice();
-    rename(db, a, scratch)?;
-    rename(db, b, a)?;
-    rename(db, scratch, b)
 }
 
 /// Every name of the live tree with its entry.

@@ -116,6 +116,20 @@ pub struct Attrs {
     pub ctime_ns: i64,
 }
 
+impl Attrs {
+    /// A new node's attributes, all three times `now_ns`.
+    pub fn new(mode: u32, uid: u32, gid: u32, now_ns: i64) -> Self {
+        Attrs {
+            mode,
+            uid,
+            gid,
+            atime_ns: now_ns,
+            mtime_ns: now_ns,
+            ctime_ns: now_ns,
+        }
+    }
+}
+
 /// What a committed file is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileManifest {

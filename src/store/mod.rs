@@ -2,7 +2,10 @@
 
 pub mod chunks;
 pub mod dir_chunks;
+pub mod dir_namespace;
 pub mod direct_read;
 pub mod durable;
 pub mod group_sync;
+pub mod namespace;
+pub mod ns_catalog;
 pub mod packed;

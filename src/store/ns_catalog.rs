@@ -1,0 +1,167 @@
+//! The namespace as keys of the packed database: every name is a key
+//! `.ns/<path>` whose value is its `Entry`, so each committed version holds
+//! the tree as it was. Changes are pending until the database's next
+//! commit (a file's commit, an fsync of a directory, the unmount), not one
+//! commit per name.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ocdbt::{Db, OcdbtError};
+
+use super::namespace::{At, Entry, Namespace, Removal, Retired};
+use crate::error::{FsError, FsResult};
+use crate::layout::manifest::Attrs;
+
+/// Where the names live in the database (no file id starts with a dot).
+pub const PREFIX: &[u8] = b".ns/";
+
+pub fn fail(e: OcdbtError) -> FsError {
+    FsError::new(libc::EIO, format!("namespace in the packed index: {e}"))
+}
+
+/// The key of a mount-relative path.
+pub fn key(path: &[u8]) -> Vec<u8> {
+    [PREFIX, path].concat()
+}
+
+pub fn encode(e: &Entry) -> FsResult<Vec<u8>> {
+    serde_json::to_vec(e).map_err(|e| FsError::new(libc::EIO, format!("namespace entry: {e}")))
+}
+
+/// The `.ns/` keys of one writable database.
+pub struct Catalog {
+    db: Arc<Db>,
+}
+
+impl Catalog {
+    pub fn new(db: Arc<Db>) -> Self {
+        Catalog { db }
+    }
+
+    fn put(&self, path: &[u8], entry: &Entry) -> FsResult<()> {
+        self.db.put(&key(path), &encode(entry)?).map_err(fail)
+    }
+
+    /// Forgets a name and everything below it.
+    fn remove(&self, path: &[u8]) -> FsResult<()> {
+        self.db.delete(&key(path)).map_err(fail)?;
+        self.db
+            .delete_prefix(&key(&[path, b"/"].concat()))
+            .map_err(fail)?;
+        Ok(())
+    }
+
+    /// Moves a name and everything below it, replacing what `to` held.
+    fn move_keys(&self, from: &[u8], to: &[u8]) -> FsResult<()> {
+        self.remove(to)?;
+        if let Some(v) = self.db.get(&key(from)).map_err(fail)? {
+            self.db.put(&key(to), &v).map_err(fail)?;
+            self.db.delete(&key(from)).map_err(fail)?;
+        }
+        self.db
+            .rename_prefix(&key(&[from, b"/"].concat()), &key(&[to, b"/"].concat()))
+            .map_err(fail)?;
+        Ok(())
+    }
+}
+
+impl Namespace for Catalog {
+    fn create_dir(&self, at: &At, attrs: &Attrs) -> FsResult<()> {
+        self.put(&at.key, &Entry::Dir { attrs: *attrs })
+    }
+
+    fn create_file(
+        &self,
+        at: &At,
+        id: &str,
+        _build: &mut dyn FnMut(&Path) -> FsResult<()>,
+    ) -> FsResult<()> {
+        self.link_file(at, id)
+    }
+
+    fn create_symlink(&self, at: &At, target: &Path, attrs: &Attrs) -> FsResult<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let target = target.as_os_str().as_bytes().to_vec();
+        self.put(
+            &at.key,
+            &Entry::Symlink {
+                target,
+                attrs: *attrs,
+            },
+        )
+    }
+
+    fn create_special(&self, at: &At, attrs: &Attrs, rdev: u64) -> FsResult<()> {
+        self.put(
+            &at.key,
+            &Entry::Special {
+                rdev,
+                attrs: *attrs,
+            },
+        )
+    }
+
+    fn link_file(&self, at: &At, id: &str) -> FsResult<()> {
+        self.put(&at.key, &Entry::File { id: id.to_string() })
+    }
+
+    fn link_node(&self, from: &At, at: &At) -> FsResult<()> {
+        match self.db.get(&key(&from.key)).map_err(fail)? {
+            Some(v) => self.db.put(&key(&at.key), &v).map_err(fail),
+            None => Err(FsError::new(
+                libc::EIO,
+                "namespace in the packed index: the linked name has no entry",
+            )),
+        }
+    }
+
+    fn remove_name(&self, at: &At, _how: Removal) -> FsResult<Option<Retired>> {
+        self.remove(&at.key)?;
+        Ok(None)
+    }
+
+    fn purge(&self, _retired: Retired) {}
+
+    fn remove_dir(&self, at: &At) -> FsResult<()> {
+        self.remove(&at.key)
+    }
+
+    fn rename(&self, from: &At, to: &At) -> FsResult<()> {
+        self.move_keys(&from.key, &to.key)
+    }
+
+    fn exchange(&self, a: &At, b: &At) -> FsResult<()> {
+        // No name holds a NUL byte: a scratch path no entry can have.
+        let scratch = b"\0exchange".as_slice();
+        self.move_keys(&a.key, scratch)?;
+        self.move_keys(&b.key, &a.key)?;
+        self.move_keys(scratch, &b.key)
+    }
+
+    fn set_attrs(&self, names: &[At], entry: &Entry, _chmod: bool, _chown: bool) -> FsResult<()> {
+        for at in names {
+            self.put(&at.key, entry)?;
+        }
+        Ok(())
+    }
+
+    /// Renames are in the index with its next commit.
+    fn sync_names(&self, _names: &[&At]) -> FsResult<()> {
+        Ok(())
+    }
+
+    fn sync_dir(&self, _dir: &At) -> FsResult<()> {
+        self.db
+            .commit()
+            .map(|_| ())
+            .map_err(|e| FsError::new(libc::EIO, format!("packed index commit: {e}")))
+    }
+
+    fn statfs(&self) -> FsResult<nix::sys::statvfs::Statvfs> {
+        Err(FsError::new(
+            libc::ENOSYS,
+            "the packed index keeps no space figures of its own",
+        ))
+    }
+}
