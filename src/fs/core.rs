@@ -117,7 +117,7 @@ impl CkptFs {
     pub fn new(pipe: Arc<Pipeline>, tree: Tree) -> FsResult<Self> {
         let trash = tree.backing.join(RESERVED).join("trash");
         let ns = Mirrored {
-            record: DirNamespace::new(&tree.backing, trash)?,
+            record: DirNamespace::new(&tree.backing, trash, !tree.read_only())?,
             mirror: tree.ns_db().map(Catalog::new),
         };
         Ok(CkptFs {

@@ -15,7 +15,7 @@ use crate::pipeline::format_write::FormatWriter;
 use crate::pipeline::plain::PlainData;
 use crate::pipeline::sealed::{ByteReader, SealedRead};
 use crate::pipeline::Pipeline;
-use crate::store::durable::{sync_dir, DurableStore};
+use crate::store::durable::DurableStore;
 
 use super::attr::now_ns;
 use super::io_mode::{IoModes, PlainState};
@@ -79,6 +79,19 @@ pub fn new_id() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{:032x}", t ^ ((std::process::id() as u128) << 96))
+}
+
+/// Writes the array metadata of plain generation `gen` (`size` bytes, one
+/// chunk) and makes it durable.
+fn store_plain_metadata(store: &Arc<DurableStore>, gen: u64, size: u64) -> FsResult<()> {
+    let spec = ByteArraySpec {
+        chunk_bytes: size.max(1),
+        codec: crate::config::Codec::None,
+    };
+    spec.store_metadata(store, &format!("/g{gen}"), size, Default::default())?;
+    store
+        .sync_local(&format!("g{gen}/zarr.json"))
+        .ctx("fsync array metadata")
 }
 
 impl FileNode {
@@ -442,16 +455,7 @@ impl FileNode {
         self.max_gen += 1;
         let gen = self.max_gen;
         let size = p.copy_aside(&self.store, gen)?;
-        let spec = ByteArraySpec {
-            chunk_bytes: size.max(1),
-            codec: crate::config::Codec::None,
-        };
-        spec.store_metadata(&self.store, &format!("/g{gen}"), size, Default::default())?;
-        let meta = self.store.key_path(&format!("g{gen}/zarr.json"));
-        fs::File::open(&meta)
-            .and_then(|f| f.sync_all())
-            .ctx("fsync array metadata")?;
-        sync_dir(&self.store.key_path(&format!("g{gen}"))).ctx("fsync array dir")?;
+        store_plain_metadata(&self.store, gen, size)?;
         let mut next = self.manifest.clone();
         next.generation = gen;
         next.array = format!("g{gen}");
@@ -599,16 +603,7 @@ impl FileNode {
                         let _t = pipe.profiler.stage("fsync");
                         p.sync(size)?
                     };
-                    let spec = ByteArraySpec {
-                        chunk_bytes: size.max(1),
-                        codec: crate::config::Codec::None,
-                    };
-                    spec.store_metadata(&store, &p.gen_path(), size, Default::default())?;
-                    let meta = store.key_path(&format!("g{}/zarr.json", p.gen));
-                    fs::File::open(&meta)
-                        .and_then(|f| f.sync_all())
-                        .ctx("fsync array metadata")?;
-                    sync_dir(&store.key_path(&format!("g{}", p.gen))).ctx("fsync array dir")?;
+                    store_plain_metadata(&store, p.gen, size)?;
                     next.generation = p.gen;
                     next.segments = Vec::new();
                     next.format = None;

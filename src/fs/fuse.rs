@@ -54,70 +54,63 @@ pub struct FuseAdapter {
     ttl: Duration,
 }
 
+/// A FUSE reply that carries a `T` on success.
+trait Answer<T> {
+    fn send(self, ttl: &Duration, v: T);
+    fn fail(self, e: Errno);
+}
+
+impl Answer<fuser::FileAttr> for ReplyEntry {
+    fn send(self, ttl: &Duration, attr: fuser::FileAttr) {
+        self.entry(ttl, &attr, Generation(0));
+    }
+    fn fail(self, e: Errno) {
+        self.error(e);
+    }
+}
+
+impl Answer<fuser::FileAttr> for ReplyAttr {
+    fn send(self, ttl: &Duration, attr: fuser::FileAttr) {
+        self.attr(ttl, &attr);
+    }
+    fn fail(self, e: Errno) {
+        self.error(e);
+    }
+}
+
+impl Answer<()> for ReplyEmpty {
+    fn send(self, _ttl: &Duration, (): ()) {
+        self.ok();
+    }
+    fn fail(self, e: Errno) {
+        self.error(e);
+    }
+}
+
 impl FuseAdapter {
     pub fn new(fs: Arc<CkptFs>, ttl: Duration) -> Self {
         FuseAdapter { fs, ttl }
     }
 
-    fn reply_entry(
+    /// Records the op and sends its reply: the value on success, the
+    /// error's errno otherwise.
+    fn answer<T, R: Answer<T>>(
         &self,
         req: &Request,
         op: &'static str,
         t: Instant,
-        r: Result<fuser::FileAttr, FsError>,
+        r: Result<T, FsError>,
         a: Args<'_>,
-        reply: ReplyEntry,
+        reply: R,
     ) {
         match r {
-            Ok(attr) => {
+            Ok(v) => {
                 self.done(req, op, t, 0, false, a);
-                reply.entry(&self.ttl, &attr, Generation(0));
+                reply.send(&self.ttl, v);
             }
             Err(e) => {
                 self.done(req, op, t, 0, true, a);
-                reply.error(self.fail(op, &e));
-            }
-        }
-    }
-
-    fn reply_attr(
-        &self,
-        req: &Request,
-        op: &'static str,
-        t: Instant,
-        r: Result<fuser::FileAttr, FsError>,
-        a: Args<'_>,
-        reply: ReplyAttr,
-    ) {
-        match r {
-            Ok(attr) => {
-                self.done(req, op, t, 0, false, a);
-                reply.attr(&self.ttl, &attr);
-            }
-            Err(e) => {
-                self.done(req, op, t, 0, true, a);
-                reply.error(self.fail(op, &e));
-            }
-        }
-    }
-
-    fn reply_empty(
-        &self,
-        req: &Request,
-        op: &'static str,
-        t: Instant,
-        r: Result<(), FsError>,
-        a: Args<'_>,
-        reply: ReplyEmpty,
-    ) {
-        match r {
-            Ok(()) => {
-                self.done(req, op, t, 0, false, a);
-                reply.ok();
-            }
-            Err(e) => {
-                self.done(req, op, t, 0, true, a);
-                reply.error(self.fail(op, &e));
+                reply.fail(self.fail(op, &e));
             }
         }
     }
@@ -221,7 +214,7 @@ impl Filesystem for FuseAdapter {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let t = Instant::now();
         let result = self.fs.lookup(parent.0, name);
-        self.reply_entry(
+        self.answer(
             req,
             "lookup",
             t,
@@ -238,7 +231,7 @@ impl Filesystem for FuseAdapter {
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let t = Instant::now();
         let result = self.fs.getattr(ino.0);
-        self.reply_attr(req, "getattr", t, result, args(ino.0), reply);
+        self.answer(req, "getattr", t, result, args(ino.0), reply);
     }
 
     fn setattr(
@@ -265,7 +258,7 @@ impl Filesystem for FuseAdapter {
             mtime: CkptFs::times_from(time_of(mtime)),
         };
         let result = self.fs.setattr(ino.0, mode, uid, gid, size, times);
-        self.reply_attr(req, "setattr", t, result, args(ino.0), reply);
+        self.answer(req, "setattr", t, result, args(ino.0), reply);
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -306,7 +299,7 @@ impl Filesystem for FuseAdapter {
                 req.gid(),
             )
         };
-        self.reply_entry(
+        self.answer(
             req,
             "mknod",
             t,
@@ -333,7 +326,7 @@ impl Filesystem for FuseAdapter {
         let result = self
             .fs
             .mkdir(parent.0, name, mode & !umask, req.uid(), req.gid());
-        self.reply_entry(
+        self.answer(
             req,
             "mkdir",
             t,
@@ -350,7 +343,7 @@ impl Filesystem for FuseAdapter {
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let t = Instant::now();
         let result = self.fs.unlink(parent.0, name);
-        self.reply_empty(
+        self.answer(
             req,
             "unlink",
             t,
@@ -367,7 +360,7 @@ impl Filesystem for FuseAdapter {
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let t = Instant::now();
         let result = self.fs.rmdir(parent.0, name);
-        self.reply_empty(
+        self.answer(
             req,
             "rmdir",
             t,
@@ -393,7 +386,7 @@ impl Filesystem for FuseAdapter {
         let result = self
             .fs
             .symlink(parent.0, link_name, target, req.uid(), req.gid());
-        self.reply_entry(
+        self.answer(
             req,
             "symlink",
             t,
@@ -417,7 +410,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let t = Instant::now();
         let result = self.fs.link(ino.0, newparent.0, newname);
-        self.reply_entry(
+        self.answer(
             req,
             "link",
             t,
@@ -445,7 +438,7 @@ impl Filesystem for FuseAdapter {
         let result = self
             .fs
             .rename(parent.0, name, newparent.0, newname, flags.bits());
-        self.reply_empty(
+        self.answer(
             req,
             "rename",
             t,
@@ -597,7 +590,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let t = Instant::now();
         let result = self.fs.flush(fh.0, req.pid());
-        self.reply_empty(
+        self.answer(
             req,
             "flush",
             t,
@@ -623,7 +616,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let t = Instant::now();
         let result = self.fs.release(fh.0);
-        self.reply_empty(
+        self.answer(
             req,
             "release",
             t,
@@ -647,7 +640,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let t = Instant::now();
         let result = self.fs.fsync(fh.0);
-        self.reply_empty(
+        self.answer(
             req,
             "fsync",
             t,
@@ -812,7 +805,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let t = Instant::now();
         let result = self.fs.fsyncdir(ino.0);
-        self.reply_empty(req, "fsyncdir", t, result, args(ino.0), reply);
+        self.answer(req, "fsyncdir", t, result, args(ino.0), reply);
     }
 
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {

@@ -13,18 +13,16 @@
 //!   it into a new generation. Slower, and byte-exact for any pattern.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use crate::error::{FsError, FsResult, IoContext};
+use crate::error::{FsError, FsResult};
 use crate::layout::array::{retrieve_chunk, ByteArray, ByteArraySpec};
 use crate::store::durable::DurableStore;
 
 use super::budget::Reservation;
 use super::chunk_store::{self, chunk_key};
 use super::inflight::Inflight;
-use super::plain::read_or_zeros;
+use super::staging::Staging;
 use super::{crc_with_zeros, Pipeline};
 
 struct ChunkBuf {
@@ -42,14 +40,9 @@ struct Stream {
     stored: BTreeMap<u64, u32>,
 }
 
-struct Staged {
-    file: File,
-    key: String,
-}
-
 enum Mode {
     Stream(Stream),
-    Staged(Staged),
+    Staged(Staging),
 }
 
 /// A file's generation in the chunked (`bytes`) layout: appends stream into chunks encoded by the
@@ -74,18 +67,6 @@ pub struct ChunkedData {
 /// A chunk read plan for `read`: where the chunk's bytes come from.
 /// Whether `file` holds data (not only a hole) in `start..end`. When the
 /// filesystem cannot tell (no SEEK_DATA), it says yes.
-fn has_data(file: &File, start: u64, end: u64) -> bool {
-    use std::os::fd::AsRawFd;
-    let Ok(off) = libc::off_t::try_from(start) else {
-        return true;
-    };
-    match nix::unistd::lseek(file.as_raw_fd(), off, nix::unistd::Whence::SeekData) {
-        Ok(next) => (next as u64) < end,
-        // ENXIO: no data at or after `start`.
-        Err(e) => e != nix::errno::Errno::ENXIO,
-    }
-}
-
 fn chunk_count(size: u64, chunk: u64) -> u64 {
     size.div_ceil(chunk)
 }
@@ -281,31 +262,21 @@ impl ChunkedData {
             s.inflight.wait()?;
             (s.end, s.buf.as_ref().map(|b| (b.index, b.data.clone())))
         };
-        let key = format!("g{new_gen}.staging");
-        let path = store.key_path(&key);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .ctx("create staging file")?;
+        let staging = Staging::create(store, new_gen)?;
         let chunk = self.chunk();
         for index in 0..chunk_count(end, chunk) {
             let start = index * chunk;
             let valid = (end.min(start + chunk) - start) as usize;
             if let Some((_, data)) = partial.as_ref().filter(|(i, _)| *i == index) {
-                file.write_all_at(&data[..valid.min(data.len())], start)
-                    .ctx("write staging file")?;
+                staging.write_at(&data[..valid.min(data.len())], start)?;
             } else {
                 let data = self.load_chunk(pipe, index)?;
                 if data.iter().any(|&b| b != 0) {
-                    file.write_all_at(&data[..valid], start)
-                        .ctx("write staging file")?;
+                    staging.write_at(&data[..valid], start)?;
                 }
             }
         }
-        file.set_len(size).ctx("size staging file")?;
+        staging.set_len(size)?;
         if self.is_short(pipe) {
             self.spec = pipe.byte_spec();
         }
@@ -315,7 +286,7 @@ impl ChunkedData {
         self.gen = new_gen;
         self.array = Arc::new(self.spec.handle(store, &format!("/g{new_gen}"))?);
         self.committed_gen = false;
-        self.mode = Mode::Staged(Staged { file, key });
+        self.mode = Mode::Staged(staging);
         Ok(())
     }
 
@@ -340,7 +311,7 @@ impl ChunkedData {
             self.stage(pipe, store, size, new_gen())?;
         }
         match &self.mode {
-            Mode::Staged(st) => st.file.write_all_at(data, offset).ctx("write staging file"),
+            Mode::Staged(st) => st.write_at(data, offset),
             Mode::Stream(_) => Err(FsError::new(libc::EIO, "staging failed")),
         }
     }
@@ -367,7 +338,7 @@ impl ChunkedData {
             self.stage(pipe, store, size, new_gen())?;
         }
         match &self.mode {
-            Mode::Staged(st) => st.file.set_len(new_size).ctx("truncate staging file"),
+            Mode::Staged(st) => st.set_len(new_size),
             Mode::Stream(_) => Ok(()),
         }
     }
@@ -382,7 +353,7 @@ impl ChunkedData {
         size: u64,
     ) -> FsResult<()> {
         match &self.mode {
-            Mode::Staged(st) => read_or_zeros(&st.file, offset, out),
+            Mode::Staged(st) => st.read_at(offset, out),
             Mode::Stream(s) => {
                 let chunk = self.chunk();
                 let mut pos = 0usize;
@@ -431,25 +402,14 @@ impl ChunkedData {
             // A hole of the staging file is a chunk never written: leave it
             // absent (it reads as zeros) instead of reading and storing zeros,
             // so a write far past the end costs what was written.
-            if !has_data(&st.file, start, start + valid as u64) {
+            if !st.has_data(start, start + valid as u64) {
                 continue;
             }
             let reservation = pipe.budget.reserve(chunk);
             let mut data = pipe.buffers.take(chunk as usize);
             data[valid..].fill(0);
-            let mut done = 0;
-            while done < valid {
-                let n = st
-                    .file
-                    .read_at(&mut data[done..valid], start + done as u64)
-                    .ctx("read staging file")?;
-                if n == 0 {
-                    break;
-                }
-                done += n;
-            }
             // Past the staging file's end: zeros (the buffer is recycled).
-            data[done..valid].fill(0);
+            st.read_at(start, &mut data[..valid])?;
             inflight.start();
             let store = self.store.clone();
             let key = chunk_key(&self.gen_path(), &[index]);
@@ -553,7 +513,7 @@ impl ChunkedData {
         match &mut self.mode {
             Mode::Stream(s) => s.stored.clear(),
             Mode::Staged(st) => {
-                let _ = fs::remove_file(store.key_path(&st.key));
+                st.remove(store);
                 self.mode = Self::new_stream(size);
             }
         }
@@ -574,7 +534,7 @@ impl ChunkedData {
             let _ = s.inflight.wait();
         }
         if let Mode::Staged(st) = &self.mode {
-            let _ = fs::remove_file(store.key_path(&st.key));
+            st.remove(store);
         }
         if !self.committed_gen {
             store.remove_generation(self.gen);

@@ -4,11 +4,10 @@
 //! truncation, a read while writing — copies it into a staging file
 //! (`Staged`), which the next commit parses again from the start.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::fs;
 use std::sync::Arc;
 
-use crate::error::{FsError, FsResult, IoContext};
+use crate::error::{FsError, FsResult};
 use crate::layout::array::ByteArraySpec;
 use crate::layout::manifest::{FileManifest, SegmentMeta};
 use crate::store::durable::DurableStore;
@@ -16,6 +15,7 @@ use crate::store::durable::DurableStore;
 use super::format_read::SegmentReader;
 use super::format_write::FormatWriter;
 use super::sealed::SealedRead;
+use super::staging::{staging_key, Staging};
 use super::Pipeline;
 
 /// A checkpoint file's data in one of its three states (see the module docs).
@@ -23,11 +23,7 @@ pub enum FormatData {
     Writing(Box<FormatWriter>),
     /// Shared so reads can run without the file's lock.
     Sealed(Arc<SegmentReader>),
-    Staged {
-        file: File,
-        key: String,
-        gen: u64,
-    },
+    Staged(Staging),
 }
 
 /// What a commit records in the manifest.
@@ -51,7 +47,7 @@ impl FormatData {
     pub fn gen(&self) -> Option<u64> {
         match self {
             FormatData::Writing(w) => Some(w.gen),
-            FormatData::Staged { gen, .. } => Some(*gen),
+            FormatData::Staged(st) => Some(st.gen),
             FormatData::Sealed(_) => None,
         }
     }
@@ -73,14 +69,7 @@ impl FormatData {
         size: u64,
         gen: u64,
     ) -> FsResult<()> {
-        let key = format!("g{gen}.staging");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(store.key_path(&key))
-            .ctx("create staging file")?;
+        let staging = Staging::create(store, gen)?;
         let (reader, end, drop_gen) = match self {
             FormatData::Writing(w) => {
                 let raw_crcs = w.finish()?;
@@ -96,7 +85,7 @@ impl FormatData {
                 (Some(r), w.end(), Some(w.gen))
             }
             FormatData::Sealed(_) => (None, size, None),
-            FormatData::Staged { .. } => return Ok(()),
+            FormatData::Staged(_) => return Ok(()),
         };
         let reader = match (&reader, &*self) {
             (Some(r), _) => r,
@@ -109,14 +98,14 @@ impl FormatData {
         while at < end {
             let n = (end - at).min(COPY_BLOCK as u64) as usize;
             reader.read(pipe, at, &mut buf[..n])?;
-            file.write_all_at(&buf[..n], at).ctx("write staging file")?;
+            staging.write_at(&buf[..n], at)?;
             at += n as u64;
         }
-        file.set_len(size).ctx("size staging file")?;
+        staging.set_len(size)?;
         if let Some(g) = drop_gen {
             store.remove_generation(g);
         }
-        *self = FormatData::Staged { file, key, gen };
+        *self = FormatData::Staged(staging);
         Ok(())
     }
 
@@ -139,13 +128,11 @@ impl FormatData {
                 return w.push(data);
             }
         }
-        if !matches!(self, FormatData::Staged { .. }) {
+        if !matches!(self, FormatData::Staged(_)) {
             self.stage(pipe, store, ino, size, new_gen())?;
         }
         match self {
-            FormatData::Staged { file, .. } => {
-                file.write_all_at(data, offset).ctx("write staging file")
-            }
+            FormatData::Staged(st) => st.write_at(data, offset),
             _ => Err(FsError::new(libc::EIO, "staging failed")),
         }
     }
@@ -167,11 +154,11 @@ impl FormatData {
                 return Ok(());
             }
         }
-        if !matches!(self, FormatData::Staged { .. }) {
+        if !matches!(self, FormatData::Staged(_)) {
             self.stage(pipe, store, ino, size, new_gen())?;
         }
         match self {
-            FormatData::Staged { file, .. } => file.set_len(new_size).ctx("truncate staging file"),
+            FormatData::Staged(st) => st.set_len(new_size),
             _ => Err(FsError::new(libc::EIO, "staging failed")),
         }
     }
@@ -194,7 +181,7 @@ impl FormatData {
         }
         match self {
             FormatData::Sealed(r) => r.read(pipe, offset, out),
-            FormatData::Staged { file, .. } => super::plain::read_or_zeros(file, offset, out),
+            FormatData::Staged(st) => st.read_at(offset, out),
             FormatData::Writing(_) => Err(FsError::new(libc::EIO, "staging failed")),
         }
     }
@@ -210,15 +197,14 @@ impl FormatData {
         let writer = match self {
             FormatData::Sealed(_) => return Ok(None),
             FormatData::Writing(w) => w,
-            FormatData::Staged { file, gen, .. } => {
+            FormatData::Staged(st) => {
                 // Parse the staged bytes from the start, like a new save.
-                let mut w = FormatWriter::new(pipe, store, *gen, file_name)?;
+                let mut w = FormatWriter::new(pipe, store, st.gen, file_name)?;
                 let mut buf = vec![0u8; COPY_BLOCK];
                 let mut at = 0;
                 while at < size {
                     let n = (size - at).min(COPY_BLOCK as u64) as usize;
-                    let got = file.read_at(&mut buf[..n], at).ctx("read staging file")?;
-                    buf[got..n].fill(0);
+                    st.read_at(at, &mut buf[..n])?;
                     w.push(&buf[..n])?;
                     at += n as u64;
                 }
@@ -247,15 +233,11 @@ impl FormatData {
         ino: u64,
         m: &FileManifest,
     ) -> FsResult<()> {
-        let staging = match self {
-            FormatData::Staged { key, .. } => Some(key.clone()),
-            _ => None,
-        };
-        *self = FormatData::Sealed(Arc::new(SegmentReader::open(store, ino, m)?));
-        if let Some(key) = staging {
-            let _ = fs::remove_file(store.key_path(&key));
+        let sealed = FormatData::Sealed(Arc::new(SegmentReader::open(store, ino, m)?));
+        if let FormatData::Staged(st) = std::mem::replace(self, sealed) {
+            st.remove(store);
         }
-        let _ = fs::remove_file(store.key_path(&format!("g{}.staging", m.generation)));
+        let _ = fs::remove_file(store.key_path(&staging_key(m.generation)));
         Ok(())
     }
 
@@ -266,9 +248,9 @@ impl FormatData {
                 let _ = w.finish();
                 store.remove_generation(w.gen);
             }
-            FormatData::Staged { key, gen, .. } => {
-                let _ = fs::remove_file(store.key_path(key));
-                store.remove_generation(*gen);
+            FormatData::Staged(st) => {
+                st.remove(store);
+                store.remove_generation(st.gen);
             }
             FormatData::Sealed(_) => {}
         }

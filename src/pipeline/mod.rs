@@ -15,6 +15,7 @@ pub mod plain;
 pub mod pool;
 pub mod prefetch;
 pub mod sealed;
+pub mod staging;
 
 use std::sync::Arc;
 

@@ -41,8 +41,19 @@ fn sync_parent(p: &Path) -> FsResult<()> {
 
 impl DirNamespace {
     /// The namespace of `root`, whose trash is `trash` (made if missing).
-    pub fn new(root: &Path, trash: PathBuf) -> FsResult<Self> {
+    /// With `sweep` (a mount that may write, before anything is open),
+    /// what a crash left in the trash goes: homes of files removed while
+    /// open, or removed names cut short.
+    pub fn new(root: &Path, trash: PathBuf, sweep: bool) -> FsResult<Self> {
         fs::create_dir_all(&trash).ctx("create trash dir")?;
+        if sweep {
+            for entry in fs::read_dir(&trash).ctx("read trash dir")? {
+                let path = entry.ctx("read trash dir")?.path();
+                if fs::remove_dir_all(&path).is_err() {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
         Ok(DirNamespace {
             root: root.to_path_buf(),
             trash,

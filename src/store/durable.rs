@@ -108,6 +108,17 @@ impl DurableStore {
         self.base.join(key.trim_start_matches('/'))
     }
 
+    /// Makes a value kept in the file's own directory (a plain array's
+    /// metadata) and its name durable.
+    pub fn sync_local(&self, key: &str) -> io::Result<()> {
+        let path = self.key_path(key);
+        File::open(&path)?.sync_all()?;
+        match path.parent() {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
+    }
+
     /// Makes everything written to the chunk store durable.
     pub fn barrier(&self) -> io::Result<()> {
         self.chunks.barrier()
