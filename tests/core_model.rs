@@ -527,8 +527,23 @@ impl<'a> Case<'a> {
         self.check_names()
     }
 
-    /// Every name exists exactly when the model has it, with its size.
+    /// Every name exists exactly when the model has it, with its size; the
+    /// packed index's namespace keys followed every change (the catalog
+    /// holds exactly the live tree, before any mount brings it in line).
     fn check_names(&self) -> Result<(), TestCaseError> {
+        {
+            let tree = self.fs().tree.read();
+            if let Some(db) = tree.ns_db() {
+                let d = ok(ckptfs::fs::ns_index::drift(&tree, &db), "namespace drift")?;
+                let show = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+                prop_assert!(
+                    d.is_empty(),
+                    "namespace keys differ from the tree: stale {:?}, missing {:?}",
+                    d.stale.iter().map(|k| show(k)).collect::<Vec<_>>(),
+                    d.missing.iter().map(|(k, _)| show(k)).collect::<Vec<_>>()
+                );
+            }
+        }
         for f in 0..NAMES {
             match (self.fs().lookup(self.dir, &name(f)), self.model.get(&f)) {
                 (Ok(attr), Some(m)) => {

@@ -233,11 +233,33 @@ impl CkptFs {
         self.attr_of(&tree, ino)
     }
 
-    fn touch_dir(tree: &mut Tree, ino: u64) {
+    /// A directory's entries changed: its mtime and ctime move.
+    fn touch_dir(&self, tree: &mut Tree, ino: u64) {
         if let Ok(n) = tree.get_mut(ino) {
             let now = now_ns();
             n.attrs.mtime_ns = now;
             n.attrs.ctime_ns = now;
+        }
+        self.record_attrs(tree, ino);
+    }
+
+    /// Records the attributes a non-file node has now under all its names
+    /// (files keep theirs in their manifest; the root has no name). Only
+    /// the catalog keeps times of directories, so nothing on disk changes
+    /// and a failure is logged.
+    fn record_attrs(&self, tree: &Tree, ino: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let recorded = entry_of(tree, ino).and_then(|entry| {
+            if matches!(entry, Entry::File { .. }) {
+                return Ok(());
+            }
+            self.ns
+                .set_attrs(&names_of(tree, ino)?, &entry, false, false)
+        });
+        if let Err(e) = recorded {
+            tracing::warn!("record attributes: {e}");
         }
     }
 
@@ -266,7 +288,7 @@ impl CkptFs {
         let attrs = Attrs::new(libc::S_IFDIR | (mode & 0o7777), uid, gid, now_ns());
         self.ns.create_dir(&at, &attrs)?;
         let ino = tree.insert(parent, name, Kind::Dir(Default::default()), attrs);
-        Self::touch_dir(&mut tree, parent);
+        self.touch_dir(&mut tree, parent);
         self.attr_of(&tree, ino)
     }
 
@@ -305,7 +327,7 @@ impl CkptFs {
         })?;
         let file = made.ok_or_else(|| FsError::new(libc::EIO, "create: no file was built"))?;
         let ino = tree.insert(parent, name, Kind::File(Arc::new(Mutex::new(file))), attrs);
-        Self::touch_dir(&mut tree, parent);
+        self.touch_dir(&mut tree, parent);
         self.attr_of(&tree, ino)
     }
 
@@ -323,7 +345,7 @@ impl CkptFs {
         let attrs = Attrs::new(libc::S_IFLNK | 0o777, uid, gid, now_ns());
         self.ns.create_symlink(&at, target, &attrs)?;
         let ino = tree.insert(parent, name, Kind::Symlink(target.to_path_buf()), attrs);
-        Self::touch_dir(&mut tree, parent);
+        self.touch_dir(&mut tree, parent);
         self.attr_of(&tree, ino)
     }
 
@@ -351,7 +373,7 @@ impl CkptFs {
         let attrs = Attrs::new(kind | (mode & 0o7777), uid, gid, now_ns());
         self.ns.create_special(&at, &attrs, rdev)?;
         let ino = tree.insert(parent, name, Kind::Special(rdev), attrs);
-        Self::touch_dir(&mut tree, parent);
+        self.touch_dir(&mut tree, parent);
         self.attr_of(&tree, ino)
     }
 
@@ -405,7 +427,7 @@ impl CkptFs {
         let at = ns_index::at(&tree, parent, name)?;
         self.remove_name(&mut tree, ino, parent, name, &at)?;
         tree.unlink(parent, name);
-        Self::touch_dir(&mut tree, parent);
+        self.touch_dir(&mut tree, parent);
         Ok(())
     }
 
@@ -450,6 +472,7 @@ impl CkptFs {
             tree.get_mut(ino)?.attrs.ctime_ns = now;
         }
         tree.drop_name(ino, parent, name);
+        self.record_attrs(tree, ino);
         Ok(())
     }
 
@@ -479,7 +502,8 @@ impl CkptFs {
             }
         }
         tree.add_name(ino, newparent, newname);
-        Self::touch_dir(&mut tree, newparent);
+        self.record_attrs(&tree, ino);
+        self.touch_dir(&mut tree, newparent);
         self.attr_of(&tree, ino)
     }
 
@@ -497,7 +521,7 @@ impl CkptFs {
         tree.unlink(parent, name);
         tree.nodes.remove(&ino);
         tree.forget_dir(ino);
-        Self::touch_dir(&mut tree, parent);
+        self.touch_dir(&mut tree, parent);
         Ok(())
     }
 
@@ -605,11 +629,12 @@ impl CkptFs {
         if let Ok(n) = tree.get_mut(src) {
             n.attrs.ctime_ns = now_ns();
         }
+        self.record_attrs(&tree, src);
         if let Ok(Kind::File(f)) = tree.get(src).map(|n| &n.kind) {
             f.lock().attrs.ctime_ns = now_ns();
         }
-        Self::touch_dir(&mut tree, parent);
-        Self::touch_dir(&mut tree, newparent);
+        self.touch_dir(&mut tree, parent);
+        self.touch_dir(&mut tree, newparent);
         // Checkpoint tools publish by rename: make it durable.
         self.ns.sync_names(&[&to, &from])
     }

@@ -116,24 +116,50 @@ fn full(tree: &Tree) -> FsResult<BTreeMap<Vec<u8>, Vec<u8>>> {
     Ok(out)
 }
 
+/// How the keys differ from the live tree: keys to delete, and keys to
+/// put with their values.
+pub struct Drift {
+    pub stale: Vec<Vec<u8>>,
+    pub missing: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Drift {
+    pub fn is_empty(&self) -> bool {
+        self.stale.is_empty() && self.missing.is_empty()
+    }
+}
+
+/// Compares the keys with the live tree (changes nothing).
+pub fn drift(tree: &Tree, db: &Db) -> FsResult<Drift> {
+    let mut want = full(tree)?;
+    let mut stale = Vec::new();
+    for (k, _) in db.list_prefix(PREFIX) {
+        match want.get(&k) {
+            None => stale.push(k),
+            Some(v) => {
+                if db.get(&k).map_err(fail)?.as_deref() == Some(v.as_slice()) {
+                    want.remove(&k);
+                }
+            }
+        }
+    }
+    Ok(Drift {
+        stale,
+        missing: want.into_iter().collect(),
+    })
+}
+
 /// Brings the keys in line with the live tree; returns whether anything
 /// changed (the caller commits).
 pub fn reconcile(tree: &Tree, db: &Db) -> FsResult<bool> {
-    let want = full(tree)?;
-    let mut changed = false;
-    for (k, _) in db.list_prefix(PREFIX) {
-        if !want.contains_key(&k) {
-            db.delete(&k).map_err(fail)?;
-            changed = true;
-        }
+    let d = drift(tree, db)?;
+    for k in &d.stale {
+        db.delete(k).map_err(fail)?;
     }
-    for (k, v) in &want {
-        if db.get(k).map_err(fail)?.as_deref() != Some(v.as_slice()) {
-            db.put(k, v).map_err(fail)?;
-            changed = true;
-        }
+    for (k, v) in &d.missing {
+        db.put(k, v).map_err(fail)?;
     }
-    Ok(changed)
+    Ok(!d.is_empty())
 }
 
 /// Builds the tree of a version from its keys. Returns `false` when the
