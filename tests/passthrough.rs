@@ -72,7 +72,8 @@ fn committed_plain_files_are_read_by_the_kernel_and_stay_byte_exact() {
 #[test]
 fn a_save_through_passthrough_is_committed_with_its_checksum() {
     let mut m = Mount::new(Some(repo_config("passthrough")));
-    let data = random(12 << 20, 11);
+    // Large enough to be checksummed in parts beside its fsync.
+    let data = random(40 << 20, 11);
     let before = stats(&m);
     {
         let mut f = fs::File::create(m.path("ckpt.bin")).expect("create");
