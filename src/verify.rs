@@ -92,6 +92,12 @@ pub fn verify(backing: &Path) -> Result<Report> {
             report.leftovers += 1;
         }
     }
+    // Homes of files removed while open, which a crash kept from their
+    // last close: the next mount empties the trash.
+    let trash = backing.join(crate::fs::names::RESERVED).join("trash");
+    if let Ok(entries) = std::fs::read_dir(&trash) {
+        report.leftovers += entries.count() as u64;
+    }
     let next = AtomicUsize::new(0);
     let shared = Mutex::new(Tally::default());
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));

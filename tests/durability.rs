@@ -540,6 +540,13 @@ fn kill9_with_an_unlinked_file_still_open_leaves_nothing_after_the_next_mount() 
         );
         m.kill9();
         drop(held);
+        let (code, out) = verify(&m.backing);
+        assert_eq!(code, 0, "verify after kill -9 found problems:\n{out}");
+        assert!(
+            out.contains("1 leftovers"),
+            "{}: verify does not count the retired home:\n{out}",
+            config.display()
+        );
         m.start();
         assert_eq!(
             bytes_under(&trash),
@@ -555,5 +562,6 @@ fn kill9_with_an_unlinked_file_still_open_leaves_nothing_after_the_next_mount() 
         m.unmount();
         let (code, out) = verify(&m.backing);
         assert_eq!(code, 0, "verify found problems:\n{out}");
+        assert!(out.contains("0 leftovers"), "{out}");
     }
 }
