@@ -248,7 +248,7 @@ impl CkptFs {
     /// the catalog keeps times of directories, so nothing on disk changes
     /// and a failure is logged.
     fn record_attrs(&self, tree: &Tree, ino: u64) {
-        if ino == ROOT {
+        if ino == ROOT || !self.ns.keeps_times() {
             return;
         }
         let recorded = entry_of(tree, ino).and_then(|entry| {

@@ -224,6 +224,11 @@ impl Namespace for DirNamespace {
     fn statfs(&self) -> FsResult<nix::sys::statvfs::Statvfs> {
         nix::sys::statvfs::statvfs(&self.root).map_err(|e| FsError::io(&e.into(), "statfs"))
     }
+
+    /// Times live in the tree (and in each file's manifest), not here.
+    fn keeps_times(&self) -> bool {
+        false
+    }
 }
 
 fn attrs_of(entry: &Entry) -> Option<&Attrs> {

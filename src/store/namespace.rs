@@ -118,6 +118,11 @@ pub trait Namespace: Send + Sync {
 
     /// Space and inode figures of the store.
     fn statfs(&self) -> FsResult<nix::sys::statvfs::Statvfs>;
+
+    /// Whether `set_attrs` keeps times (a caller recording each time
+    /// change need not work out names and entries for a namespace that
+    /// keeps none).
+    fn keeps_times(&self) -> bool;
 }
 
 /// A namespace and a mirror that follows it: the first is the record (its
@@ -230,5 +235,9 @@ impl<A: Namespace, B: Namespace> Namespace for Mirrored<A, B> {
 
     fn statfs(&self) -> FsResult<nix::sys::statvfs::Statvfs> {
         self.record.statfs()
+    }
+
+    fn keeps_times(&self) -> bool {
+        self.record.keeps_times() || self.mirror.as_ref().is_some_and(|m| m.keeps_times())
     }
 }

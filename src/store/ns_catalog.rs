@@ -164,4 +164,8 @@ impl Namespace for Catalog {
             "the packed index keeps no space figures of its own",
         ))
     }
+
+    fn keeps_times(&self) -> bool {
+        true
+    }
 }
