@@ -364,25 +364,44 @@ fn copy_run(
         out.copy_from_slice(&chunk[a..a + out.len()]);
         return Ok(());
     }
-    // Narrowed storage: widen the elements the bytes fall in.
+    // Narrowed storage: widen the elements the bytes fall in, the whole
+    // ones in bulk.
     let fi = g.fi as usize;
     let e0 = skip as usize / fi;
-    let e1 = (skip as usize + out.len()).div_ceil(fi);
-    let mut done = 0;
+    let lo = skip as usize - e0 * fi;
+    let elem = |e: usize| &chunk[(el + e) * si..(el + e + 1) * si];
     let mut one = [0u8; 8];
-    for e in e0..e1 {
-        widen_one(
-            &chunk[(el + e) * si..(el + e + 1) * si],
-            g.stored,
-            g.dtype,
-            &mut one[..fi],
-        );
-        let lo = if e == e0 { skip as usize - e0 * fi } else { 0 };
-        let take = (fi - lo).min(out.len() - done);
-        out[done..done + take].copy_from_slice(&one[lo..lo + take]);
-        done += take;
+    let (mut done, mut e) = (0, e0);
+    if lo != 0 {
+        widen_one(elem(e), g.stored, g.dtype, &mut one[..fi]);
+        let take = (fi - lo).min(out.len());
+        out[..take].copy_from_slice(&one[lo..lo + take]);
+        (done, e) = (take, e + 1);
+    }
+    let whole = (out.len() - done) / fi;
+    if whole > 0 {
+        let src = &chunk[(el + e) * si..(el + e + whole) * si];
+        widen_run(src, g.stored, g.dtype, &mut out[done..done + whole * fi]);
+        (done, e) = (done + whole * fi, e + whole);
+    }
+    if done < out.len() {
+        widen_one(elem(e), g.stored, g.dtype, &mut one[..fi]);
+        let take = out.len() - done;
+        out[done..].copy_from_slice(&one[..take]);
     }
     Ok(())
+}
+
+/// Whole stored elements widened into `out`: F16 to F32 with the CPU's
+/// half-float instructions where it has them.
+fn widen_run(src: &[u8], stored: Dtype, to: Dtype, out: &mut [u8]) {
+    if stored == Dtype::F16 && to == Dtype::F32 && crate::layout::f16_simd::widen(src, out) {
+        return;
+    }
+    let (si, fi) = (stored.size() as usize, to.size() as usize);
+    for (s, o) in src.chunks_exact(si).zip(out.chunks_exact_mut(fi)) {
+        widen_one(s, stored, to, o);
+    }
 }
 
 /// One stored element (f16 or bf16) as the file's dtype (f32 or f64).
@@ -523,6 +542,42 @@ mod tests {
         let one_d = geometry(vec![10], vec![4]);
         let b = one_d.band(0, 0);
         assert_eq!((b.len, b.first_chunk, b.within), (1, 0, 0));
+    }
+
+    #[test]
+    fn narrowed_runs_read_back_widened_at_every_offset_and_length() {
+        for stored in [Dtype::F16, Dtype::BF16] {
+            let layout = TensorLayout {
+                path: "/g1/t00000.x".into(),
+                dtype: Dtype::F32,
+                stored,
+                shape: vec![40],
+                chunk: vec![40],
+                codec: "none".into(),
+            };
+            let g = Geometry::new(&layout, &[]).expect("geometry");
+            let vals: Vec<f32> = (0..40).map(|i| i as f32 * 0.25 - 3.0).collect();
+            let chunk: Vec<u8> = vals
+                .iter()
+                .flat_map(|&v| match stored {
+                    Dtype::F16 => half::f16::from_f32(v).to_le_bytes(),
+                    _ => half::bf16::from_f32(v).to_le_bytes(),
+                })
+                .collect();
+            // The file's bytes of elements 3.. (every value is exact in both).
+            let file: Vec<u8> = vals[3..].iter().flat_map(|v| v.to_le_bytes()).collect();
+            for skip in 0..file.len() {
+                for len in 0..=(file.len() - skip).min(45) {
+                    let mut out = vec![0xAAu8; len];
+                    copy_run(&g, &chunk, 3, 37, skip as u64, &mut out).expect("copy");
+                    assert_eq!(
+                        out,
+                        file[skip..skip + len],
+                        "{stored:?} skip {skip} len {len}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
