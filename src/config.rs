@@ -124,6 +124,9 @@ pub struct Io {
     pub kernel_readahead_kb: u64,
     /// Largest FUSE read/write request, in bytes.
     pub max_request_bytes: u64,
+    /// The kernel's writeback cache: small writes gather in the page cache
+    /// and reach the daemon as large requests at close, fsync or writeback.
+    pub writeback_cache: bool,
 }
 
 /// Knobs of the packed index (`[packed]`; used when `layout.index = "packed"`).
@@ -209,6 +212,7 @@ impl MountConfig {
                 attr_ttl_ms: 1000,
                 kernel_readahead_kb: 8192,
                 max_request_bytes: 4 << 20,
+                writeback_cache: false,
             },
             packed: Packed::default(),
         })
@@ -266,6 +270,7 @@ impl MountConfig {
                 "attr_ttl_ms",
                 "kernel_readahead_kb",
                 "max_request_bytes",
+                "writeback_cache",
             ],
         )?;
 
@@ -355,6 +360,7 @@ impl MountConfig {
             opt_u64(io, "io.kernel_readahead_kb", 0, 1 << 20)?.unwrap_or(8192);
         let max_request_bytes =
             opt_u64(io, "io.max_request_bytes", 4096, 16 << 20)?.unwrap_or(4 << 20);
+        let writeback_cache = opt_bool(io, "io.writeback_cache")?.unwrap_or(false);
         let chunk_floor = if chunking == Chunking::None {
             0
         } else {
@@ -389,6 +395,7 @@ impl MountConfig {
                 attr_ttl_ms,
                 kernel_readahead_kb,
                 max_request_bytes,
+                writeback_cache,
             },
             packed,
         })
@@ -429,6 +436,14 @@ fn opt_str(t: &toml::Table, dotted: &str) -> Result<Option<String>, ConfigError>
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(v) => err(format!("{dotted} must be a string, got {v}")),
+    }
+}
+
+fn opt_bool(t: &toml::Table, dotted: &str) -> Result<Option<bool>, ConfigError> {
+    match leaf(t, dotted) {
+        None => Ok(None),
+        Some(Value::Boolean(b)) => Ok(Some(*b)),
+        Some(v) => err(format!("{dotted} must be true or false, got {v}")),
     }
 }
 

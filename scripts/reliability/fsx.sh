@@ -59,6 +59,17 @@ index = "packed"
 keep_versions = 2
 auto_compact_ratio = 0.2
 EOF
+# small-wb: small-chunks with the kernel's writeback cache (io.writeback_cache):
+# writes reach the daemon at writeback, msync and close, and the kernel reads
+# partial pages back through write-only opens.
+cat >"$LOG_DIR/small-wb.toml" <<EOF
+[layout]
+raw_chunk_bytes = 65536
+codec = "zstd"
+level = 1
+[io]
+writeback_cache = true
+EOF
 # Every msync/fsync commits the file, and a commit stores whole (padded)
 # chunks: with 16 and 64 MiB chunks (recommended, t5x) a 256 KiB file costs
 # 16/64 MiB per commit, 11 and 49 minutes for this suite on 2 busy cores. The
@@ -77,13 +88,13 @@ small_chunk_layouts() {
     done
 }
 case ${FSX_LAYOUTS:-} in
-"") layouts="$(small_chunk_layouts | tr '\n' ' ')small-chunks small-packed" ;;
-all) layouts="$(lossless_layouts | tr '\n' ' ')small-chunks small-packed" ;;
+"") layouts="$(small_chunk_layouts | tr '\n' ' ')small-chunks small-packed small-wb" ;;
+all) layouts="$(lossless_layouts | tr '\n' ' ')small-chunks small-packed small-wb" ;;
 *) layouts=$FSX_LAYOUTS ;;
 esac
 layout_config() {
     case $1 in
-    small-chunks | small-packed) echo "$LOG_DIR/$1.toml" ;;
+    small-chunks | small-packed | small-wb) echo "$LOG_DIR/$1.toml" ;;
     *) echo "$1" ;;
     esac
 }

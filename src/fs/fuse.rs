@@ -181,6 +181,13 @@ impl Filesystem for FuseAdapter {
         // parallel requests.
         let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
+        if self.fs.pipe.config.io.writeback_cache
+            && config
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_err()
+        {
+            tracing::warn!("the kernel does not offer its writeback cache; writes go through");
+        }
         let want = self.fs.pipe.config.io.passthrough;
         if want == PassthroughUse::Off {
             self.fs
