@@ -196,6 +196,10 @@ pub fn narrow_into(
             return f64::from(w);
         }
     }
+    if to == Dtype::BF16 && widened.is_none() {
+        out.resize(data.len() / 4 * 2, 0);
+        return f64::from(narrow_bf16(data, out));
+    }
     let mut xs = [0f32; BLOCK];
     let mut back = [0f32; BLOCK];
     let mut hs = [f16::ZERO; BLOCK];
@@ -237,6 +241,27 @@ pub fn narrow_into(
         }
     }
     worst
+}
+
+/// F32 → BF16 without branches, so the compiler vectorizes it (`half`
+/// converts one element at a time, about 0.6 GB/s): round to nearest even
+/// on the bits, NaN kept quiet, as `half::bf16::from_f32`. Returns the
+/// largest |x − rounded| over elements whose both values are finite.
+fn narrow_bf16(data: &[u8], out: &mut [u8]) -> f32 {
+    // Non-negative finite floats order like their bits: the maximum is an
+    // integer reduction, which vectorizes where a float one does not.
+    let mut worst = 0u32;
+    for (c, o) in data.chunks_exact(4).zip(out.chunks_exact_mut(2)) {
+        let b = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        let nan = (b & 0x7FFF_FFFF) > 0x7F80_0000;
+        let rounded = (b.wrapping_add(0x7FFF + ((b >> 16) & 1))) >> 16;
+        let h = if nan { (b >> 16) | 0x0040 } else { rounded };
+        o.copy_from_slice(&(h as u16).to_le_bytes());
+        let d = (f32::from_bits(b) - f32::from_bits(h << 16)).abs();
+        let d = if d < f32::INFINITY { d.to_bits() } else { 0 };
+        worst = worst.max(d);
+    }
+    f32::from_bits(worst)
 }
 
 /// Widens stored F16/BF16 elements back to the file's F32/F64.
@@ -289,6 +314,10 @@ mod tests {
             f32::INFINITY,
             f32::NEG_INFINITY,
             f32::NAN,
+            f32::from_bits(0xFFC0_1234),
+            f32::from_bits(0x7F80_0001),
+            f32::MAX,
+            -f32::MAX,
             3e-6,
             6e-8,
         ]);

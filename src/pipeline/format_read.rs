@@ -393,9 +393,16 @@ fn copy_run(
 }
 
 /// Whole stored elements widened into `out`: F16 to F32 with the CPU's
-/// half-float instructions where it has them.
+/// half-float instructions where it has them, BF16 to F32 as a shift.
 fn widen_run(src: &[u8], stored: Dtype, to: Dtype, out: &mut [u8]) {
     if stored == Dtype::F16 && to == Dtype::F32 && crate::layout::f16_simd::widen(src, out) {
+        return;
+    }
+    if stored == Dtype::BF16 && to == Dtype::F32 {
+        for (s, o) in src.chunks_exact(2).zip(out.chunks_exact_mut(4)) {
+            let bits = u32::from(u16::from_le_bytes([s[0], s[1]])) << 16;
+            o.copy_from_slice(&bits.to_le_bytes());
+        }
         return;
     }
     let (si, fi) = (stored.size() as usize, to.size() as usize);
