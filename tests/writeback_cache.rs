@@ -31,6 +31,19 @@ fn small_writes_arrive_gathered_and_every_byte_survives_a_remount() {
     let cfg_dir = tempfile::tempdir().expect("tempdir");
     for base in ["default", "zstd", "ts-ocdbt"] {
         let mut m = Mount::new(Some(config(cfg_dir.path(), base)));
+        // The kernel registers no backing file under its writeback cache:
+        // the mount says passthrough is off, and why.
+        let stats: Value =
+            serde_json::from_slice(&fs::read(m.path(".ckptfs/stats")).expect("stats"))
+                .expect("stats json");
+        assert_eq!(stats["io_paths"]["passthrough"], "off", "{base}");
+        assert!(
+            stats["io_paths"]["passthrough_note"]
+                .as_str()
+                .is_some_and(|n| n.contains("writeback")),
+            "{base}: {}",
+            stats["io_paths"]
+        );
         // 40 files written 1000 bytes per write() call, as tar and pickle do.
         let mut calls = 0u64;
         let files: Vec<(String, Vec<u8>)> = (0..40)

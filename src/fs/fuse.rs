@@ -181,17 +181,26 @@ impl Filesystem for FuseAdapter {
         // parallel requests.
         let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
-        if self.fs.pipe.config.io.writeback_cache
-            && config
+        let mut writeback = false;
+        if self.fs.pipe.config.io.writeback_cache {
+            writeback = config
                 .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
-                .is_err()
-        {
-            tracing::warn!("the kernel does not offer its writeback cache; writes go through");
+                .is_ok();
+            if !writeback {
+                tracing::warn!("the kernel does not offer its writeback cache; writes go through");
+            }
         }
         let want = self.fs.pipe.config.io.passthrough;
         if want == PassthroughUse::Off {
             self.fs
                 .set_passthrough(want, "off in the mount config (io.passthrough)");
+        } else if writeback {
+            // The kernel refuses to register backing files under its
+            // writeback cache: every open would be refused, then cached.
+            self.fs.set_passthrough(
+                PassthroughUse::Off,
+                "off: the writeback cache (io.writeback_cache) excludes it",
+            );
         } else if config
             .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
             .is_err()
