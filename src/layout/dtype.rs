@@ -154,8 +154,9 @@ pub fn narrow(data: &[u8], from: Dtype, to: Dtype) -> Vec<u8> {
 /// into `out`, in one pass: returns the largest |x − rounded| over finite
 /// values, and feeds the bytes the file will read back (the rounded
 /// values in `from`'s type) to `widened` when given (a torch zip record's
-/// CRC). F32 to F16 uses the CPU's F16C instructions where it has them
-/// (`f16_simd`), else `half`'s slice conversions.
+/// CRC). Without that CRC, F32 to F16 uses the CPU's F16C instructions
+/// where it has them (`f16_simd`) and F32 to BF16 a vectorized loop;
+/// otherwise `half`'s slice conversions.
 pub fn narrow_into(
     data: &[u8],
     from: Dtype,
@@ -190,15 +191,16 @@ pub fn narrow_into(
         }
         return worst;
     }
-    if to == Dtype::F16 && widened.is_none() {
+    if widened.is_none() {
         out.resize(data.len() / 4 * 2, 0);
-        if let Some(w) = super::f16_simd::narrow(data, out) {
-            return f64::from(w);
+        if to == Dtype::BF16 {
+            return f64::from(narrow_bf16(data, out));
         }
-    }
-    if to == Dtype::BF16 && widened.is_none() {
-        out.resize(data.len() / 4 * 2, 0);
-        return f64::from(narrow_bf16(data, out));
+        if to == Dtype::F16 {
+            if let Some(w) = super::f16_simd::narrow(data, out) {
+                return f64::from(w);
+            }
+        }
     }
     let mut xs = [0f32; BLOCK];
     let mut back = [0f32; BLOCK];
@@ -266,19 +268,39 @@ fn narrow_bf16(data: &[u8], out: &mut [u8]) -> f32 {
 
 /// Widens stored F16/BF16 elements back to the file's F32/F64.
 pub fn widen(data: &[u8], stored: Dtype, to: Dtype) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() / 2 * to.size() as usize);
-    for c in data.chunks_exact(2) {
+    let mut out = vec![0u8; data.len() / 2 * to.size() as usize];
+    widen_into(data, stored, to, &mut out);
+    out
+}
+
+/// Widens the stored F16/BF16 elements of `src` into `out` (the file's
+/// F32/F64, `to.size()` bytes each): F16 → F32 with the CPU's F16C
+/// instructions where it has them, BF16 → F32 as a shift.
+pub fn widen_into(src: &[u8], stored: Dtype, to: Dtype, out: &mut [u8]) {
+    if stored == Dtype::F16 && to == Dtype::F32 && super::f16_simd::widen(src, out) {
+        return;
+    }
+    if stored == Dtype::BF16 && to == Dtype::F32 {
+        for (s, o) in src.chunks_exact(2).zip(out.chunks_exact_mut(4)) {
+            let bits = u32::from(u16::from_le_bytes([s[0], s[1]])) << 16;
+            o.copy_from_slice(&bits.to_le_bytes());
+        }
+        return;
+    }
+    for (c, o) in src
+        .chunks_exact(2)
+        .zip(out.chunks_exact_mut(to.size() as usize))
+    {
         let b = [c[0], c[1]];
         let v = match stored {
             Dtype::BF16 => bf16::from_le_bytes(b).to_f64(),
             _ => f16::from_le_bytes(b).to_f64(),
         };
         match to {
-            Dtype::F64 => out.extend_from_slice(&v.to_le_bytes()),
-            _ => out.extend_from_slice(&(v as f32).to_le_bytes()),
+            Dtype::F64 => o.copy_from_slice(&v.to_le_bytes()),
+            _ => o.copy_from_slice(&(v as f32).to_le_bytes()),
         }
     }
-    out
 }
 
 #[cfg(test)]

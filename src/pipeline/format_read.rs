@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::config::Codec;
 use crate::error::{eio, FsResult};
 use crate::layout::array::{parse_codec, ByteArraySpec};
-use crate::layout::dtype::Dtype;
+use crate::layout::dtype::{widen_into, Dtype};
 use crate::layout::manifest::{FileManifest, SegmentMeta};
 use crate::layout::tensor::TensorLayout;
 use crate::store::durable::DurableStore;
@@ -373,7 +373,7 @@ fn copy_run(
     let mut one = [0u8; 8];
     let (mut done, mut e) = (0, e0);
     if lo != 0 {
-        widen_one(elem(e), g.stored, g.dtype, &mut one[..fi]);
+        widen_into(elem(e), g.stored, g.dtype, &mut one[..fi]);
         let take = (fi - lo).min(out.len());
         out[..take].copy_from_slice(&one[lo..lo + take]);
         (done, e) = (take, e + 1);
@@ -381,47 +381,15 @@ fn copy_run(
     let whole = (out.len() - done) / fi;
     if whole > 0 {
         let src = &chunk[(el + e) * si..(el + e + whole) * si];
-        widen_run(src, g.stored, g.dtype, &mut out[done..done + whole * fi]);
+        widen_into(src, g.stored, g.dtype, &mut out[done..done + whole * fi]);
         (done, e) = (done + whole * fi, e + whole);
     }
     if done < out.len() {
-        widen_one(elem(e), g.stored, g.dtype, &mut one[..fi]);
+        widen_into(elem(e), g.stored, g.dtype, &mut one[..fi]);
         let take = out.len() - done;
         out[done..].copy_from_slice(&one[..take]);
     }
     Ok(())
-}
-
-/// Whole stored elements widened into `out`: F16 to F32 with the CPU's
-/// half-float instructions where it has them, BF16 to F32 as a shift.
-fn widen_run(src: &[u8], stored: Dtype, to: Dtype, out: &mut [u8]) {
-    if stored == Dtype::F16 && to == Dtype::F32 && crate::layout::f16_simd::widen(src, out) {
-        return;
-    }
-    if stored == Dtype::BF16 && to == Dtype::F32 {
-        for (s, o) in src.chunks_exact(2).zip(out.chunks_exact_mut(4)) {
-            let bits = u32::from(u16::from_le_bytes([s[0], s[1]])) << 16;
-            o.copy_from_slice(&bits.to_le_bytes());
-        }
-        return;
-    }
-    let (si, fi) = (stored.size() as usize, to.size() as usize);
-    for (s, o) in src.chunks_exact(si).zip(out.chunks_exact_mut(fi)) {
-        widen_one(s, stored, to, o);
-    }
-}
-
-/// One stored element (f16 or bf16) as the file's dtype (f32 or f64).
-fn widen_one(src: &[u8], stored: Dtype, to: Dtype, out: &mut [u8]) {
-    let b = [src[0], src[1]];
-    let v = match stored {
-        Dtype::BF16 => half::bf16::from_le_bytes(b).to_f64(),
-        _ => half::f16::from_le_bytes(b).to_f64(),
-    };
-    match to {
-        Dtype::F64 => out.copy_from_slice(&v.to_le_bytes()),
-        _ => out.copy_from_slice(&(v as f32).to_le_bytes()),
-    }
 }
 
 fn seg_range(s: &SegmentMeta) -> (u64, u64) {
