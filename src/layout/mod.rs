@@ -5,5 +5,6 @@ pub mod array;
 pub mod chunk_shape;
 pub mod dtype;
 pub mod f16_simd;
+pub mod gzip;
 pub mod manifest;
 pub mod tensor;

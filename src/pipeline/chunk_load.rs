@@ -6,13 +6,13 @@
 //! chunk's codec and decoded length from the manifest, and decoding straight
 //! into a pooled buffer saves zarrs' intermediate copies and allocations.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::config::Codec;
 use crate::error::{FsError, FsResult};
+use crate::layout::gzip;
 use crate::store::durable::DurableStore;
 
 use super::buffers::PoolBuffers;
@@ -71,13 +71,12 @@ fn decode(pipe: &Pipeline, r: &ChunkRef, stored: Option<Bytes>) -> FsResult<Byte
         }
         (Some(raw), Codec::Gzip(_)) => {
             let mut buf = pipe.buffers.take(r.decoded);
-            let mut dec = flate2::read::GzDecoder::new(&raw[..]);
-            dec.read_exact(&mut buf)
-                .map_err(|e| eio(format!("chunk {}: gzip: {e}", r.store_key)))?;
-            if dec.read(&mut [0u8; 1]).map_or(true, |n| n != 0) {
+            let n = gzip::decompress(&raw, &mut buf[..])
+                .map_err(|e| eio(format!("chunk {}: {e}", r.store_key)))?;
+            if n != r.decoded {
                 return Err(eio(format!(
-                    "chunk {}: gzip stream longer than the chunk",
-                    r.store_key
+                    "chunk {}: gzip gave {n} bytes, {} expected",
+                    r.store_key, r.decoded
                 )));
             }
             pipe.buffers.share(buf)

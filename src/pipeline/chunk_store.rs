@@ -8,10 +8,9 @@
 //! runs element by element for 16-bit floats: 3× the time of the whole
 //! store for `ts-float16`) and lets chunk buffers come from the pool.
 
-use std::io::Write;
-
 use crate::config::Codec;
 use crate::error::{FsError, FsResult};
+use crate::layout::gzip;
 use crate::store::durable::DurableStore;
 
 use super::Pipeline;
@@ -48,13 +47,11 @@ pub fn store(
             }
         }
         Codec::Gzip(level) => {
-            let mut out = pipe.buffers.take(data.len() / 2 + 4096);
-            out.clear();
-            let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::new(level));
-            enc.write_all(&data).map_err(io)?;
-            let out = enc.finish().map_err(io)?;
-            store.put_value(key, &out).map_err(io)?;
-            let n = out.len();
+            let mut out = pipe
+                .buffers
+                .take(gzip::bound(level, data.len()).map_err(io)?);
+            let n = gzip::compress(level, &data, &mut out[..]).map_err(io)?;
+            store.put_value(key, &out[..n]).map_err(io)?;
             pipe.buffers.give(out);
             n
         }
