@@ -1,5 +1,5 @@
-//! How the checkpoint is read back: candle's reader (one large `read()` of
-//! the file), or the Python loaders users run, which map the file
+//! How the checkpoint is read back: the builtin reader (each tensor's bytes
+//! read into its own memory, `tensor_read`), or the Python loaders users run, which map the file
 //! (`safetensors.safe_open`, `torch.load(mmap=True)`): `--load-tool`.
 
 use std::path::Path;
@@ -14,8 +14,8 @@ use super::model;
 /// A load tool, as `--load-tool` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadTool {
-    /// `candle_core` (safetensors: `std::fs::read` of the whole file; torch
-    /// zip: its pickle reader), onto the bench's device.
+    /// Safetensors: `tensor_read` (each tensor read into its own memory);
+    /// a torch zip: candle's pickle reader. Onto the bench's device.
     Builtin,
     /// `scripts/load_checkpoint.py safetensors-mmap`.
     SafetensorsMmap,
@@ -53,7 +53,7 @@ impl LoadTool {
     /// The tool in words, for reports.
     pub fn name(&self) -> &'static str {
         match self {
-            LoadTool::Builtin => "builtin (candle, one read of the file)",
+            LoadTool::Builtin => "builtin (each tensor read into its own memory, in file order)",
             LoadTool::SafetensorsMmap => "safetensors safe_open (mmap) + copy of each tensor",
             LoadTool::Torch => "torch.load(mmap=True) + copy of each tensor",
             LoadTool::Dcp => "torch.distributed.checkpoint.load into allocated tensors",

@@ -35,6 +35,7 @@ pub mod save_tool;
 pub mod settings;
 pub mod stats;
 pub mod strategy;
+pub mod tensor_read;
 pub mod verify;
 pub mod wall;
 

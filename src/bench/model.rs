@@ -261,15 +261,16 @@ pub type Tensors = Vec<(String, Tensor)>;
 /// Where a timed load's seconds went.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct LoadSplit {
-    /// `read()` of the whole file into memory (through the mount: FUSE).
+    /// The header and each tensor's bytes read into the tensor's own
+    /// memory (through the mount: FUSE).
     pub file_read_s: f64,
-    /// From those bytes to tensors on the device: the host-to-device copy on
-    /// a GPU, building the tensors (a copy into fresh memory) on the CPU.
+    /// From host tensors to tensors on the device: the host-to-device copy
+    /// on a GPU; nothing on the CPU (the memory read into is the tensor's).
     pub to_device_s: f64,
 }
 
-/// Reads a checkpoint file onto `device` as `read_checkpoint` does, timing
-/// the file read and the move onto the device apart (safetensors; a PyTorch
+/// Reads a checkpoint file onto `device`, timing the file read and the
+/// move onto the device apart (safetensors; a PyTorch
 /// zip is read by its pickle reader in one step, so it has no split).
 pub fn read_checkpoint_split(path: &Path, device: &Device) -> Result<(Tensors, Option<LoadSplit>)> {
     if path.is_dir() {
@@ -296,19 +297,8 @@ pub fn read_checkpoint_split(path: &Path, device: &Device) -> Result<(Tensors, O
     if is_torch_zip(path)? {
         return Ok((read_checkpoint(path, device)?, None));
     }
-    let t0 = std::time::Instant::now();
-    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    let file_read_s = t0.elapsed().as_secs_f64();
-    let t1 = std::time::Instant::now();
-    let map = candle_core::safetensors::load_buffer(&bytes, device)
-        .with_context(|| format!("read safetensors {}", path.display()))?;
-    device.synchronize().context("synchronize the device")?;
-    drop(bytes);
-    let split = LoadSplit {
-        file_read_s,
-        to_device_s: t1.elapsed().as_secs_f64(),
-    };
-    Ok((map.into_iter().collect(), Some(split)))
+    let (tensors, split) = super::tensor_read::read_safetensors(path, device)?;
+    Ok((tensors, Some(split)))
 }
 
 fn is_torch_zip(path: &Path) -> Result<bool> {

@@ -283,7 +283,7 @@ pub fn markdown(r: &BenchResults, figure: Option<&str>) -> String {
     if !split.is_empty() {
         let _ = writeln!(
             out,
-            "Where the load went (means; file read: one `read()` of the file, through FUSE for a mount; to device: from those bytes to tensors on the device):\n"
+            "Where the load went (means; file read: the header and each tensor's bytes read into its own memory, through FUSE for a mount; to device: from host tensors to tensors on the device, nothing on the CPU):\n"
         );
         out.push_str(&split);
         let _ = writeln!(out);

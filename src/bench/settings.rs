@@ -75,8 +75,8 @@ pub struct BenchArgs {
     /// (torch.distributed.checkpoint), or cmd:"TEMPLATE {src} {dst}".
     #[arg(long, value_name = "TOOL")]
     pub save_tool: Option<String>,
-    /// How the checkpoint is read back: builtin (candle: one read() of the
-    /// file), safetensors-mmap (Python safe_open + a copy of each tensor) or
+    /// How the checkpoint is read back: builtin (each tensor's bytes read
+    /// into its own memory; PyTorch files by candle's pickle reader), safetensors-mmap (Python safe_open + a copy of each tensor) or
     /// torch (torch.load(mmap=True) + a copy of each tensor; needs
     /// --save-tool torch) or dcp (torch.distributed.checkpoint.load; the
     /// default, and the only one, with --save-tool dcp).
