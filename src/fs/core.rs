@@ -59,6 +59,14 @@ pub enum OpenReply {
     Passthrough(BackingToken),
 }
 
+/// What a read gave.
+pub enum ReadReply {
+    /// The bytes are in the caller's buffer.
+    Filled,
+    /// The bytes are a slice of a cached chunk, sent as they are.
+    Shared(bytes::Bytes),
+}
+
 /// Registers a backing file with the kernel for passthrough.
 pub type RegisterBacking<'a> = &'a dyn Fn(&fs::File) -> std::io::Result<BackingToken>;
 
@@ -939,9 +947,25 @@ impl CkptFs {
     /// the read returns). `out` is the caller's reusable buffer: the fast
     /// paths overwrite it without zeroing first.
     pub fn read(&self, fh: u64, offset: u64, size: u32, out: &mut Vec<u8>) -> FsResult<()> {
+        if let ReadReply::Shared(b) = self.read_reply(fh, offset, size, out)? {
+            out.clear();
+            out.extend_from_slice(&b);
+        }
+        Ok(())
+    }
+
+    /// `read`, answered from a cached chunk without a copy where the bytes
+    /// lie in one (`ReadReply::Shared`), else into `out`.
+    pub fn read_reply(
+        &self,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        out: &mut Vec<u8>,
+    ) -> FsResult<ReadReply> {
         if let Some(c) = self.controls.get(&fh) {
             *out = c.read(offset, size);
-            return Ok(());
+            return Ok(ReadReply::Filled);
         }
         let (file, prefetch) = self
             .handles
@@ -957,27 +981,35 @@ impl CkptFs {
             // Past the data file's end (a truncate-up hole) reads zeros.
             let got = crate::pipeline::plain::read_full(&data, offset, out)?;
             out[got..].fill(0);
-            return Ok(());
+            return Ok(ReadReply::Filled);
         }
         if let Some((reader, len)) = f.sealed_reader(&self.pipe)? {
             // Chunk loads of committed data run unlocked, so the kernel's
             // parallel read-ahead requests proceed in parallel.
             drop(f);
             let n = (size as u64).min(len.saturating_sub(offset)) as usize;
-            out.resize(n, 0);
             if n == 0 {
-                return Ok(());
+                out.clear();
+                return Ok(ReadReply::Filled);
             }
             prefetch.on_read(&self.pipe, &reader, offset, n as u64, len);
-            match reader.read(&self.pipe, offset, out) {
-                Ok(()) => return Ok(()),
-                // A rewrite committed meanwhile may have removed the chunks
-                // this reader knew: read again, under the lock, what is now.
+            // A rewrite committed meanwhile may have removed the chunks
+            // this reader knew: on an error, read again, under the lock,
+            // what is now.
+            match reader.read_shared(&self.pipe, offset, n) {
+                Ok(Some(b)) => return Ok(ReadReply::Shared(b)),
+                Ok(None) => {
+                    out.resize(n, 0);
+                    match reader.read(&self.pipe, offset, out) {
+                        Ok(()) => return Ok(ReadReply::Filled),
+                        Err(_) => f = file.lock(),
+                    }
+                }
                 Err(_) => f = file.lock(),
             }
         }
         *out = f.read(&self.pipe, offset, size as usize)?;
-        Ok(())
+        Ok(ReadReply::Filled)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {

@@ -16,7 +16,7 @@ use fuser::{
 
 use crate::error::FsError;
 
-use super::core::{CkptFs, OpenReply, SetTimes};
+use super::core::{CkptFs, OpenReply, ReadReply, SetTimes};
 use super::io_mode::{BackingToken, PassthroughUse};
 
 /// The kernel's id of a registered backing file, out of the core's token.
@@ -521,17 +521,21 @@ impl Filesystem for FuseAdapter {
                 offset: Some(offset),
                 name: None,
             };
-            match self.fs.read(fh.0, offset, size, &mut buf) {
-                Ok(()) => {
-                    self.done(req, "read", t, buf.len() as u64, false, a);
+            match self.fs.read_reply(fh.0, offset, size, &mut buf) {
+                Ok(got) => {
+                    let data: &[u8] = match &got {
+                        ReadReply::Filled => &buf,
+                        ReadReply::Shared(b) => b,
+                    };
+                    self.done(req, "read", t, data.len() as u64, false, a);
                     // The reply's write to /dev/fuse copies the bytes into
                     // the reader's pages: the last step of a load.
                     let copy = (!self.fs.is_control(ino.0)).then(|| {
                         let mut c = self.fs.pipe.profiler.stage("copy");
-                        c.add_bytes(buf.len() as u64);
+                        c.add_bytes(data.len() as u64);
                         c
                     });
-                    reply.data(&buf);
+                    reply.data(data);
                     drop(copy);
                 }
                 Err(e) => {

@@ -8,8 +8,14 @@
 //! 0.32 GB/s, into memory already touched at 11 GB/s. Chunks of one layout
 //! all have the same few sizes, so keeping freed buffers for reuse keeps
 //! the data path on resident memory.
+//!
+//! A load moves from tensor to tensor, and chunk sizes with it: a request
+//! takes a free buffer of its class or of a larger one (up to twice its
+//! size), and a full pool makes room for a buffer just freed by dropping
+//! buffers of other classes, so the pool follows the sizes in use instead
+//! of holding on to the last tensor's.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -27,7 +33,7 @@ const CLASS: usize = 64 * 1024;
 /// Free buffers kept for reuse, by capacity class, up to `limit` bytes.
 #[derive(Debug)]
 pub struct BufferPool {
-    free: Mutex<HashMap<usize, Vec<Vec<u8>>>>,
+    free: Mutex<BTreeMap<usize, Vec<Vec<u8>>>>,
     retained: AtomicU64,
     limit: u64,
     reused: AtomicU64,
@@ -42,7 +48,7 @@ impl BufferPool {
     /// An empty pool that keeps at most `limit` bytes of free buffers.
     pub fn new(limit: u64) -> Arc<Self> {
         Arc::new(BufferPool {
-            free: Mutex::new(HashMap::new()),
+            free: Mutex::new(BTreeMap::new()),
             retained: AtomicU64::new(0),
             limit,
             reused: AtomicU64::new(0),
@@ -50,24 +56,35 @@ impl BufferPool {
         })
     }
 
+    /// A free buffer of class `class` or a larger one (at most twice it).
+    fn recycle(&self, class: usize) -> Option<Vec<u8>> {
+        let mut free = self.free.lock();
+        let buf = free
+            .range_mut(class..=class.saturating_mul(2))
+            .find_map(|(_, v)| v.pop())?;
+        self.retained
+            .fetch_sub(buf.capacity() as u64, Ordering::Relaxed);
+        self.reused.fetch_add(1, Ordering::Relaxed);
+        Some(buf)
+    }
+
     /// A buffer of exactly `len` bytes. Its contents are unspecified (a
     /// recycled buffer keeps old bytes): the caller overwrites all of it.
     pub fn take(&self, len: usize) -> Vec<u8> {
         if len >= MIN_POOLED {
             let class = class_of(len);
-            let recycled = self.free.lock().get_mut(&class).and_then(|v| v.pop());
-            if let Some(mut buf) = recycled {
-                self.retained
-                    .fetch_sub(buf.capacity() as u64, Ordering::Relaxed);
-                self.reused.fetch_add(1, Ordering::Relaxed);
+            if let Some(mut buf) = self.recycle(class) {
                 // Within the capacity: `resize` zeroes only bytes past the
                 // old length, never reallocates.
                 buf.resize(len, 0);
                 return buf;
             }
             self.allocated.fetch_add(1, Ordering::Relaxed);
-            let mut buf = Vec::with_capacity(class);
-            buf.resize(len, 0);
+            // Zeroed allocation: fresh pages come zeroed from the kernel, so
+            // the first write touches them once (a `resize` would write
+            // zeros over them first: a second pass over new memory).
+            let mut buf = vec![0u8; class];
+            buf.truncate(len);
             return buf;
         }
         vec![0u8; len]
@@ -78,15 +95,7 @@ impl BufferPool {
     /// touched).
     pub fn take_empty(&self, cap: usize) -> Vec<u8> {
         if cap >= MIN_POOLED {
-            let recycled = self
-                .free
-                .lock()
-                .get_mut(&class_of(cap))
-                .and_then(|v| v.pop());
-            if let Some(mut buf) = recycled {
-                self.retained
-                    .fetch_sub(buf.capacity() as u64, Ordering::Relaxed);
-                self.reused.fetch_add(1, Ordering::Relaxed);
+            if let Some(mut buf) = self.recycle(class_of(cap)) {
                 buf.clear();
                 return buf;
             }
@@ -102,16 +111,36 @@ impl BufferPool {
         if cap < MIN_POOLED || !cap.is_multiple_of(CLASS) {
             return;
         }
-        if self.retained.load(Ordering::Relaxed) + cap as u64 > self.limit {
+        if cap as u64 > self.limit {
             return;
         }
-        self.retained.fetch_add(cap as u64, Ordering::Relaxed);
         // Keep the bytes initialised up to the capacity so `take` never
         // has to zero a recycled buffer again.
         if buf.len() < cap {
             buf.resize(cap, 0);
         }
-        self.free.lock().entry(cap).or_default().push(buf);
+        let mut dropped = Vec::new();
+        {
+            let mut free = self.free.lock();
+            while self.retained.load(Ordering::Relaxed) + cap as u64 > self.limit {
+                // Room is made from other classes only: buffers of this
+                // one are as good as the one given.
+                let Some(old) = free
+                    .iter_mut()
+                    .filter(|(c, _)| **c != cap)
+                    .find_map(|(_, v)| v.pop())
+                else {
+                    return;
+                };
+                self.retained
+                    .fetch_sub(old.capacity() as u64, Ordering::Relaxed);
+                dropped.push(old);
+            }
+            self.retained.fetch_add(cap as u64, Ordering::Relaxed);
+            free.entry(cap).or_default().push(buf);
+        }
+        // Freed outside the lock (large buffers go back to the kernel).
+        drop(dropped);
     }
 
     /// `buf` as shared bytes that return to this pool when the last
@@ -186,6 +215,34 @@ mod tests {
         assert_eq!(b.as_ptr(), ptr, "same allocation reused");
         assert_eq!(b.len(), 100_001);
         assert_eq!(pool.counts(), (1, 1));
+    }
+
+    #[test]
+    fn the_pool_follows_the_sizes_in_use() {
+        let pool = BufferPool::new(1 << 20);
+        // Fill it with 256 KiB buffers (the last tensor's chunks).
+        let big: Vec<_> = (0..4).map(|_| pool.take(256 * 1024)).collect();
+        for b in big {
+            pool.give(b);
+        }
+        assert_eq!(pool.retained(), 1 << 20);
+        // A smaller request takes one of them (within twice its size)...
+        let a = pool.take(160 * 1024);
+        assert_eq!((a.len(), a.capacity()), (160 * 1024, 256 * 1024));
+        assert_eq!(pool.counts(), (1, 4));
+        // ...a much smaller one does not.
+        let b = pool.take(64 * 1024);
+        assert_eq!(b.capacity(), 64 * 1024);
+        assert_eq!(pool.counts(), (1, 5));
+        // The pool is full of the old size: a buffer of the new size
+        // given back displaces one of them instead of being dropped.
+        pool.give(a);
+        assert_eq!(pool.retained(), 1 << 20);
+        pool.give(b);
+        assert!(pool.retained() <= 1 << 20);
+        let c = pool.take(64 * 1024);
+        assert_eq!(pool.counts(), (2, 5), "the 64 KiB buffer was kept");
+        assert_eq!(c.capacity(), 64 * 1024);
     }
 
     #[test]

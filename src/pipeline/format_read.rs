@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::config::Codec;
 use crate::error::{eio, FsResult};
 use crate::layout::array::{parse_codec, ByteArraySpec};
@@ -318,6 +320,48 @@ impl SegmentReader {
         Ok(())
     }
 
+    /// Where the tensor bytes `[rel, end)` sit in one chunk, when they are
+    /// one stretch of it as the file holds them (stored in the file's
+    /// dtype, and either whole rows per chunk inside one band of rows, or a
+    /// 1-D tensor's one chunk): the chunk and the stretch's offset in it.
+    fn tensor_stretch(
+        &self,
+        segment: usize,
+        g: &Geometry,
+        rel: u64,
+        end: u64,
+    ) -> Option<(ChunkRef, usize)> {
+        let row_bytes = g.row_bytes();
+        if g.fi != g.si || row_bytes == 0 || end <= rel {
+            return None;
+        }
+        if g.lead.is_empty() {
+            let span = g.col_chunk * g.fi;
+            let j = rel / span;
+            if (end - 1) / span != j {
+                return None;
+            }
+            let band = g.band(0, 0);
+            let r = g.chunk_ref(self.ino, self.epoch, segment, &band, j);
+            return Some((r, (rel - j * span) as usize));
+        }
+        if g.col_chunk != g.cols {
+            return None;
+        }
+        let first = rel / row_bytes;
+        let last = (end - 1) / row_bytes;
+        if last >= g.rows() {
+            return None;
+        }
+        let band = g.band(first, last);
+        if band.row + band.len <= last {
+            return None;
+        }
+        let at = band.within * row_bytes + rel % row_bytes;
+        let r = g.chunk_ref(self.ino, self.epoch, segment, &band, 0);
+        Some((r, at as usize))
+    }
+
     /// The chunks of tensor segment `segment` holding bytes `[rel, end)`.
     fn tensor_chunks(
         &self,
@@ -435,6 +479,38 @@ impl SealedRead for SegmentReader {
             out[(covered - offset) as usize..].fill(0);
         }
         Ok(())
+    }
+
+    fn read_shared(&self, pipe: &Pipeline, offset: u64, len: usize) -> FsResult<Option<Bytes>> {
+        let end = offset + len as u64;
+        let i = self.segments.partition_point(|s| seg_range(s).1 <= offset);
+        let Some(seg) = self.segments.get(i) else {
+            return Ok(None);
+        };
+        let (s, e) = seg_range(seg);
+        if len == 0 || offset < s || end > e {
+            return Ok(None);
+        }
+        let (r, at) = match (seg, &self.geometry[i]) {
+            (SegmentMeta::Raw { raw_offset, .. }, _) => {
+                let r0 = raw_offset + (offset - s);
+                let index = r0 / self.raw_chunk;
+                let within = r0 - index * self.raw_chunk;
+                if within + len as u64 > self.raw_chunk {
+                    return Ok(None);
+                }
+                (self.raw_ref(index), within as usize)
+            }
+            (SegmentMeta::Tensor { .. }, Some(g)) => {
+                match self.tensor_stretch(i, g, offset - s, end - s) {
+                    Some(found) => found,
+                    None => return Ok(None),
+                }
+            }
+            (SegmentMeta::Tensor { .. }, None) => return Ok(None),
+        };
+        let data = chunk_load::load(pipe, &self.src, &r)?;
+        Ok((at + len <= data.len()).then(|| data.slice(at..at + len)))
     }
 
     fn chunks(&self, start: u64, end: u64, out: &mut Vec<ChunkRef>) {

@@ -7,6 +7,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::error::{FsError, FsResult};
 use crate::layout::array::parse_codec;
 use crate::layout::manifest::FileManifest;
@@ -20,6 +22,12 @@ pub trait SealedRead: Send + Sync {
     /// Fills all of `out` with the file's bytes at `offset` (zeros where no
     /// data was ever written).
     fn read(&self, pipe: &Pipeline, offset: u64, out: &mut [u8]) -> FsResult<()>;
+    /// The bytes `[offset, offset + len)` as a slice of one loaded chunk,
+    /// when they lie inside one stored as the file holds them: the reply
+    /// is then sent from the cache without a copy. `None`: use `read`.
+    fn read_shared(&self, _pipe: &Pipeline, _offset: u64, _len: usize) -> FsResult<Option<Bytes>> {
+        Ok(None)
+    }
     /// The chunks holding bytes `[start, end)`, in file order.
     fn chunks(&self, start: u64, end: u64, out: &mut Vec<ChunkRef>);
     fn source(&self) -> &ChunkSource;
@@ -110,6 +118,17 @@ impl SealedRead for ByteReader {
             pos += n;
         }
         Ok(())
+    }
+
+    fn read_shared(&self, pipe: &Pipeline, offset: u64, len: usize) -> FsResult<Option<Bytes>> {
+        let index = offset / self.chunk;
+        let within = (offset - index * self.chunk) as usize;
+        let end = offset + len as u64;
+        if len == 0 || end > self.size || within + len > self.chunk as usize {
+            return Ok(None);
+        }
+        let data = chunk_load::load(pipe, &self.src, &self.chunk_ref(index))?;
+        Ok((within + len <= data.len()).then(|| data.slice(within..within + len)))
     }
 
     fn chunks(&self, start: u64, end: u64, out: &mut Vec<ChunkRef>) {
