@@ -97,6 +97,19 @@ pub enum ReadMode {
     Direct,
 }
 
+/// How write-only opens of files the daemon stores are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Through the kernel's page cache (each request's bytes are copied
+    /// into cached pages first, which later reads of the file reuse).
+    Cached,
+    /// Straight from the writer's buffer to the daemon: one copy fewer and
+    /// no page-cache pages to allocate, for saves that are not read back
+    /// from memory.
+    Direct,
+}
+
 /// The `[io]` table: concurrency, memory and kernel-facing limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Io {
@@ -116,6 +129,8 @@ pub struct Io {
     pub passthrough: crate::fs::io_mode::PassthroughUse,
     /// How read-only opens of chunked files are served.
     pub read_mode: ReadMode,
+    /// How write-only opens of files the daemon stores are served.
+    pub write_mode: WriteMode,
     /// FUSE request loops.
     pub fuse_threads: usize,
     /// Milliseconds the kernel may cache attributes and entries.
@@ -208,6 +223,7 @@ impl MountConfig {
                 read_concurrency: 16,
                 passthrough: crate::fs::io_mode::PassthroughUse::Read,
                 read_mode: ReadMode::Cached,
+                write_mode: WriteMode::Direct,
                 fuse_threads: 4,
                 attr_ttl_ms: 1000,
                 kernel_readahead_kb: 8192,
@@ -266,6 +282,7 @@ impl MountConfig {
                 "read_concurrency",
                 "passthrough",
                 "read_mode",
+                "write_mode",
                 "fuse_threads",
                 "attr_ttl_ms",
                 "kernel_readahead_kb",
@@ -361,6 +378,20 @@ impl MountConfig {
         let max_request_bytes =
             opt_u64(io, "io.max_request_bytes", 4096, 16 << 20)?.unwrap_or(4 << 20);
         let writeback_cache = opt_bool(io, "io.writeback_cache")?.unwrap_or(false);
+        // The writeback cache gathers small writes in cached pages: writes
+        // that bypass the cache would undo it.
+        let write_mode = match opt_str(io, "io.write_mode")?.as_deref() {
+            None if writeback_cache => WriteMode::Cached,
+            None => WriteMode::Direct,
+            Some("direct") if !writeback_cache => WriteMode::Direct,
+            Some("cached") => WriteMode::Cached,
+            Some("direct") => return err(
+                "io.write_mode = \"direct\" bypasses io.writeback_cache = true; set one of them",
+            ),
+            Some(other) => return err(format!(
+                "io.write_mode = {other:?} is not allowed; allowed values: \"cached\", \"direct\""
+            )),
+        };
         let chunk_floor = if chunking == Chunking::None {
             0
         } else {
@@ -391,6 +422,7 @@ impl MountConfig {
                 read_concurrency,
                 passthrough,
                 read_mode,
+                write_mode,
                 fuse_threads,
                 attr_ttl_ms,
                 kernel_readahead_kb,
@@ -606,5 +638,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("io.memory_budget"), "{e}");
+    }
+
+    #[test]
+    fn write_mode_is_direct_unless_the_writeback_cache_is_on() {
+        let io = |t: &str| MountConfig::parse(&format!("[io]\n{t}\n"), "x").map(|c| c.io);
+        assert_eq!(io("").expect("default").write_mode, WriteMode::Direct);
+        let wb = io("writeback_cache = true").expect("wb");
+        assert_eq!(wb.write_mode, WriteMode::Cached);
+        assert_eq!(
+            io("write_mode = \"cached\"").expect("cached").write_mode,
+            WriteMode::Cached
+        );
+        let e = io("writeback_cache = true\nwrite_mode = \"direct\"").unwrap_err();
+        assert!(e.0.contains("io.write_mode"), "{e}");
+        let e = io("write_mode = \"fast\"").unwrap_err();
+        assert!(e.0.contains("allowed values"), "{e}");
     }
 }

@@ -826,6 +826,17 @@ impl CkptFs {
                     f.io.direct += 1;
                     (IoPath::Direct, OpenReply::Direct)
                 }
+                // A save: its bytes go straight to the daemon. Pages other
+                // opens cached are dropped by the kernel where written, and
+                // by the next cached open.
+                _ if acc == libc::O_WRONLY
+                    && plain.is_none()
+                    && self.pipe.config.io.write_mode == crate::config::WriteMode::Direct =>
+                {
+                    f.io.direct += 1;
+                    f.page_cache_stale = true;
+                    (IoPath::Direct, OpenReply::Direct)
+                }
                 _ => {
                     f.io.cached += 1;
                     // Every change goes through this mount, so pages the
