@@ -388,9 +388,11 @@ impl MountConfig {
             Some("direct") => return err(
                 "io.write_mode = \"direct\" bypasses io.writeback_cache = true; set one of them",
             ),
-            Some(other) => return err(format!(
+            Some(other) => {
+                return err(format!(
                 "io.write_mode = {other:?} is not allowed; allowed values: \"cached\", \"direct\""
-            )),
+            ))
+            }
         };
         let chunk_floor = if chunking == Chunking::None {
             0
