@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ocdbt::fsutil::{is_temp, temp_name, write_atomic};
+use ocdbt::fsutil::{is_temp, start_writeback, temp_name, write_atomic};
 use ocdbt::multi_get::Buffers;
 use zarrs_storage::byte_range::{ByteRange, ByteRangeIterator, InvalidByteRangeError};
 use zarrs_storage::{
@@ -164,6 +164,11 @@ impl DirChunks {
     }
 }
 
+/// Chunk files at least this large start their writeback once written
+/// (smaller ones are left to the commit's barrier, which writes them
+/// together).
+const EARLY_WRITEBACK_MIN: usize = 256 << 10;
+
 impl ChunkStore for DirChunks {
     fn read_values(
         &self,
@@ -192,6 +197,9 @@ impl ChunkStore for DirChunks {
         let written = (&file).write_all(value).and_then(|()| {
             if len > value.len() as u64 {
                 file.set_len(len)?;
+            }
+            if value.len() >= EARLY_WRITEBACK_MIN {
+                start_writeback(&file);
             }
             nix::fcntl::renameat(
                 Some(self.root.as_raw_fd()),

@@ -27,7 +27,12 @@ pub struct DataFile {
     len: AtomicU64,
     /// Written since the last `fdatasync`.
     dirty: AtomicBool,
+    /// Bytes written since writeback was last started.
+    unkicked: AtomicU64,
 }
+
+/// Writeback of a data file is started each time this many bytes landed.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 impl DataFile {
     /// Creates a new, empty file with a random 128-bit name.
@@ -49,6 +54,7 @@ impl DataFile {
             file,
             len: AtomicU64::new(0),
             dirty: AtomicBool::new(true),
+            unkicked: AtomicU64::new(0),
         })
     }
 
@@ -68,6 +74,7 @@ impl DataFile {
             file,
             len: AtomicU64::new(len),
             dirty: AtomicBool::new(false),
+            unkicked: AtomicU64::new(0),
         })
     }
 
@@ -96,6 +103,11 @@ impl DataFile {
         // Marked after the write lands: a concurrent `sync` that clears the
         // flag either covers this write or leaves the flag set for the next.
         self.dirty.store(true, Ordering::Release);
+        let n = data.len() as u64;
+        if self.unkicked.fetch_add(n, Ordering::Relaxed) + n >= WRITEBACK_STEP {
+            self.unkicked.store(0, Ordering::Relaxed);
+            crate::fsutil::start_writeback(&self.file);
+        }
         r
     }
 
