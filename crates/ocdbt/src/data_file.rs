@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::error::{corrupt, io_at, Result};
 
@@ -23,6 +23,13 @@ pub struct DataFile {
     /// against (TensorStore's base path; empty for our files).
     pub transitive: String,
     file: File,
+    /// Where the file is, for the direct-read descriptor opened on first use.
+    full: PathBuf,
+    /// A second descriptor opened with `O_DIRECT` (`None`: the filesystem
+    /// refused it, and reads go through the page cache).
+    direct: OnceLock<Option<File>>,
+    /// Set when the device refused a direct read's alignment.
+    direct_refused: AtomicBool,
     /// Bytes reserved so far (the file's logical length).
     len: AtomicU64,
     /// Written since the last `fdatasync`.
@@ -30,6 +37,10 @@ pub struct DataFile {
     /// Bytes written since writeback was last started.
     unkicked: AtomicU64,
 }
+
+/// Alignment of the buffer, offset and length of a direct read (the
+/// logical block size of every common device divides it).
+pub const DIRECT_ALIGN: usize = 4096;
 
 /// Writeback of a data file is started each time this many bytes landed.
 const WRITEBACK_STEP: u64 = 8 << 20;
@@ -52,6 +63,9 @@ impl DataFile {
             path,
             transitive: String::new(),
             file,
+            full,
+            direct: OnceLock::new(),
+            direct_refused: AtomicBool::new(false),
             len: AtomicU64::new(0),
             dirty: AtomicBool::new(true),
             unkicked: AtomicU64::new(0),
@@ -72,6 +86,9 @@ impl DataFile {
             path: path.to_string(),
             transitive: transitive.to_string(),
             file,
+            full,
+            direct: OnceLock::new(),
+            direct_refused: AtomicBool::new(false),
             len: AtomicU64::new(len),
             dirty: AtomicBool::new(false),
             unkicked: AtomicU64::new(0),
@@ -133,20 +150,86 @@ impl DataFile {
 
     /// Fills `buf` from `offset`, refusing ranges past the file's end.
     pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len() as u64)?;
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(io_at(&self.path))
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> Result<()> {
         let end = offset
-            .checked_add(buf.len() as u64)
+            .checked_add(len)
             .ok_or_else(|| corrupt("reference range overflows"))?;
         if end > self.len() {
             return Err(corrupt(format!(
-                "reference {offset}+{} past the end of {} ({} bytes)",
-                buf.len(),
+                "reference {offset}+{len} past the end of {} ({} bytes)",
                 self.path,
                 self.len()
             )));
         }
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(io_at(&self.path))
+        Ok(())
+    }
+
+    /// Reads `offset..offset + len` with `O_DIRECT`, from the disk into
+    /// `buf` (which must hold `len` + 3 × [`DIRECT_ALIGN`] bytes), without
+    /// passing through the page cache; returns where in `buf` the range
+    /// starts. `Ok(None)`: this filesystem does not do direct reads (read
+    /// through the cache instead). Pages of the range still dirty in the
+    /// cache are written back by the kernel before it reads.
+    pub fn read_direct(&self, offset: u64, len: u64, buf: &mut [u8]) -> Result<Option<usize>> {
+        self.check_range(offset, len)?;
+        let Some(file) = self.direct_file() else {
+            return Ok(None);
+        };
+        let align = DIRECT_ALIGN as u64;
+        let lo = offset - offset % align;
+        let hi = (offset + len).next_multiple_of(align);
+        let span = usize::try_from(hi - lo).map_err(|_| corrupt("reference too large"))?;
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        if start + span > buf.len() {
+            return Err(corrupt("direct read buffer too small"));
+        }
+        let need =
+            usize::try_from(offset + len - lo).map_err(|_| corrupt("reference too large"))?;
+        let mut done = 0;
+        while done < need {
+            match file.read_at(&mut buf[start + done..start + span], lo + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && done == 0 => {
+                    // Alignment the device does not accept: stop trying.
+                    self.direct_refused.store(true, Ordering::Relaxed);
+                    return Ok(None);
+                }
+                Err(e) => return Err(io_at(&self.path)(e)),
+            }
+            if done % DIRECT_ALIGN != 0 {
+                break;
+            }
+        }
+        if done < need {
+            return Err(io_at(&self.path)(std::io::Error::from(
+                std::io::ErrorKind::UnexpectedEof,
+            )));
+        }
+        Ok(Some(start + (offset - lo) as usize))
+    }
+
+    fn direct_file(&self) -> Option<&File> {
+        if self.direct_refused.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.direct
+            .get_or_init(|| {
+                use std::os::unix::fs::OpenOptionsExt;
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(&self.full)
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// Asks the kernel to drop its cached pages of a range that was read
