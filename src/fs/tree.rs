@@ -125,23 +125,39 @@ fn clean_file_dir(dir: &Path, live: &str, rec: &mut Recovery) -> std::io::Result
 fn recover_packed(db: &Db, live: &HashMap<String, (u64, Vec<u8>)>) -> FsResult<u64> {
     let fail = |e: crate::ocdbt::OcdbtError| FsError::new(libc::EIO, format!("packed index: {e}"));
     let mut doomed = std::collections::BTreeSet::new();
-    for (key, _) in db.list_prefix(b"") {
-        let text = String::from_utf8_lossy(&key);
-        let Some((id, rest)) = text.split_once('/') else {
+    // A seek per range rather than a pass over every key: the keys of one
+    // generation (a chunk each, ~10^6 for a large checkpoint) are stepped
+    // over at once. Every key under `P/` sorts before `P0` ('/' + 1).
+    let past = |prefix: &[u8]| -> Vec<u8> { [prefix, b"0"].concat() };
+    let mut at: Vec<u8> = Vec::new();
+    while let Some(key) = db.first_key_from(&at) {
+        let Some(slash) = key.iter().position(|&b| b == b'/') else {
+            at = [key.as_slice(), &[0]].concat();
             continue;
         };
+        let id = &key[..slash];
         // Only our own keys: a file id is 32 hex digits.
-        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            continue;
-        }
-        match live.get(id) {
+        let ours = id.len() == 32 && id.iter().all(|b| b.is_ascii_hexdigit());
+        let id_text = String::from_utf8_lossy(id);
+        match live.get(id_text.as_ref()).filter(|_| ours) {
             None => {
-                doomed.insert(format!("{id}/"));
+                if ours {
+                    doomed.insert(format!("{id_text}/"));
+                }
+                at = past(id);
             }
             Some((gen, _)) => {
-                let first = rest.split('/').next().unwrap_or_default();
-                if rest.contains('/') && first != format!("g{gen}") {
-                    doomed.insert(format!("{id}/{first}/"));
+                let rest = &key[slash + 1..];
+                match rest.iter().position(|&b| b == b'/') {
+                    // A key of the file itself (its zarr.json).
+                    None => at = [key.as_slice(), &[0]].concat(),
+                    Some(end) => {
+                        let first = String::from_utf8_lossy(&rest[..end]);
+                        if first != format!("g{gen}") {
+                            doomed.insert(format!("{id_text}/{first}/"));
+                        }
+                        at = past(&key[..slash + 1 + end]);
+                    }
                 }
             }
         }
@@ -652,5 +668,60 @@ impl Tree {
                 _ => None,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_keeps_exactly_the_live_generation_of_each_live_file() {
+        let dir = tempfile::tempdir_in(std::env::temp_dir()).expect("tempdir");
+        let db = Db::open_or_create(dir.path(), Default::default()).expect("db");
+        let live_id = "0123456789abcdef0123456789abcdef";
+        let dead_id = "fedcba9876543210fedcba9876543210";
+        let json = b"{\"live\":1}".to_vec();
+        let keys = [
+            // The live file at generation 1: "g1" is a prefix of "g10".
+            format!("{live_id}/g1/c/0"),
+            format!("{live_id}/g1/c/1"),
+            format!("{live_id}/g10/c/0"),
+            format!("{live_id}/g0/c/0"),
+            format!("{live_id}/g2/c/0"),
+            format!("{dead_id}/g1/c/0"),
+            format!("{dead_id}/zarr.json"),
+            // Not ours: names that are not file ids, and the namespace.
+            "0123/g9/c/0".to_string(),
+            ".ns/a".to_string(),
+            "plain".to_string(),
+        ];
+        for k in &keys {
+            db.put(k.as_bytes(), b"v").expect("put");
+        }
+        db.put(format!("{live_id}/{ZARR_JSON}").as_bytes(), b"old")
+            .expect("put");
+        db.commit().expect("commit");
+        let live = HashMap::from([(live_id.to_string(), (1u64, json.clone()))]);
+        let removed = recover_packed(&db, &live).expect("recover");
+        let left: Vec<String> = db
+            .list_prefix(b"")
+            .into_iter()
+            .map(|(k, _)| String::from_utf8(k).expect("utf-8"))
+            .collect();
+        let mut want = vec![
+            format!("{live_id}/g1/c/0"),
+            format!("{live_id}/g1/c/1"),
+            format!("{live_id}/{ZARR_JSON}"),
+            "0123/g9/c/0".to_string(),
+            ".ns/a".to_string(),
+            "plain".to_string(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        // g10, g0, g2 of the live file, and the dead file.
+        assert_eq!(removed, 4);
+        let doc = db.get(format!("{live_id}/{ZARR_JSON}").as_bytes());
+        assert_eq!(doc.expect("get").as_deref(), Some(json.as_slice()));
     }
 }

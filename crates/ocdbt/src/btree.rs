@@ -241,7 +241,8 @@ fn read_keys(r: &mut Reader, n: usize, with_scp: bool) -> Result<(Vec<Vec<u8>>, 
         if prefix[i] + suffix[i] > MAX_KEY_LEN {
             return Err(corrupt(format!("key {i} longer than {MAX_KEY_LEN}")));
         }
-        let mut key = prev[..prefix[i] as usize].to_vec();
+        let mut key = Vec::with_capacity((prefix[i] + suffix[i]) as usize);
+        key.extend_from_slice(&prev[..prefix[i] as usize]);
         key.extend_from_slice(r.bytes(suffix[i])?);
         if i > 0 && key.as_slice() <= prev {
             return Err(corrupt("keys out of order"));

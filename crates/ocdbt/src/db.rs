@@ -247,7 +247,7 @@ impl Db {
     }
 
     fn load_tree(&self, v: &Version) -> Result<()> {
-        let mut map = BTreeMap::new();
+        let mut entries = Vec::new();
         walk_tree(self, v, self.max_node_bytes(), &mut |visit| {
             if let Visit::Entry {
                 key,
@@ -260,10 +260,15 @@ impl Db {
                     (None, Some(r)) => Value::Indirect(r),
                     (None, None) => return Ok(()),
                 };
-                map.insert(key.to_vec(), value);
+                entries.push((key.to_vec(), value));
             }
             Ok(())
         })?;
+        // The walk yields keys in order: building the map from the sorted
+        // list is linear, where one insert per key compares down the tree
+        // (a large checkpoint has ~10^6 keys). A repeated key keeps its
+        // last value, as inserts would.
+        let map: BTreeMap<Vec<u8>, Value> = entries.into_iter().collect();
         self.index.write().map = Arc::new(map);
         Ok(())
     }
@@ -332,6 +337,13 @@ impl Db {
     }
 
     /// Keys under `prefix` with their sizes, in key order.
+    /// The smallest key at or after `from`: a seek, so a caller can step
+    /// over whole ranges of keys instead of listing them.
+    pub fn first_key_from(&self, from: &[u8]) -> Option<Vec<u8>> {
+        let ix = self.index.read();
+        ix.map.range(from.to_vec()..).next().map(|(k, _)| k.clone())
+    }
+
     pub fn list_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, u64)> {
         let ix = self.index.read();
         prefix_range(&ix.map, prefix)

@@ -122,7 +122,8 @@ fn walk_node(
     match &node.entries {
         Entries::Leaf(entries) => {
             for e in entries {
-                let mut key = prefix.to_vec();
+                let mut key = Vec::with_capacity(prefix.len() + e.key.len());
+                key.extend_from_slice(prefix);
                 key.extend_from_slice(&e.key);
                 if key.as_slice() < min_key || last.as_ref().is_some_and(|l| key <= *l) {
                     return Err(corrupt(format!(
