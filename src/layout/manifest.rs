@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{eio, FsResult, IoContext};
-use crate::store::durable::{sync_dir, write_atomic};
+use crate::store::durable::{sync_dir, temp_name, write_atomic};
 
 /// Name of the metadata document of every Zarr v3 node.
 pub const ZARR_JSON: &str = "zarr.json";
@@ -280,6 +280,26 @@ impl FileManifest {
             attributes: attrs,
         };
         serde_json::to_vec_pretty(&doc).map_err(|e| eio(format!("manifest: {e}")))
+    }
+
+    /// Commits the manifest into `dir` with the barrier that makes the
+    /// file's data durable: the temp copy is written first, so the barrier
+    /// (a `syncfs` of the backing filesystem, which holds `dir`) makes it
+    /// durable with the data; then rename and fsync of the directory. One
+    /// flush fewer than the barrier followed by [`FileManifest::commit`].
+    pub fn commit_with(&self, dir: &Path, barrier: impl FnOnce() -> FsResult<()>) -> FsResult<()> {
+        let json = self.to_group_json()?;
+        let path = dir.join(ZARR_JSON);
+        let tmp = temp_name(&path);
+        let result = std::fs::write(&tmp, &json)
+            .ctx("write manifest")
+            .and_then(|()| barrier())
+            .and_then(|()| std::fs::rename(&tmp, &path).ctx("publish manifest"));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result?;
+        sync_dir(dir).ctx("fsync file directory")
     }
 
     /// Commits the manifest into `dir`: temp, fsync, rename, fsync dir.
