@@ -36,6 +36,7 @@ pub mod settings;
 pub mod stats;
 pub mod strategy;
 pub mod tensor_read;
+pub mod tensor_write;
 pub mod verify;
 pub mod wall;
 

@@ -17,7 +17,8 @@ use super::model::Model;
 /// A save tool, as `--save-tool` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SaveTool {
-    /// `candle_core::safetensors::save`, in this process.
+    /// A safetensors file written in this process, each tensor from its
+    /// own memory (`tensor_write`; candle's writer on a GPU).
     Builtin,
     /// `scripts/save_torch.py`: `torch.save` of the state dict.
     Torch,
@@ -56,7 +57,7 @@ impl SaveTool {
     /// The tool in words, for reports.
     pub fn name(&self) -> String {
         match self {
-            SaveTool::Builtin => "builtin (candle safetensors)".into(),
+            SaveTool::Builtin => "builtin (safetensors from tensor memory)".into(),
             SaveTool::Torch => "torch.save".into(),
             SaveTool::SafetensorsPy => "safetensors.torch.save_file".into(),
             SaveTool::SavePretrained => "transformers save_pretrained (sharded safetensors)".into(),
@@ -135,9 +136,7 @@ impl SaveTool {
         let src_path = || src.context("external save tools need the source safetensors file");
         let script = match self {
             SaveTool::Builtin => {
-                return candle_core::safetensors::save(&model.on_device, dst)
-                    .with_context(|| format!("save {}", dst.display()))
-                    .map(|()| None)
+                return super::tensor_write::save(&model.on_device, dst).map(|()| None)
             }
             SaveTool::Cmd(template) => {
                 let line = template
