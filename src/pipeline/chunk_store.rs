@@ -69,6 +69,47 @@ pub fn store(
     Ok(stored as u64)
 }
 
+/// Encodes and stores several whole chunks of `chunk_len` bytes, laid
+/// side by side in `data`, under `keys`: the store writes them together
+/// (the packed index appends them with one write). Zero chunks are not
+/// stored (their keys removed). Returns the bytes stored for each.
+pub fn store_many(
+    store: &DurableStore,
+    keys: &[String],
+    codec: Codec,
+    data: &[u8],
+    chunk_len: usize,
+) -> FsResult<Vec<u64>> {
+    use std::borrow::Cow;
+    let io = |e: std::io::Error| FsError::io(&e, format!("store {} chunks", keys.len()));
+    let mut kept: Vec<(&str, Cow<'_, [u8]>)> = Vec::with_capacity(keys.len());
+    let mut sizes = Vec::with_capacity(keys.len());
+    for (key, chunk) in keys.iter().zip(data.chunks(chunk_len.max(1))) {
+        if is_zero(chunk) {
+            store.erase_value(key).map_err(io)?;
+            sizes.push(0);
+            continue;
+        }
+        let bytes = match codec {
+            Codec::None => Cow::Borrowed(chunk),
+            Codec::Gzip(level) => {
+                let mut out = vec![0u8; gzip::bound(level, chunk.len()).map_err(io)?];
+                let n = gzip::compress(level, chunk, &mut out[..]).map_err(io)?;
+                out.truncate(n);
+                Cow::Owned(out)
+            }
+            Codec::Zstd(level) => Cow::Owned(zstd::bulk::compress(chunk, level).map_err(io)?),
+        };
+        sizes.push(bytes.len() as u64);
+        kept.push((key.as_str(), bytes));
+    }
+    let items: Vec<(&str, &[u8])> = kept.iter().map(|(k, b)| (*k, b.as_ref())).collect();
+    if !items.is_empty() {
+        store.put_values(&items).map_err(io)?;
+    }
+    Ok(sizes)
+}
+
 /// A zero tail shorter than this is written (a hole saves too little).
 const SPARSE_MIN_TAIL: usize = 64 << 10;
 

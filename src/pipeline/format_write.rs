@@ -25,6 +25,24 @@ use super::chunk_store::{self, chunk_key};
 use super::inflight::Inflight;
 use super::{crc_with_zeros, Pipeline};
 
+/// Chunks of at most this many bytes bound for the packed index are stored
+/// in batches of about [`BATCH_BYTES`].
+const BATCH_CHUNK_MAX: usize = 256 * 1024;
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Steps `coords` to the next chunk of a slab (an odometer over dimensions
+/// 1..n); `false` after the last.
+fn next_chunk(grid: &[u64], coords: &mut [u64]) -> bool {
+    for d in (1..grid.len()).rev() {
+        coords[d] += 1;
+        if coords[d] < grid[d] {
+            return true;
+        }
+        coords[d] = 0;
+    }
+    false
+}
+
 /// Checksum keys: raw chunks use their index, tensor chunks this offset.
 pub fn tensor_key(segment: usize, linear: u64) -> u64 {
     ((segment as u64 + 1) << 40) | linear
@@ -398,46 +416,98 @@ impl FormatWriter {
         let mut coords = vec![0u64; grid.len()];
         coords[0] = asm.slab_index;
         let chunk_bytes = (asm.layout.chunk_elems() * asm.layout.item() as u64) as usize;
-        'chunks: loop {
-            let mut chunk = pipe.buffers.take(chunk_bytes);
-            asm.layout.cut_into(&stored, rows_here, &coords, &mut chunk);
-            let reservation = pipe.budget.reserve(chunk_bytes as u64);
-            let key = tensor_key(asm.segment, asm.layout.linear(&coords));
-            let store_key = chunk_key(&asm.layout.path, &coords);
-            let (codec, store) = (asm.codec, store.clone());
-            let infl = inflight.clone();
-            let p = pipe.clone();
-            infl.start();
-            pipe.pool.spawn(move || {
-                let crc = crc32c::crc32c(&chunk);
-                let r = {
-                    let mut t = p.profiler.stage("encode_store");
-                    t.add_bytes(chunk.len() as u64);
-                    chunk_store::store(&p, &store, &store_key, codec, chunk)
-                };
-                if let Ok(n) = &r {
-                    p.profiler.add_backend_write(*n);
-                }
-                drop(reservation);
-                infl.finish(key, r.map(|_| crc));
-            });
-            // Next chunk of this slab: odometer over dimensions 1..n.
-            let mut d = grid.len();
-            loop {
-                d -= 1;
-                if d == 0 {
-                    break 'chunks;
-                }
-                coords[d] += 1;
-                if coords[d] < grid[d] {
-                    break;
-                }
-                coords[d] = 0;
+        // Small chunks bound for the packed index go in batches: one task
+        // and one append to its data file per batch, not per chunk.
+        let batch = if store.packed_prefix().is_some() && chunk_bytes <= BATCH_CHUNK_MAX {
+            (BATCH_BYTES / chunk_bytes.max(1)).max(1)
+        } else {
+            1
+        };
+        let mut keys: Vec<(u64, String)> = Vec::with_capacity(batch);
+        let mut buf = pipe.buffers.take(chunk_bytes * batch);
+        loop {
+            let i = keys.len();
+            asm.layout.cut_into(
+                &stored,
+                rows_here,
+                &coords,
+                &mut buf[i * chunk_bytes..(i + 1) * chunk_bytes],
+            );
+            keys.push((
+                tensor_key(asm.segment, asm.layout.linear(&coords)),
+                chunk_key(&asm.layout.path, &coords),
+            ));
+            let last = !next_chunk(&grid, &mut coords);
+            if keys.len() == batch || last {
+                let full = std::mem::replace(
+                    &mut buf,
+                    if last {
+                        Vec::new()
+                    } else {
+                        pipe.buffers.take(chunk_bytes * batch)
+                    },
+                );
+                let done = std::mem::replace(&mut keys, Vec::with_capacity(batch));
+                Self::spawn_store(pipe, store, inflight, asm.codec, full, done, chunk_bytes);
+            }
+            if last {
+                break;
             }
         }
         asm.slab_index += 1;
         asm.reservation = None;
         pipe.buffers.give(stored);
+    }
+
+    /// Stores the chunks `keys` (tensor key, store key), laid side by side
+    /// in `buf`, on the pool; each chunk's CRC goes to `inflight`.
+    fn spawn_store(
+        pipe: &Arc<Pipeline>,
+        store: &Arc<DurableStore>,
+        inflight: &Arc<Inflight>,
+        codec: Codec,
+        buf: Vec<u8>,
+        keys: Vec<(u64, String)>,
+        chunk_bytes: usize,
+    ) {
+        let bytes = (chunk_bytes * keys.len()) as u64;
+        let reservation = pipe.budget.reserve(bytes);
+        let (store, infl, p) = (store.clone(), inflight.clone(), pipe.clone());
+        for _ in &keys {
+            infl.start();
+        }
+        pipe.pool.spawn(move || {
+            let mut t = p.profiler.stage("encode_store");
+            t.add_bytes(bytes);
+            let used = &buf[..bytes as usize];
+            let crcs: Vec<u32> = used
+                .chunks(chunk_bytes.max(1))
+                .map(crc32c::crc32c)
+                .collect();
+            let r = if let ([(_, key)], true) = (keys.as_slice(), buf.len() == chunk_bytes) {
+                chunk_store::store(&p, &store, key, codec, buf).map(|n| vec![n])
+            } else {
+                let store_keys: Vec<String> = keys.iter().map(|(_, k)| k.clone()).collect();
+                let r = chunk_store::store_many(&store, &store_keys, codec, used, chunk_bytes);
+                p.buffers.give(buf);
+                r
+            };
+            drop(t);
+            match r {
+                Ok(sizes) => {
+                    p.profiler.add_backend_write(sizes.iter().sum());
+                    for ((key, _), crc) in keys.iter().zip(crcs) {
+                        infl.finish(*key, Ok(crc));
+                    }
+                }
+                Err(e) => {
+                    for (key, _) in &keys {
+                        infl.finish(*key, Err(e.clone()));
+                    }
+                }
+            }
+            drop(reservation);
+        });
     }
 
     fn end_tensor(&mut self) {

@@ -30,6 +30,15 @@ pub trait ChunkStore:
     /// atomically (a whole old or a whole new value survives a crash).
     fn put_sparse(&self, key: &str, value: &[u8], len: u64) -> io::Result<()>;
 
+    /// Stores several whole values, each as `put_sparse` with no zeros
+    /// after it; a store that can write them together does.
+    fn put_many(&self, items: &[(&str, &[u8])]) -> io::Result<()> {
+        for (key, value) in items {
+            self.put_sparse(key, value, value.len() as u64)?;
+        }
+        Ok(())
+    }
+
     /// Removes `key` if present.
     fn erase_value(&self, key: &str) -> io::Result<()>;
 

@@ -148,6 +148,11 @@ impl DurableStore {
         self.chunks.put_sparse(key, value, len)
     }
 
+    /// Stores several whole values (written together where the store can).
+    pub fn put_values(&self, items: &[(&str, &[u8])]) -> io::Result<()> {
+        self.chunks.put_many(items)
+    }
+
     /// Removes `key` if present.
     pub fn erase_value(&self, key: &str) -> io::Result<()> {
         self.chunks.erase_value(key)

@@ -227,6 +227,17 @@ impl ChunkStore for PackedStore {
         self.db.put(&key, &whole).map_err(db_err)
     }
 
+    /// One append to the data file for all of them (see `Db::put_many`).
+    fn put_many(&self, items: &[(&str, &[u8])]) -> io::Result<()> {
+        let keys: Vec<Vec<u8>> = items.iter().map(|(k, _)| self.full(k)).collect();
+        let pairs: Vec<(&[u8], &[u8])> = keys
+            .iter()
+            .zip(items)
+            .map(|(k, (_, v))| (k.as_slice(), *v))
+            .collect();
+        self.db.put_many(&pairs).map_err(db_err)
+    }
+
     fn erase_value(&self, key: &str) -> io::Result<()> {
         self.db.delete(&self.full(key)).map(|_| ()).map_err(db_err)
     }

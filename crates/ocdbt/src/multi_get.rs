@@ -221,4 +221,48 @@ mod tests {
             assert_eq!(&v[..], &value(2)[..]);
         }
     }
+
+    #[test]
+    fn values_put_together_read_back_alone_and_after_reopening() {
+        let dir = tempfile::tempdir_in(std::env::temp_dir()).expect("tempdir");
+        let db = Db::open_or_create(dir.path(), DbOptions::default()).expect("db");
+        let value = |i: usize| -> Vec<u8> {
+            // Inline-sized and out-of-line values mixed.
+            let n = if i.is_multiple_of(3) { 5 } else { 8192 + i };
+            (0..n).map(|j| (i * 13 + j) as u8).collect()
+        };
+        let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("c/{i}").into_bytes()).collect();
+        let values: Vec<Vec<u8>> = (0..40).map(value).collect();
+        let items: Vec<(&[u8], &[u8])> = keys
+            .iter()
+            .zip(&values)
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        db.put_many(&items[..20]).expect("put_many");
+        db.put_many(&items[20..]).expect("put_many");
+        // A later value under a key replaces the batched one.
+        db.put(b"c/7", b"again").expect("put");
+        for (i, k) in keys.iter().enumerate() {
+            let want: &[u8] = if i == 7 { b"again" } else { &values[i] };
+            assert_eq!(db.get(k).expect("get").as_deref(), Some(want), "c/{i}");
+        }
+        db.commit().expect("commit");
+        drop(db);
+        let db = Db::open_or_create(dir.path(), DbOptions::default()).expect("reopen");
+        let got = db.get_many(&keys, &Allocate, CacheUse::DropAfterRead);
+        for (i, r) in got.iter().enumerate() {
+            let want: &[u8] = if i == 7 { b"again" } else { &values[i] };
+            assert_eq!(r.as_ref().expect("ok").as_deref(), Some(want), "c/{i}");
+        }
+        let long = vec![b'k'; 70_000];
+        assert!(
+            db.put_many(&[(b"ok", b"x"), (&long, b"y")]).is_err(),
+            "a key too long is refused"
+        );
+        assert_eq!(
+            db.get(b"ok").expect("get"),
+            None,
+            "nothing of a refused batch is stored"
+        );
+    }
 }
