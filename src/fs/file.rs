@@ -640,26 +640,24 @@ impl FileNode {
             let _t = pipe.profiler.stage("fsync");
             store.barrier().ctx("sync backing filesystem")
         };
-        if self.store.packed_prefix().is_some() {
-            if barrier {
-                sync(&self.store)?;
-            }
-            let _t = pipe.profiler.stage("manifest_commit");
+        let packed = self.store.packed_prefix().is_some();
+        if packed && barrier {
+            sync(&self.store)?;
+        }
+        let stage = pipe.profiler.stage("manifest_commit");
+        if packed {
             let json = next.to_group_json()?;
-            {
-                let _t = pipe.profiler.stage("fsync");
-                self.store.seal(&json).ctx("commit packed index")?;
-            }
-            next.commit(self.store.base(), true)?;
-        } else if barrier {
+            let _t = pipe.profiler.stage("fsync");
+            self.store.seal(&json).ctx("commit packed index")?;
+        }
+        if barrier && !packed {
             // The manifest's temp copy is written before the barrier, which
             // then makes it durable with the data: one flush fewer.
-            let _t = pipe.profiler.stage("manifest_commit");
             next.commit_with(self.store.base(), || sync(&self.store))?;
         } else {
-            let _t = pipe.profiler.stage("manifest_commit");
             next.commit(self.store.base(), true)?;
         }
+        drop(stage);
         if self.dirty {
             match self.data.as_mut() {
                 Some(Data::Chunked(c)) => c.committed(&self.store, next.size, next.chunks.clone()),

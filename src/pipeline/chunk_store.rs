@@ -46,20 +46,8 @@ pub fn store(
                 data.len()
             }
         }
-        Codec::Gzip(level) => {
-            let mut out = pipe
-                .buffers
-                .take(gzip::bound(level, data.len()).map_err(io)?);
-            let n = gzip::compress(level, &data, &mut out[..]).map_err(io)?;
-            store.put_value(key, &out[..n]).map_err(io)?;
-            pipe.buffers.give(out);
-            n
-        }
-        Codec::Zstd(level) => {
-            let mut out = pipe
-                .buffers
-                .take(zstd::zstd_safe::compress_bound(data.len()));
-            let n = zstd::bulk::compress_to_buffer(&data, &mut out[..], level).map_err(io)?;
+        Codec::Gzip(_) | Codec::Zstd(_) => {
+            let (out, n) = compress(pipe, codec, &data).map_err(io)?;
             store.put_value(key, &out[..n]).map_err(io)?;
             pipe.buffers.give(out);
             n
@@ -74,15 +62,15 @@ pub fn store(
 /// (the packed index appends them with one write). Zero chunks are not
 /// stored (their keys removed). Returns the bytes stored for each.
 pub fn store_many(
+    pipe: &Pipeline,
     store: &DurableStore,
     keys: &[String],
     codec: Codec,
     data: &[u8],
     chunk_len: usize,
 ) -> FsResult<Vec<u64>> {
-    use std::borrow::Cow;
     let io = |e: std::io::Error| FsError::io(&e, format!("store {} chunks", keys.len()));
-    let mut kept: Vec<(&str, Cow<'_, [u8]>)> = Vec::with_capacity(keys.len());
+    let mut kept: Vec<(&str, &[u8], Option<Encoded>)> = Vec::with_capacity(keys.len());
     let mut sizes = Vec::with_capacity(keys.len());
     for (key, chunk) in keys.iter().zip(data.chunks(chunk_len.max(1))) {
         if is_zero(chunk) {
@@ -90,24 +78,46 @@ pub fn store_many(
             sizes.push(0);
             continue;
         }
-        let bytes = match codec {
-            Codec::None => Cow::Borrowed(chunk),
-            Codec::Gzip(level) => {
-                let mut out = vec![0u8; gzip::bound(level, chunk.len()).map_err(io)?];
-                let n = gzip::compress(level, chunk, &mut out[..]).map_err(io)?;
-                out.truncate(n);
-                Cow::Owned(out)
-            }
-            Codec::Zstd(level) => Cow::Owned(zstd::bulk::compress(chunk, level).map_err(io)?),
+        let enc = match codec {
+            Codec::None => None,
+            _ => Some(compress(pipe, codec, chunk).map_err(io)?),
         };
-        sizes.push(bytes.len() as u64);
-        kept.push((key.as_str(), bytes));
+        sizes.push(enc.as_ref().map_or(chunk.len(), |(_, n)| *n) as u64);
+        kept.push((key, chunk, enc));
     }
-    let items: Vec<(&str, &[u8])> = kept.iter().map(|(k, b)| (*k, b.as_ref())).collect();
+    let items: Vec<(&str, &[u8])> = kept
+        .iter()
+        .map(|(k, chunk, enc)| (*k, enc.as_ref().map_or(*chunk, |(out, n)| &out[..*n])))
+        .collect();
     if !items.is_empty() {
         store.put_values(&items).map_err(io)?;
     }
+    for (out, _) in kept.into_iter().filter_map(|(_, _, enc)| enc) {
+        pipe.buffers.give(out);
+    }
     Ok(sizes)
+}
+
+/// A compressed chunk: a pooled buffer and the length of the stream in it.
+type Encoded = (Vec<u8>, usize);
+
+/// Compresses `data` with `codec` (gzip or zstd) into a pooled buffer.
+fn compress(pipe: &Pipeline, codec: Codec, data: &[u8]) -> std::io::Result<Encoded> {
+    match codec {
+        Codec::Gzip(level) => {
+            let mut out = pipe.buffers.take(gzip::bound(level, data.len())?);
+            let n = gzip::compress(level, data, &mut out[..])?;
+            Ok((out, n))
+        }
+        Codec::Zstd(level) => {
+            let mut out = pipe
+                .buffers
+                .take(zstd::zstd_safe::compress_bound(data.len()));
+            let n = zstd::bulk::compress_to_buffer(data, &mut out[..], level)?;
+            Ok((out, n))
+        }
+        Codec::None => Err(std::io::Error::other("no codec to compress with")),
+    }
 }
 
 /// A zero tail shorter than this is written (a hole saves too little).

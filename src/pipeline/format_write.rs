@@ -488,7 +488,7 @@ impl FormatWriter {
                 chunk_store::store(&p, &store, key, codec, buf).map(|n| vec![n])
             } else {
                 let store_keys: Vec<String> = keys.iter().map(|(_, k)| k.clone()).collect();
-                let r = chunk_store::store_many(&store, &store_keys, codec, used, chunk_bytes);
+                let r = chunk_store::store_many(&p, &store, &store_keys, codec, used, chunk_bytes);
                 p.buffers.give(buf);
                 r
             };

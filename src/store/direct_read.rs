@@ -16,15 +16,15 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use ocdbt::fsutil::read_direct_at;
 
 use crate::ocdbt::multi_get::Buffers;
 
 /// Alignment of the buffer, offsets and lengths of direct reads.
-pub const ALIGN: usize = 4096;
+pub use ocdbt::fsutil::DIRECT_ALIGN as ALIGN;
 
 /// Values known to be smaller than this are read through the page cache:
 /// the alignment padding would cost more than the copy saves.
@@ -90,24 +90,15 @@ pub fn read(
     if start + want > buf.len() {
         return Err(io::Error::other("direct read: buffer cannot be aligned"));
     }
-    let mut done = 0;
-    while done < want {
-        let n = match file.read_at(&mut buf[start + done..start + want], done as u64) {
-            Ok(n) => n,
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e) => {
-                if e.raw_os_error() == Some(libc::EINVAL) {
-                    state.disable();
-                }
-                return Err(e);
+    let done = match read_direct_at(file, 0, &mut buf[start..start + want]) {
+        Ok(n) => n,
+        Err(e) => {
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                state.disable();
             }
-        };
-        done += n;
-        // A short read that ends off a block boundary is the end of file.
-        if n == 0 || done % ALIGN != 0 {
-            break;
+            return Err(e);
         }
-    }
+    };
     Ok(buffers.share(buf).slice(start..start + done))
 }
 

@@ -38,9 +38,7 @@ pub struct DataFile {
     unkicked: AtomicU64,
 }
 
-/// Alignment of the buffer, offset and length of a direct read (the
-/// logical block size of every common device divides it).
-pub const DIRECT_ALIGN: usize = 4096;
+pub use crate::fsutil::DIRECT_ALIGN;
 
 /// Writeback of a data file is started each time this many bytes landed.
 const WRITEBACK_STEP: u64 = 8 << 20;
@@ -191,23 +189,15 @@ impl DataFile {
         }
         let need =
             usize::try_from(offset + len - lo).map_err(|_| corrupt("reference too large"))?;
-        let mut done = 0;
-        while done < need {
-            match file.read_at(&mut buf[start + done..start + span], lo + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && done == 0 => {
-                    // Alignment the device does not accept: stop trying.
-                    self.direct_refused.store(true, Ordering::Relaxed);
-                    return Ok(None);
-                }
-                Err(e) => return Err(io_at(&self.path)(e)),
+        let done = match crate::fsutil::read_direct_at(file, lo, &mut buf[start..start + span]) {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // Alignment the device does not accept: stop trying.
+                self.direct_refused.store(true, Ordering::Relaxed);
+                return Ok(None);
             }
-            if done % DIRECT_ALIGN != 0 {
-                break;
-            }
-        }
+            Err(e) => return Err(io_at(&self.path)(e)),
+        };
         if done < need {
             return Err(io_at(&self.path)(std::io::Error::from(
                 std::io::ErrorKind::UnexpectedEof,

@@ -388,11 +388,16 @@ impl Db {
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.writable()?;
         check_key(key)?;
-        // On a full disk: unreferenced ranges punched out, then the
-        // history given up, before the caller sees ENOSPC.
+        self.with_space(|| self.put_once(key, value))
+    }
+
+    /// Runs `op`; on a full disk, punches out unreferenced ranges, then
+    /// gives up the history, and tries again after each, before the caller
+    /// sees ENOSPC.
+    fn with_space(&self, op: impl Fn() -> Result<()>) -> Result<()> {
         let mut tries = [false, true].into_iter();
         loop {
-            match self.put_once(key, value) {
+            match op() {
                 Err(e) if e.is_no_space() => match tries.next() {
                     Some(drop_history) => {
                         self.reclaim(drop_history)?;
@@ -426,18 +431,7 @@ impl Db {
         for (key, _) in items {
             check_key(key)?;
         }
-        let mut tries = [false, true].into_iter();
-        loop {
-            match self.put_many_once(items) {
-                Err(e) if e.is_no_space() => match tries.next() {
-                    Some(drop_history) => {
-                        self.reclaim(drop_history)?;
-                    }
-                    None => return Err(e),
-                },
-                r => return r,
-            }
-        }
+        self.with_space(|| self.put_many_once(items))
     }
 
     fn put_many_once(&self, items: &[(&[u8], &[u8])]) -> Result<()> {

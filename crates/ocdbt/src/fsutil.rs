@@ -60,3 +60,28 @@ pub fn start_writeback(file: &File) {
     // the call; it touches no memory of ours (nix has no wrapper for it).
     let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
+
+/// Alignment of the buffer, offset and length of an `O_DIRECT` read (the
+/// logical block size of every common device divides it).
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// Fills `buf` (aligned to [`DIRECT_ALIGN`], as is `offset`) from `file`,
+/// opened with `O_DIRECT`, stopping early at the end of the file (a read
+/// that comes back empty or ends off a block boundary). Returns the bytes
+/// read; `EINVAL` means the device refused the alignment.
+pub fn read_direct_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        let n = match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        done += n;
+        if n == 0 || done % DIRECT_ALIGN != 0 {
+            break;
+        }
+    }
+    Ok(done)
+}
