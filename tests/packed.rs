@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -282,6 +283,10 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
+fn lstat(p: &Path) -> fs::Metadata {
+    fs::symlink_metadata(p).unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()))
+}
+
 /// Mounts version `g` read-only, runs `check` on its root, unmounts.
 fn with_version(backing: &Path, at: &Path, g: u64, check: impl FnOnce(&Path)) {
     fs::create_dir_all(at).expect("mkdir");
@@ -317,6 +322,14 @@ fn a_version_mount_shows_the_tree_as_it_was() {
     let c = write_file(&m.path("ck/c.txt"), 1_000, 2);
     fs::hard_link(m.path("ck/c.txt"), m.path("ck/c-link.txt")).expect("link");
     std::os::unix::fs::symlink("step1/a.bin", m.path("ck/latest")).expect("symlink");
+    // Symlinks and fifos take hard links too: one node under two names.
+    fs::hard_link(m.path("ck/latest"), m.path("ck/latest2")).expect("link symlink");
+    nix::unistd::mkfifo(
+        &m.path("ck/pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .expect("mkfifo");
+    fs::hard_link(m.path("ck/pipe"), m.path("ck/pipe2")).expect("link fifo");
     m.unmount();
     let g1 = *versions(&m.backing).last().expect("a version");
 
@@ -325,6 +338,7 @@ fn a_version_mount_shows_the_tree_as_it_was() {
     let v2 = write_file(&m.path("ck/step2/a.bin"), 200_000, 3);
     fs::remove_file(m.path("ck/c.txt")).expect("unlink");
     fs::remove_dir(m.path("ck/empty")).expect("rmdir");
+    fs::remove_file(m.path("ck/pipe")).expect("unlink one name of the fifo");
     write_file(&m.path("ck/new.txt"), 500, 4);
     m.unmount();
     let g2 = *versions(&m.backing).last().expect("a version");
@@ -333,7 +347,16 @@ fn a_version_mount_shows_the_tree_as_it_was() {
     with_version(&m.backing, &tmp.path().join("v1"), g1, |root| {
         assert_eq!(
             names(&root.join("ck")),
-            ["c-link.txt", "c.txt", "empty", "latest", "step1"],
+            [
+                "c-link.txt",
+                "c.txt",
+                "empty",
+                "latest",
+                "latest2",
+                "pipe",
+                "pipe2",
+                "step1"
+            ],
             "version {g1}'s tree"
         );
         assert!(fs::read(root.join("ck/step1/a.bin")).expect("read a") == v1);
@@ -343,7 +366,6 @@ fn a_version_mount_shows_the_tree_as_it_was() {
             c
         );
         let meta = fs::metadata(root.join("ck/c.txt")).expect("stat c");
-        use std::os::unix::fs::MetadataExt;
         assert_eq!(meta.nlink(), 2, "c.txt's links in version {g1}");
         assert_eq!(
             meta.ino(),
@@ -351,14 +373,40 @@ fn a_version_mount_shows_the_tree_as_it_was() {
                 .expect("stat")
                 .ino()
         );
+        for (a, b) in [("latest", "latest2"), ("pipe", "pipe2")] {
+            let (ma, mb) = (
+                lstat(&root.join("ck").join(a)),
+                lstat(&root.join("ck").join(b)),
+            );
+            assert_eq!(ma.nlink(), 2, "{a}'s links in version {g1}");
+            assert_eq!(
+                ma.ino(),
+                mb.ino(),
+                "{a} and {b} are one node in version {g1}"
+            );
+        }
+        assert!(lstat(&root.join("ck/pipe")).file_type().is_fifo());
+        assert_eq!(
+            fs::read_link(root.join("ck/latest2")).expect("readlink"),
+            Path::new("step1/a.bin")
+        );
     });
     with_version(&m.backing, &tmp.path().join("v2"), g2, |root| {
         assert_eq!(
             names(&root.join("ck")),
-            ["c-link.txt", "latest", "new.txt", "step2"],
+            [
+                "c-link.txt",
+                "latest",
+                "latest2",
+                "new.txt",
+                "pipe2",
+                "step2"
+            ],
             "version {g2}'s tree"
         );
         assert!(fs::read(root.join("ck/step2/a.bin")).expect("read a") == v2);
+        assert_eq!(lstat(&root.join("ck/pipe2")).nlink(), 1, "pipe2 alone");
+        assert_eq!(lstat(&root.join("ck/latest2")).nlink(), 2);
     });
 
     // An unlink is durable in the backing dir at once, in the index at
@@ -371,7 +419,10 @@ fn a_version_mount_shows_the_tree_as_it_was() {
     assert_only_live_keys(&m.backing);
     let g3 = *versions(&m.backing).last().expect("a version");
     with_version(&m.backing, &tmp.path().join("v3"), g3, |root| {
-        assert_eq!(names(&root.join("ck")), ["c-link.txt", "latest", "step2"]);
+        assert_eq!(
+            names(&root.join("ck")),
+            ["c-link.txt", "latest", "latest2", "pipe2", "step2"]
+        );
     });
     let (code, out) = verify(&m.backing);
     assert_eq!(code, 0, "{out}");

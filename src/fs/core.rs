@@ -696,8 +696,16 @@ impl CkptFs {
                     let names = names_of(&tree, ino)?;
                     let entry = match entry_of(&tree, ino)? {
                         Entry::Dir { .. } => Entry::Dir { attrs: a },
-                        Entry::Symlink { target, .. } => Entry::Symlink { target, attrs: a },
-                        Entry::Special { rdev, .. } => Entry::Special { rdev, attrs: a },
+                        Entry::Symlink { target, node, .. } => Entry::Symlink {
+                            target,
+                            attrs: a,
+                            node,
+                        },
+                        Entry::Special { rdev, node, .. } => Entry::Special {
+                            rdev,
+                            attrs: a,
+                            node,
+                        },
                         e @ Entry::File { .. } => e,
                     };
                     let chown = uid.is_some() || gid.is_some();

@@ -3,7 +3,8 @@
 //! its id, a symlink, a special node), so each committed version holds the
 //! tree as it was. `ckptfs mount --version N` builds its tree from these
 //! keys: files renamed since show under their old names, deleted files are
-//! there, hard links share one file.
+//! there, the names of one file, symlink or special node are one node (a
+//! file's by its id, the others' by the number their entries carry).
 //!
 //! The backing dir stays the record of the live tree. The keys
 //! (`store::ns_catalog`) follow it op by op, pending until the database's
@@ -77,9 +78,12 @@ pub fn names_of(tree: &Tree, ino: u64) -> FsResult<Vec<At>> {
     Ok(out)
 }
 
-/// What the node `ino` is, as its names record it.
+/// What the node `ino` is, as its names record it. The names of a
+/// symlink or special node with several carry its inode number, which is
+/// unique within the mount, and rewritten at each mount (`reconcile`).
 pub fn entry_of(tree: &Tree, ino: u64) -> FsResult<Entry> {
     let node = tree.get(ino)?;
+    let shared = (tree.nlink(ino) > 1).then_some(ino);
     Ok(match &node.kind {
         Kind::Dir(_) => Entry::Dir { attrs: node.attrs },
         Kind::File(f) => Entry::File {
@@ -88,10 +92,12 @@ pub fn entry_of(tree: &Tree, ino: u64) -> FsResult<Entry> {
         Kind::Symlink(t) => Entry::Symlink {
             target: t.as_os_str().as_bytes().to_vec(),
             attrs: node.attrs,
+            node: shared,
         },
         Kind::Special(rdev) => Entry::Special {
             rdev: *rdev,
             attrs: node.attrs,
+            node: shared,
         },
     })
 }
@@ -172,6 +178,8 @@ pub fn load_version(tree: &mut Tree, db: &Arc<Db>) -> FsResult<bool> {
     }
     let mut dirs: HashMap<Vec<u8>, u64> = HashMap::from([(Vec::new(), ROOT)]);
     let mut files: HashMap<String, u64> = HashMap::new();
+    // Symlinks and special nodes with several names, by their number.
+    let mut shared: HashMap<u64, u64> = HashMap::new();
     for (k, _) in names {
         let path = &k[PREFIX.len()..];
         let Some(value) = db.get(&k).map_err(fail)? else {
@@ -224,12 +232,29 @@ pub fn load_version(tree: &mut Tree, db: &Arc<Db>) -> FsResult<bool> {
                 let ino = tree.insert(parent, name, Kind::File(Arc::new(Mutex::new(file))), attrs);
                 files.insert(id, ino);
             }
-            Entry::Symlink { target, attrs } => {
-                let target = PathBuf::from(OsString::from_vec(target));
-                tree.insert(parent, name, Kind::Symlink(target), attrs);
+            Entry::Symlink { node, .. } | Entry::Special { node, .. }
+                if node.is_some_and(|n| shared.contains_key(&n)) =>
+            {
+                if let Some(&ino) = node.and_then(|n| shared.get(&n)) {
+                    tree.add_name(ino, parent, name);
+                }
             }
-            Entry::Special { rdev, attrs } => {
-                tree.insert(parent, name, Kind::Special(rdev), attrs);
+            Entry::Symlink {
+                target,
+                attrs,
+                node,
+            } => {
+                let target = PathBuf::from(OsString::from_vec(target));
+                let ino = tree.insert(parent, name, Kind::Symlink(target), attrs);
+                if let Some(n) = node {
+                    shared.insert(n, ino);
+                }
+            }
+            Entry::Special { rdev, attrs, node } => {
+                let ino = tree.insert(parent, name, Kind::Special(rdev), attrs);
+                if let Some(n) = node {
+                    shared.insert(n, ino);
+                }
             }
         }
     }

@@ -38,12 +38,22 @@ pub enum Entry {
     Symlink {
         target: Vec<u8>,
         attrs: Attrs,
+        /// Shared by every name of a symlink with hard links (see `Node`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Node,
     },
     Special {
         rdev: u64,
         attrs: Attrs,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Node,
     },
 }
+
+/// Which names of a version are one symlink or special node: `None` for a
+/// node with one name, else a number all its names carry and no other
+/// node's do (a file's names share its id instead).
+pub type Node = Option<u64>;
 
 /// How a non-directory name goes.
 #[derive(Clone, Copy)]

@@ -88,6 +88,7 @@ impl Namespace for Catalog {
             &Entry::Symlink {
                 target,
                 attrs: *attrs,
+                node: None,
             },
         )
     }
@@ -98,6 +99,7 @@ impl Namespace for Catalog {
             &Entry::Special {
                 rdev,
                 attrs: *attrs,
+                node: None,
             },
         )
     }
