@@ -65,6 +65,8 @@ enum Cmd {
     },
     /// Render a profile (written at unmount or on SIGUSR1) as tables and a plot.
     Report {
+        /// A profile file, a backing dir (its `.ckptfs/profile.json`), or a
+        /// mountpoint (its live `.ckptfs/stats`).
         profile: PathBuf,
         #[arg(long, value_enum, default_value = "op")]
         by: ckptfs::profile::report::By,
@@ -198,8 +200,11 @@ fn main() -> ExitCode {
             plot,
         } => {
             let run = || -> anyhow::Result<()> {
-                let text = std::fs::read(&profile)?;
-                let doc: serde_json::Value = serde_json::from_slice(&text)?;
+                let path = ckptfs::profile::report::locate(&profile)?;
+                let text = std::fs::read(&path)
+                    .map_err(|e| anyhow::anyhow!("read profile {}: {e}", path.display()))?;
+                let doc: serde_json::Value = serde_json::from_slice(&text)
+                    .map_err(|e| anyhow::anyhow!("profile {}: {e}", path.display()))?;
                 print!("{}", ckptfs::profile::report::render(&doc, by, format)?);
                 if let Some(p) = plot {
                     ckptfs::profile::plot::draw(&doc, &p)?;

@@ -7,6 +7,7 @@ mod common;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::process::Command;
 
 use common::{fill, Mount};
@@ -274,6 +275,50 @@ fn stats_accesslog_profile_and_report_match_a_scripted_workload() {
         png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 20_000,
         "plot is not a real PNG"
     );
+
+    // A backing dir names the profile of its last unmount; a directory
+    // that holds none is refused with what was looked for.
+    let report = |arg: &Path| {
+        Command::new(common::BIN)
+            .args(["report", "--format", "json"])
+            .arg(arg)
+            .output()
+            .expect("report")
+    };
+    let (by_file, by_dir) = (report(&profile_path), report(&m.backing));
+    assert!(
+        by_dir.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_dir.stderr)
+    );
+    assert_eq!(by_file.stdout, by_dir.stdout, "report of the backing dir");
+    let empty = m.root.path().join("empty");
+    fs::create_dir_all(&empty).expect("mkdir");
+    let none = report(&empty);
+    assert!(!none.status.success(), "report of a dir without a profile");
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("holds no profile"),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
+    // A mountpoint names its live figures.
+    m.start();
+    fs::write(m.path("live.bin"), file_data(9, 100_000)).expect("write");
+    let live = report(&m.mnt);
+    assert!(
+        live.status.success(),
+        "{}",
+        String::from_utf8_lossy(&live.stderr)
+    );
+    let v: Value = serde_json::from_slice(&live.stdout).expect("live report json");
+    assert!(
+        v["rows"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["name"] == "write")),
+        "live report rows: {}",
+        v["rows"]
+    );
+    m.unmount();
 }
 
 /// PNG width and height from its IHDR chunk.

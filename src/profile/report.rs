@@ -47,6 +47,27 @@ pub struct Row {
 }
 
 /// The profiler snapshot inside a profile file (or a bare snapshot).
+/// The profile a `ckptfs report` argument names: a profile file itself, a
+/// mountpoint's live figures (`MNT/.ckptfs/stats`), or the profile a
+/// backing dir keeps from its last unmount (`BACKING/.ckptfs/profile.json`).
+pub fn locate(arg: &std::path::Path) -> Result<std::path::PathBuf> {
+    if !arg.is_dir() {
+        return Ok(arg.to_path_buf());
+    }
+    let dir = arg.join(".ckptfs");
+    for name in ["stats", "profile.json"] {
+        if dir.join(name).is_file() {
+            return Ok(dir.join(name));
+        }
+    }
+    Err(anyhow!(
+        "{} holds no profile: expected a mount's {} or a backing dir's {} (written at unmount or on SIGUSR1)",
+        arg.display(),
+        dir.join("stats").display(),
+        dir.join("profile.json").display()
+    ))
+}
+
 pub fn snapshot(doc: &Value) -> &Value {
     doc.get("profile").unwrap_or(doc)
 }
