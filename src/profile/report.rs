@@ -46,7 +46,6 @@ pub struct Row {
     pub share: f64,
 }
 
-/// The profiler snapshot inside a profile file (or a bare snapshot).
 /// The profile a `ckptfs report` argument names: a profile file itself, a
 /// mountpoint's live figures (`MNT/.ckptfs/stats`), or the profile a
 /// backing dir keeps from its last unmount (`BACKING/.ckptfs/profile.json`).
@@ -68,6 +67,7 @@ pub fn locate(arg: &std::path::Path) -> Result<std::path::PathBuf> {
     ))
 }
 
+/// The profiler snapshot inside a profile file (or a bare snapshot).
 pub fn snapshot(doc: &Value) -> &Value {
     doc.get("profile").unwrap_or(doc)
 }
