@@ -13,6 +13,7 @@ pub mod fs;
 pub mod inspect;
 pub mod layout;
 pub mod mount;
+pub mod mount_helper;
 /// The OCDBT database (its own crate), under its old path.
 pub use ::ocdbt;
 pub mod packed_cli;

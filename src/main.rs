@@ -42,6 +42,10 @@ enum Cmd {
         /// Mount generation N of the packed index read-only (see `ckptfs versions`).
         #[arg(long, value_name = "N")]
         version: Option<u64>,
+        /// Mount read-only, changing nothing in the backing dir (the newest
+        /// version of a packed index; the backing may be on read-only media).
+        #[arg(long)]
+        read_only: bool,
         /// Mount over a directory that has entries (hidden while mounted).
         #[arg(long)]
         nonempty: bool,
@@ -115,7 +119,50 @@ enum Cmd {
     Advise(ckptfs::advise::AdviseArgs),
 }
 
+/// As `mount.ckptfs` (mount(8)'s helper): run the `ckptfs mount` it asks
+/// for in this process's place.
+fn mount_helper(args: Vec<std::ffi::OsString>) -> ExitCode {
+    use ckptfs::mount_helper::{parse, HELPER_NAME};
+    use std::os::unix::process::CommandExt;
+    let helper = match parse(&args) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("{HELPER_NAME}: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{HELPER_NAME}: locate the ckptfs binary: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let shown = || {
+        let words: Vec<_> = helper.argv.iter().map(|a| a.to_string_lossy()).collect();
+        format!("{} {}", exe.display(), words.join(" "))
+    };
+    if helper.fake || helper.verbose {
+        eprintln!("{HELPER_NAME}: {}", shown());
+    }
+    if helper.fake {
+        return ExitCode::SUCCESS;
+    }
+    let e = std::process::Command::new(&exe).args(&helper.argv).exec();
+    eprintln!("{HELPER_NAME}: run {}: {e}", shown());
+    // mount(8)'s status for a mount that failed.
+    ExitCode::from(32)
+}
+
 fn main() -> ExitCode {
+    let mut argv = std::env::args_os();
+    let arg0 = argv.next().unwrap_or_default();
+    if std::path::Path::new(&arg0)
+        .file_name()
+        .is_some_and(|n| n == ckptfs::mount_helper::HELPER_NAME)
+    {
+        return mount_helper(argv.collect());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("CKPTFS_LOG").unwrap_or_else(|_| {
             // fuser warns when it re-unmounts a mount already gone.
@@ -146,6 +193,7 @@ fn main() -> ExitCode {
             profile_out,
             profile,
             version,
+            read_only,
             nonempty,
             backing_dir,
             mountpoint,
@@ -169,6 +217,7 @@ fn main() -> ExitCode {
                 profile_out,
                 profile,
                 version,
+                read_only,
                 nonempty,
             };
             match mount::run(args) {

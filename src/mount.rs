@@ -43,19 +43,35 @@ pub struct MountArgs {
     pub profile: crate::profile::Level,
     /// Mount this version of the packed index, read-only.
     pub version: Option<u64>,
+    /// Mount the backing dir as it is, read-only (the newest version of a
+    /// packed index), changing nothing in it.
+    pub read_only: bool,
     /// Mount over a directory that has entries.
     pub nonempty: bool,
 }
 
 /// Opens the packed database at the backing root: the version asked for
-/// (read-only), or the live one when the config packs new files or the
-/// backing dir already has one.
+/// (read-only), the newest one read-only for a read-only mount, or the
+/// live one when the config packs new files or the backing dir already
+/// has one.
 fn open_packed(
     backing: &Path,
     config: &MountConfig,
     version: Option<u64>,
+    read_only: bool,
 ) -> Result<Option<Arc<Db>>> {
     let exists = backing.join(MANIFEST_FILE).exists();
+    let version = match version {
+        None if read_only && exists => crate::ocdbt::versions(backing)
+            .with_context(|| format!("versions of the packed index in {}", backing.display()))?
+            .iter()
+            .map(|v| v.generation)
+            .max(),
+        v => v,
+    };
+    if read_only && !exists {
+        return Ok(None);
+    }
     if let Some(n) = version {
         if !exists {
             bail!(
@@ -91,9 +107,10 @@ fn open_packed(
     Ok(Some(db))
 }
 
-/// Holds the backing dir's lock for as long as the mount lives.
+/// Holds the backing dir's lock for as long as the mount lives (none for a
+/// read-only mount of read-only media, which nothing can change).
 pub struct BackingLock {
-    _file: File,
+    _file: Option<File>,
 }
 
 fn lock_path(backing: &Path) -> PathBuf {
@@ -125,7 +142,13 @@ pub fn lock_backing(backing: &Path) -> Result<BackingLock> {
     }
     file.set_len(0)?;
     write!(file, "{}", std::process::id())?;
-    Ok(BackingLock { _file: file })
+    Ok(BackingLock { _file: Some(file) })
+}
+
+/// Whether `path` is on a filesystem mounted read-only.
+fn on_read_only_media(path: &Path) -> bool {
+    nix::sys::statvfs::statvfs(path)
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
 /// Prepares a backing dir: our state folder and the root group.
@@ -146,6 +169,8 @@ pub struct CoreOptions {
     pub profile: crate::profile::Level,
     /// Open this version of the packed index, read-only.
     pub version: Option<u64>,
+    /// Change nothing in the backing dir (see `MountArgs::read_only`).
+    pub read_only: bool,
 }
 
 impl Default for CoreOptions {
@@ -154,6 +179,7 @@ impl Default for CoreOptions {
         CoreOptions {
             profile: crate::profile::Level::Full,
             version: None,
+            read_only: false,
         }
     }
 }
@@ -175,15 +201,21 @@ pub fn open_core(
 ) -> Result<(Arc<CkptFs>, BackingLock)> {
     // The lock first: a racing mount's recovery would take our half-written
     // root document for a crash's leftover.
-    fs::create_dir_all(backing.join(RESERVED))
-        .with_context(|| format!("create backing dir {}", backing.display()))?;
-    let lock = lock_backing(backing)?;
-    init_backing(backing)?;
+    let lock = if opts.read_only && on_read_only_media(backing) {
+        BackingLock { _file: None }
+    } else {
+        fs::create_dir_all(backing.join(RESERVED))
+            .with_context(|| format!("create backing dir {}", backing.display()))?;
+        lock_backing(backing)?
+    };
+    if !opts.read_only {
+        init_backing(backing)?;
+    }
     let started = Instant::now();
-    let db = open_packed(backing, config, opts.version)?;
+    let db = open_packed(backing, config, opts.version, opts.read_only)?;
     let pack_new = config.layout.index == Index::Packed;
-    let (tree, rec) =
-        Tree::load(backing, db, pack_new).map_err(|e| anyhow!("load backing dir: {e}"))?;
+    let (tree, rec) = Tree::load(backing, db, pack_new, opts.read_only)
+        .map_err(|e| anyhow!("load backing dir: {e}"))?;
     tracing::info!(
         files = rec.files,
         dirs = rec.dirs,
@@ -304,8 +336,12 @@ pub fn run(args: MountArgs) -> Result<i32> {
         Ok(())
     };
     nest(&std::path::absolute(&args.backing).unwrap_or_else(|_| args.backing.clone()))?;
+    let read_only = args.version.is_some() || args.read_only;
     let backing = fs::canonicalize(&args.backing)
-        .or_else(|_| {
+        .or_else(|e| {
+            if read_only {
+                return Err(e);
+            }
             fs::create_dir_all(&args.backing)?;
             fs::canonicalize(&args.backing)
         })
@@ -322,7 +358,6 @@ pub fn run(args: MountArgs) -> Result<i32> {
     signals.add(Signal::SIGUSR1);
     signals.thread_block().context("block signals")?;
 
-    let read_only = args.version.is_some();
     // Declared first, so dropped last: the lock outlives the core.
     let _lock: BackingLock;
     let core: Arc<CkptFs>;
@@ -332,6 +367,7 @@ pub fn run(args: MountArgs) -> Result<i32> {
         CoreOptions {
             profile: args.profile,
             version: args.version,
+            read_only: args.read_only,
         },
     )?;
     let config = args.config.clone();

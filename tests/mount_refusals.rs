@@ -120,6 +120,47 @@ fn a_backing_dir_on_a_read_only_filesystem_is_refused() {
     assert_eq!(fs::read_dir(ro.join("backing")).expect("ls").count(), 0);
 }
 
+/// `--read-only` serves a backing dir on read-only media (a published
+/// checkpoint on a read-only volume): no lock, no recovery, EROFS to
+/// changes, the bytes as they were.
+#[test]
+fn a_backing_dir_on_a_read_only_filesystem_mounts_read_only() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (ro, mnt) = (tmp.path().join("ro"), tmp.path().join("mnt"));
+    let backing = ro.join("backing");
+    fs::create_dir_all(&ro).expect("ro");
+    fs::create_dir(&mnt).expect("mnt");
+    let (code, err) = mount(&[&backing, &mnt]);
+    assert_eq!(code, 0, "{err}");
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 + i / 300) as u8).collect();
+    fs::write(mnt.join("w.bin"), &data).expect("write");
+    umount(&mnt);
+    let bound = Command::new("mount")
+        .args(["--bind", "-o", "ro"])
+        .arg(&ro)
+        .arg(&ro)
+        .status()
+        .expect("mount --bind")
+        .success();
+    assert!(bound, "mount --bind -o ro failed");
+    let (code, err) = mount(&[&"--read-only", &backing, &mnt]);
+    let read = (code == 0).then(|| fs::read(mnt.join("w.bin")));
+    let write = (code == 0).then(|| fs::write(mnt.join("x.bin"), b"x"));
+    if code == 0 {
+        umount(&mnt);
+    }
+    let _ = Command::new("umount").arg(&ro).status();
+    assert_eq!(code, 0, "--read-only on read-only media: {err}");
+    assert!(
+        read.is_some_and(|r| r.is_ok_and(|r| r == data)),
+        "the read-only mount reads other bytes"
+    );
+    let e = write
+        .and_then(|w| w.err())
+        .expect("a write on the read-only mount");
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+}
+
 #[test]
 fn the_lock_is_the_flock_not_the_file_content() {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -63,6 +63,8 @@ pub struct Tree {
     pub db: Option<Arc<Db>>,
     /// New files put their arrays in `db` (`layout.index = "packed"`).
     pub pack_new: bool,
+    /// Nothing on disk may change (`ckptfs mount --read-only`).
+    frozen: bool,
     /// Open directories that anchor long paths (see `LONG_PATH`), by inode.
     anchors: Mutex<HashMap<u64, fs::File>>,
 }
@@ -186,7 +188,15 @@ impl Tree {
     /// With a read-only `db` (one version, `ckptfs mount --version N`)
     /// nothing is changed on disk, and each packed file shows the manifest
     /// that version holds (files it does not hold are left out).
-    pub fn load(backing: &Path, db: Option<Arc<Db>>, pack_new: bool) -> FsResult<(Self, Recovery)> {
+    ///
+    /// With `frozen` (a read-only mount) nothing is changed on disk either:
+    /// what a crash left is passed over, not removed.
+    pub fn load(
+        backing: &Path,
+        db: Option<Arc<Db>>,
+        pack_new: bool,
+        frozen: bool,
+    ) -> FsResult<(Self, Recovery)> {
         let meta = fs::metadata(backing).ctx(format!("backing dir {}", backing.display()))?;
         let mut tree = Tree {
             nodes: HashMap::new(),
@@ -194,6 +204,7 @@ impl Tree {
             backing: backing.to_path_buf(),
             db,
             pack_new,
+            frozen,
             anchors: Mutex::new(HashMap::new()),
         };
         tree.nodes.insert(
@@ -230,22 +241,23 @@ impl Tree {
         Ok((tree, rec))
     }
 
-    /// Whether the tree may change nothing on disk (an old version).
+    /// Whether the tree may change nothing on disk (an old version, or a
+    /// read-only mount).
     pub fn read_only(&self) -> bool {
-        self.db.as_ref().is_some_and(|db| db.is_read_only())
+        self.frozen || self.db.as_ref().is_some_and(|db| db.is_read_only())
     }
 
     /// The packed index whose namespace keys follow this tree (any
     /// writable one: see `ns_index`).
     pub fn ns_db(&self) -> Option<Arc<Db>> {
-        self.db.clone().filter(|db| !db.is_read_only())
+        self.db.clone().filter(|_| !self.read_only())
     }
 
     /// The database new files go into, if packed.
     pub fn packed_for_new(&self) -> Option<Arc<Db>> {
         self.db
             .clone()
-            .filter(|db| self.pack_new && !db.is_read_only())
+            .filter(|_| self.pack_new && !self.read_only())
     }
 
     /// The manifest and store of a file directory; `None` when a version

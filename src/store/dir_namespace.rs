@@ -44,9 +44,11 @@ impl DirNamespace {
     /// With `sweep` (a mount that may write, before anything is open),
     /// what a crash left in the trash goes: homes of files removed while
     /// open, or removed names cut short.
+    /// A mount that may not write (a version, `--read-only`) makes and
+    /// sweeps nothing: its backing may sit on read-only media.
     pub fn new(root: &Path, trash: PathBuf, sweep: bool) -> FsResult<Self> {
-        fs::create_dir_all(&trash).ctx("create trash dir")?;
         if sweep {
+            fs::create_dir_all(&trash).ctx("create trash dir")?;
             for entry in fs::read_dir(&trash).ctx("read trash dir")? {
                 let path = entry.ctx("read trash dir")?.path();
                 if fs::remove_dir_all(&path).is_err() {
