@@ -565,3 +565,56 @@ fn kill9_with_an_unlinked_file_still_open_leaves_nothing_after_the_next_mount() 
         assert!(out.contains("0 leftovers"), "{out}");
     }
 }
+
+/// Commits the mount has made so far (its live figures).
+fn commits(m: &Mount) -> u64 {
+    let stats: serde_json::Value =
+        serde_json::from_slice(&fs::read(m.path(".ckptfs/stats")).expect("stats")).expect("json");
+    stats["stages"]["commit"]["count"].as_u64().unwrap_or(0)
+}
+
+/// close(2) commits, except while the closing process still writes the
+/// file through another descriptor (TensorStore's lock files): that one's
+/// close commits. A read-only descriptor left open does not hold a
+/// writer's commit back. Either way kill -9 after the last close keeps
+/// the file.
+#[test]
+fn a_close_while_the_process_writes_through_another_descriptor_defers_the_commit() {
+    let mut m = Mount::new(None);
+    let before = commits(&m);
+    let mut writer = File::create(m.path("chunk.__lock")).expect("create");
+    drop(
+        OpenOptions::new()
+            .write(true)
+            .open(m.path("chunk.__lock"))
+            .expect("open again"),
+    );
+    assert_eq!(
+        commits(&m),
+        before,
+        "the second descriptor's close committed"
+    );
+    writer.write_all(&[7u8; 300_000]).expect("write");
+    drop(writer);
+    assert_eq!(commits(&m), before + 1, "the writer's close did not commit");
+
+    let reader = File::open(m.path("chunk.__lock")).expect("open for reading");
+    let mut w = OpenOptions::new()
+        .write(true)
+        .open(m.path("chunk.__lock"))
+        .expect("open");
+    w.write_all(&[9u8; 1000]).expect("overwrite");
+    drop(w);
+    assert_eq!(
+        commits(&m),
+        before + 2,
+        "a reader held the writer's commit back"
+    );
+    drop(reader);
+    m.kill9();
+    m.start();
+    let got = fs::read(m.path("chunk.__lock")).expect("read after kill -9");
+    assert_eq!(got.len(), 300_000);
+    assert!(got[..1000].iter().all(|&b| b == 9) && got[1000..].iter().all(|&b| b == 7));
+    m.unmount();
+}

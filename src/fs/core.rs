@@ -1039,16 +1039,26 @@ impl CkptFs {
     }
 
     /// close(2) of a descriptor by the process that opened it commits, so
-    /// the closing tool sees any error (a release error would be invisible).
+    /// the closing tool sees any error (a release error would be invisible)
+    /// — unless that process still writes the file through another
+    /// descriptor, whose close commits then (TensorStore opens each chunk's
+    /// lock file twice and closes one at once: one commit, not two).
     pub fn flush(&self, fh: u64, pid: u32) -> FsResult<()> {
         if self.controls.contains_key(&fh) {
             return Ok(());
         }
-        let (opener, file) = match self.handles.get(&fh) {
-            Some(h) => (h.pid, h.file.clone()),
+        let (opener, ino, file) = match self.handles.get(&fh) {
+            Some(h) => (h.pid, h.ino, h.file.clone()),
             None => return Err(FsError::new(libc::EBADF, format!("no handle {fh}"))),
         };
         if opener != process_of(pid) {
+            return Ok(());
+        }
+        let writes_on = self
+            .handles
+            .iter()
+            .any(|h| *h.key() != fh && h.ino == ino && h.pid == opener && h.writable);
+        if writes_on {
             return Ok(());
         }
         let mut f = file.lock();
