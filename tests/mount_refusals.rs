@@ -33,6 +33,19 @@ fn umount(mnt: &Path) {
     assert!(ok, "ckptfs umount {}", mnt.display());
 }
 
+/// Makes `dir` a read-only view of itself (root runs the tests); undone
+/// by `umount dir`.
+fn bind_read_only(dir: &Path) {
+    let bound = Command::new("mount")
+        .args(["--bind", "-o", "ro"])
+        .arg(dir)
+        .arg(dir)
+        .status()
+        .expect("mount --bind")
+        .success();
+    assert!(bound, "mount --bind -o ro failed");
+}
+
 fn refused(code: i32, err: &str, says: &str) {
     assert_ne!(code, 0, "mount should have been refused; stderr:\n{err}");
     assert!(
@@ -105,15 +118,7 @@ fn a_backing_dir_on_a_read_only_filesystem_is_refused() {
     let (ro, mnt) = (tmp.path().join("ro"), tmp.path().join("mnt"));
     fs::create_dir_all(ro.join("backing")).expect("backing");
     fs::create_dir(&mnt).expect("mnt");
-    // A read-only view of the directory (root runs the tests).
-    let bound = Command::new("mount")
-        .args(["--bind", "-o", "ro"])
-        .arg(&ro)
-        .arg(&ro)
-        .status()
-        .expect("mount --bind")
-        .success();
-    assert!(bound, "mount --bind -o ro failed");
+    bind_read_only(&ro);
     let (code, err) = mount(&[&ro.join("backing"), &mnt]);
     let _ = Command::new("umount").arg(&ro).status();
     refused(code, &err, "Read-only file system");
@@ -135,14 +140,7 @@ fn a_backing_dir_on_a_read_only_filesystem_mounts_read_only() {
     let data: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 + i / 300) as u8).collect();
     fs::write(mnt.join("w.bin"), &data).expect("write");
     umount(&mnt);
-    let bound = Command::new("mount")
-        .args(["--bind", "-o", "ro"])
-        .arg(&ro)
-        .arg(&ro)
-        .status()
-        .expect("mount --bind")
-        .success();
-    assert!(bound, "mount --bind -o ro failed");
+    bind_read_only(&ro);
     let (code, err) = mount(&[&"--read-only", &backing, &mnt]);
     let read = (code == 0).then(|| fs::read(mnt.join("w.bin")));
     let write = (code == 0).then(|| fs::write(mnt.join("x.bin"), b"x"));
