@@ -98,6 +98,10 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Also check the files of every older version a packed index keeps,
+        /// against the manifests of that version.
+        #[arg(long)]
+        all_versions: bool,
         backing_dir: PathBuf,
     },
     /// List the versions a packed (OCDBT) database keeps.
@@ -283,7 +287,11 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Cmd::Verify { json, backing_dir } => run_verify(&backing_dir, json),
+        Cmd::Verify {
+            json,
+            all_versions,
+            backing_dir,
+        } => run_verify(&backing_dir, json, all_versions),
         Cmd::Versions { backing_dir } => ExitCode::from(ckptfs::packed_cli::versions(&backing_dir)),
         Cmd::Compact { keep, backing_dir } => {
             // A mounted backing dir's database belongs to its daemon.
@@ -341,12 +349,12 @@ fn offline_lock(backing: &std::path::Path) -> Result<Option<mount::BackingLock>,
 }
 
 /// `ckptfs verify`: refuses a store a live mount holds (it changes under us).
-fn run_verify(backing: &std::path::Path, json: bool) -> ExitCode {
+fn run_verify(backing: &std::path::Path, json: bool, all_versions: bool) -> ExitCode {
     let _lock = match offline_lock(backing) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let report = match ckptfs::verify::verify(backing) {
+    let report = match ckptfs::verify::verify(backing, all_versions) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ckptfs: {e:#}");
@@ -364,6 +372,9 @@ fn run_verify(backing: &std::path::Path, json: bool) -> ExitCode {
         }
         if let Some([versions, nodes, keys]) = report.packed {
             println!("packed database: {versions} versions, {nodes} nodes, {keys} keys");
+        }
+        if let Some([versions, files]) = report.older_versions {
+            println!("older versions: {versions} checked, {files} files in them");
         }
         println!(
             "{} files ({} further names), {} dirs, {} chunks ({} bytes) checked; {} leftovers for the next mount to remove; {} problems",

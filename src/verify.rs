@@ -7,6 +7,11 @@
 //! follow each other from the file's start, none starting past its end.
 //! Leftovers of an interrupted write (temp entries, superseded generations)
 //! are counted, not reported: the next mount removes them.
+//!
+//! With `all_versions`, the files of every older version a packed index
+//! keeps are checked too, against the manifests that version holds (a
+//! byte flipped in a value only `mount --version N` reads shows up here).
+//! Plain-layout files keep only their newest bytes and are left out.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -48,22 +53,30 @@ pub struct Report {
     /// For a packed (OCDBT) database: kept versions, tree nodes and keys.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packed: Option<[u64; 3]>,
+    /// With `all_versions`: older versions checked, and the files in them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub older_versions: Option<[u64; 2]>,
     /// What is wrong, one line each; empty for a clean store.
     pub problems: Vec<String>,
 }
 
-/// Checks every file under `backing`.
-pub fn verify(backing: &Path) -> Result<Report> {
+/// Checks every file under `backing` (and in every kept version, with
+/// `all_versions`).
+pub fn verify(backing: &Path, all_versions: bool) -> Result<Report> {
     if !backing.is_dir() {
         bail!("{} is not a directory", backing.display());
     }
+    let mut older = Vec::new();
     let (mut report, db) = if backing.join(MANIFEST_FILE).is_file() {
         let report = verify_packed(backing);
         // Files' arrays are read from the newest version.
-        let newest = crate::ocdbt::versions(backing)
-            .ok()
-            .and_then(|v| v.last().map(|v| v.generation));
-        let db = newest.and_then(|g| Db::open_version(backing, g).ok());
+        let kept: Vec<u64> = crate::ocdbt::versions(backing)
+            .map(|v| v.iter().map(|v| v.generation).collect())
+            .unwrap_or_default();
+        let db = kept.last().and_then(|&g| Db::open_version(backing, g).ok());
+        if all_versions {
+            older = kept[..kept.len().saturating_sub(1)].to_vec();
+        }
         (report, db)
     } else {
         (Report::default(), None)
@@ -107,19 +120,79 @@ pub fn verify(backing: &Path) -> Result<Report> {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((dir, m)) = files.get(i) else { break };
                 let mut t = Tally::default();
-                if let Err(e) = check_file(dir, m, db.as_ref(), &mut t) {
+                if let Err(e) = check_file(dir, dir, m, db.as_ref(), &mut t) {
                     t.problems.push(format!("{}: {e:#}", dir.display()));
                 }
                 shared.lock().add(t);
             });
         }
     });
-    let t = shared.into_inner();
+    let mut t = shared.into_inner();
+    if all_versions {
+        let mut files = 0;
+        for &g in &older {
+            files += check_version(backing, g, &mut t);
+        }
+        report.older_versions = Some([older.len() as u64, files]);
+    }
     report.chunks = t.chunks;
     report.bytes = t.bytes;
     report.problems.extend(t.problems);
     report.problems.sort();
     Ok(report)
+}
+
+/// Checks the files version `g` of the packed index names, each against
+/// the manifest that version holds; returns how many were checked.
+fn check_version(backing: &Path, g: u64, t: &mut Tally) -> u64 {
+    use crate::store::namespace::Entry;
+    let db = match Db::open_version(backing, g) {
+        Ok(db) => db,
+        Err(e) => {
+            t.problem(format!("version {g}: {e}"));
+            return 0;
+        }
+    };
+    let prefix = crate::store::ns_catalog::PREFIX;
+    let mut seen = std::collections::HashSet::new();
+    let mut checked = 0;
+    for (key, _) in db.list_prefix(prefix) {
+        let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+        let label = PathBuf::from(format!("version {g}")).join(&name);
+        let entry = match db.get(&key) {
+            Ok(Some(v)) => serde_json::from_slice::<Entry>(&v).ok(),
+            Ok(None) => continue,
+            Err(e) => {
+                t.problem(format!("{}: {e}", label.display()));
+                continue;
+            }
+        };
+        let Some(Entry::File { id }) = entry else {
+            continue;
+        };
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        let doc = match db.get(format!("{id}/{ZARR_JSON}").as_bytes()) {
+            Ok(doc) => doc,
+            Err(e) => {
+                t.problem(format!("{}: manifest: {e}", label.display()));
+                continue;
+            }
+        };
+        // Created, never committed in this version: no file yet.
+        let Some(NodeDoc::File(m)) = doc.as_deref().map(crate::layout::manifest::parse_node) else {
+            continue;
+        };
+        if m.layout.kind == LayoutKind::Plain {
+            continue;
+        }
+        checked += 1;
+        if let Err(e) = check_file(&label, backing, &m, Some(&db), t) {
+            t.problem(format!("{}: {e:#}", label.display()));
+        }
+    }
+    checked
 }
 
 /// A packed database: every kept version's nodes (CRC-32C, order) and
@@ -242,7 +315,16 @@ fn superseded(dir: &Path, m: &FileManifest) -> Result<u64> {
     Ok(n)
 }
 
-fn check_file(dir: &Path, m: &FileManifest, db: Option<&Arc<Db>>, t: &mut Tally) -> Result<()> {
+/// Checks one file: `dir` names it in problems, `home` is its directory
+/// (the backing root for an older version's file, whose data is all in
+/// the packed index).
+fn check_file(
+    dir: &Path,
+    home: &Path,
+    m: &FileManifest,
+    db: Option<&Arc<Db>>,
+    t: &mut Tally,
+) -> Result<()> {
     if m.generation == 0 || m.layout.kind == LayoutKind::Empty {
         if m.size != 0 {
             t.problem(format!(
@@ -254,7 +336,7 @@ fn check_file(dir: &Path, m: &FileManifest, db: Option<&Arc<Db>>, t: &mut Tally)
         return Ok(());
     }
     let present = match (m.packed, db) {
-        (false, _) => dir.join(format!("g{}", m.generation)).is_dir(),
+        (false, _) => home.join(format!("g{}", m.generation)).is_dir(),
         (true, Some(db)) => !db
             .list_prefix(format!("{}/g{}/", m.id, m.generation).as_bytes())
             .is_empty(),
@@ -276,8 +358,8 @@ fn check_file(dir: &Path, m: &FileManifest, db: Option<&Arc<Db>>, t: &mut Tally)
     }
     let store = Arc::new(
         match (m.packed, db) {
-            (true, Some(db)) => DurableStore::open_packed(dir, db.clone(), &m.id),
-            _ => DurableStore::open(dir),
+            (true, Some(db)) => DurableStore::open_packed(home, db.clone(), &m.id),
+            _ => DurableStore::open(home),
         }
         .with_context(|| format!("open {}", dir.display()))?,
     );

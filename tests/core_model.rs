@@ -230,7 +230,7 @@ impl<'a> Case<'a> {
     fn remount(&mut self) -> Result<(), TestCaseError> {
         self.close_all()?;
         self.unmount()?;
-        let report = ckptfs::verify::verify(self.backing)
+        let report = ckptfs::verify::verify(self.backing, true)
             .map_err(|e| TestCaseError::fail(format!("verify: {e:#}")))?;
         prop_assert!(
             report.problems.is_empty(),

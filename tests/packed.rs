@@ -427,3 +427,57 @@ fn a_version_mount_shows_the_tree_as_it_was() {
     let (code, out) = verify(&m.backing);
     assert_eq!(code, 0, "{out}");
 }
+
+/// A byte flipped in a value only an older version reads: `verify` checks
+/// the newest version and passes; `verify --all-versions` also checks
+/// each kept version's files against that version's manifests, and names
+/// the version and the file.
+#[test]
+fn verify_all_versions_finds_a_flipped_byte_only_an_old_version_reads() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut m = Mount::new(Some(packed_config(tmp.path())));
+    fs::create_dir(m.path("ck")).expect("mkdir");
+    write_file(&m.path("ck/a.bin"), 300_000, 5);
+    m.unmount();
+    let g1 = *versions(&m.backing).last().expect("a version");
+    m.start();
+    write_file(&m.path("ck/a.bin"), 300_000, 6);
+    m.unmount();
+
+    let all = |backing: &Path| ckptfs(&[&"verify", &"--all-versions", &backing]);
+    let (ok, out) = all(&m.backing);
+    assert!(ok, "verify --all-versions of a clean store:\n{out}");
+    assert!(out.contains("older versions:"), "{out}");
+
+    // A chunk of the first save: in version g1, gone from the newest.
+    let old = Db::open_version(&m.backing, g1).expect("open version");
+    let newest = Db::open_or_create(&m.backing, Default::default()).expect("open db");
+    let key = old
+        .list_prefix(b"")
+        .into_iter()
+        .map(|(k, _)| k)
+        .find(|k| k.windows(3).any(|w| w == b"/c/") && newest.get(k).expect("get").is_none())
+        .expect("a chunk only the old version holds");
+    let value = old.get(&key).expect("get").expect("value");
+    drop((old, newest));
+    let mut flipped = 0;
+    for e in fs::read_dir(m.backing.join("d")).expect("data files") {
+        let p = e.expect("entry").path();
+        let mut bytes = fs::read(&p).expect("read data file");
+        if let Some(at) = bytes.windows(value.len()).position(|w| w == &value[..]) {
+            bytes[at + value.len() / 2] ^= 0x20;
+            fs::write(&p, bytes).expect("write data file");
+            flipped += 1;
+        }
+    }
+    assert!(flipped > 0, "the old chunk's bytes are in no data file");
+
+    let (code, out) = verify(&m.backing);
+    assert_eq!(code, 0, "verify reads the newest version only:\n{out}");
+    let (ok, out) = all(&m.backing);
+    assert!(!ok, "verify --all-versions missed the flipped byte:\n{out}");
+    assert!(
+        out.contains(&format!("version {g1}/ck/a.bin")),
+        "the problem names no version and file:\n{out}"
+    );
+}
