@@ -42,8 +42,9 @@ enum Cmd {
         /// Mount generation N of the packed index read-only (see `ckptfs versions`).
         #[arg(long, value_name = "N")]
         version: Option<u64>,
-        /// Mount read-only, changing nothing in the backing dir (the newest
-        /// version of a packed index; the backing may be on read-only media).
+        /// Mount the live tree read-only, changing nothing in the backing dir
+        /// (packed files read at the newest version; the backing may be on
+        /// read-only media).
         #[arg(long)]
         read_only: bool,
         /// Mount over a directory that has entries (hidden while mounted).

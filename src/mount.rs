@@ -43,8 +43,8 @@ pub struct MountArgs {
     pub profile: crate::profile::Level,
     /// Mount this version of the packed index, read-only.
     pub version: Option<u64>,
-    /// Mount the backing dir as it is, read-only (the newest version of a
-    /// packed index), changing nothing in it.
+    /// Mount the backing dir's live tree as it is, read-only (a packed
+    /// index's data from its newest version), changing nothing in it.
     pub read_only: bool,
     /// Mount over a directory that has entries.
     pub nonempty: bool,

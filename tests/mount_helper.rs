@@ -192,3 +192,51 @@ fn mount_t_ckptfs_fstab_lines_and_read_only_mounts() {
         assert!(!mounted(&mnt));
     }
 }
+
+/// A backing dir whose files are split between the indexes (mounted with a
+/// packed config, then with the `files` one): a read-only mount shows the
+/// live tree, both kinds of files, as they were committed.
+#[test]
+fn a_read_only_mount_shows_files_of_both_indexes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (backing, mnt) = (tmp.path().join("backing"), tmp.path().join("mnt"));
+    fs::create_dir_all(&mnt).expect("mkdir");
+    let mount = |extra: &[&str], config: &str| {
+        let (ok, out) = run(Command::new(BIN)
+            .args(["mount", "--daemon", "--config"])
+            .arg(repo_config(config))
+            .args(extra)
+            .arg(&backing)
+            .arg(&mnt));
+        assert!(ok, "mount {extra:?} {config}: {out}");
+    };
+    let umount = || {
+        let (ok, out) = run(Command::new(BIN).arg("umount").arg(&mnt));
+        assert!(ok, "umount: {out}");
+    };
+    let packed = random(1_500_000, 1);
+    let files = random(1_200_000, 2);
+    mount(&[], "ts-ocdbt");
+    fs::write(mnt.join("packed.bin"), &packed).expect("write packed");
+    umount();
+    mount(&[], "default");
+    fs::write(mnt.join("files.bin"), &files).expect("write files");
+    fs::rename(mnt.join("packed.bin"), mnt.join("renamed.bin")).expect("rename");
+    umount();
+    mount(&["--read-only"], "default");
+    let mut names: Vec<_> = fs::read_dir(&mnt)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".ckptfs")
+        .collect();
+    names.sort();
+    let read = |n: &str| fs::read(mnt.join(n)).unwrap_or_else(|e| panic!("read {n}: {e}"));
+    let (got_files, got_packed) = (read("files.bin"), read("renamed.bin"));
+    umount();
+    assert_eq!(names, ["files.bin", "renamed.bin"]);
+    assert!(
+        got_files == files,
+        "the files index's file reads other bytes"
+    );
+    assert!(got_packed == packed, "the packed file reads other bytes");
+}

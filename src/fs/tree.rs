@@ -218,7 +218,9 @@ impl Tree {
             },
         );
         let mut rec = Recovery::default();
-        if let Some(db) = tree.db.clone().filter(|db| db.is_read_only()) {
+        // A read-only mount shows the live tree, whose record is the
+        // backing dir (files of the `files` index are in no version).
+        if let Some(db) = tree.db.clone().filter(|db| db.is_read_only() && !frozen) {
             if super::ns_index::load_version(&mut tree, &db)? {
                 return Ok((tree, rec));
             }
