@@ -3,7 +3,8 @@
 //! `/sbin/mount.<type>`, a link to the ckptfs binary). It turns mount(8)'s
 //! arguments into `ckptfs mount --daemon …` and runs that in its place.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 
 use anyhow::{bail, Result};
 
@@ -44,7 +45,8 @@ pub fn parse(args: &[OsString]) -> Result<Helper> {
                     bail!("{s} needs a value");
                 };
                 if s == "-o" {
-                    options.extend(v.to_string_lossy().split(',').map(str::to_string));
+                    // Values are paths: split the bytes, never re-encode them.
+                    options.extend(v.as_bytes().split(|&b| b == b',').map(OsStr::from_bytes));
                 }
             }
             flags if flags.starts_with('-') && flags.len() > 1 => {
@@ -73,10 +75,13 @@ pub fn parse(args: &[OsString]) -> Result<Helper> {
     }
     let mut argv: Vec<OsString> = vec!["mount".into(), "--daemon".into()];
     for opt in options.iter().filter(|o| !o.is_empty()) {
-        let (key, value) = match opt.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (opt.as_str(), None),
+        let bytes = opt.as_bytes();
+        let (key, value) = match bytes.iter().position(|&b| b == b'=') {
+            Some(i) => (&bytes[..i], Some(OsStr::from_bytes(&bytes[i + 1..]))),
+            None => (bytes, None),
         };
+        let key = String::from_utf8_lossy(key);
+        let key = key.as_ref();
         let flag = |name: &str| -> Result<Vec<OsString>> {
             match value {
                 Some(v) if !v.is_empty() => Ok(vec![name.into(), v.into()]),
@@ -158,6 +163,14 @@ mod tests {
                 "/m"
             ]
         );
+    }
+
+    #[test]
+    fn a_config_path_keeps_its_bytes() {
+        let path = OsStr::from_bytes(b"config=/etc/ck\xff.toml");
+        let h =
+            parse(&[OsString::from("/b"), "/m".into(), "-o".into(), path.into()]).expect("parse");
+        assert_eq!(h.argv[3], OsStr::from_bytes(b"/etc/ck\xff.toml"));
     }
 
     #[test]

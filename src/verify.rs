@@ -111,30 +111,40 @@ pub fn verify(backing: &Path, all_versions: bool) -> Result<Report> {
     if let Ok(entries) = std::fs::read_dir(&trash) {
         report.leftovers += entries.count() as u64;
     }
+    let mut pre = Tally::default();
+    let mut jobs: Vec<Job> = files
+        .into_iter()
+        .map(|(dir, m)| Job {
+            home: dir.clone(),
+            label: dir,
+            m,
+            db: db.clone(),
+        })
+        .collect();
+    if all_versions {
+        let newest = jobs.len();
+        for &g in &older {
+            version_jobs(backing, g, &mut jobs, &mut pre);
+        }
+        report.older_versions = Some([older.len() as u64, (jobs.len() - newest) as u64]);
+    }
     let next = AtomicUsize::new(0);
-    let shared = Mutex::new(Tally::default());
+    let shared = Mutex::new(pre);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((dir, m)) = files.get(i) else { break };
+                let Some(job) = jobs.get(i) else { break };
                 let mut t = Tally::default();
-                if let Err(e) = check_file(dir, dir, m, db.as_ref(), &mut t) {
-                    t.problems.push(format!("{}: {e:#}", dir.display()));
+                if let Err(e) = check_file(&job.label, &job.home, &job.m, job.db.as_ref(), &mut t) {
+                    t.problems.push(format!("{}: {e:#}", job.label.display()));
                 }
                 shared.lock().add(t);
             });
         }
     });
-    let mut t = shared.into_inner();
-    if all_versions {
-        let mut files = 0;
-        for &g in &older {
-            files += check_version(backing, g, &mut t);
-        }
-        report.older_versions = Some([older.len() as u64, files]);
-    }
+    let t = shared.into_inner();
     report.chunks = t.chunks;
     report.bytes = t.bytes;
     report.problems.extend(t.problems);
@@ -142,20 +152,30 @@ pub fn verify(backing: &Path, all_versions: bool) -> Result<Report> {
     Ok(report)
 }
 
-/// Checks the files version `g` of the packed index names, each against
-/// the manifest that version holds; returns how many were checked.
-fn check_version(backing: &Path, g: u64, t: &mut Tally) -> u64 {
+/// One file to check: `label` names it in problems, `home` is its
+/// directory, `m` the manifest to check it against, `db` the version of
+/// the packed index its arrays are read from.
+struct Job {
+    label: PathBuf,
+    home: PathBuf,
+    m: FileManifest,
+    db: Option<Arc<Db>>,
+}
+
+/// The files version `g` of the packed index names, each with the manifest
+/// that version holds (plain-layout files, which keep only their newest
+/// bytes, left out).
+fn version_jobs(backing: &Path, g: u64, jobs: &mut Vec<Job>, t: &mut Tally) {
     use crate::store::namespace::Entry;
     let db = match Db::open_version(backing, g) {
         Ok(db) => db,
         Err(e) => {
             t.problem(format!("version {g}: {e}"));
-            return 0;
+            return;
         }
     };
     let prefix = crate::store::ns_catalog::PREFIX;
     let mut seen = std::collections::HashSet::new();
-    let mut checked = 0;
     for (key, _) in db.list_prefix(prefix) {
         let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
         let label = PathBuf::from(format!("version {g}")).join(&name);
@@ -187,12 +207,15 @@ fn check_version(backing: &Path, g: u64, t: &mut Tally) -> u64 {
         if m.layout.kind == LayoutKind::Plain {
             continue;
         }
-        checked += 1;
-        if let Err(e) = check_file(&label, backing, &m, Some(&db), t) {
-            t.problem(format!("{}: {e:#}", label.display()));
-        }
+        // An older version's arrays are all in the packed index: the
+        // backing root is only the store's anchor.
+        jobs.push(Job {
+            label,
+            home: backing.to_path_buf(),
+            m: *m,
+            db: Some(db.clone()),
+        });
     }
-    checked
 }
 
 /// A packed database: every kept version's nodes (CRC-32C, order) and
