@@ -29,6 +29,8 @@ pub struct CompactReport {
     pub bytes_copied: u64,
     /// Bytes the deleted files held.
     pub bytes_reclaimed: u64,
+    /// Nothing was done: readers hold versions (see `readers`).
+    pub skipped_for_readers: bool,
 }
 
 type RangeKey = (String, u64, u64);
@@ -55,6 +57,12 @@ impl Db {
             return Ok(CompactReport::default());
         }
         let _guard = Guard(self);
+        let Some(_readers_out) = super::readers::exclusive(&self.dir)? else {
+            return Ok(CompactReport {
+                skipped_for_readers: true,
+                ..CompactReport::default()
+            });
+        };
 
         // The file being written is never a candidate: close it (the next
         // append starts a new one), or the garbage in it, up to

@@ -114,6 +114,10 @@ pub struct Db {
     /// Data files were created since the directory was last fsynced.
     pub(crate) new_files: AtomicBool,
     pub(crate) me: Weak<Db>,
+    /// A reader's pin on the version it opened (see `readers`).
+    pub(crate) pin: Mutex<Option<fs::File>>,
+    /// The generation a read-only `Db` opened.
+    pub(crate) opened: Mutex<Option<u64>>,
 }
 
 impl FileSource for Db {
@@ -172,6 +176,8 @@ impl Db {
             put_gate: RwLock::new(()),
             new_files: AtomicBool::new(false),
             me: me.clone(),
+            pin: Mutex::new(None),
+            opened: Mutex::new(None),
         })
     }
 
@@ -179,6 +185,9 @@ impl Db {
     /// manifest yet. The index is loaded from the newest version.
     pub fn open_or_create(dir: &Path, opts: DbOptions) -> Result<Arc<Db>> {
         fs::create_dir_all(dir.join(DATA_DIR)).map_err(io_at(dir))?;
+        // The readers' lock file exists before the disk can fill up: the
+        // hole punching of a full disk takes it, and could not create it.
+        super::readers::ensure(dir)?;
         let manifest_path = dir.join(MANIFEST_FILE);
         let existing = match fs::read(&manifest_path) {
             Ok(b) => Some(manifest::decode(&b)?),
@@ -226,17 +235,43 @@ impl Db {
 
     /// Opens one committed version read-only.
     pub fn open_version(dir: &Path, generation: u64) -> Result<Arc<Db>> {
+        Self::open_kept(dir, Some(generation))
+    }
+
+    /// Opens the newest version read-only (see [`Db::open_version`]).
+    pub fn open_newest(dir: &Path) -> Result<Arc<Db>> {
+        Self::open_kept(dir, None)
+    }
+
+    /// A kept version, read-only; the newest for `None`. The version's
+    /// bytes stay where they are while the `Db` lives (see `readers`): the
+    /// pin is taken before the manifest is read, so no compaction can
+    /// remove what it names in between.
+    fn open_kept(dir: &Path, generation: Option<u64>) -> Result<Arc<Db>> {
+        let pin = super::readers::pin(dir)?;
         let manifest_path = dir.join(MANIFEST_FILE);
         let m = manifest::decode(&fs::read(&manifest_path).map_err(io_at(&manifest_path))?)?;
         let db = Db::new(dir, DbOptions::default(), m.config.clone(), true);
+        *db.pin.lock() = pin;
         let versions = manifest_versions(&*db, &m)?;
-        let v = versions
-            .iter()
-            .find(|v| v.generation == generation)
-            .ok_or_else(|| OcdbtError::Invalid(format!("generation {generation} is not kept")))?;
+        let v = match generation {
+            Some(g) => versions
+                .iter()
+                .find(|v| v.generation == g)
+                .ok_or_else(|| OcdbtError::Invalid(format!("generation {g} is not kept")))?,
+            None => versions
+                .last()
+                .ok_or_else(|| OcdbtError::Invalid("no version is kept".into()))?,
+        };
         db.load_tree(v)?;
+        *db.opened.lock() = Some(v.generation);
         *db.committed.lock() = versions;
         Ok(db)
+    }
+
+    /// The generation a read-only `Db` opened (`None` for a writable one).
+    pub fn opened_generation(&self) -> Option<u64> {
+        *self.opened.lock()
     }
 
     /// How many versions a commit keeps.

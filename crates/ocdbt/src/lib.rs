@@ -21,6 +21,7 @@ pub mod error;
 pub mod fsutil;
 pub mod manifest;
 pub mod multi_get;
+pub mod readers;
 mod reclaim;
 pub mod tree_read;
 pub mod tree_write;

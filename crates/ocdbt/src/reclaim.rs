@@ -50,6 +50,12 @@ impl Db {
             return Ok(0);
         }
         let _guard = Guard(self);
+        // Ranges no kept version names may still be read by a reader of a
+        // version dropped since: nothing is punched while one is there.
+        let Some(_readers_out) = super::readers::exclusive(&self.dir)? else {
+            tracing::warn!("packed index: the disk is full, and version mounts hold the space no kept version uses");
+            return Ok(0);
+        };
         let mut freed = self.punch_unreferenced()?;
         if drop_history {
             // Deleted files' values stay referenced by the newest version

@@ -496,3 +496,42 @@ fn real_records_decode_and_seed_the_store_fuzzer() {
         }
     }
 }
+
+#[test]
+fn a_reader_of_a_dropped_version_holds_off_compaction_until_it_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = DbOptions {
+        keep_versions: 1,
+        target_data_file_size: 256 << 10,
+        ..opts()
+    };
+    let db = Db::open_or_create(dir.path(), o).unwrap();
+    for i in 0..40 {
+        db.put(format!("k{i}").as_bytes(), &big(i, 20_000)).unwrap();
+    }
+    let g1 = db.commit().unwrap();
+    let reader = Db::open_newest(dir.path()).unwrap();
+    assert_eq!(reader.opened_generation(), Some(g1));
+    for i in 0..40 {
+        db.put(format!("k{i}").as_bytes(), &big(i + 1, 20_000))
+            .unwrap();
+    }
+    db.commit().unwrap();
+    assert!(Db::open_version(dir.path(), g1).is_err(), "g1 still kept");
+    let report = db.compact().unwrap();
+    assert!(report.skipped_for_readers, "{report:?}");
+    assert_eq!(report.files_removed, 0);
+    // A full disk's hole punching waits for the reader too.
+    assert_eq!(db.reclaim(false).unwrap(), 0);
+    for i in 0..40 {
+        assert_eq!(
+            reader.get(format!("k{i}").as_bytes()).unwrap().unwrap(),
+            big(i, 20_000),
+            "k{i} as version {g1} holds it"
+        );
+    }
+    drop(reader);
+    let report = db.compact().unwrap();
+    assert!(!report.skipped_for_readers, "{report:?}");
+    assert!(report.files_removed > 0, "{report:?}");
+}
