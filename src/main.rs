@@ -39,9 +39,12 @@ enum Cmd {
         /// What the profiler records.
         #[arg(long, value_enum, default_value = "full")]
         profile: ckptfs::profile::Level,
-        /// Mount generation N of the packed index read-only (see `ckptfs versions`).
-        #[arg(long, value_name = "N")]
-        version: Option<u64>,
+        /// Mount generation N of the packed index read-only (see `ckptfs
+        /// versions`), or `latest`: the newest when the mount starts. Its
+        /// bytes stay readable while a writer mounted on the same backing
+        /// dir goes on, and several version mounts may share it.
+        #[arg(long, value_name = "N|latest")]
+        version: Option<ckptfs::mount::VersionPick>,
         /// Mount the live tree read-only, changing nothing in the backing dir
         /// (packed files read at the newest version; the backing may be on
         /// read-only media).

@@ -42,12 +42,33 @@ pub struct MountArgs {
     pub profile_out: Option<PathBuf>,
     pub profile: crate::profile::Level,
     /// Mount this version of the packed index, read-only.
-    pub version: Option<u64>,
+    pub version: Option<VersionPick>,
     /// Mount the backing dir's live tree as it is, read-only (a packed
     /// index's data from its newest version), changing nothing in it.
     pub read_only: bool,
     /// Mount over a directory that has entries.
     pub nonempty: bool,
+}
+
+/// Which version of a packed index a `--version` mount shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionPick {
+    /// Generation N (see `ckptfs versions`).
+    Generation(u64),
+    /// The newest when the mount starts (`latest`).
+    Newest,
+}
+
+impl std::str::FromStr for VersionPick {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "latest" | "newest" => Ok(VersionPick::Newest),
+            n => n.parse().map(VersionPick::Generation).map_err(|_| {
+                format!("{n:?} is not a version: a generation number (see ckptfs versions) or \"latest\"")
+            }),
+        }
+    }
 }
 
 /// Opens the packed database at the backing root: the version asked for
@@ -57,29 +78,32 @@ pub struct MountArgs {
 fn open_packed(
     backing: &Path,
     config: &MountConfig,
-    version: Option<u64>,
+    version: Option<VersionPick>,
     read_only: bool,
 ) -> Result<Option<Arc<Db>>> {
     let exists = backing.join(MANIFEST_FILE).exists();
-    let version = match version {
-        None if read_only && exists => crate::ocdbt::versions(backing)
-            .with_context(|| format!("versions of the packed index in {}", backing.display()))?
-            .iter()
-            .map(|v| v.generation)
-            .max(),
-        v => v,
-    };
-    if read_only && !exists {
+    if read_only && !exists && version.is_none() {
         return Ok(None);
     }
-    if let Some(n) = version {
+    let version = version.or(read_only.then_some(VersionPick::Newest));
+    if let Some(pick) = version {
+        let what = match pick {
+            VersionPick::Generation(n) => format!("--version {n}"),
+            VersionPick::Newest => "--version latest".into(),
+        };
         if !exists {
             bail!(
-                "--version {n}: {} has no packed index ({MANIFEST_FILE}); versions exist only with layout.index = \"packed\"",
+                "{what}: {} has no packed index ({MANIFEST_FILE}); versions exist only with layout.index = \"packed\"",
                 backing.display()
             );
         }
-        let db = Db::open_version(backing, n).map_err(|e| {
+        // The version stays readable while the mount lives, whatever a
+        // writer mounted on the same backing dir commits meanwhile.
+        let db = match pick {
+            VersionPick::Generation(n) => Db::open_version(backing, n),
+            VersionPick::Newest => Db::open_newest(backing),
+        }
+        .map_err(|e| {
             let kept = crate::ocdbt::versions(backing)
                 .map(|v| {
                     v.iter()
@@ -88,7 +112,7 @@ fn open_packed(
                         .join(", ")
                 })
                 .unwrap_or_default();
-            anyhow!("--version {n}: {e} (kept: {kept}; see ckptfs versions)")
+            anyhow!("{what}: {e} (kept: {kept}; see ckptfs versions)")
         })?;
         return Ok(Some(db));
     }
@@ -168,7 +192,7 @@ pub struct CoreOptions {
     /// What the profiler records.
     pub profile: crate::profile::Level,
     /// Open this version of the packed index, read-only.
-    pub version: Option<u64>,
+    pub version: Option<VersionPick>,
     /// Change nothing in the backing dir (see `MountArgs::read_only`).
     pub read_only: bool,
 }
@@ -201,7 +225,10 @@ pub fn open_core(
 ) -> Result<(Arc<CkptFs>, BackingLock)> {
     // The lock first: a racing mount's recovery would take our half-written
     // root document for a crash's leftover.
-    let lock = if opts.read_only && on_read_only_media(backing) {
+    // A version mount takes none either: the packed index keeps the bytes
+    // of the version it reads (a reader's pin), so it may share the
+    // backing dir with a writer and with other version mounts.
+    let lock = if opts.version.is_some() || (opts.read_only && on_read_only_media(backing)) {
         BackingLock { _file: None }
     } else {
         fs::create_dir_all(backing.join(RESERVED))
@@ -447,10 +474,15 @@ pub fn run(args: MountArgs) -> Result<i32> {
     println!("ready");
     let _ = std::io::stdout().flush();
 
-    let profile_out = args
-        .profile_out
-        .clone()
-        .unwrap_or_else(|| backing.join(RESERVED).join("profile.json"));
+    let profile_out = args.profile_out.clone().unwrap_or_else(|| {
+        // A version mount may share the backing dir with a writer: its
+        // profile does not take the writer's place.
+        let name = match args.version {
+            Some(_) => "profile-version.json",
+            None => "profile.json",
+        };
+        backing.join(RESERVED).join(name)
+    });
     let mut result = Ok(());
     for event in rx {
         match event {
@@ -547,9 +579,13 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<()> {
     let mnt = fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     let backing =
         mount_source(&mnt).ok_or_else(|| anyhow!("{} is not a ckptfs mount", mnt.display()))?;
-    let pid: Option<i32> = fs::read_to_string(lock_path(&backing))
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
+    // The daemon says who it is; the backing dir's lock names only its
+    // writer (version mounts share the dir and take no lock).
+    let pid: Option<i32> = daemon_pid(&mnt).or_else(|| {
+        fs::read_to_string(lock_path(&backing))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    });
     let flags = if lazy {
         MntFlags::MNT_DETACH
     } else {
@@ -588,6 +624,13 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The pid of the daemon serving `mnt`, from its live stats.
+fn daemon_pid(mnt: &Path) -> Option<i32> {
+    let doc = fs::read(mnt.join(RESERVED).join("stats")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&doc).ok()?;
+    v.get("daemon_pid")?.as_i64()?.try_into().ok()
 }
 
 fn process_is_ckptfs(pid: i32) -> bool {

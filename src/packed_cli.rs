@@ -47,6 +47,13 @@ pub fn compact(dir: &Path, keep: Option<usize>) -> u8 {
         ..defaults
     };
     match Db::open_or_create(dir, opts).and_then(|db| db.compact()) {
+        Ok(r) if r.skipped_for_readers => {
+            eprintln!(
+                "ckptfs: {}: not compacted: version mounts (or `verify --all-versions`) are reading kept versions; compact once they are gone",
+                dir.display()
+            );
+            1
+        }
         Ok(r) => {
             println!(
                 "removed {} data files, copied {} bytes, reclaimed {} bytes",

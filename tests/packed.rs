@@ -9,6 +9,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use ckptfs::ocdbt::Db;
 use common::{fill, sha256_file, verify, write_config, Mount, BIN};
@@ -480,4 +481,106 @@ fn verify_all_versions_finds_a_flipped_byte_only_an_old_version_reads() {
         out.contains(&format!("version {g1}/ck/a.bin")),
         "the problem names no version and file:\n{out}"
     );
+}
+
+/// Bytes of the packed index's data files, and how many there are.
+fn data_files(backing: &Path) -> (u64, usize) {
+    let mut total = (0, 0);
+    for e in fs::read_dir(backing.join("d")).expect("ls d") {
+        let meta = e.expect("entry").metadata().expect("stat");
+        total.0 += meta.blocks() * 512;
+        total.1 += 1;
+    }
+    total
+}
+
+fn mount_version(backing: &Path, at: &Path, version: &str) -> u32 {
+    fs::create_dir_all(at).expect("mkdir");
+    let (ok, out) = ckptfs(&[&"mount", &"--daemon", &"--version", &version, &backing, &at]);
+    assert!(
+        ok,
+        "mount --version {version} beside the writer failed:\n{out}"
+    );
+    out.split("pid ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {out:?}"))
+}
+
+/// Version mounts share the backing dir with a writer and with each other.
+/// The version they read keeps its bytes while the writer rewrites the
+/// file, drops that version from its list and would compact: compaction
+/// waits for the readers, and runs once they are gone (a kill -9 of one
+/// included).
+#[test]
+fn version_mounts_read_their_version_while_a_writer_goes_on() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(
+        tmp.path(),
+        "shared",
+        "[layout]\nraw_chunk_bytes = 65536\ncodec = \"none\"\nindex = \"packed\"\n[packed]\nkeep_versions = 1\nauto_compact_ratio = 0.3\ndata_file_bytes = 1048576\n",
+    );
+    let m = Mount::new(Some(cfg));
+    let size = 3 << 20;
+    let v1 = write_file(&m.path("a.bin"), size, 1);
+    let g1 = *versions(&m.backing).last().expect("a version");
+
+    let (r1, r2) = (tmp.path().join("r1"), tmp.path().join("r2"));
+    let pid1 = mount_version(&m.backing, &r1, "latest");
+    mount_version(&m.backing, &r2, &g1.to_string());
+    assert_eq!(
+        fs::metadata(r1.join("a.bin")).expect("stat").len(),
+        size as u64
+    );
+
+    let mut newest = Vec::new();
+    for seed in 2..7 {
+        newest = write_file(&m.path("a.bin"), size, seed);
+    }
+    assert!(
+        !versions(&m.backing).contains(&g1),
+        "version {g1} is still kept: the readers would not need their pin"
+    );
+    let held = data_files(&m.backing);
+    assert!(
+        held.0 >= 5 * size as u64,
+        "the writer's rewrites were reclaimed under the readers: {held:?}"
+    );
+    // Cold reads: the bytes come from the data files as they are now.
+    fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
+    assert!(fs::read(r1.join("a.bin")).expect("read r1") == v1, "r1");
+    assert!(fs::read(r2.join("a.bin")).expect("read r2") == v1, "r2");
+    assert!(fs::read(m.path("a.bin")).expect("read writer") == newest);
+
+    // One reader unmounts, the other dies: the pins go with them.
+    let (ok, out) = ckptfs(&[&"umount", &r2]);
+    assert!(ok, "umount r2: {out}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid1 as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 reader");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid1}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("umount").arg("-l").arg(&r1).status();
+    write_file(&m.path("a.bin"), size, 9);
+    // Compaction runs in the background after a commit.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let now = data_files(&m.backing);
+        if now.0 < 3 * size as u64 || Instant::now() > deadline {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        after.0 < 3 * size as u64,
+        "no space came back once the readers were gone: {held:?} then {after:?}"
+    );
+    let mut m = m;
+    m.unmount();
+    let (code, out) = verify(&m.backing);
+    assert_eq!(code, 0, "verify after the compaction:\n{out}");
 }

@@ -903,6 +903,7 @@ impl CkptFs {
                     "waits": self.pipe.budget.waits(),
                 });
                 doc["io_paths"] = self.io_paths_json();
+                doc["daemon_pid"] = serde_json::json!(std::process::id());
                 doc["cache"] = serde_json::json!({
                     "bytes": self.pipe.cache.bytes(),
                     "pinned_bytes": self.pipe.cache.pinned_bytes(),

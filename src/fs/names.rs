@@ -14,9 +14,6 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 /// The reserved root entry.
 pub const RESERVED: &str = ".ckptfs";
 
-/// Root entries of the packed index, never a mounted name.
-pub const PACKED_ROOT: [&str; 2] = ["d", "manifest.ocdbt"];
-
 /// Whether a backing root entry belongs to the packed index (its data
 /// files, manifest, or the manifest's temp file).
 pub fn is_packed_root_entry(name: &OsStr) -> bool {
@@ -26,7 +23,9 @@ pub fn is_packed_root_entry(name: &OsStr) -> bool {
 
 /// The backing name of a mounted name in a directory (`at_root`: the root).
 pub fn to_backing_in(name: &OsStr, at_root: bool) -> OsString {
-    if at_root && PACKED_ROOT.iter().any(|r| name.as_bytes() == r.as_bytes()) {
+    // Every name the packed index may use at the root (`manifest.ocdbt`
+    // and its temp and lock files too), so no mounted name can take one.
+    if at_root && is_packed_root_entry(name) {
         let mut v = b"%".to_vec();
         v.extend_from_slice(name.as_bytes());
         return OsString::from_vec(v);
@@ -67,7 +66,7 @@ mod tests {
             assert_ne!(b, "zarr.json");
             assert_eq!(from_backing(&b), n);
         }
-        for n in ["d", "manifest.ocdbt"] {
+        for n in ["d", "manifest.ocdbt", "manifest.ocdbt.readers"] {
             let b = to_backing_in(OsStr::new(n), true);
             assert!(!is_packed_root_entry(&b), "{n}");
             assert_eq!(from_backing(&b), n);
