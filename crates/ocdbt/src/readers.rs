@@ -44,9 +44,7 @@ fn open(dir: &Path) -> io::Result<File> {
 
 /// Creates the lock file if there is none.
 pub(crate) fn ensure(dir: &Path) -> Result<()> {
-    open(dir)
-        .map(drop)
-        .map_err(io_at(&dir.join(READERS_FILE)))
+    open(dir).map(drop).map_err(io_at(&dir.join(READERS_FILE)))
 }
 
 /// Takes a reader's pin, waiting for a compaction under way to finish.
