@@ -135,6 +135,9 @@ fn open_packed(
 /// read-only mount of read-only media, which nothing can change).
 pub struct BackingLock {
     _file: Option<File>,
+    /// The mount shows a version of the packed index and shares the
+    /// backing dir with a writer and other version mounts.
+    pub shared: bool,
 }
 
 fn lock_path(backing: &Path) -> PathBuf {
@@ -143,6 +146,17 @@ fn lock_path(backing: &Path) -> PathBuf {
 
 /// Takes the exclusive lock of a backing dir, or says who holds it.
 pub fn lock_backing(backing: &Path) -> Result<BackingLock> {
+    try_lock_backing(backing)?.map_err(|holder| {
+        anyhow!(
+            "backing dir {} is already in use by a live ckptfs mount (pid {holder}); unmount it first",
+            backing.display()
+        )
+    })
+}
+
+/// The exclusive lock of a backing dir, or the pid of the live mount that
+/// holds it.
+fn try_lock_backing(backing: &Path) -> Result<std::result::Result<BackingLock, String>> {
     let path = lock_path(backing);
     let mut file = OpenOptions::new()
         .read(true)
@@ -158,15 +172,14 @@ pub fn lock_backing(backing: &Path) -> Result<BackingLock> {
     if locked.is_err() {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
-        bail!(
-            "backing dir {} is already in use by a live ckptfs mount (pid {}); unmount it first",
-            backing.display(),
-            holder.trim()
-        );
+        return Ok(Err(holder.trim().to_string()));
     }
     file.set_len(0)?;
     write!(file, "{}", std::process::id())?;
-    Ok(BackingLock { _file: Some(file) })
+    Ok(Ok(BackingLock {
+        _file: Some(file),
+        shared: false,
+    }))
 }
 
 /// Whether `path` is on a filesystem mounted read-only.
@@ -224,18 +237,48 @@ pub fn open_core(
     opts: CoreOptions,
 ) -> Result<(Arc<CkptFs>, BackingLock)> {
     // The lock first: a racing mount's recovery would take our half-written
-    // root document for a crash's leftover.
-    // A version mount takes none either: the packed index keeps the bytes
-    // of the version it reads (a reader's pin), so it may share the
-    // backing dir with a writer and with other version mounts.
-    let lock = if opts.version.is_some() || (opts.read_only && on_read_only_media(backing)) {
-        BackingLock { _file: None }
+    // root document for a crash's leftover. A version mount takes none: the
+    // packed index keeps the bytes of the version it reads (a reader's
+    // pin), so it shares the backing dir with a writer and with other
+    // version mounts; so does a read-only mount that finds a writer there.
+    // Read-only media need none: nothing can change them.
+    let mut opts = opts;
+    let lock = if opts.version.is_some() {
+        BackingLock {
+            _file: None,
+            shared: true,
+        }
+    } else if opts.read_only && on_read_only_media(backing) {
+        BackingLock {
+            _file: None,
+            shared: false,
+        }
     } else {
         fs::create_dir_all(backing.join(RESERVED))
             .with_context(|| format!("create backing dir {}", backing.display()))?;
-        lock_backing(backing)?
+        match try_lock_backing(backing)? {
+            Ok(lock) => lock,
+            Err(holder) if opts.read_only && backing.join(MANIFEST_FILE).exists() => {
+                // A writer has the live tree, which moves on under a reader:
+                // show its newest version instead, kept whole while mounted.
+                tracing::warn!(
+                    "backing dir {} is in use by a live ckptfs mount (pid {holder}): mounting the newest version of its packed index (files of the files index are in no version)",
+                    backing.display()
+                );
+                opts.version = Some(VersionPick::Newest);
+                opts.read_only = false;
+                BackingLock {
+                    _file: None,
+                    shared: true,
+                }
+            }
+            Err(holder) => bail!(
+                "backing dir {} is already in use by a live ckptfs mount (pid {holder}); unmount it first",
+                backing.display()
+            ),
+        }
     };
-    if !opts.read_only {
+    if !opts.read_only && opts.version.is_none() {
         init_backing(backing)?;
     }
     let started = Instant::now();
@@ -477,9 +520,10 @@ pub fn run(args: MountArgs) -> Result<i32> {
     let profile_out = args.profile_out.clone().unwrap_or_else(|| {
         // A version mount may share the backing dir with a writer: its
         // profile does not take the writer's place.
-        let name = match args.version {
-            Some(_) => "profile-version.json",
-            None => "profile.json",
+        let name = if _lock.shared {
+            "profile-version.json"
+        } else {
+            "profile.json"
         };
         backing.join(RESERVED).join(name)
     });

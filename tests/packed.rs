@@ -507,7 +507,8 @@ fn mount_version(backing: &Path, at: &Path, version: &str) -> u32 {
         .unwrap_or_else(|| panic!("no pid in {out:?}"))
 }
 
-/// Version mounts share the backing dir with a writer and with each other.
+/// Version mounts share the backing dir with a writer and with each other
+/// (a read-only mount that finds the writer there shows its newest version).
 /// The version they read keeps its bytes while the writer rewrites the
 /// file, drops that version from its list and would compact: compaction
 /// waits for the readers, and runs once they are gone (a kill -9 of one
@@ -546,6 +547,15 @@ fn version_mounts_read_their_version_while_a_writer_goes_on() {
         held.0 >= 5 * size as u64,
         "the writer's rewrites were reclaimed under the readers: {held:?}"
     );
+    // A read-only mount beside the writer shows the newest version.
+    let r3 = tmp.path().join("r3");
+    fs::create_dir_all(&r3).expect("mkdir");
+    let (ok, out) = ckptfs(&[&"mount", &"--daemon", &"--read-only", &m.backing, &r3]);
+    assert!(ok, "mount --read-only beside the writer failed:\n{out}");
+    let shown = fs::read(r3.join("a.bin")).expect("read r3");
+    let (ok, out) = ckptfs(&[&"umount", &r3]);
+    assert!(ok, "umount r3: {out}");
+    assert!(shown == newest, "a read-only mount beside the writer");
     // Cold reads: the bytes come from the data files as they are now.
     fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
     assert!(fs::read(r1.join("a.bin")).expect("read r1") == v1, "r1");
