@@ -1,7 +1,7 @@
 //! `ckptfs mount` and `ckptfs umount`: lock the backing dir, recover it,
 //! serve it over FUSE until unmounted or signalled, commit, and leave.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -27,7 +27,7 @@ use crate::ocdbt::db::MANIFEST_FILE;
 use crate::ocdbt::{Db, DbOptions};
 use crate::pipeline::Pipeline;
 use crate::profile::Profiler;
-use crate::store::durable::write_atomic;
+use crate::store::durable::{open_rw, write_atomic};
 
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
@@ -146,25 +146,22 @@ fn lock_path(backing: &Path) -> PathBuf {
 
 /// Takes the exclusive lock of a backing dir, or says who holds it.
 pub fn lock_backing(backing: &Path) -> Result<BackingLock> {
-    try_lock_backing(backing)?.map_err(|holder| {
-        anyhow!(
-            "backing dir {} is already in use by a live ckptfs mount (pid {holder}); unmount it first",
-            backing.display()
-        )
-    })
+    try_lock_backing(backing)?.map_err(|holder| in_use(backing, &holder))
+}
+
+fn in_use(backing: &Path, holder: &str) -> anyhow::Error {
+    anyhow!(
+        "backing dir {} is already in use by a live ckptfs mount (pid {holder}); unmount it first",
+        backing.display()
+    )
 }
 
 /// The exclusive lock of a backing dir, or the pid of the live mount that
 /// holds it.
 fn try_lock_backing(backing: &Path) -> Result<std::result::Result<BackingLock, String>> {
     let path = lock_path(backing);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("open lock file {}", path.display()))?;
+    let mut file =
+        open_rw(&path, true).with_context(|| format!("open lock file {}", path.display()))?;
     // Not `Flock`: its drop panics when the unlock fails (a backing dir on
     // NFS can make it fail); closing the file releases the lock regardless.
     #[allow(deprecated)]
@@ -272,10 +269,7 @@ pub fn open_core(
                     shared: true,
                 }
             }
-            Err(holder) => bail!(
-                "backing dir {} is already in use by a live ckptfs mount (pid {holder}); unmount it first",
-                backing.display()
-            ),
+            Err(holder) => return Err(in_use(backing, &holder)),
         }
     };
     if !opts.read_only && opts.version.is_none() {

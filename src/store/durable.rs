@@ -11,7 +11,7 @@
 //! renamed in the mount) while chunks are in flight, and every write still
 //! lands in it.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use super::dir_chunks::DirChunks;
 use super::packed::PackedStore;
 /// Temp files, atomic writes and directory syncs are shared with the
 /// packed database (recovery must recognise its temp files too).
-pub use ocdbt::fsutil::{is_temp, sync_dir, temp_name, write_atomic};
+pub use ocdbt::fsutil::{is_temp, open_rw, sync_dir, temp_name, write_atomic};
 use ocdbt::multi_get::Buffers;
 use ocdbt::Db;
 use zarrs_storage::byte_range::ByteRangeIterator;
@@ -224,16 +224,6 @@ impl ListableStorageTraits for DurableStore {
     fn size_prefix(&self, prefix: &StorePrefix) -> Result<u64, StorageError> {
         self.chunks.size_prefix(prefix)
     }
-}
-
-/// Opens a file for appending raw bytes (used by the plain layout).
-pub fn open_rw(path: &Path, create: bool) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .open(path)
 }
 
 #[cfg(test)]

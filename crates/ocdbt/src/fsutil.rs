@@ -22,6 +22,17 @@ pub fn temp_name(path: &Path) -> PathBuf {
     path.with_file_name(std::ffi::OsString::from_vec(name))
 }
 
+/// Opens `path` for reading and writing, never truncating it; `create`
+/// creates it if missing.
+pub fn open_rw(path: &Path, create: bool) -> io::Result<File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+}
+
 /// Whether a directory entry is one of our temp files.
 pub fn is_temp(name: &str) -> bool {
     name.contains(".ckptfs-tmp.")

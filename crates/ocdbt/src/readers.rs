@@ -8,7 +8,7 @@
 //! is reclaimed once the last reader is gone. A reader that dies releases
 //! its lock with its process.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -16,6 +16,7 @@ use std::path::Path;
 use nix::fcntl::FlockArg;
 
 use super::error::{io_at, Result};
+use super::fsutil::open_rw;
 
 /// The lock file, beside the manifest (and named like it, so tools that
 /// pass over the database's own entries pass over this one too).
@@ -28,18 +29,12 @@ fn flock(file: &File, arg: FlockArg) -> nix::Result<()> {
 
 fn open(dir: &Path) -> io::Result<File> {
     let path = dir.join(READERS_FILE);
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .or_else(|e| match e.raw_os_error() {
-            // Read-only media or no write permission: a shared lock needs
-            // only a read descriptor.
-            Some(libc::EROFS | libc::EACCES | libc::EPERM) => File::open(&path),
-            _ => Err(e),
-        })
+    open_rw(&path, true).or_else(|e| match e.raw_os_error() {
+        // Read-only media or no write permission: a shared lock needs
+        // only a read descriptor.
+        Some(libc::EROFS | libc::EACCES | libc::EPERM) => File::open(&path),
+        _ => Err(e),
+    })
 }
 
 /// Creates the lock file if there is none.
