@@ -23,6 +23,9 @@ pub fn versions(dir: &Path) -> u8 {
                     v.indirect_value_bytes
                 );
             }
+            if ocdbt::readers::present(dir).unwrap_or(false) {
+                println!("readers: version mounts are reading kept or dropped versions; compaction waits for them");
+            }
             0
         }
         Err(e) => {

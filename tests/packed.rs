@@ -542,6 +542,8 @@ fn version_mounts_read_their_version_while_a_writer_goes_on() {
         !versions(&m.backing).contains(&g1),
         "version {g1} is still kept: the readers would not need their pin"
     );
+    let (_, listed) = ckptfs(&[&"versions", &m.backing]);
+    assert!(listed.contains("readers: "), "{listed}");
     let held = data_files(&m.backing);
     assert!(
         held.0 >= 5 * size as u64,
@@ -575,6 +577,8 @@ fn version_mounts_read_their_version_while_a_writer_goes_on() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = Command::new("umount").arg("-l").arg(&r1).status();
+    let (_, listed) = ckptfs(&[&"versions", &m.backing]);
+    assert!(!listed.contains("readers: "), "{listed}");
     write_file(&m.path("a.bin"), size, 9);
     // Compaction runs in the background after a commit.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -70,3 +70,12 @@ pub(crate) fn exclusive(dir: &Path) -> Result<Option<File>> {
         Err(e) => Err(io_at(&dir.join(READERS_FILE))(e.into())),
     }
 }
+
+/// Whether readers hold versions now (a version mount, a verify of old
+/// versions): what compaction would wait for.
+pub fn present(dir: &Path) -> Result<bool> {
+    if !dir.join(READERS_FILE).exists() {
+        return Ok(false);
+    }
+    Ok(exclusive(dir)?.is_none())
+}
