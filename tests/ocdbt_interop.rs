@@ -136,7 +136,10 @@ fn reads_a_tensorstore_database_with_default_config_and_version_nodes() {
     let gens = versions(&fixture("defaults")).unwrap();
     assert!(gens.len() > 16, "{} versions", gens.len());
     let (generation, _) = expected(&fixture("defaults"));
-    let old = Db::open_version(&fixture("defaults"), generation - 20).unwrap();
+    // A copy: a reader creates its lock file beside the manifest.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("defaults"), tmp.path());
+    let old = Db::open_version(tmp.path(), generation - 20).unwrap();
     assert!(!old.list_prefix(b"").is_empty());
 }
 
