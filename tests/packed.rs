@@ -494,6 +494,26 @@ fn data_files(backing: &Path) -> (u64, usize) {
     total
 }
 
+/// Lazily unmounts a mount the test made, if it is still there when the
+/// test ends (a failed assertion included).
+struct Unmounts(Vec<std::path::PathBuf>);
+
+impl Drop for Unmounts {
+    fn drop(&mut self) {
+        let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+        for at in &self.0 {
+            let listed = format!(" {} ", at.display());
+            if mounts.contains(&listed) {
+                let _ = Command::new(BIN)
+                    .arg("umount")
+                    .arg("--lazy")
+                    .arg(at)
+                    .status();
+            }
+        }
+    }
+}
+
 fn mount_version(backing: &Path, at: &Path, version: &str) -> u32 {
     fs::create_dir_all(at).expect("mkdir");
     let (ok, out) = ckptfs(&[&"mount", &"--daemon", &"--version", &version, &backing, &at]);
@@ -527,6 +547,8 @@ fn version_mounts_read_their_version_while_a_writer_goes_on() {
     let g1 = *versions(&m.backing).last().expect("a version");
 
     let (r1, r2) = (tmp.path().join("r1"), tmp.path().join("r2"));
+    let r3 = tmp.path().join("r3");
+    let _cleanup = Unmounts(vec![r1.clone(), r2.clone(), r3.clone()]);
     let pid1 = mount_version(&m.backing, &r1, "latest");
     mount_version(&m.backing, &r2, &g1.to_string());
     assert_eq!(
@@ -550,7 +572,6 @@ fn version_mounts_read_their_version_while_a_writer_goes_on() {
         "the writer's rewrites were reclaimed under the readers: {held:?}"
     );
     // A read-only mount beside the writer shows the newest version.
-    let r3 = tmp.path().join("r3");
     fs::create_dir_all(&r3).expect("mkdir");
     let (ok, out) = ckptfs(&[&"mount", &"--daemon", &"--read-only", &m.backing, &r3]);
     assert!(ok, "mount --read-only beside the writer failed:\n{out}");
