@@ -91,7 +91,7 @@ def compare(d, ref, lossy):
 
 
 def tensor_arrays(backing):
-    """(ckptfs attributes, TensorStore kvstore spec) of each tensor array of
+    """(array metadata, TensorStore kvstore spec) of each tensor array of
     backing/model.safetensors: files under it, or, with the packed index,
     keys of the OCDBT database at the backing root, found with TensorStore's
     own ocdbt driver from the file's id and generation in its manifest."""
@@ -105,7 +105,7 @@ def tensor_arrays(backing):
     if not m.get("packed"):
         for meta in glob.glob(os.path.join(fdir, "g*", "t*", "zarr.json")):
             d = os.path.dirname(meta)
-            yield json.load(open(meta))["attributes"]["ckptfs"], {"driver": "file", "path": d}
+            yield json.load(open(meta)), {"driver": "file", "path": d}
         return
     kv = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{root}/"}).result()
     prefix = f"{m['id']}/g{m['generation']}/"
@@ -114,40 +114,83 @@ def tensor_arrays(backing):
     if not metas:
         fail(f"no tensor arrays under {prefix} in the ocdbt database ({len(keys)} keys)")
     for k in metas:
-        attrs = json.loads(kv.read(k).result().value)["attributes"]["ckptfs"]
+        meta = json.loads(kv.read(k).result().value)
         path = k[: -len("zarr.json")]
-        yield attrs, {"driver": "ocdbt", "base": f"file://{root}/", "path": path}
+        yield meta, {"driver": "ocdbt", "base": f"file://{root}/", "path": path}
+
+
+def zarr_python_read(kvstore):
+    """The array read by zarr-python, from a scratch copy of its keys: a
+    directory's files, or, inside an OCDBT database (which zarr-python cannot
+    open), the keys TensorStore's ocdbt driver returns. zarr-python has no
+    bfloat16: such an array is read as the uint16 bit patterns it stores."""
+    import shutil
+    import tempfile
+
+    import tensorstore as ts
+    import zarr
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if kvstore["driver"] == "file":
+            shutil.copytree(kvstore["path"], tmp, dirs_exist_ok=True)
+        else:
+            kv = ts.KvStore.open(kvstore).result()
+            for k in kv.list().result():
+                dst = os.path.join(tmp, k.decode())
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                with open(dst, "wb") as f:
+                    f.write(kv.read(k).result().value)
+        meta_path = os.path.join(tmp, "zarr.json")
+        meta = json.load(open(meta_path))
+        if meta["data_type"] == "bfloat16":
+            meta["data_type"], meta["fill_value"] = "uint16", 0
+            json.dump(meta, open(meta_path, "w"))
+        return zarr.open_array(tmp, mode="r")[...]
 
 
 def arrays(backing, ref):
+    """Every tensor array read back by TensorStore and zarr-python equals the
+    reference tensor. Arrays with the `numcodecs.shuffle` filter (layouts with
+    `shuffle = true`) are outside TensorStore's codecs: zarr-python alone."""
     import tensorstore as ts
-    import zarr
     from safetensors.numpy import load_file
 
     want = load_file(os.path.join(ref, "model.safetensors"))
-    seen = 0
-    for attrs, kvstore in tensor_arrays(backing):
+    seen = shuffled = 0
+    for meta, kvstore in tensor_arrays(backing):
+        attrs = meta["attributes"]["ckptfs"]
         name = attrs["tensor"]
         exp = want[name]
         stored = {"F16": np.float16, "F32": np.float32, "F64": np.float64}.get(attrs["stored_dtype"])
         if stored is not None and exp.dtype != stored:
             exp = exp.astype(stored)
-        got = ts.open({"driver": "zarr3", "kvstore": kvstore}).result().read().result()
-        if attrs["stored_dtype"] == "BF16" and exp.dtype != got.dtype:
-            exp = exp.astype(got.dtype)  # ml_dtypes.bfloat16, rounded like torch
-        if got.shape != exp.shape or not np.array_equal(got, exp):
-            fail(f"tensorstore read of {name} differs")
-        if attrs["stored_dtype"] != "BF16" and kvstore["driver"] == "file":
-            z = zarr.open_array(kvstore["path"], mode="r")[...]
-            if not np.array_equal(z, exp):
-                fail(f"zarr-python read of {name} differs")
+        codecs = [c["name"] for c in meta["codecs"]]
+        if "numcodecs.shuffle" in codecs:
+            shuffled += 1
+            got = zarr_python_read(kvstore)
+            if attrs["stored_dtype"] == "BF16":
+                import ml_dtypes  # comes with tensorstore
+
+                exp = exp.astype(ml_dtypes.bfloat16).view(np.uint16)
+            if got.shape != exp.shape or not np.array_equal(got, exp):
+                fail(f"zarr-python read of shuffled {name} differs")
+        else:
+            got = ts.open({"driver": "zarr3", "kvstore": kvstore}).result().read().result()
+            if attrs["stored_dtype"] == "BF16" and exp.dtype != got.dtype:
+                exp = exp.astype(got.dtype)  # ml_dtypes.bfloat16, rounded like torch
+            if got.shape != exp.shape or not np.array_equal(got, exp):
+                fail(f"tensorstore read of {name} differs")
+            if attrs["stored_dtype"] != "BF16":
+                z = zarr_python_read(kvstore)
+                if not np.array_equal(z, exp):
+                    fail(f"zarr-python read of {name} differs")
         lo, hi = attrs["byte_range"]
         if hi - lo != want[name].nbytes:
             fail(f"byte_range of {name} is wrong")
         seen += 1
     if seen < 6:
         fail(f"only {seen} tensor arrays found")
-    print(f"arrays ok: {seen}")
+    print(f"arrays ok: {seen} ({shuffled} byte-shuffled)")
 
 
 def hostile(d, ref):

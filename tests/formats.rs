@@ -16,7 +16,8 @@ fn script() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/checkpoint_io.py")
 }
 
-fn python(args: &[&dyn AsRef<std::ffi::OsStr>]) {
+/// Runs the script; returns what it printed.
+fn python(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
     let mut cmd = Command::new("python3");
     cmd.arg(script());
     for a in args {
@@ -32,6 +33,7 @@ fn python(args: &[&dyn AsRef<std::ffi::OsStr>]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn require_python_tools() {
@@ -91,6 +93,14 @@ fn checkpoints_round_trip_byte_exact_on_every_lossless_layout() {
     .map(|n| (n.to_string(), repo_config(n)))
     .collect();
     configs.push(("tight-budget".into(), tight));
+    // Byte-shuffled zstd chunks in the packed index: read back by the
+    // mount, and by zarr-python from the keys TensorStore's ocdbt driver lists.
+    let shuffled_packed = write_config(
+        tmp.path(),
+        "zstd-shuffle-packed",
+        "[layout]\ntarget_bytes = 1048576\ncodec = \"zstd\"\nshuffle = true\nindex = \"packed\"\n",
+    );
+    configs.push(("zstd-shuffle-packed".into(), shuffled_packed));
     for (name, cfg) in configs {
         let mut m = Mount::new(Some(cfg));
         let written = save_and_remount(&mut m, 4 << 20);
@@ -100,7 +110,14 @@ fn checkpoints_round_trip_byte_exact_on_every_lossless_layout() {
         }
         python(&[&"compare", &dir, &written]);
         if name != "passthrough" {
-            python(&[&"arrays", &m.backing.join("ck"), &written]);
+            let out = python(&[&"arrays", &m.backing.join("ck"), &written]);
+            // Layouts with `shuffle = true` byte-shuffle every float array.
+            let shuffled = name.starts_with("zstd");
+            assert_eq!(
+                !out.contains("(0 byte-shuffled)"),
+                shuffled,
+                "{name}: arrays said {out}"
+            );
         }
         m.unmount();
     }
@@ -119,7 +136,13 @@ fn lossy_layouts_round_floats_through_the_stored_dtype_only() {
         python(&[&"save", &reference]);
         m.remount();
         python(&[&"compare", &dir, &reference, &"--lossy", &dtype]);
-        python(&[&"arrays", &m.backing.join("ck"), &reference]);
+        let out = python(&[&"arrays", &m.backing.join("ck"), &reference]);
+        // zstd-bf16 byte-shuffles its 2-byte elements; ts-float16 has no codec.
+        assert_eq!(
+            !out.contains("(0 byte-shuffled)"),
+            cfg == "zstd-bf16",
+            "{cfg}: arrays said {out}"
+        );
         m.unmount();
     }
 }

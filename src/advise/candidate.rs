@@ -72,7 +72,9 @@ impl Candidate {
         let mut n = format!("{}m", chunk / MIB);
         match self.codec {
             Codec::None => n.push_str("-raw"),
-            Codec::Zstd(l) => n.push_str(&format!("-zstd{l}")),
+            Codec::Zstd(l) | Codec::ZstdShuffled { level: l, .. } => {
+                n.push_str(&format!("-zstd{l}"))
+            }
             Codec::Gzip(l) => n.push_str(&format!("-gzip{l}")),
         }
         n.push_str(match self.index {
@@ -105,7 +107,9 @@ impl Candidate {
         }
         match self.codec {
             Codec::None => t.push_str("codec = \"none\"\n"),
-            Codec::Zstd(l) => t.push_str(&format!("codec = \"zstd\"\nlevel = {l}\n")),
+            Codec::Zstd(l) | Codec::ZstdShuffled { level: l, .. } => t.push_str(&format!(
+                "codec = \"zstd\"\nlevel = {l}\nshuffle = true   # tensor chunks byte-shuffled first (zarr-python reads it, TensorStore does not)\n"
+            )),
             Codec::Gzip(l) => t.push_str(&format!("codec = \"gzip\"\nlevel = {l}\n")),
         }
         t.push_str(match self.dtype {

@@ -8,8 +8,10 @@
 
 use std::sync::Arc;
 
-use zarrs::array::codec::{BytesCodec, GzipCodec, ZstdCodec};
-use zarrs::array::{data_type, Array, ArrayBuilder, ArrayBytes, CodecOptions};
+use zarrs::array::codec::{BytesCodec, GzipCodec, ShuffleCodec, ZstdCodec};
+use zarrs::array::{
+    data_type, Array, ArrayBuilder, ArrayBytes, BytesToBytesCodecTraits, CodecOptions,
+};
 use zarrs_storage::StorageError;
 
 use crate::config::Codec;
@@ -40,16 +42,7 @@ impl ByteArraySpec {
             0u8,
         );
         b.array_to_bytes_codec(Arc::new(BytesCodec::little()));
-        match self.codec {
-            Codec::None => {}
-            Codec::Gzip(level) => {
-                let gz = GzipCodec::new(level).map_err(|e| eio(format!("gzip codec: {e}")))?;
-                b.bytes_to_bytes_codecs(vec![Arc::new(gz)]);
-            }
-            Codec::Zstd(level) => {
-                b.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(level, false))]);
-            }
-        }
+        b.bytes_to_bytes_codecs(bytes_codecs(self.codec)?);
         b.dimension_names(Some(["byte"]));
         Ok(b)
     }
@@ -80,6 +73,23 @@ impl ByteArraySpec {
     }
 }
 
+/// The Zarr bytes-to-bytes codecs that encode like `codec` does.
+pub fn bytes_codecs(codec: Codec) -> FsResult<Vec<Arc<dyn BytesToBytesCodecTraits>>> {
+    let zstd = |level| Arc::new(ZstdCodec::new(level, false)) as Arc<dyn BytesToBytesCodecTraits>;
+    Ok(match codec {
+        Codec::None => vec![],
+        Codec::Gzip(level) => {
+            vec![Arc::new(
+                GzipCodec::new(level).map_err(|e| eio(format!("gzip codec: {e}")))?,
+            )]
+        }
+        Codec::Zstd(level) => vec![zstd(level)],
+        Codec::ZstdShuffled { level, elem } => {
+            vec![Arc::new(ShuffleCodec::new(usize::from(elem))), zstd(level)]
+        }
+    })
+}
+
 fn options() -> CodecOptions {
     // One chunk is one task: parallelism comes from our worker pool, not
     // from zarrs splitting a chunk's codecs across rayon threads.
@@ -106,8 +116,20 @@ pub fn retrieve_chunk(array: &ByteArray, index: u64) -> FsResult<Vec<u8>> {
     Ok(raw.into_owned())
 }
 
-/// Parses the codec recorded in a manifest.
+/// Parses the codec recorded in a manifest: `none`, `gzip(L)`, `zstd(L)`,
+/// or `shuffle(E)+zstd(L)`.
 pub fn parse_codec(text: &str) -> FsResult<Codec> {
+    if let Some((filter, rest)) = text.split_once('+') {
+        let elem = filter
+            .strip_prefix("shuffle(")
+            .and_then(|e| e.strip_suffix(')'))
+            .and_then(|e| e.parse::<u8>().ok())
+            .filter(|e| *e >= 2);
+        return match (elem, parse_codec(rest)?) {
+            (Some(elem), Codec::Zstd(level)) => Ok(Codec::ZstdShuffled { level, elem }),
+            _ => Err(eio(format!("unknown codec `{text}` in manifest"))),
+        };
+    }
     let level = |s: &str| -> Option<i64> {
         s.split_once('(')
             .and_then(|(_, rest)| rest.strip_suffix(')'))
@@ -130,7 +152,12 @@ mod tests {
 
     #[test]
     fn chunk_round_trip_with_each_codec() {
-        for codec in [Codec::None, Codec::Gzip(1), Codec::Zstd(3)] {
+        for codec in [
+            Codec::None,
+            Codec::Gzip(1),
+            Codec::Zstd(3),
+            Codec::ZstdShuffled { level: 3, elem: 4 },
+        ] {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = Arc::new(DurableStore::open(dir.path()).expect("store"));
             let spec = ByteArraySpec {
@@ -147,6 +174,22 @@ mod tests {
             let text = std::fs::read_to_string(dir.path().join("g1/zarr.json")).expect("json");
             assert!(text.contains("\"little\""), "{text}");
             assert_eq!(parse_codec(&codec.to_string()).expect("codec"), codec);
+        }
+    }
+
+    #[test]
+    fn manifest_codecs_parse_and_unknown_ones_are_refused() {
+        assert_eq!(
+            parse_codec("shuffle(2)+zstd(5)").expect("codec"),
+            Codec::ZstdShuffled { level: 5, elem: 2 }
+        );
+        for bad in [
+            "shuffle(4)+gzip(1)",
+            "shuffle(1)+zstd(1)",
+            "shuffle(x)+zstd(1)",
+            "lz4",
+        ] {
+            assert!(parse_codec(bad).is_err(), "{bad}");
         }
     }
 }

@@ -7,4 +7,5 @@ pub mod dtype;
 pub mod f16_simd;
 pub mod gzip;
 pub mod manifest;
+pub mod shuffle;
 pub mod tensor;

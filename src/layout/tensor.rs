@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use zarrs::array::codec::{BytesCodec, GzipCodec, ZstdCodec};
+use zarrs::array::codec::BytesCodec;
 use zarrs::array::{Array, ArrayBuilder};
 
+use super::array::{bytes_codecs, parse_codec};
 use super::chunk_shape::{choose_chunk_shape, per_dim_max};
 use super::dtype::Dtype;
-use crate::config::{Chunking, Codec};
+use crate::config::Chunking;
 use crate::error::{eio, FsResult};
 use crate::store::durable::DurableStore;
 
@@ -29,7 +30,7 @@ pub struct TensorLayout {
     pub shape: Vec<u64>,
     /// Chunk extent of each dimension, in elements (the mount's chunking rule).
     pub chunk: Vec<u64>,
-    /// Compressor of the chunks, as [`Codec`]'s `Display` writes it
+    /// Compressor of the chunks, as [`crate::config::Codec`]'s `Display` writes it
     /// (`none`, `zstd(3)`, …).
     pub codec: String,
 }
@@ -97,16 +98,7 @@ impl TensorLayout {
         let fill = zarrs::array::FillValue::new(vec![0u8; self.item()]);
         let mut b = ArrayBuilder::new(self.shape.clone(), self.chunk.clone(), dt, fill);
         b.array_to_bytes_codec(Arc::new(BytesCodec::little()));
-        match crate::layout::array::parse_codec(&self.codec)? {
-            Codec::None => {}
-            Codec::Gzip(l) => {
-                let gz = GzipCodec::new(l).map_err(|e| eio(format!("gzip codec: {e}")))?;
-                b.bytes_to_bytes_codecs(vec![Arc::new(gz)]);
-            }
-            Codec::Zstd(l) => {
-                b.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(l, false))]);
-            }
-        }
+        b.bytes_to_bytes_codecs(bytes_codecs(parse_codec(&self.codec)?)?);
         b.attributes(attributes);
         b.build(store.clone(), &self.path)
             .map_err(|e| eio(format!("build array {}: {e}", self.path)))

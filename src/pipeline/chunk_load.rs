@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::config::Codec;
 use crate::error::{FsError, FsResult};
-use crate::layout::gzip;
+use crate::layout::{gzip, shuffle};
 use crate::store::durable::DurableStore;
 
 use super::buffers::PoolBuffers;
@@ -83,14 +83,18 @@ fn decode(pipe: &Pipeline, r: &ChunkRef, stored: Option<Bytes>) -> FsResult<Byte
         }
         (Some(raw), Codec::Zstd(_)) => {
             let mut buf = pipe.buffers.take(r.decoded);
-            let n = zstd::bulk::decompress_to_buffer(&raw[..], &mut buf[..])
-                .map_err(|e| eio(format!("chunk {}: zstd: {e}", r.store_key)))?;
-            if n != r.decoded {
-                return Err(eio(format!(
-                    "chunk {}: zstd gave {n} bytes, {} expected",
-                    r.store_key, r.decoded
-                )));
+            zstd_into(r, &raw, &mut buf[..r.decoded])?;
+            pipe.buffers.share(buf)
+        }
+        (Some(raw), Codec::ZstdShuffled { elem, .. }) => {
+            let mut planes = pipe.buffers.take(r.decoded);
+            let mut buf = pipe.buffers.take(r.decoded);
+            let done = zstd_into(r, &raw, &mut planes[..r.decoded]);
+            if done.is_ok() {
+                shuffle::unshuffle(&planes[..r.decoded], &mut buf[..r.decoded], elem.into());
             }
+            pipe.buffers.give(planes);
+            done?;
             pipe.buffers.share(buf)
         }
     };
@@ -104,6 +108,20 @@ fn decode(pipe: &Pipeline, r: &ChunkRef, stored: Option<Bytes>) -> FsResult<Byte
         }
     }
     Ok(data)
+}
+
+/// Decodes a zstd frame into `out`, which it must fill exactly.
+fn zstd_into(r: &ChunkRef, raw: &[u8], out: &mut [u8]) -> FsResult<()> {
+    let n = zstd::bulk::decompress_to_buffer(raw, out)
+        .map_err(|e| eio(format!("chunk {}: zstd: {e}", r.store_key)))?;
+    if n != out.len() {
+        return Err(eio(format!(
+            "chunk {}: zstd gave {n} bytes, {} expected",
+            r.store_key,
+            out.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Reads and decodes `refs` (already claimed by the caller).
@@ -197,9 +215,14 @@ mod tests {
     fn chunks_written_by_zarrs_decode_here_with_each_codec() {
         let pipe = Pipeline::new(MountConfig::default_config(), Arc::new(Profiler::default()))
             .expect("pipeline");
-        for (n, codec) in [Codec::None, Codec::Gzip(1), Codec::Zstd(3)]
-            .into_iter()
-            .enumerate()
+        for (n, codec) in [
+            Codec::None,
+            Codec::Gzip(1),
+            Codec::Zstd(3),
+            Codec::ZstdShuffled { level: 3, elem: 4 },
+        ]
+        .into_iter()
+        .enumerate()
         {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = Arc::new(DurableStore::open(dir.path()).expect("store"));

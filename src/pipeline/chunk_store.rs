@@ -10,7 +10,7 @@
 
 use crate::config::Codec;
 use crate::error::{FsError, FsResult};
-use crate::layout::gzip;
+use crate::layout::{gzip, shuffle};
 use crate::store::durable::DurableStore;
 
 use super::Pipeline;
@@ -46,7 +46,7 @@ pub fn store(
                 data.len()
             }
         }
-        Codec::Gzip(_) | Codec::Zstd(_) => {
+        Codec::Gzip(_) | Codec::Zstd(_) | Codec::ZstdShuffled { .. } => {
             let (out, n) = compress(pipe, codec, &data).map_err(io)?;
             store.put_value(key, &out[..n]).map_err(io)?;
             pipe.buffers.give(out);
@@ -101,7 +101,8 @@ pub fn store_many(
 /// A compressed chunk: a pooled buffer and the length of the stream in it.
 type Encoded = (Vec<u8>, usize);
 
-/// Compresses `data` with `codec` (gzip or zstd) into a pooled buffer.
+/// Compresses `data` with `codec` (gzip, zstd, or shuffle then zstd) into
+/// a pooled buffer.
 fn compress(pipe: &Pipeline, codec: Codec, data: &[u8]) -> std::io::Result<Encoded> {
     match codec {
         Codec::Gzip(level) => {
@@ -115,6 +116,13 @@ fn compress(pipe: &Pipeline, codec: Codec, data: &[u8]) -> std::io::Result<Encod
                 .take(zstd::zstd_safe::compress_bound(data.len()));
             let n = zstd::bulk::compress_to_buffer(data, &mut out[..], level)?;
             Ok((out, n))
+        }
+        Codec::ZstdShuffled { level, elem } => {
+            let mut planes = pipe.buffers.take(data.len());
+            shuffle::shuffle(data, &mut planes[..data.len()], usize::from(elem));
+            let r = compress(pipe, Codec::Zstd(level), &planes[..data.len()]);
+            pipe.buffers.give(planes);
+            r
         }
         Codec::None => Err(std::io::Error::other("no codec to compress with")),
     }
@@ -206,7 +214,12 @@ mod tests {
     fn chunks_stored_here_read_back_through_zarrs_with_each_codec() {
         let pipe = Pipeline::new(MountConfig::default_config(), Arc::new(Profiler::default()))
             .expect("pipeline");
-        for codec in [Codec::None, Codec::Gzip(1), Codec::Zstd(3)] {
+        for codec in [
+            Codec::None,
+            Codec::Gzip(1),
+            Codec::Zstd(3),
+            Codec::ZstdShuffled { level: 3, elem: 4 },
+        ] {
             let dir = tempfile::tempdir().expect("tempdir");
             let st = Arc::new(DurableStore::open(dir.path()).expect("store"));
             let spec = ByteArraySpec {

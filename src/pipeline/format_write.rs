@@ -325,7 +325,7 @@ impl FormatWriter {
             stored,
             shape: spec.shape.clone(),
             chunk,
-            codec: cfg.layout.codec.to_string(),
+            codec: cfg.layout.codec_for(stored.size()).to_string(),
         };
         self.segments.push(SegmentMeta::Tensor {
             start: spec.start,
@@ -345,7 +345,7 @@ impl FormatWriter {
             row_bytes,
             reservation: None,
             max_err: 0.0,
-            codec: cfg.layout.codec,
+            codec: cfg.layout.codec_for(stored.size()),
             zip_crc: (stored != spec.dtype && self.format == Some(Format::TorchZip))
                 .then(crc32fast::Hasher::new),
         }));
