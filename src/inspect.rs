@@ -233,8 +233,9 @@ pub fn print_table(r: &serde_json::Value) -> Result<()> {
         );
         return Ok(());
     }
+    // Wide enough for the longest codec name, `shuffle(4)+zstd(22)`.
     println!(
-        "  {:<40} {:>18} {:>6} {:>6} {:>14} {:>8} {:>12} {:>6} {:>10}",
+        "  {:<40} {:>18} {:>6} {:>6} {:>14} {:>19} {:>12} {:>6} {:>10}",
         "tensor", "shape", "dtype", "stored", "chunk", "codec", "stored B", "ratio", "max err"
     );
     for t in tensors {
@@ -242,7 +243,7 @@ pub fn print_table(r: &serde_json::Value) -> Result<()> {
         let chunk = t["chunk_shape"].to_string();
         let name = last_chars(t["name"].as_str().unwrap_or(""), 40);
         println!(
-            "  {:<40} {:>18} {:>6} {:>6} {:>14} {:>8} {:>12} {:>6.3} {:>10}",
+            "  {:<40} {:>18} {:>6} {:>6} {:>14} {:>19} {:>12} {:>6.3} {:>10}",
             name,
             shape,
             t["dtype"].as_str().unwrap_or(""),
