@@ -183,9 +183,10 @@ pub fn sha256_file(path: &Path) -> String {
 }
 
 /// The chunked layouts of the data tests (name, config TOML): tiny chunks
-/// (so chunk edges are everywhere), compressed, and tiny compressed chunks
-/// in the packed index (two versions kept, eager compaction, small data
-/// files, so rolling and background compaction run under the test).
+/// (so chunk edges are everywhere), compressed (tensors byte-shuffled
+/// first), and tiny compressed chunks in the packed index (two versions
+/// kept, eager compaction, small data files, so rolling and background
+/// compaction run under the test).
 pub const CHUNKED_LAYOUTS: [(&str, &str); 3] = [
     (
         "chunked-4k",
@@ -193,7 +194,7 @@ pub const CHUNKED_LAYOUTS: [(&str, &str); 3] = [
     ),
     (
         "zstd-8k",
-        "[layout]\nraw_chunk_bytes = 8192\ncodec = \"zstd\"\nlevel = 3\n[io]\nconcurrency = 2\nmemory_budget = 1048576\n",
+        "[layout]\nraw_chunk_bytes = 8192\ncodec = \"zstd\"\nlevel = 3\nshuffle = true\n[io]\nconcurrency = 2\nmemory_budget = 1048576\n",
     ),
     (
         "packed-4k",
