@@ -6,7 +6,8 @@
 #
 # Installs when missing: apt diffutils fonts-dejavu-core fio stress-ng
 # libacl1-dev acl; pip numpy safetensors tensorstore zarr torch transformers; the nightly
-# toolchain (cargo fuzz); `cargo install --locked fsx pjdfstest cargo-fuzz`.
+# toolchain (cargo fuzz); `cargo install --locked fsx pjdfstest cargo-fuzz
+# garage@2.5.0` (Garage: the S3 test cluster, scripts/s3-cluster.sh).
 # Needs root and /dev/fuse. Logs: $LOG_DIR (printed). `--install-only`: just
 # the installs.
 set -uo pipefail
@@ -55,8 +56,8 @@ install() {
             fail install/nightly "rustup toolchain install nightly failed"
     fi
     local bin crate
-    for crate in fsx pjdfstest cargo-fuzz; do
-        bin=$crate
+    for crate in fsx pjdfstest cargo-fuzz garage@2.5.0; do
+        bin=${crate%@*}
         [ -x "$HOME/.cargo/bin/$bin" ] && continue
         cargo install --locked "$crate" >"$LOG_DIR/install-$crate.log" 2>&1 ||
             fail "install/$crate" "cargo install --locked $crate failed (log: $LOG_DIR/install-$crate.log)"
