@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use super::error::{corrupt, io_at, Result};
+use super::error::{corrupt, io_at, OcdbtError, Result};
+use super::remote::Remote;
 
 /// Directory, relative to the database root, of the files we create.
 pub const DATA_DIR: &str = "d";
@@ -22,14 +23,7 @@ pub struct DataFile {
     /// Prefix that nodes stored in this file resolve their own tables
     /// against (TensorStore's base path; empty for our files).
     pub transitive: String,
-    file: File,
-    /// Where the file is, for the direct-read descriptor opened on first use.
-    full: PathBuf,
-    /// A second descriptor opened with `O_DIRECT` (`None`: the filesystem
-    /// refused it, and reads go through the page cache).
-    direct: OnceLock<Option<File>>,
-    /// Set when the device refused a direct read's alignment.
-    direct_refused: AtomicBool,
+    io: Io,
     /// Bytes reserved so far (the file's logical length).
     len: AtomicU64,
     /// Written since the last `fdatasync`.
@@ -39,6 +33,34 @@ pub struct DataFile {
 }
 
 pub use crate::fsutil::DIRECT_ALIGN;
+
+/// Where a data file's bytes are.
+#[derive(Debug)]
+enum Io {
+    Local {
+        file: File,
+        /// Where the file is, for the direct-read descriptor opened on first use.
+        full: PathBuf,
+        /// A second descriptor opened with `O_DIRECT` (`None`: the filesystem
+        /// refused it, and reads go through the page cache).
+        direct: OnceLock<Option<File>>,
+        /// Set when the device refused a direct read's alignment.
+        direct_refused: AtomicBool,
+    },
+    /// An object of a read-only database elsewhere (see `remote`).
+    Remote(Arc<dyn Remote>),
+}
+
+impl Io {
+    fn local(file: File, full: PathBuf) -> Self {
+        Io::Local {
+            file,
+            full,
+            direct: OnceLock::new(),
+            direct_refused: AtomicBool::new(false),
+        }
+    }
+}
 
 /// Writeback of a data file is started each time this many bytes landed.
 const WRITEBACK_STEP: u64 = 8 << 20;
@@ -60,10 +82,7 @@ impl DataFile {
         Ok(Self {
             path,
             transitive: String::new(),
-            file,
-            full,
-            direct: OnceLock::new(),
-            direct_refused: AtomicBool::new(false),
+            io: Io::local(file, full),
             len: AtomicU64::new(0),
             dirty: AtomicBool::new(true),
             unkicked: AtomicU64::new(0),
@@ -72,25 +91,29 @@ impl DataFile {
 
     /// Opens an existing file read-only (we never append to old files).
     pub fn open(root: &Path, path: &str, transitive: &str) -> Result<Self> {
-        if path.split('/').any(|c| c == ".." || c.is_empty()) || path.starts_with('/') {
-            return Err(corrupt(format!(
-                "data file path {path:?} leaves the database"
-            )));
-        }
+        check_path(path)?;
         let full = root.join(path);
         let file = File::open(&full).map_err(io_at(&full))?;
         let len = file.metadata().map_err(io_at(&full))?.len();
-        Ok(Self {
+        Ok(Self::opened(path, transitive, Io::local(file, full), len))
+    }
+
+    /// Opens an object of a database elsewhere (read-only, like `open`).
+    pub fn open_remote(remote: Arc<dyn Remote>, path: &str, transitive: &str) -> Result<Self> {
+        check_path(path)?;
+        let len = remote.size(path).map_err(remote_err(&*remote, path))?;
+        Ok(Self::opened(path, transitive, Io::Remote(remote), len))
+    }
+
+    fn opened(path: &str, transitive: &str, io: Io, len: u64) -> Self {
+        Self {
             path: path.to_string(),
             transitive: transitive.to_string(),
-            file,
-            full,
-            direct: OnceLock::new(),
-            direct_refused: AtomicBool::new(false),
+            io,
             len: AtomicU64::new(len),
             dirty: AtomicBool::new(false),
             unkicked: AtomicU64::new(0),
-        })
+        }
     }
 
     /// Bytes reserved so far: the logical length, which may run ahead of what has landed.
@@ -111,17 +134,15 @@ impl DataFile {
     /// Writes `data` at `offset` (a range `reserve` handed out) and marks the file for the next
     /// `sync`.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        let r = self
-            .file
-            .write_all_at(data, offset)
-            .map_err(io_at(&self.path));
+        let file = self.local_file()?;
+        let r = file.write_all_at(data, offset).map_err(io_at(&self.path));
         // Marked after the write lands: a concurrent `sync` that clears the
         // flag either covers this write or leaves the flag set for the next.
         self.dirty.store(true, Ordering::Release);
         let n = data.len() as u64;
         if self.unkicked.fetch_add(n, Ordering::Relaxed) + n >= WRITEBACK_STEP {
             self.unkicked.store(0, Ordering::Relaxed);
-            crate::fsutil::start_writeback(&self.file);
+            crate::fsutil::start_writeback(file);
         }
         r
     }
@@ -140,18 +161,35 @@ impl DataFile {
         }
         let n = usize::try_from(len).map_err(|_| corrupt("reference too large"))?;
         let mut buf = vec![0u8; n];
-        self.file
-            .read_exact_at(&mut buf, offset)
-            .map_err(io_at(&self.path))?;
+        self.read_exact(offset, &mut buf)?;
         Ok(buf)
     }
 
     /// Fills `buf` from `offset`, refusing ranges past the file's end.
     pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len() as u64)?;
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(io_at(&self.path))
+        self.read_exact(offset, buf)
+    }
+
+    fn read_exact(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        match &self.io {
+            Io::Local { file, .. } => file.read_exact_at(buf, offset).map_err(io_at(&self.path)),
+            Io::Remote(r) => r
+                .read_at(&self.path, offset, buf)
+                .map_err(remote_err(&**r, &self.path)),
+        }
+    }
+
+    /// The local file, or an error for an object elsewhere (read-only).
+    fn local_file(&self) -> Result<&File> {
+        match &self.io {
+            Io::Local { file, .. } => Ok(file),
+            Io::Remote(r) => Err(OcdbtError::Invalid(format!(
+                "{} in {} is read-only",
+                self.path,
+                r.describe()
+            ))),
+        }
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<()> {
@@ -193,7 +231,9 @@ impl DataFile {
             Ok(n) => n,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 // Alignment the device does not accept: stop trying.
-                self.direct_refused.store(true, Ordering::Relaxed);
+                if let Io::Local { direct_refused, .. } = &self.io {
+                    direct_refused.store(true, Ordering::Relaxed);
+                }
                 return Ok(None);
             }
             Err(e) => return Err(io_at(&self.path)(e)),
@@ -207,16 +247,25 @@ impl DataFile {
     }
 
     fn direct_file(&self) -> Option<&File> {
-        if self.direct_refused.load(Ordering::Relaxed) {
+        let Io::Local {
+            full,
+            direct,
+            direct_refused,
+            ..
+        } = &self.io
+        else {
+            return None;
+        };
+        if direct_refused.load(Ordering::Relaxed) {
             return None;
         }
-        self.direct
+        direct
             .get_or_init(|| {
                 use std::os::unix::fs::OpenOptionsExt;
                 OpenOptions::new()
                     .read(true)
                     .custom_flags(libc::O_DIRECT)
-                    .open(&self.full)
+                    .open(full)
                     .ok()
             })
             .as_ref()
@@ -226,11 +275,14 @@ impl DataFile {
     /// once for a reader that keeps its own copy (a hint: errors ignored).
     pub fn drop_cached(&self, offset: u64, len: u64) {
         use std::os::fd::AsRawFd;
+        let Io::Local { file, .. } = &self.io else {
+            return;
+        };
         let (Ok(off), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
             return;
         };
         let _ = nix::fcntl::posix_fadvise(
-            self.file.as_raw_fd(),
+            file.as_raw_fd(),
             off,
             len,
             nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
@@ -240,12 +292,31 @@ impl DataFile {
     /// `fdatasync` if anything was written since the last one.
     pub fn sync(&self) -> Result<()> {
         if self.dirty.swap(false, Ordering::AcqRel) {
-            if let Err(e) = self.file.sync_data() {
+            if let Err(e) = self.local_file()?.sync_data() {
                 self.dirty.store(true, Ordering::Release);
                 return Err(io_at(&self.path)(e));
             }
         }
         Ok(())
+    }
+}
+
+fn check_path(path: &str) -> Result<()> {
+    if path.split('/').any(|c| c == ".." || c.is_empty()) || path.starts_with('/') {
+        return Err(corrupt(format!(
+            "data file path {path:?} leaves the database"
+        )));
+    }
+    Ok(())
+}
+
+fn remote_err<'a>(
+    r: &'a dyn Remote,
+    path: &'a str,
+) -> impl FnOnce(std::io::Error) -> OcdbtError + 'a {
+    move |source| OcdbtError::Io {
+        path: format!("{}/{path}", r.describe()),
+        source,
     }
 }
 

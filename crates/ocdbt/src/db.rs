@@ -24,7 +24,8 @@ use super::btree::MAX_KEY_LEN;
 use super::data_file::{random_uuid, DataFile, FileTable, DATA_DIR};
 use super::envelope::Compression;
 use super::error::{io_at, OcdbtError, Result};
-use super::manifest::{self, Config};
+use super::manifest::{self, Config, Manifest};
+use super::remote::Remote;
 use super::tree_read::{manifest_versions, walk_tree, FileRange, FileSource, Version, Visit};
 use super::tree_write::Value;
 use super::version_tree::MAX_ARITY_LOG2;
@@ -118,6 +119,8 @@ pub struct Db {
     pub(crate) pin: Mutex<Option<fs::File>>,
     /// The generation a read-only `Db` opened.
     pub(crate) opened: Mutex<Option<u64>>,
+    /// Where the files are when not in `dir` (read-only; see `remote`).
+    pub(crate) remote: Mutex<Option<Arc<dyn Remote>>>,
 }
 
 impl FileSource for Db {
@@ -126,7 +129,11 @@ impl FileSource for Db {
         if let Some(f) = files.id_of(path).and_then(|id| files.get(id)) {
             return Ok(f.clone());
         }
-        let f = Arc::new(DataFile::open(&self.dir, path, transitive)?);
+        let remote = self.remote.lock().clone();
+        let f = Arc::new(match remote {
+            Some(r) => DataFile::open_remote(r, path, transitive)?,
+            None => DataFile::open(&self.dir, path, transitive)?,
+        });
         files.insert(f.clone());
         Ok(f)
     }
@@ -178,6 +185,7 @@ impl Db {
             me: me.clone(),
             pin: Mutex::new(None),
             opened: Mutex::new(None),
+            remote: Mutex::new(None),
         })
     }
 
@@ -243,6 +251,21 @@ impl Db {
         Self::open_kept(dir, None)
     }
 
+    /// A kept version of a database elsewhere (an object store), read-only;
+    /// the newest for `None`. No pin: objects there are never rewritten
+    /// in place (see `remote`).
+    pub fn open_remote(remote: Arc<dyn Remote>, generation: Option<u64>) -> Result<Arc<Db>> {
+        let bytes = remote.get(MANIFEST_FILE).map_err(|source| OcdbtError::Io {
+            path: format!("{}/{MANIFEST_FILE}", remote.describe()),
+            source,
+        })?;
+        let m = manifest::decode(&bytes)?;
+        let db = Db::new(Path::new(""), DbOptions::default(), m.config.clone(), true);
+        *db.remote.lock() = Some(remote);
+        db.load_kept(&m, generation)?;
+        Ok(db)
+    }
+
     /// A kept version, read-only; the newest for `None`. The version's
     /// bytes stay where they are while the `Db` lives (see `readers`): the
     /// pin is taken before the manifest is read, so no compaction can
@@ -253,7 +276,15 @@ impl Db {
         let m = manifest::decode(&fs::read(&manifest_path).map_err(io_at(&manifest_path))?)?;
         let db = Db::new(dir, DbOptions::default(), m.config.clone(), true);
         *db.pin.lock() = pin;
-        let versions = manifest_versions(&*db, &m)?;
+        db.load_kept(&m, generation)?;
+        Ok(db)
+    }
+
+    /// Loads version `generation` (the newest for `None`) of manifest `m`
+    /// into a read-only `Db`.
+    fn load_kept(&self, m: &Manifest, generation: Option<u64>) -> Result<()> {
+        let db = self;
+        let versions = manifest_versions(db, m)?;
         let v = match generation {
             Some(g) => versions
                 .iter()
@@ -266,7 +297,7 @@ impl Db {
         db.load_tree(v)?;
         *db.opened.lock() = Some(v.generation);
         *db.committed.lock() = versions;
-        Ok(db)
+        Ok(())
     }
 
     /// The generation a read-only `Db` opened (`None` for a writable one).

@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod multi_get;
 pub mod readers;
 mod reclaim;
+pub mod remote;
 pub mod tree_read;
 pub mod tree_write;
 pub mod verify;
@@ -32,6 +33,7 @@ pub use compact::CompactReport;
 pub use db::{Db, DbOptions};
 pub use envelope::Compression;
 pub use error::{OcdbtError, Result};
+pub use remote::Remote;
 pub use verify::{verify, versions, VerifyReport, VersionInfo};
 
 #[cfg(test)]

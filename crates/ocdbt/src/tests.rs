@@ -535,3 +535,83 @@ fn a_reader_of_a_dropped_version_holds_off_compaction_until_it_goes() {
     assert!(!report.skipped_for_readers, "{report:?}");
     assert!(report.files_removed > 0, "{report:?}");
 }
+
+/// A `Remote` over a copy of a database's files, counting its reads.
+#[derive(Debug)]
+struct CopiedRemote {
+    dir: std::path::PathBuf,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl Remote for CopiedRemote {
+    fn get(&self, key: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.dir.join(key))
+    }
+    fn read_at(&self, key: &str, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::fs::File::open(self.dir.join(key))?.read_exact_at(buf, offset)
+    }
+    fn size(&self, key: &str) -> std::io::Result<u64> {
+        Ok(std::fs::metadata(self.dir.join(key))?.len())
+    }
+    fn describe(&self) -> String {
+        format!("copy:{}", self.dir.display())
+    }
+}
+
+#[test]
+fn a_copy_elsewhere_opens_read_only_through_its_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_or_create(dir.path(), opts()).unwrap();
+    db.put(b"a/c/0", &big(0, 5000)).unwrap();
+    db.put(b"a/c/1", &big(1, 7000)).unwrap();
+    db.commit().unwrap();
+    db.put(b"a/c/0", &big(2, 5000)).unwrap();
+    db.commit().unwrap();
+    drop(db);
+    // The copy: the manifest and the data files, nothing else.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::create_dir(copy.path().join("d")).unwrap();
+    std::fs::copy(
+        dir.path().join("manifest.ocdbt"),
+        copy.path().join("manifest.ocdbt"),
+    )
+    .unwrap();
+    for e in std::fs::read_dir(dir.path().join("d")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), copy.path().join("d").join(e.file_name())).unwrap();
+    }
+    let remote = Arc::new(CopiedRemote {
+        dir: copy.path().to_path_buf(),
+        reads: Default::default(),
+    });
+    let newest = Db::open_remote(remote.clone(), None).unwrap();
+    assert!(newest.is_read_only());
+    assert_eq!(newest.opened_generation(), Some(2));
+    assert_eq!(newest.get(b"a/c/0").unwrap().unwrap(), big(2, 5000));
+    assert_eq!(
+        newest.get_range(b"a/c/1", 100, 50).unwrap().unwrap(),
+        big(1, 7000)[100..150]
+    );
+    let before = remote.reads.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(before > 0, "values were read through the remote");
+    assert!(
+        newest.put(b"x", b"y").is_err(),
+        "a remote database is read-only"
+    );
+    let first = Db::open_remote(remote.clone(), Some(1)).unwrap();
+    assert_eq!(first.get(b"a/c/0").unwrap().unwrap(), big(0, 5000));
+    assert!(Db::open_remote(remote, Some(9)).is_err());
+    // A copy without its data files fails with an error naming the object.
+    std::fs::remove_dir_all(copy.path().join("d")).unwrap();
+    let gone = Arc::new(CopiedRemote {
+        dir: copy.path().to_path_buf(),
+        reads: Default::default(),
+    });
+    let err = Db::open_remote(gone, None)
+        .err()
+        .expect("data files are missing");
+    assert!(err.to_string().contains("copy:"), "{err}");
+}
