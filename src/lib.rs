@@ -19,5 +19,6 @@ pub use ::ocdbt;
 pub mod packed_cli;
 pub mod pipeline;
 pub mod profile;
+pub mod publish;
 pub mod store;
 pub mod verify;

@@ -22,7 +22,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Mount BACKING_DIR on MOUNTPOINT (foreground until unmounted or signalled).
+    /// Mount BACKING_DIR on MOUNTPOINT (foreground until unmounted or
+    /// signalled). BACKING_DIR may be s3://BUCKET/PREFIX, a packed database
+    /// put there by `ckptfs publish`: mounted read-only (--read-only or
+    /// --version), endpoint and credentials from AWS_*.
     Mount {
         /// Mount config (TOML); the embedded default layout without it.
         #[arg(long, short)]
@@ -53,6 +56,10 @@ enum Cmd {
         /// Mount over a directory that has entries (hidden while mounted).
         #[arg(long)]
         nonempty: bool,
+        /// Local dir of an s3:// mount (its profile goes there); default: a
+        /// new dir in the temp dir.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
         backing_dir: PathBuf,
         mountpoint: PathBuf,
     },
@@ -107,6 +114,19 @@ enum Cmd {
         #[arg(long)]
         all_versions: bool,
         backing_dir: PathBuf,
+    },
+    /// Copy a backing dir's packed (OCDBT) database to an object store
+    /// (s3://BUCKET/PREFIX; endpoint and credentials from AWS_*), where
+    /// `ckptfs mount --read-only s3://…` and TensorStore open it. Uploads
+    /// only what the store lacks; the manifest goes last. Exit 2 when a
+    /// live mount holds the backing dir.
+    Publish {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        backing_dir: PathBuf,
+        /// s3://BUCKET/PREFIX
+        to: String,
     },
     /// List the versions a packed (OCDBT) database keeps.
     Versions { backing_dir: PathBuf },
@@ -203,9 +223,32 @@ fn main() -> ExitCode {
             version,
             read_only,
             nonempty,
+            cache_dir,
             backing_dir,
             mountpoint,
         } => {
+            let remote = if ckptfs::store::s3::S3Location::is_s3(backing_dir.as_os_str()) {
+                match ckptfs::store::s3::S3Location::parse(&backing_dir.to_string_lossy()) {
+                    Ok(at) => Some(at),
+                    Err(e) => {
+                        eprintln!("ckptfs: {e:#}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                if cache_dir.is_some() {
+                    eprintln!("ckptfs: --cache-dir is for s3:// mounts");
+                    return ExitCode::from(2);
+                }
+                None
+            };
+            let backing_dir = match (&remote, cache_dir) {
+                (Some(_), Some(dir)) => dir,
+                (Some(_), None) => {
+                    std::env::temp_dir().join(format!("ckptfs-s3-cache-{}", std::process::id()))
+                }
+                (None, _) => backing_dir,
+            };
             let config = match config {
                 Some(p) => match MountConfig::load(&p) {
                     Ok(c) => c,
@@ -227,6 +270,7 @@ fn main() -> ExitCode {
                 version,
                 read_only,
                 nonempty,
+                remote,
             };
             match mount::run(args) {
                 Ok(code) => ExitCode::from(code as u8),
@@ -296,6 +340,11 @@ fn main() -> ExitCode {
             all_versions,
             backing_dir,
         } => run_verify(&backing_dir, json, all_versions),
+        Cmd::Publish {
+            json,
+            backing_dir,
+            to,
+        } => run_publish(&backing_dir, &to, json),
         Cmd::Versions { backing_dir } => ExitCode::from(ckptfs::packed_cli::versions(&backing_dir)),
         Cmd::Compact { keep, backing_dir } => {
             // A mounted backing dir's database belongs to its daemon.
@@ -352,13 +401,61 @@ fn offline_lock(backing: &std::path::Path) -> Result<Option<mount::BackingLock>,
     })
 }
 
-/// `ckptfs verify`: refuses a store a live mount holds (it changes under us).
-fn run_verify(backing: &std::path::Path, json: bool, all_versions: bool) -> ExitCode {
+/// `ckptfs publish`: refuses a backing dir a live mount holds.
+fn run_publish(backing: &std::path::Path, to: &str, json: bool) -> ExitCode {
     let _lock = match offline_lock(backing) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let report = match ckptfs::verify::verify(backing, all_versions) {
+    let run = || -> anyhow::Result<ckptfs::publish::PublishReport> {
+        let to = ckptfs::store::s3::S3Location::parse(to)?;
+        ckptfs::publish::publish(backing, &to)
+    };
+    match run() {
+        Ok(r) if json => {
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!(
+                "published generation {} to {to}: {} data files uploaded ({} bytes), {} already there, in {:.2}s",
+                r.generation, r.uploaded_files, r.uploaded_bytes, r.unchanged_files, r.seconds
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ckptfs: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `ckptfs verify s3://…`: a published database, read through the store.
+fn verify_s3(at: &str, all_versions: bool) -> anyhow::Result<ckptfs::verify::Report> {
+    use ckptfs::store::s3::{S3Location, S3Remote, S3Store};
+    let store = S3Store::connect(S3Location::parse(at)?)?;
+    let scratch = std::env::temp_dir().join(format!("ckptfs-verify-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let remote = std::sync::Arc::new(S3Remote(std::sync::Arc::new(store)));
+    let report = ckptfs::verify::verify_remote(remote, &scratch, all_versions);
+    let _ = std::fs::remove_dir_all(&scratch);
+    report
+}
+
+/// `ckptfs verify`: refuses a store a live mount holds (it changes under us).
+fn run_verify(backing: &std::path::Path, json: bool, all_versions: bool) -> ExitCode {
+    let remote = ckptfs::store::s3::S3Location::is_s3(backing.as_os_str());
+    let _lock = match offline_lock(backing) {
+        Ok(l) if !remote => l,
+        Ok(_) => None,
+        Err(code) => return code,
+    };
+    let checked = if remote {
+        verify_s3(&backing.to_string_lossy(), all_versions)
+    } else {
+        ckptfs::verify::verify(backing, all_versions)
+    };
+    let report = match checked {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ckptfs: {e:#}");

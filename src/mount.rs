@@ -28,6 +28,8 @@ use crate::ocdbt::{Db, DbOptions};
 use crate::pipeline::Pipeline;
 use crate::profile::Profiler;
 use crate::store::durable::{open_rw, write_atomic};
+use crate::store::ns_catalog::PREFIX as NS_PREFIX;
+use crate::store::s3::{S3Location, S3Remote, S3Store};
 
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
@@ -48,6 +50,9 @@ pub struct MountArgs {
     pub read_only: bool,
     /// Mount over a directory that has entries.
     pub nonempty: bool,
+    /// The checkpoint is a database published to an object store
+    /// (`ckptfs publish`); `backing` is then its local cache dir.
+    pub remote: Option<S3Location>,
 }
 
 /// Which version of a packed index a `--version` mount shows.
@@ -197,7 +202,7 @@ fn init_backing(backing: &Path) -> Result<()> {
 }
 
 /// How [`open_core`] opens a backing dir, beside its config.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CoreOptions {
     /// What the profiler records.
     pub profile: crate::profile::Level,
@@ -205,6 +210,9 @@ pub struct CoreOptions {
     pub version: Option<VersionPick>,
     /// Change nothing in the backing dir (see `MountArgs::read_only`).
     pub read_only: bool,
+    /// Show a packed database published elsewhere (an object store), at
+    /// `version` or its newest; the backing dir is then only local scratch.
+    pub remote: Option<Arc<dyn crate::ocdbt::Remote>>,
 }
 
 impl Default for CoreOptions {
@@ -214,6 +222,7 @@ impl Default for CoreOptions {
             profile: crate::profile::Level::Full,
             version: None,
             read_only: false,
+            remote: None,
         }
     }
 }
@@ -239,6 +248,9 @@ pub fn open_core(
     // pin), so it shares the backing dir with a writer and with other
     // version mounts; so does a read-only mount that finds a writer there.
     // Read-only media need none: nothing can change them.
+    if let Some(remote) = opts.remote.clone() {
+        return open_remote_core(backing, config, &opts, remote);
+    }
     let mut opts = opts;
     let lock = if opts.version.is_some() {
         BackingLock {
@@ -292,6 +304,44 @@ pub fn open_core(
     let pipe = Pipeline::new(config.clone(), profiler).context("start worker pool")?;
     let core = Arc::new(CkptFs::new(pipe, tree).map_err(|e| anyhow!("{e}"))?);
     Ok((core, lock))
+}
+
+/// [`open_core`] for a database published to an object store: read-only,
+/// no lock (nothing local is shared), the tree of the version asked for.
+fn open_remote_core(
+    scratch: &Path,
+    config: &MountConfig,
+    opts: &CoreOptions,
+    remote: Arc<dyn crate::ocdbt::Remote>,
+) -> Result<(Arc<CkptFs>, BackingLock)> {
+    let started = Instant::now();
+    fs::create_dir_all(scratch.join(RESERVED))
+        .with_context(|| format!("create cache dir {}", scratch.display()))?;
+    let at = remote.describe();
+    let generation = match opts.version {
+        Some(VersionPick::Generation(n)) => Some(n),
+        _ => None,
+    };
+    let db = Db::open_remote(remote, generation).map_err(|e| anyhow!("open {at}: {e}"))?;
+    if db.list_prefix(NS_PREFIX).is_empty() {
+        bail!(
+            "{at}: its version {} keeps no namespace (published by an older ckptfs?); mount it locally instead",
+            db.opened_generation().unwrap_or(0)
+        );
+    }
+    let (tree, _) =
+        Tree::load(scratch, Some(db), false, false).map_err(|e| anyhow!("load {at}: {e}"))?;
+    tracing::info!("loaded {at} in {:.3}s", started.elapsed().as_secs_f64());
+    let profiler = Arc::new(Profiler::new(opts.profile));
+    let pipe = Pipeline::new(config.clone(), profiler).context("start worker pool")?;
+    let core = Arc::new(CkptFs::new(pipe, tree).map_err(|e| anyhow!("{e}"))?);
+    Ok((
+        core,
+        BackingLock {
+            _file: None,
+            shared: true,
+        },
+    ))
 }
 
 /// The mountpoint is a directory, and empty unless `nonempty` (entries
@@ -401,9 +451,19 @@ pub fn run(args: MountArgs) -> Result<i32> {
     };
     nest(&std::path::absolute(&args.backing).unwrap_or_else(|_| args.backing.clone()))?;
     let read_only = args.version.is_some() || args.read_only;
+    if args.remote.is_some() && !read_only {
+        bail!("an s3:// mount is read-only: pass --read-only or --version (a writer saves locally and runs ckptfs publish)");
+    }
+    let remote = match &args.remote {
+        Some(at) => {
+            let store = S3Store::connect(at.clone())?;
+            Some(Arc::new(S3Remote(Arc::new(store))) as Arc<dyn crate::ocdbt::Remote>)
+        }
+        None => None,
+    };
     let backing = fs::canonicalize(&args.backing)
         .or_else(|e| {
-            if read_only {
+            if read_only && remote.is_none() {
                 return Err(e);
             }
             fs::create_dir_all(&args.backing)?;
@@ -432,6 +492,7 @@ pub fn run(args: MountArgs) -> Result<i32> {
             profile: args.profile,
             version: args.version,
             read_only: args.read_only,
+            remote,
         },
     )?;
     let config = args.config.clone();
@@ -439,8 +500,12 @@ pub fn run(args: MountArgs) -> Result<i32> {
 
     let options = |clone_fd| {
         let mut c = Config::default();
+        let source = match &args.remote {
+            Some(at) => at.to_string(),
+            None => backing.display().to_string(),
+        };
         c.mount_options = vec![
-            MountOption::FSName(format!("ckptfs:{}", backing.display())),
+            MountOption::FSName(format!("ckptfs:{source}")),
             MountOption::Subtype("ckptfs".into()),
             MountOption::DefaultPermissions,
             MountOption::NoAtime,

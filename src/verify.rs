@@ -124,10 +124,69 @@ pub fn verify(backing: &Path, all_versions: bool) -> Result<Report> {
     if all_versions {
         let newest = jobs.len();
         for &g in &older {
-            version_jobs(backing, g, &mut jobs, &mut pre);
+            match Db::open_version(backing, g) {
+                Ok(db) => {
+                    version_jobs(&db, Some(g), backing, &mut jobs, &mut pre);
+                }
+                Err(e) => pre.problem(format!("version {g}: {e}")),
+            }
         }
         report.older_versions = Some([older.len() as u64, (jobs.len() - newest) as u64]);
     }
+    check_all(&jobs, pre, &mut report);
+    Ok(report)
+}
+
+/// [`verify`] of a packed database published to an object store
+/// (`ckptfs publish`): its nodes and references, then every file of its
+/// newest version (and of every kept version, with `all_versions`), each
+/// chunk fetched, decoded and checked against its CRC-32C. `scratch` is a
+/// local dir the stores anchor on; nothing is written to it.
+pub fn verify_remote(
+    remote: Arc<dyn crate::ocdbt::Remote>,
+    scratch: &Path,
+    all_versions: bool,
+) -> Result<Report> {
+    let at = remote.describe();
+    let mut report = Report::default();
+    match crate::ocdbt::verify_remote(remote.clone()) {
+        Ok(r) => {
+            report.packed = Some([r.versions as u64, r.nodes as u64, r.keys as u64]);
+            report.problems = r.problems;
+        }
+        Err(e) => bail!("{at}: {e}"),
+    }
+    let kept: Vec<u64> = crate::ocdbt::versions_remote(remote.clone())
+        .with_context(|| format!("{at}: versions"))?
+        .iter()
+        .map(|v| v.generation)
+        .collect();
+    let Some((&newest, older)) = kept.split_last() else {
+        bail!("{at}: no versions");
+    };
+    let mut jobs = Vec::new();
+    let mut pre = Tally::default();
+    let db = Db::open_remote(remote.clone(), Some(newest)).with_context(|| at.clone())?;
+    report.dirs = version_jobs(&db, None, scratch, &mut jobs, &mut pre);
+    report.files = jobs.len() as u64;
+    if all_versions {
+        let before = jobs.len();
+        for &g in older {
+            match Db::open_remote(remote.clone(), Some(g)) {
+                Ok(db) => {
+                    version_jobs(&db, Some(g), scratch, &mut jobs, &mut pre);
+                }
+                Err(e) => pre.problem(format!("version {g}: {e}")),
+            }
+        }
+        report.older_versions = Some([older.len() as u64, (jobs.len() - before) as u64]);
+    }
+    check_all(&jobs, pre, &mut report);
+    Ok(report)
+}
+
+/// Checks the jobs on a few threads; adds their tally to `report`.
+fn check_all(jobs: &[Job], pre: Tally, report: &mut Report) {
     let next = AtomicUsize::new(0);
     let shared = Mutex::new(pre);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
@@ -149,7 +208,6 @@ pub fn verify(backing: &Path, all_versions: bool) -> Result<Report> {
     report.bytes = t.bytes;
     report.problems.extend(t.problems);
     report.problems.sort();
-    Ok(report)
 }
 
 /// One file to check: `label` names it in problems, `home` is its
@@ -162,23 +220,27 @@ struct Job {
     db: Option<Arc<Db>>,
 }
 
-/// The files version `g` of the packed index names, each with the manifest
+/// The files a version of the packed index names, each with the manifest
 /// that version holds (plain-layout files, which keep only their newest
-/// bytes, left out).
-fn version_jobs(backing: &Path, g: u64, jobs: &mut Vec<Job>, t: &mut Tally) {
+/// bytes, left out); labelled `version G/…` for an older version `g`.
+/// Returns the number of directories the version has.
+fn version_jobs(
+    db: &Arc<Db>,
+    g: Option<u64>,
+    home: &Path,
+    jobs: &mut Vec<Job>,
+    t: &mut Tally,
+) -> u64 {
     use crate::store::namespace::Entry;
-    let db = match Db::open_version(backing, g) {
-        Ok(db) => db,
-        Err(e) => {
-            t.problem(format!("version {g}: {e}"));
-            return;
-        }
-    };
     let prefix = crate::store::ns_catalog::PREFIX;
     let mut seen = std::collections::HashSet::new();
+    let mut dirs = 0;
     for (key, _) in db.list_prefix(prefix) {
         let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-        let label = PathBuf::from(format!("version {g}")).join(&name);
+        let label = match g {
+            Some(g) => PathBuf::from(format!("version {g}")).join(&name),
+            None => PathBuf::from(&name),
+        };
         let entry = match db.get(&key) {
             Ok(Some(v)) => serde_json::from_slice::<Entry>(&v).ok(),
             Ok(None) => continue,
@@ -187,8 +249,13 @@ fn version_jobs(backing: &Path, g: u64, jobs: &mut Vec<Job>, t: &mut Tally) {
                 continue;
             }
         };
-        let Some(Entry::File { id }) = entry else {
-            continue;
+        let id = match entry {
+            Some(Entry::File { id }) => id,
+            Some(Entry::Dir { .. }) => {
+                dirs += 1;
+                continue;
+            }
+            _ => continue,
         };
         if !seen.insert(id.clone()) {
             continue;
@@ -211,11 +278,12 @@ fn version_jobs(backing: &Path, g: u64, jobs: &mut Vec<Job>, t: &mut Tally) {
         // backing root is only the store's anchor.
         jobs.push(Job {
             label,
-            home: backing.to_path_buf(),
+            home: home.to_path_buf(),
             m: *m,
             db: Some(db.clone()),
         });
     }
+    dirs
 }
 
 /// A packed database: every kept version's nodes (CRC-32C, order) and

@@ -9,3 +9,4 @@ pub mod group_sync;
 pub mod namespace;
 pub mod ns_catalog;
 pub mod packed;
+pub mod s3;

@@ -34,7 +34,7 @@ pub use db::{Db, DbOptions};
 pub use envelope::Compression;
 pub use error::{OcdbtError, Result};
 pub use remote::Remote;
-pub use verify::{verify, versions, VerifyReport, VersionInfo};
+pub use verify::{verify, verify_remote, versions, versions_remote, VerifyReport, VersionInfo};
 
 #[cfg(test)]
 mod tests;

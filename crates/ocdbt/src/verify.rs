@@ -1,6 +1,6 @@
-//! Read-only inspection of a database directory: the versions it keeps, and
-//! a full check of every node (CRC-32C, decoding, height, key order) and
-//! every reference (file present, range inside it).
+//! Read-only inspection of a database (a directory, or a [`Remote`]): the
+//! versions it keeps, and a full check of every node (CRC-32C, decoding,
+//! height, key order) and every reference (file present, range inside it).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,23 +10,56 @@ use parking_lot::Mutex;
 
 use super::data_file::DataFile;
 use super::db::MANIFEST_FILE;
-use super::error::{io_at, Result};
+use super::error::{io_at, OcdbtError, Result};
 use super::manifest;
+use super::remote::Remote;
 use super::tree_read::{manifest_versions, walk_tree, FileSource, Visit};
 
-/// Opens data files of a directory on demand, read-only.
-struct DirFiles<'a> {
-    dir: &'a Path,
+/// Where a database's files are.
+enum Home<'a> {
+    Dir(&'a Path),
+    Remote(Arc<dyn Remote>),
+}
+
+/// Opens data files of a database on demand, read-only.
+struct Files<'a> {
+    home: Home<'a>,
     open: Mutex<HashMap<String, Arc<DataFile>>>,
 }
 
-impl FileSource for DirFiles<'_> {
+impl<'a> Files<'a> {
+    fn new(home: Home<'a>) -> Self {
+        Files {
+            home,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The manifest's bytes.
+    fn manifest(&self) -> Result<Vec<u8>> {
+        match &self.home {
+            Home::Dir(dir) => {
+                let path = dir.join(MANIFEST_FILE);
+                std::fs::read(&path).map_err(io_at(&path))
+            }
+            Home::Remote(r) => r.get(MANIFEST_FILE).map_err(|source| OcdbtError::Io {
+                path: format!("{}/{MANIFEST_FILE}", r.describe()),
+                source,
+            }),
+        }
+    }
+}
+
+impl FileSource for Files<'_> {
     fn file(&self, path: &str, transitive: &str) -> Result<Arc<DataFile>> {
         let mut open = self.open.lock();
         if let Some(f) = open.get(path) {
             return Ok(f.clone());
         }
-        let f = Arc::new(DataFile::open(self.dir, path, transitive)?);
+        let f = Arc::new(match &self.home {
+            Home::Dir(dir) => DataFile::open(dir, path, transitive)?,
+            Home::Remote(r) => DataFile::open_remote(r.clone(), path, transitive)?,
+        });
         open.insert(path.to_string(), f.clone());
         Ok(f)
     }
@@ -49,12 +82,16 @@ pub struct VersionInfo {
 
 /// The versions the manifest in `dir` references, oldest first.
 pub fn versions(dir: &Path) -> Result<Vec<VersionInfo>> {
-    let path = dir.join(MANIFEST_FILE);
-    let m = manifest::decode(&std::fs::read(&path).map_err(io_at(&path))?)?;
-    let src = DirFiles {
-        dir,
-        open: Mutex::new(HashMap::new()),
-    };
+    versions_of(Files::new(Home::Dir(dir)))
+}
+
+/// [`versions`] of a database read through `remote`.
+pub fn versions_remote(remote: Arc<dyn Remote>) -> Result<Vec<VersionInfo>> {
+    versions_of(Files::new(Home::Remote(remote)))
+}
+
+fn versions_of(src: Files) -> Result<Vec<VersionInfo>> {
+    let m = manifest::decode(&src.manifest()?)?;
     Ok(manifest_versions(&src, &m)?
         .into_iter()
         .map(|v| VersionInfo {
@@ -92,19 +129,24 @@ impl VerifyReport {
 /// Checks every kept version of the database in `dir`. Corruption is
 /// reported in `problems`; only an unreadable manifest path is an error.
 pub fn verify(dir: &Path) -> Result<VerifyReport> {
+    verify_of(Files::new(Home::Dir(dir)))
+}
+
+/// [`verify`] of a database read through `remote`: every node and value
+/// reference of every kept version is fetched.
+pub fn verify_remote(remote: Arc<dyn Remote>) -> Result<VerifyReport> {
+    verify_of(Files::new(Home::Remote(remote)))
+}
+
+fn verify_of(src: Files) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    let path = dir.join(MANIFEST_FILE);
-    let bytes = std::fs::read(&path).map_err(io_at(&path))?;
+    let bytes = src.manifest()?;
     let m = match manifest::decode(&bytes) {
         Ok(m) => m,
         Err(e) => {
             report.problems.push(format!("manifest: {e}"));
             return Ok(report);
         }
-    };
-    let src = DirFiles {
-        dir,
-        open: Mutex::new(HashMap::new()),
     };
     let versions = match manifest_versions(&src, &m) {
         Ok(v) => v,

@@ -1,0 +1,250 @@
+//! An S3-compatible object store as the home of a packed (OCDBT)
+//! database: `s3://BUCKET/PREFIX` holds `manifest.ocdbt` and `d/<id>`,
+//! the layout TensorStore's `ocdbt` driver reads over its `s3` kvstore.
+//!
+//! Endpoint, region and credentials come from the usual `AWS_*`
+//! environment variables (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`). Every
+//! request is bounded (a timeout and a few retries), so a store that is
+//! down answers an error within a minute instead of hanging a reader.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientConfigKey, ObjectStoreExt, RetryConfig};
+
+/// Per request, including the body (a 16 MiB part on a slow link).
+const REQUEST_TIMEOUT: &str = "30s";
+const CONNECT_TIMEOUT: &str = "5s";
+/// Retries of a failed request, and the time they may take in all.
+const MAX_RETRIES: usize = 3;
+const RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `s3://BUCKET/PREFIX`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    /// Without leading or trailing `/`; empty for the bucket's root.
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Whether `s` names an object store location rather than a local path.
+    pub fn is_s3(s: &std::ffi::OsStr) -> bool {
+        s.to_str().is_some_and(|s| s.starts_with("s3://"))
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        let Some(rest) = s.strip_prefix("s3://") else {
+            bail!("{s:?} is not an s3:// location (s3://BUCKET/PREFIX)");
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            bail!("{s:?} names no bucket (s3://BUCKET/PREFIX)");
+        }
+        let prefix = prefix.trim_matches('/').to_string();
+        if prefix.split('/').any(|p| p == "." || p == "..") {
+            bail!("{s:?}: a prefix may not contain . or .. segments");
+        }
+        Ok(S3Location {
+            bucket: bucket.to_string(),
+            prefix,
+        })
+    }
+}
+
+impl fmt::Display for S3Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.prefix.is_empty() {
+            write!(f, "s3://{}", self.bucket)
+        } else {
+            write!(f, "s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+/// A connection to one bucket and prefix, with its own runtime so that
+/// callers on any thread (FUSE workers, the save pool) can block on it.
+pub struct S3Store {
+    pub location: S3Location,
+    pub store: Arc<AmazonS3>,
+    /// Taken at drop, which may happen on a thread of another runtime.
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for S3Store {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "S3Store({})", self.location)
+    }
+}
+
+impl S3Store {
+    /// Connects to `location` with settings from the environment. Nothing
+    /// is requested yet: a wrong endpoint shows at the first request.
+    pub fn connect(location: S3Location) -> Result<Self> {
+        let store = AmazonS3Builder::from_env()
+            .with_bucket_name(&location.bucket)
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                REQUEST_TIMEOUT,
+            )
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                CONNECT_TIMEOUT,
+            )
+            .with_retry(RetryConfig {
+                max_retries: MAX_RETRIES,
+                retry_timeout: RETRY_WINDOW,
+                ..RetryConfig::default()
+            })
+            .build()
+            .with_context(|| format!("configure {location} (see the AWS_* variables)"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .thread_name("ckptfs-s3")
+            .enable_all()
+            .build()
+            .context("start the object store runtime")?;
+        Ok(S3Store {
+            location,
+            store: Arc::new(store),
+            rt: Some(rt),
+        })
+    }
+
+    /// The object for `key` under the prefix.
+    pub fn path(&self, key: &str) -> ObjectPath {
+        if self.location.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.location.prefix))
+        }
+    }
+
+    /// Runs `fut` on the store's runtime and waits for it, from any thread
+    /// (a tokio worker of another runtime included).
+    pub fn block_on<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> io::Result<T> {
+        let Some(rt) = &self.rt else {
+            return Err(io::Error::other("object store connection closed"));
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv()
+            .map_err(|_| io::Error::other("object store request abandoned"))
+    }
+
+    /// The object's bytes, or `None` when it does not exist.
+    pub fn get_opt(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        let (store, path) = (self.store.clone(), self.path(key));
+        let got = self.block_on(async move {
+            match store.get(&path).await {
+                Ok(r) => r.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })?;
+        got.map(|b| b.map(|b| b.to_vec()))
+            .map_err(|e| to_io(e, &self.location, key))
+    }
+}
+
+/// An object store error as an `io::Error` (NotFound stays NotFound; the
+/// rest is EIO with the store's message).
+pub fn to_io(e: object_store::Error, at: &S3Location, key: &str) -> io::Error {
+    let kind = match e {
+        object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, format!("{at}/{key}: {e}"))
+}
+
+/// A packed database's files read from the store.
+#[derive(Debug)]
+pub struct S3Remote(pub Arc<S3Store>);
+
+impl ocdbt::Remote for S3Remote {
+    fn get(&self, key: &str) -> io::Result<Vec<u8>> {
+        self.0.get_opt(key)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{}/{key}: no such object", self.0.location),
+            )
+        })
+    }
+
+    fn read_at(&self, key: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let s = &self.0;
+        let (store, path) = (s.store.clone(), s.path(key));
+        let range = offset..offset + buf.len() as u64;
+        let bytes = s
+            .block_on(async move { store.get_range(&path, range).await })?
+            .map_err(|e| to_io(e, &s.location, key))?;
+        if bytes.len() != buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{}/{key}: {} bytes at {offset} asked, {} returned",
+                    s.location,
+                    buf.len(),
+                    bytes.len()
+                ),
+            ));
+        }
+        buf.copy_from_slice(&bytes);
+        Ok(())
+    }
+
+    fn size(&self, key: &str) -> io::Result<u64> {
+        let s = &self.0;
+        let (store, path) = (s.store.clone(), s.path(key));
+        let meta = s
+            .block_on(async move { store.head(&path).await })?
+            .map_err(|e| to_io(e, &s.location, key))?;
+        Ok(meta.size)
+    }
+
+    fn describe(&self) -> String {
+        self.0.location.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::S3Location;
+
+    #[test]
+    fn locations_parse_and_print_back() {
+        let l = S3Location::parse("s3://ckpt/runs/a/").expect("parse");
+        assert_eq!(l.bucket, "ckpt");
+        assert_eq!(l.prefix, "runs/a");
+        assert_eq!(l.to_string(), "s3://ckpt/runs/a");
+        assert_eq!(
+            S3Location::parse("s3://ckpt").expect("parse").to_string(),
+            "s3://ckpt"
+        );
+        assert!(S3Location::parse("s3:///x").is_err());
+        assert!(S3Location::parse("/tmp/x").is_err());
+        assert!(S3Location::parse("s3://b/a/../c").is_err());
+    }
+}
