@@ -56,10 +56,15 @@ enum Cmd {
         /// Mount over a directory that has entries (hidden while mounted).
         #[arg(long)]
         nonempty: bool,
-        /// Local dir of an s3:// mount (its profile goes there); default: a
-        /// new dir in the temp dir.
+        /// Local dir of an s3:// mount: fetched blocks (kept for the next
+        /// mount) and the profile. Default: a dir in the temp dir, removed
+        /// at unmount.
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
+        /// Bytes of fetched blocks an s3:// mount keeps in its cache dir,
+        /// least recently used out first (K, M, G suffixes; 0: none).
+        #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = ckptfs::store::s3_cache::parse_size)]
+        cache_size: u64,
         backing_dir: PathBuf,
         mountpoint: PathBuf,
     },
@@ -224,6 +229,7 @@ fn main() -> ExitCode {
             read_only,
             nonempty,
             cache_dir,
+            cache_size,
             backing_dir,
             mountpoint,
         } => {
@@ -242,6 +248,7 @@ fn main() -> ExitCode {
                 }
                 None
             };
+            let ephemeral_cache = remote.is_some() && cache_dir.is_none();
             let backing_dir = match (&remote, cache_dir) {
                 (Some(_), Some(dir)) => dir,
                 (Some(_), None) => {
@@ -271,6 +278,8 @@ fn main() -> ExitCode {
                 read_only,
                 nonempty,
                 remote,
+                cache_size,
+                ephemeral_cache,
             };
             match mount::run(args) {
                 Ok(code) => ExitCode::from(code as u8),
@@ -436,7 +445,8 @@ fn verify_s3(at: &str, all_versions: bool) -> anyhow::Result<ckptfs::verify::Rep
     let store = S3Store::connect(S3Location::parse(at)?)?;
     let scratch = std::env::temp_dir().join(format!("ckptfs-verify-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
-    let remote = std::sync::Arc::new(S3Remote(std::sync::Arc::new(store)));
+    let cache = ckptfs::store::s3_cache::BlockCache::open(&scratch.join("blocks"), 1 << 30)?;
+    let remote = std::sync::Arc::new(S3Remote::new(std::sync::Arc::new(store), Some(cache)));
     let report = ckptfs::verify::verify_remote(remote, &scratch, all_versions);
     let _ = std::fs::remove_dir_all(&scratch);
     report

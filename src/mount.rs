@@ -30,6 +30,7 @@ use crate::profile::Profiler;
 use crate::store::durable::{open_rw, write_atomic};
 use crate::store::ns_catalog::PREFIX as NS_PREFIX;
 use crate::store::s3::{S3Location, S3Remote, S3Store};
+use crate::store::s3_cache::BlockCache;
 
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
@@ -53,6 +54,11 @@ pub struct MountArgs {
     /// The checkpoint is a database published to an object store
     /// (`ckptfs publish`); `backing` is then its local cache dir.
     pub remote: Option<S3Location>,
+    /// Bytes of fetched blocks an s3:// mount keeps in `backing/blocks`
+    /// (0: none).
+    pub cache_size: u64,
+    /// `backing` is a cache dir made for this mount alone: removed at exit.
+    pub ephemeral_cache: bool,
 }
 
 /// Which version of a packed index a `--version` mount shows.
@@ -457,7 +463,15 @@ pub fn run(args: MountArgs) -> Result<i32> {
     let remote = match &args.remote {
         Some(at) => {
             let store = S3Store::connect(at.clone())?;
-            Some(Arc::new(S3Remote(Arc::new(store))) as Arc<dyn crate::ocdbt::Remote>)
+            let cache = if args.cache_size > 0 {
+                let dir = args.backing.join("blocks");
+                let c = BlockCache::open(&dir, args.cache_size)
+                    .with_context(|| format!("cache dir {}", dir.display()))?;
+                Some(c)
+            } else {
+                None
+            };
+            Some(Arc::new(S3Remote::new(Arc::new(store), cache)) as Arc<dyn crate::ocdbt::Remote>)
         }
         None => None,
     };
@@ -606,6 +620,10 @@ pub fn run(args: MountArgs) -> Result<i32> {
     let _ = session_thread.join();
     let failed = core.commit_all();
     write_profile(&core, &config, &profile_out);
+    if args.ephemeral_cache {
+        drop(core);
+        let _ = fs::remove_dir_all(&backing);
+    }
     if let Err(e) = result {
         tracing::error!("session ended with an error: {e}");
         return Ok(1);

@@ -67,11 +67,9 @@ pub fn parse(args: &[OsString]) -> Result<Helper> {
     let [source, dir] = positional.as_slice() else {
         bail!("usage: {HELPER_NAME} SOURCE MOUNTPOINT [-sfnv] [-o OPTIONS]");
     };
-    if source.to_string_lossy().contains("://") {
-        bail!(
-            "{}: only a local backing dir can be mounted by this build",
-            source.to_string_lossy()
-        );
+    let text = source.to_string_lossy();
+    if text.contains("://") && !text.starts_with("s3://") {
+        bail!("{text}: a local backing dir or s3://BUCKET/PREFIX");
     }
     let mut argv: Vec<OsString> = vec!["mount".into(), "--daemon".into()];
     for opt in options.iter().filter(|o| !o.is_empty()) {
@@ -94,12 +92,14 @@ pub fn parse(args: &[OsString]) -> Result<Helper> {
             "profile" => flag("--profile")?,
             "profile_out" | "profile-out" => flag("--profile-out")?,
             "log" => flag("--log")?,
+            "cache_dir" | "cache-dir" => flag("--cache-dir")?,
+            "cache_size" | "cache-size" => flag("--cache-size")?,
             "ro" | "read-only" | "read_only" => vec!["--read-only".into()],
             "nonempty" => vec!["--nonempty".into()],
             k if IGNORED.contains(&k) || k.starts_with("x-") || k == "comment" => vec![],
             _ if sloppy => vec![],
             _ => bail!(
-                "unknown option {opt:?}; known: config=, ro, version=, profile=, profile_out=, log=, nonempty (and mount(8)'s own: {})",
+                "unknown option {opt:?}; known: config=, ro, version=, profile=, profile_out=, log=, cache_dir=, cache_size=, nonempty (and mount(8)'s own: {})",
                 IGNORED.join(",")
             ),
         };
@@ -191,6 +191,22 @@ mod tests {
         assert!(parse(&args(&["/b", "/m", "/x"])).is_err());
         assert!(parse(&args(&["/b", "/m", "-o"])).is_err());
         assert!(parse(&args(&["/b", "/m", "-q"])).is_err());
-        assert!(parse(&args(&["s3://bucket/prefix", "/m"])).is_err());
+        assert!(parse(&args(&["gs://bucket/prefix", "/m"])).is_err());
+    }
+
+    #[test]
+    fn object_store_sources_pass_through() {
+        assert_eq!(
+            argv(&["s3://ck/run1", "/m", "-o", "ro,cache_dir=/var/cache/ck"]),
+            [
+                "mount",
+                "--daemon",
+                "--read-only",
+                "--cache-dir",
+                "/var/cache/ck",
+                "s3://ck/run1",
+                "/m"
+            ]
+        );
     }
 }

@@ -11,7 +11,25 @@
 #                 (default 60) instead of hanging
 #   restart       the cluster comes back (`up` on its directory): every array
 #                 committed before reads back exactly
-# Needs `garage` (cargo install --locked garage@2.5.0) and python tensorstore.
+# and ckptfs on it (a checkpoint saved through a packed mount, then
+# `ckptfs publish`ed):
+#   publish       safetensors, torch.save, small files and a subdirectory
+#                 published; publishing again uploads nothing
+#   readers       two read-only s3:// mounts (separate processes and cache
+#                 dirs) and one through `mount -t ckptfs`: byte-exact, and the
+#                 tensors load with safetensors and torch
+#   verify        `ckptfs verify s3://…` is clean, and finds a flipped byte in
+#                 a corrupted copy
+#   tensorstore   TensorStore's ocdbt-over-s3 reads the published database
+#                 key for key as it reads the local one
+#   reader-node-killed  node 3 killed: cold reads through a mount still exact
+#   new-version   a changed file published again: a mount made before keeps
+#                 the old bytes, a new one shows the new
+#   readers-all-stopped every node stopped: a cold read fails (EIO) within
+#                 S3_FAIL_WITHIN s, the mount still answers; after the restart
+#                 the same read is exact and verify is clean
+# Needs `garage` (cargo install --locked garage@2.5.0), python tensorstore,
+# safetensors, torch, and root (FUSE).
 . "$(dirname "$0")/lib.sh"
 
 S3_FAIL_WITHIN=${S3_FAIL_WITHIN:-60}
@@ -21,7 +39,9 @@ WORK=$(mktemp -d "$WORK_ROOT/ckptfs-s3.XXXXXX")
 export CKPTFS_S3_DIR=$WORK/cluster
 CLUSTER=$REPO_ROOT/scripts/s3-cluster.sh
 TS=$REPO_ROOT/scripts/s3_tensorstore.py
-trap 'bash "$CLUSTER" destroy >/dev/null 2>&1; rm -rf "$WORK"' EXIT
+BIN=$(ckptfs_bin) || exit 1
+need_root
+trap '_cleanup; bash "$CLUSTER" destroy >/dev/null 2>&1; rm -rf "$WORK"' EXIT
 
 check s3/up bash "$CLUSTER" up || { summary s3; exit 1; }
 eval "$(bash "$CLUSTER" env)"
@@ -42,6 +62,171 @@ node_killed() {
 }
 check s3/node-killed node_killed
 
+# --- ckptfs: a checkpoint saved locally, published, mounted from the store.
+B=$WORK/backing
+REF=$WORK/ref
+URL=s3://$CKPTFS_S3_BUCKET/ckpt
+mkdir -p "$REF"
+
+# s3_mount NAME MNT [ARGS]: a read-only mount of $URL with its own cache dir.
+s3_mount() {
+    mkdir -p "$2"
+    CKPTFS_LOG=warn "$BIN" mount --daemon --read-only --cache-dir "$WORK/cache-$1" "${@:3}" "$URL" "$2" >&2 || return 1
+    _MOUNTS+=("$2")
+}
+
+# same MNT DIR [SKIP]: every file under DIR (but those named SKIP) is
+# byte-exact under MNT.
+same() {
+    local f n=0
+    while IFS= read -r f; do
+        [ -n "${3:-}" ] && [ "$(basename "$f")" = "$3" ] && continue
+        cmp "$2/$f" "$1/$f" || return 1
+        n=$((n + 1))
+    done < <(cd "$2" && find . -type f | sort)
+    echo "$n files byte-exact under $1"
+}
+
+published() {
+    mount_layout ts-ocdbt "$B" "$WORK/w" || return 1
+    python3 - "$WORK/w" "$REF" <<'PY' || return 1
+import os, sys
+import numpy as np, torch
+from safetensors.numpy import save_file
+mnt, ref = sys.argv[1], sys.argv[2]
+rng = np.random.default_rng(7)
+t = {f"layers.{i}.weight": rng.standard_normal((1024, 2048), dtype=np.float32) for i in range(6)}
+t["embed"] = rng.standard_normal((512, 300)).astype(np.float16)
+torch_t = {"w": torch.from_numpy(rng.standard_normal((768, 1024), dtype=np.float32)), "step": 12}
+for root in (mnt, ref):
+    os.makedirs(f"{root}/run/opt", exist_ok=True)
+    save_file(t, f"{root}/run/model.safetensors")
+    torch.save(torch_t, f"{root}/run/opt/state.pt")
+    with open(f"{root}/run/config.json", "w") as f:
+        f.write('{"layers": 6}\n')
+    with open(f"{root}/cold.bin", "wb") as f:
+        f.write(np.random.default_rng(9).bytes(24 << 20))
+PY
+    unmount "$WORK/w" || return 1
+    local out
+    out=$("$BIN" publish "$B" "$URL") || return 1
+    echo "$out"
+    echo "$out" | grep -q "published generation .*: [1-9][0-9]* data files uploaded" || { echo "the first publish uploaded nothing"; return 1; }
+    out=$("$BIN" publish "$B" "$URL") || return 1
+    echo "$out" | grep -q ": 0 data files uploaded" || { echo "publishing again uploaded data: $out"; return 1; }
+    echo "published; again: $out"
+}
+check s3/publish published
+
+readers() {
+    s3_mount a "$WORK/ra" && s3_mount b "$WORK/rb" || return 1
+    # $WORK/rb leaves cold.bin unread for readers-all-stopped.
+    same "$WORK/ra" "$REF" >/dev/null && same "$WORK/rb" "$REF" cold.bin || return 1
+    python3 - "$WORK/rb" "$REF" <<'PY' || return 1
+import sys
+import numpy as np, torch
+from safetensors import safe_open
+from safetensors.numpy import load_file
+mnt, ref = sys.argv[1], sys.argv[2]
+want = load_file(f"{ref}/run/model.safetensors")
+with safe_open(f"{mnt}/run/model.safetensors", "np") as f:
+    assert sorted(f.keys()) == sorted(want), "tensor names differ"
+    for k in f.keys():
+        assert np.array_equal(f.get_tensor(k), want[k]), k
+got = torch.load(f"{mnt}/run/opt/state.pt", mmap=True)
+exp = torch.load(f"{ref}/run/opt/state.pt")
+assert got["step"] == exp["step"] and torch.equal(got["w"], exp["w"]), "torch state differs"
+print(f"{len(want)} safetensors tensors and the torch state load exactly")
+PY
+    # As mount(8) and fstab see it.
+    ln -sf "$BIN" /sbin/mount.ckptfs || return 1
+    mkdir -p "$WORK/rc"
+    mount -t ckptfs "$URL" "$WORK/rc" -o "ro,cache_dir=$WORK/cache-c" || { echo "mount -t ckptfs $URL failed"; return 1; }
+    _MOUNTS+=("$WORK/rc")
+    grep -q "^ckptfs:$URL $WORK/rc fuse" /proc/mounts || { echo "/proc/mounts does not name $URL"; return 1; }
+    cmp "$WORK/rc/run/model.safetensors" "$REF/run/model.safetensors" || return 1
+    unmount "$WORK/rc" || return 1
+    echo "two s3:// mounts and mount -t ckptfs read it exactly"
+}
+check s3/readers readers
+
+verified() {
+    "$BIN" verify "$URL" || return 1
+    # A copy with one byte flipped in its largest data file.
+    "$BIN" publish "$B" "$URL-corrupt" >/dev/null || return 1
+    local f
+    f=$(ls -S "$B/d" | head -n 1)
+    cp "$B/d/$f" "$WORK/corrupt" || return 1
+    python3 - "$WORK/corrupt" <<'PY' || return 1
+import os, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(os.path.getsize(sys.argv[1]) // 2)
+    b = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([b[0] ^ 0x40]))
+PY
+    curl -sSf --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+        -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -X PUT --data-binary "@$WORK/corrupt" \
+        "$AWS_ENDPOINT_URL/$CKPTFS_S3_BUCKET/ckpt-corrupt/d/$f" >/dev/null || { echo "upload of the corrupted copy failed"; return 1; }
+    local out rc
+    out=$("$BIN" verify "$URL-corrupt" 2>&1)
+    rc=$?
+    [ "$rc" -eq 1 ] || { echo "verify of a corrupted copy: exit $rc, not 1: $out"; return 1; }
+    echo "$out" | grep -q "^problem:" || { echo "no problem named: $out"; return 1; }
+    echo "clean copy verified; corrupted copy: $(echo "$out" | grep -c '^problem:') problems"
+}
+check s3/verify verified
+
+ts_reads() {
+    local here there
+    here=$(python3 "$REPO_ROOT/scripts/ocdbt_digest.py" "$B" 2>/dev/null) || { echo "$here"; return 1; }
+    there=$(python3 "$REPO_ROOT/scripts/ocdbt_digest.py" "$URL" 2>/dev/null) || { echo "$there"; return 1; }
+    [ "$here" = "$there" ] || { echo "local: $here; s3: $there"; return 1; }
+    echo "TensorStore reads the same database both ways: $there"
+}
+check s3/tensorstore ts_reads
+
+reader_node_killed() {
+    bash "$CLUSTER" kill 3 || return 1
+    # A fresh mount: nothing of it is cached yet; its block cache is kept
+    # within 8 MiB while it reads 79 MiB.
+    s3_mount d "$WORK/rd" --cache-size 8M || return 1
+    drop_caches
+    same "$WORK/rd" "$REF" || return 1
+    local cached
+    cached=$(find "$WORK/cache-d/blocks" -type f -printf '%s\n' | awk '{ n += $1 } END { print n + 0 }')
+    [ "$cached" -le $((8 << 20)) ] || { echo "the block cache holds $cached bytes, limit 8 MiB"; return 1; }
+    [ "$cached" -gt 0 ] || { echo "the block cache is empty"; return 1; }
+    echo "block cache: $cached bytes (limit 8 MiB)"
+    unmount "$WORK/rd" || return 1
+    bash "$CLUSTER" start 3
+}
+check s3/reader-node-killed reader_node_killed
+
+new_version() {
+    mount_layout ts-ocdbt "$B" "$WORK/w" || return 1
+    cp -r "$REF" "$WORK/ref-old" || return 1
+    python3 - "$WORK/w" "$REF" <<'PY' || return 1
+import sys
+import numpy as np
+from safetensors.numpy import save_file
+t = {"layers.0.weight": np.random.default_rng(11).standard_normal((1024, 2048), dtype=np.float32)}
+for root in sys.argv[1:]:
+    save_file(t, f"{root}/run/model.safetensors")
+    with open(f"{root}/run/config.json", "w") as f:
+        f.write('{"layers": 1}\n')
+PY
+    unmount "$WORK/w" || return 1
+    "$BIN" publish "$B" "$URL" || return 1
+    cmp -s "$WORK/ref-old/run/model.safetensors" "$REF/run/model.safetensors" && { echo "the new version changed nothing"; return 1; }
+    drop_caches
+    same "$WORK/ra" "$WORK/ref-old" >/dev/null || { echo "a mount made before the publish changed"; return 1; }
+    s3_mount e "$WORK/re" || return 1
+    same "$WORK/re" "$REF" || return 1
+    unmount "$WORK/re"
+}
+check s3/new-version new_version
+
 all_stopped() {
     bash "$CLUSTER" down || return 1
     local start rc secs
@@ -57,10 +242,34 @@ all_stopped() {
 }
 check s3/all-stopped all_stopped
 
+readers_all_stopped() {
+    # The cluster is down (all-stopped); $WORK/rb never read cold.bin.
+    local start rc secs
+    start=$(date +%s.%N)
+    timeout $((S3_FAIL_WITHIN + 30)) cat "$WORK/rb/cold.bin" >/dev/null 2>"$WORK/cold.err"
+    rc=$?
+    secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    [ "$rc" -ne 0 ] || { echo "a cold read succeeded with every node stopped"; return 1; }
+    [ "$rc" -ne 124 ] || { echo "the read hung for $((S3_FAIL_WITHIN + 30)) s"; return 1; }
+    grep -q "Input/output error" "$WORK/cold.err" || { echo "not EIO: $(cat "$WORK/cold.err")"; return 1; }
+    awk -v s="$secs" -v l="$S3_FAIL_WITHIN" 'BEGIN { exit !(s <= l) }' ||
+        { echo "the read took ${secs}s to fail (limit ${S3_FAIL_WITHIN}s)"; return 1; }
+    timeout 10 ls "$WORK/rb/run" >/dev/null || { echo "the mount stopped answering"; return 1; }
+    echo "a cold read failed with EIO after ${secs}s; the mount still answers"
+}
+check s3/readers-all-stopped readers_all_stopped
+
 restarted() {
     bash "$CLUSTER" up >/dev/null || return 1
     python3 "$TS" read roundtrip 1 64 && python3 "$TS" read degraded 2 256
 }
 check s3/restart restarted
+
+readers_restarted() {
+    # $WORK/rb was mounted before new-version: it shows the old files.
+    same "$WORK/rb" "$WORK/ref-old" || return 1
+    "$BIN" verify "$URL"
+}
+check s3/readers-restarted readers_restarted
 
 summary s3

@@ -1013,6 +1013,7 @@ impl CkptFs {
                 return Ok(ReadReply::Filled);
             }
             prefetch.on_read(&self.pipe, &reader, offset, n as u64, len);
+            crate::pipeline::prefetch::load_request(&self.pipe, &reader, offset, n as u64);
             // A rewrite committed meanwhile may have removed the chunks
             // this reader knew: on an error, read again, under the lock,
             // what is now.

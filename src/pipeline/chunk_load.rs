@@ -181,9 +181,10 @@ pub fn load(pipe: &Pipeline, src: &ChunkSource, r: &ChunkRef) -> FsResult<Bytes>
 }
 
 /// Loads every chunk of `refs` not cached or loading yet, as one batch (the
-/// packed index merges neighbours), and leaves them pinned in the cache for
-/// the reader. Returns the bytes loaded.
-pub fn prefetch(pipe: &Pipeline, src: &ChunkSource, refs: &[ChunkRef]) -> u64 {
+/// packed index merges neighbours), and leaves them in the cache for the
+/// reader, pinned with `pin` (loaded ahead: kept until read). Returns the
+/// bytes loaded; a failed chunk is left for the reader's own load to report.
+pub fn load_batch(pipe: &Pipeline, src: &ChunkSource, refs: &[ChunkRef], pin: bool) -> u64 {
     let mut claimed = Vec::new();
     let mut guards = Vec::new();
     for r in refs {
@@ -197,7 +198,7 @@ pub fn prefetch(pipe: &Pipeline, src: &ChunkSource, refs: &[ChunkRef]) -> u64 {
     }
     let mut bytes = 0;
     for (g, result) in guards.into_iter().zip(read_decode(pipe, src, &claimed)) {
-        if let Ok(b) = g.finish(result, true) {
+        if let Ok(b) = g.finish(result, pin) {
             bytes += b.len() as u64;
         }
     }

@@ -123,6 +123,19 @@ impl Prefetcher {
     }
 }
 
+/// Loads the chunks of a read of `[offset, offset + len)` that are neither
+/// cached nor on their way, as one batch before the read copies them: the
+/// packed index then fetches neighbours in one store read (one round trip
+/// on an object store) instead of one per chunk.
+pub fn load_request(pipe: &Pipeline, reader: &Arc<dyn SealedRead>, offset: u64, len: u64) {
+    let mut refs = Vec::new();
+    reader.chunks(offset, offset + len, &mut refs);
+    refs.retain(|r| !pipe.cache.contains(&r.key));
+    if refs.len() > 1 {
+        chunk_load::load_batch(pipe, reader.source(), &refs, false);
+    }
+}
+
 /// Queues `refs` (in file order) on the read pool, in batches.
 fn submit(pipe: &Arc<Pipeline>, reader: &Arc<dyn SealedRead>, refs: Vec<ChunkRef>) {
     let mut batch: Vec<ChunkRef> = Vec::new();
@@ -131,7 +144,7 @@ fn submit(pipe: &Arc<Pipeline>, reader: &Arc<dyn SealedRead>, refs: Vec<ChunkRef
         let (p, r) = (pipe.clone(), reader.clone());
         pipe.read_pool.spawn(move || {
             let mut t = p.profiler.stage("prefetch");
-            t.add_bytes(chunk_load::prefetch(&p, r.source(), &batch));
+            t.add_bytes(chunk_load::load_batch(&p, r.source(), &batch, true));
         });
     };
     for r in refs {

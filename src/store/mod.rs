@@ -10,3 +10,4 @@ pub mod namespace;
 pub mod ns_catalog;
 pub mod packed;
 pub mod s3;
+pub mod s3_cache;

@@ -8,6 +8,7 @@
 //! request is bounded (a timeout and a few retries), so a store that is
 //! down answers an error within a minute instead of hanging a reader.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -17,6 +18,9 @@ use anyhow::{bail, Context, Result};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientConfigKey, ObjectStoreExt, RetryConfig};
+use parking_lot::Mutex;
+
+use super::s3_cache::BlockCache;
 
 /// Per request, including the body (a 16 MiB part on a slow link).
 const REQUEST_TIMEOUT: &str = "30s";
@@ -176,16 +180,38 @@ pub fn to_io(e: object_store::Error, at: &S3Location, key: &str) -> io::Error {
     io::Error::new(kind, format!("{at}/{key}: {e}"))
 }
 
-/// A packed database's files read from the store.
+/// A packed database's files read from the store, through a local block
+/// cache when it has one.
 #[derive(Debug)]
-pub struct S3Remote(pub Arc<S3Store>);
+pub struct S3Remote {
+    store: Arc<S3Store>,
+    cache: Option<BlockCache>,
+    /// Sizes seen, per key: a reader needs no more than what the version
+    /// it opened references, which lies below the size it saw first.
+    sizes: Mutex<HashMap<String, u64>>,
+}
+
+impl S3Remote {
+    pub fn new(store: Arc<S3Store>, cache: Option<BlockCache>) -> Self {
+        S3Remote {
+            store,
+            cache,
+            sizes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Bytes in the local cache.
+    pub fn cached_bytes(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| c.used())
+    }
+}
 
 impl ocdbt::Remote for S3Remote {
     fn get(&self, key: &str) -> io::Result<Vec<u8>> {
-        self.0.get_opt(key)?.ok_or_else(|| {
+        self.store.get_opt(key)?.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("{}/{key}: no such object", self.0.location),
+                format!("{}/{key}: no such object", self.store.location),
             )
         })
     }
@@ -194,7 +220,11 @@ impl ocdbt::Remote for S3Remote {
         if buf.is_empty() {
             return Ok(());
         }
-        let s = &self.0;
+        if let Some(cache) = &self.cache {
+            let size = self.size(key)?;
+            return cache.read_at(&self.store, key, size, offset, buf);
+        }
+        let s = &self.store;
         let (store, path) = (s.store.clone(), s.path(key));
         let range = offset..offset + buf.len() as u64;
         let bytes = s
@@ -216,16 +246,20 @@ impl ocdbt::Remote for S3Remote {
     }
 
     fn size(&self, key: &str) -> io::Result<u64> {
-        let s = &self.0;
+        if let Some(&n) = self.sizes.lock().get(key) {
+            return Ok(n);
+        }
+        let s = &self.store;
         let (store, path) = (s.store.clone(), s.path(key));
         let meta = s
             .block_on(async move { store.head(&path).await })?
             .map_err(|e| to_io(e, &s.location, key))?;
+        self.sizes.lock().insert(key.to_string(), meta.size);
         Ok(meta.size)
     }
 
     fn describe(&self) -> String {
-        self.0.location.to_string()
+        self.store.location.to_string()
     }
 }
 
