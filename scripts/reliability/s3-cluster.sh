@@ -41,6 +41,7 @@ CLUSTER=$REPO_ROOT/scripts/s3-cluster.sh
 TS=$REPO_ROOT/scripts/s3_tensorstore.py
 BIN=$(ckptfs_bin) || exit 1
 need_root
+need_apt curl curl || { record FAIL s3/install "apt-get install curl failed"; summary s3; exit 1; }
 trap '_cleanup; bash "$CLUSTER" destroy >/dev/null 2>&1; rm -rf "$WORK"' EXIT
 
 check s3/up bash "$CLUSTER" up || { summary s3; exit 1; }
