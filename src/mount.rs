@@ -339,7 +339,7 @@ fn open_remote_core(
         Tree::load(scratch, Some(db), false, false).map_err(|e| anyhow!("load {at}: {e}"))?;
     tracing::info!("loaded {at} in {:.3}s", started.elapsed().as_secs_f64());
     let profiler = Arc::new(Profiler::new(opts.profile));
-    let pipe = Pipeline::new(config.clone(), profiler).context("start worker pool")?;
+    let pipe = Pipeline::new_remote(config.clone(), profiler).context("start worker pool")?;
     let core = Arc::new(CkptFs::new(pipe, tree).map_err(|e| anyhow!("{e}"))?);
     Ok((
         core,

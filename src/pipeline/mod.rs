@@ -40,6 +40,10 @@ pub struct Pipeline {
     pub buffers: Arc<buffers::BufferPool>,
     /// The mount's profiler: counters, histograms and the access log.
     pub profiler: Arc<Profiler>,
+    /// Chunks come from an object store, where every store read is a
+    /// round trip: a read loads what no read-ahead window queued as one
+    /// batch instead of chunk by chunk.
+    pub remote_store: bool,
 }
 
 pub use budget::MemoryBudget;
@@ -48,7 +52,21 @@ impl Pipeline {
     /// The data path of a mount with `config`: budget, worker pools, cache and buffer pool sized
     /// from it.
     pub fn new(config: MountConfig, profiler: Arc<Profiler>) -> std::io::Result<Arc<Self>> {
+        Self::build(config, profiler, false)
+    }
+
+    /// [`Pipeline::new`] for a mount whose chunks are on an object store.
+    pub fn new_remote(config: MountConfig, profiler: Arc<Profiler>) -> std::io::Result<Arc<Self>> {
+        Self::build(config, profiler, true)
+    }
+
+    fn build(
+        config: MountConfig,
+        profiler: Arc<Profiler>,
+        remote_store: bool,
+    ) -> std::io::Result<Arc<Self>> {
         Ok(Arc::new(Pipeline {
+            remote_store,
             budget: MemoryBudget::new(config.io.memory_budget),
             pool: pool::WorkerPool::new(encoders(&config), "ckptfs-worker")?,
             read_pool: pool::WorkerPool::new(config.io.read_concurrency, "ckptfs-reader")?,
