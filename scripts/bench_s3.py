@@ -62,10 +62,13 @@ def s3_base(prefix):
 
 
 def ts_spec(prefix, i, arr, create):
-    """tensorstore_seed's ts-ocdbt spec with the database on S3."""
+    """tensorstore_seed's ts-ocdbt spec with the database on S3, and its
+    context apart: every array of one database must share one context, or
+    each commits the manifest on its own (and on a store that ignores
+    conditional PUTs, such as Garage, one overwrites another's)."""
     s = seed.spec(f"/unused/t{i:05d}", arr, "ts-ocdbt", create)
     s["kvstore"] = {"driver": "ocdbt", "base": s3_base(prefix), "path": f"t{i:05d}/"}
-    return s
+    return s, ts.Context(s.pop("context"))
 
 
 def drop_caches():
@@ -123,15 +126,24 @@ def run_tensorstore(m, a, run):
     drop_caches()
     t0 = time.perf_counter()
     futures = []
+    ctx = None
     for i, arr in enumerate(m.values()):
-        store = ts.open(ts_spec(prefix, i, arr, True)).result()
+        spec, own = ts_spec(prefix, i, arr, True)
+        ctx = ctx or own
+        store = ts.open(spec, context=ctx).result()
         futures.append(store.write(arr))
     for f in futures:
         f.result()
     t1 = time.perf_counter()
     drop_caches()
     t2 = time.perf_counter()
-    loaded = {k: ts.open(ts_spec(prefix, i, arr, False)).result().read().result() for i, (k, arr) in enumerate(m.items())}
+    ctx = None
+    reads = {}
+    for i, (k, arr) in enumerate(m.items()):
+        spec, own = ts_spec(prefix, i, arr, False)
+        ctx = ctx or own
+        reads[k] = ts.open(spec, context=ctx).result().read()
+    loaded = {k: r.result() for k, r in reads.items()}
     t3 = time.perf_counter()
     check(m, loaded, "tensorstore")
     del loaded

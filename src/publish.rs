@@ -32,9 +32,9 @@ use crate::store::s3::{to_io, S3Location, S3Store};
 /// part is 5 MiB).
 const PART_BYTES: usize = 8 << 20;
 /// Parts of one object in flight at once.
-const PARTS_IN_FLIGHT: usize = 3;
+const PARTS_IN_FLIGHT: usize = 8;
 /// Objects uploaded at once: with the parts above, at most
-/// 4 × (3 + 1) × 8 MiB = 128 MiB of upload buffers.
+/// 4 × (8 + 1) × 8 MiB = 288 MiB of upload buffers.
 const FILES_IN_FLIGHT: usize = 4;
 
 /// What a publish did.

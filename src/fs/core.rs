@@ -1012,11 +1012,13 @@ impl CkptFs {
                 out.clear();
                 return Ok(ReadReply::Filled);
             }
-            let unqueued = prefetch.on_read(&self.pipe, &reader, offset, n as u64, len);
-            // Locally a chunk costs a pread: loading chunk by chunk
-            // measured no slower, so only object stores batch.
-            if let Some((a, b)) = unqueued.filter(|_| self.pipe.remote_store) {
-                crate::pipeline::prefetch::load_request(&self.pipe, &reader, a, b - a);
+            prefetch.on_read(&self.pipe, &reader, offset, n as u64, len);
+            // On an object store a chunk loaded alone costs a round trip:
+            // the request's chunks not yet loading (queued read-ahead
+            // included) come in one batch. Locally a chunk costs a pread
+            // and loading chunk by chunk measured no slower.
+            if self.pipe.remote_store {
+                crate::pipeline::prefetch::load_request(&self.pipe, &reader, offset, n as u64);
             }
             // A rewrite committed meanwhile may have removed the chunks
             // this reader knew: on an error, read again, under the lock,

@@ -47,10 +47,6 @@ pub struct Prefetcher {
 impl Prefetcher {
     /// Records a read of `[offset, offset + len)` of a file of `size` bytes
     /// served by `reader`, and queues the chunks the window now covers.
-    /// Returns the part of the read no earlier window queued (the first
-    /// read, a seek, a reader outrunning its window), for the read to load
-    /// as one batch itself (see [`load_request`]).
-    #[must_use]
     pub fn on_read(
         &self,
         pipe: &Arc<Pipeline>,
@@ -58,33 +54,27 @@ impl Prefetcher {
         offset: u64,
         len: u64,
         size: u64,
-    ) -> Option<(u64, u64)> {
+    ) {
         let io = &pipe.config.io;
-        let end = offset + len;
         if io.readahead_chunks == 0 || io.prefetch_max_bytes == 0 {
-            return Some((offset, end));
+            return;
         }
         let first = (reader.chunk_hint() * io.readahead_chunks as u64)
             .max(len)
             .min(io.prefetch_max_bytes);
         let max = io.prefetch_max_bytes.max(first);
-        let mut unqueued = None;
         let (from, to) = {
             let mut s = self.state.lock();
+            let end = offset + len;
             // Forward within reach of the furthest read: sequential (the
             // kernel's read-ahead keeps a few requests in flight at once).
             let slack = len.max(1 << 20) * 4;
             let sequential = s.window > 0 && offset + slack >= s.hi && offset <= s.hi + slack;
             if sequential {
                 s.window = (s.window * 2).min(max);
-                if s.queued_to < end {
-                    unqueued = Some((offset.max(s.queued_to), end));
-                    s.queued_to = end;
-                }
             } else {
                 s.window = first;
                 s.queued_to = end;
-                unqueued = Some((offset, end));
                 // Chunks queued for the old position are no longer wanted.
                 for (key, _) in s.pinned.drain(..) {
                     pipe.cache.unpin(&key);
@@ -105,7 +95,7 @@ impl Prefetcher {
             let target = (hi + s.window).min(size).min(s.queued_to.max(hi) + room);
             let from = s.queued_to.max(hi);
             if target <= from {
-                return unqueued;
+                return;
             }
             s.queued_to = target;
             (from, target)
@@ -113,7 +103,7 @@ impl Prefetcher {
         let mut refs = Vec::new();
         reader.chunks(from, to, &mut refs);
         if refs.is_empty() {
-            return unqueued;
+            return;
         }
         {
             let mut s = self.state.lock();
@@ -122,7 +112,6 @@ impl Prefetcher {
             }
         }
         submit(pipe, reader, refs);
-        unqueued
     }
 
     /// Lets the chunks this handle loaded ahead be evicted again.
