@@ -122,16 +122,8 @@ pub fn verify(backing: &Path, all_versions: bool) -> Result<Report> {
         })
         .collect();
     if all_versions {
-        let newest = jobs.len();
-        for &g in &older {
-            match Db::open_version(backing, g) {
-                Ok(db) => {
-                    version_jobs(&db, Some(g), backing, &mut jobs, &mut pre);
-                }
-                Err(e) => pre.problem(format!("version {g}: {e}")),
-            }
-        }
-        report.older_versions = Some([older.len() as u64, (jobs.len() - newest) as u64]);
+        let open = |g| Db::open_version(backing, g);
+        report.older_versions = Some(older_jobs(open, &older, backing, &mut jobs, &mut pre));
     }
     check_all(&jobs, pre, &mut report);
     Ok(report)
@@ -170,19 +162,32 @@ pub fn verify_remote(
     report.dirs = version_jobs(&db, None, scratch, &mut jobs, &mut pre);
     report.files = jobs.len() as u64;
     if all_versions {
-        let before = jobs.len();
-        for &g in older {
-            match Db::open_remote(remote.clone(), Some(g)) {
-                Ok(db) => {
-                    version_jobs(&db, Some(g), scratch, &mut jobs, &mut pre);
-                }
-                Err(e) => pre.problem(format!("version {g}: {e}")),
-            }
-        }
-        report.older_versions = Some([older.len() as u64, (jobs.len() - before) as u64]);
+        let open = |g| Db::open_remote(remote.clone(), Some(g));
+        report.older_versions = Some(older_jobs(open, older, scratch, &mut jobs, &mut pre));
     }
     check_all(&jobs, pre, &mut report);
     Ok(report)
+}
+
+/// Adds the files of each older version in `older` (opened by `open`) to
+/// `jobs`; returns [versions, files] for the report.
+fn older_jobs(
+    open: impl Fn(u64) -> crate::ocdbt::Result<Arc<Db>>,
+    older: &[u64],
+    home: &Path,
+    jobs: &mut Vec<Job>,
+    pre: &mut Tally,
+) -> [u64; 2] {
+    let before = jobs.len();
+    for &g in older {
+        match open(g) {
+            Ok(db) => {
+                version_jobs(&db, Some(g), home, jobs, pre);
+            }
+            Err(e) => pre.problem(format!("version {g}: {e}")),
+        }
+    }
+    [older.len() as u64, (jobs.len() - before) as u64]
 }
 
 /// Checks the jobs on a few threads; adds their tally to `report`.
