@@ -86,6 +86,17 @@ def sh(*args):
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, CKPTFS_LOG="warn"))
 
 
+def daemon_hwm_mib(mnt):
+    """Peak RSS (VmHWM) of the daemon serving `mnt`, in MiB."""
+    with open(f"{mnt}/.ckptfs/stats") as f:
+        pid = json.load(f)["daemon_pid"]
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def check(m, loaded, who):
     for k, v in m.items():
         if not np.array_equal(np.asarray(loaded[k]).reshape(v.shape), v):
@@ -105,6 +116,7 @@ def run_ckptfs(m, a, run):
     fd = os.open(f"{mnt}/model.safetensors", os.O_RDONLY)
     os.fsync(fd)
     os.close(fd)
+    save_rss = daemon_hwm_mib(mnt)
     sh(a.bin, "umount", mnt)
     t1 = time.perf_counter()
     sh(a.bin, "publish", backing, url)
@@ -114,11 +126,13 @@ def run_ckptfs(m, a, run):
     sh(a.bin, "mount", "--daemon", "--read-only", "--cache-size", "0", url, mnt)
     loaded = load_file(f"{mnt}/model.safetensors")
     t4 = time.perf_counter()
+    load_rss = daemon_hwm_mib(mnt)
     check(m, loaded, "ckptfs")
     del loaded
     sh(a.bin, "umount", mnt)
     remove_prefix(prefix)
-    return {"save_s": t2 - t0, "local_save_s": t1 - t0, "publish_s": t2 - t1, "load_s": t4 - t3}
+    return {"save_s": t2 - t0, "local_save_s": t1 - t0, "publish_s": t2 - t1, "load_s": t4 - t3,
+            "save_daemon_rss_mib": save_rss, "load_daemon_rss_mib": load_rss}
 
 
 def run_tensorstore(m, a, run):
