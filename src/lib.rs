@@ -22,3 +22,4 @@ pub mod profile;
 pub mod publish;
 pub mod store;
 pub mod verify;
+pub mod writeback;

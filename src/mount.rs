@@ -27,10 +27,12 @@ use crate::ocdbt::db::MANIFEST_FILE;
 use crate::ocdbt::{Db, DbOptions};
 use crate::pipeline::Pipeline;
 use crate::profile::Profiler;
+use crate::publish::Publisher;
 use crate::store::durable::{open_rw, write_atomic};
 use crate::store::ns_catalog::PREFIX as NS_PREFIX;
 use crate::store::s3::{S3Location, S3Remote, S3Store};
 use crate::store::s3_cache::BlockCache;
+use crate::writeback::WriteBack;
 
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
@@ -457,10 +459,30 @@ pub fn run(args: MountArgs) -> Result<i32> {
     };
     nest(&std::path::absolute(&args.backing).unwrap_or_else(|_| args.backing.clone()))?;
     let read_only = args.version.is_some() || args.read_only;
-    if args.remote.is_some() && !read_only {
-        bail!("an s3:// mount is read-only: pass --read-only or --version (a writer saves locally and runs ckptfs publish)");
-    }
-    let remote = match &args.remote {
+    // A writer of s3://…: a local packed backing dir in the cache dir,
+    // published after each commit (see `writeback`).
+    let upstream_at = args.remote.clone().filter(|_| !read_only);
+    let mut config = args.config.clone();
+    let backing_arg = match &upstream_at {
+        Some(_) => {
+            if config.layout.index != Index::Packed {
+                if config.layout.chunking == crate::config::Chunking::None {
+                    bail!(
+                        "an s3:// writer keeps files in the packed index, which needs chunks: config {} has layout.chunking = \"none\"",
+                        config.name
+                    );
+                }
+                tracing::info!(
+                    "config {}: layout.index = \"packed\" for an s3:// mount",
+                    config.name
+                );
+                config.layout.index = Index::Packed;
+            }
+            args.backing.join("checkpoint")
+        }
+        None => args.backing.clone(),
+    };
+    let remote = match args.remote.as_ref().filter(|_| read_only) {
         Some(at) => {
             let store = S3Store::connect(at.clone())?;
             let cache = if args.cache_size > 0 {
@@ -475,19 +497,27 @@ pub fn run(args: MountArgs) -> Result<i32> {
         }
         None => None,
     };
-    let backing = fs::canonicalize(&args.backing)
+    let backing = fs::canonicalize(&backing_arg)
         .or_else(|e| {
             if read_only && remote.is_none() {
                 return Err(e);
             }
-            fs::create_dir_all(&args.backing)?;
-            fs::canonicalize(&args.backing)
+            fs::create_dir_all(&backing_arg)?;
+            fs::canonicalize(&backing_arg)
         })
-        .with_context(|| format!("backing dir {}", args.backing.display()))?;
+        .with_context(|| format!("backing dir {}", backing_arg.display()))?;
     if !backing.is_dir() {
         bail!("backing dir {} is not a directory", backing.display());
     }
     nest(&backing)?;
+    let publisher = match &upstream_at {
+        Some(at) => {
+            let p = Publisher::connect(at)?;
+            p.check_continues(&backing)?;
+            Some(p)
+        }
+        None => None,
+    };
     // Signals are taken by one thread with sigwait; block them everywhere
     // before any other thread starts (opening the core starts workers).
     let mut signals = SigSet::empty();
@@ -501,7 +531,7 @@ pub fn run(args: MountArgs) -> Result<i32> {
     let core: Arc<CkptFs>;
     (core, _lock) = open_core(
         &backing,
-        &args.config,
+        &config,
         CoreOptions {
             profile: args.profile,
             version: args.version,
@@ -509,7 +539,20 @@ pub fn run(args: MountArgs) -> Result<i32> {
             remote,
         },
     )?;
-    let config = args.config.clone();
+    let writeback = match publisher {
+        Some(p) => {
+            let db = core
+                .tree
+                .read()
+                .db
+                .clone()
+                .context("the s3:// writer has no packed index")?;
+            let wb = WriteBack::start(backing.clone(), db, p)?;
+            core.set_upstream(wb.clone());
+            Some(wb)
+        }
+        None => None,
+    };
     let adapter = FuseAdapter::new(core.clone(), Duration::from_millis(config.io.attr_ttl_ms));
 
     let options = |clone_fd| {
@@ -603,7 +646,9 @@ pub fn run(args: MountArgs) -> Result<i32> {
     let mut result = Ok(());
     for event in rx {
         match event {
-            Event::Signal(Signal::SIGUSR1) => write_profile(&core, &config, &profile_out),
+            Event::Signal(Signal::SIGUSR1) => {
+                write_profile(&core, &config, &profile_out, writeback.as_deref())
+            }
             Event::Signal(sig) => {
                 tracing::info!("{sig}: unmounting {}", mountpoint.display());
                 if umount(&mountpoint, MntFlags::empty()).is_err() {
@@ -618,11 +663,33 @@ pub fn run(args: MountArgs) -> Result<i32> {
         }
     }
     let _ = session_thread.join();
-    let failed = core.commit_all();
-    write_profile(&core, &config, &profile_out);
-    if args.ephemeral_cache {
+    let mut failed = core.commit_all();
+    let mut keep_cache = false;
+    if let (Some(wb), Some(at)) = (&writeback, &upstream_at) {
+        match wb.finish() {
+            Ok(s) => tracing::info!(
+                "published generation {} to {at} ({} publishes, {} files, {} bytes uploaded)",
+                s.published_generation,
+                s.publishes,
+                s.uploaded_files,
+                s.uploaded_bytes
+            ),
+            Err(e) => {
+                tracing::error!(
+                    "the last publish to {at} failed: {e:#}; the checkpoint is whole in {}: mount it again with --cache-dir {}, or run ckptfs publish {} {at}",
+                    backing.display(),
+                    args.backing.display(),
+                    backing.display()
+                );
+                failed += 1;
+                keep_cache = true;
+            }
+        }
+    }
+    write_profile(&core, &config, &profile_out, writeback.as_deref());
+    if args.ephemeral_cache && !keep_cache {
         drop(core);
-        let _ = fs::remove_dir_all(&backing);
+        let _ = fs::remove_dir_all(&args.backing);
     }
     if let Err(e) = result {
         tracing::error!("session ended with an error: {e}");
@@ -631,12 +698,13 @@ pub fn run(args: MountArgs) -> Result<i32> {
     Ok(if failed > 0 { 1 } else { 0 })
 }
 
-fn write_profile(core: &CkptFs, config: &MountConfig, out: &Path) {
+fn write_profile(core: &CkptFs, config: &MountConfig, out: &Path, wb: Option<&WriteBack>) {
     let doc = serde_json::json!({
         "config": config.to_json(),
         "profile": core.pipe.profiler.snapshot(),
         "memory_budget_peak_bytes": core.pipe.budget.peak(),
         "io_paths": core.io_paths_json(),
+        "publish": wb.map(WriteBack::stats),
     });
     match serde_json::to_vec_pretty(&doc) {
         Ok(bytes) => {

@@ -26,6 +26,7 @@ use object_store::{
 use crate::ocdbt::data_file::DATA_DIR;
 use crate::ocdbt::db::MANIFEST_FILE;
 use crate::ocdbt::manifest;
+use crate::ocdbt::Sealed;
 use crate::store::s3::{to_io, S3Location, S3Store};
 
 /// Objects above this size go up in parts of this size (S3's minimum
@@ -63,28 +64,82 @@ struct RemoteManifest {
 /// Publishes `backing`'s packed database to `to`. The caller holds the
 /// backing dir's lock (no live writer).
 pub fn publish(backing: &Path, to: &S3Location) -> Result<PublishReport> {
-    let started = Instant::now();
-    let manifest_path = backing.join(MANIFEST_FILE);
-    let local_bytes = fs::read(&manifest_path).with_context(|| {
-        format!(
-            "{} has no packed index ({MANIFEST_FILE}); only layout.index = \"packed\" backing dirs can be published",
-            backing.display()
-        )
-    })?;
-    let local = manifest::decode(&local_bytes)
-        .with_context(|| format!("decode {}", manifest_path.display()))?;
-    let store = Arc::new(S3Store::connect(to.clone())?);
+    Publisher::connect(to)?.publish(backing)
+}
 
-    let conditional_put_enforced = conditional_puts_enforced(&store)?;
-    if !conditional_put_enforced {
-        tracing::warn!(
-            "{to}: the store accepts conditional PUTs whose condition fails (it ignores If-None-Match/If-Match): a publisher racing this one on the same prefix would not be detected"
-        );
+/// A connection to one prefix that databases are published to: the CLI's
+/// one publish, or a writer mount's publish after each of its commits.
+pub struct Publisher {
+    store: Arc<S3Store>,
+    to: S3Location,
+    conditional_put_enforced: bool,
+}
+
+impl Publisher {
+    /// Connects, and measures once whether the store enforces conditional
+    /// PUTs (a warning where it does not).
+    pub fn connect(to: &S3Location) -> Result<Self> {
+        let store = Arc::new(S3Store::connect(to.clone())?);
+        let conditional_put_enforced = conditional_puts_enforced(&store)?;
+        if !conditional_put_enforced {
+            tracing::warn!(
+                "{to}: the store accepts conditional PUTs whose condition fails (it ignores If-None-Match/If-Match): a publisher racing this one on the same prefix would not be detected"
+            );
+        }
+        Ok(Publisher {
+            store,
+            to: to.clone(),
+            conditional_put_enforced,
+        })
     }
-    let remote = remote_manifest(&store)?;
-    if let Some(r) = &remote {
-        let theirs =
-            manifest::decode(&r.bytes).with_context(|| format!("decode {to}/{MANIFEST_FILE}"))?;
+
+    pub fn location(&self) -> &S3Location {
+        &self.to
+    }
+
+    /// Whether the store refused a failing conditional PUT when probed.
+    pub fn conditional_put_enforced(&self) -> bool {
+        self.conditional_put_enforced
+    }
+
+    /// Refuses a prefix that holds another database or a newer version of
+    /// this one than `backing` has (the checks each publish makes, before
+    /// a writer mount starts). `backing` may have no database yet.
+    pub fn check_continues(&self, backing: &Path) -> Result<()> {
+        let local = match fs::read(backing.join(MANIFEST_FILE)) {
+            Ok(b) => Some(
+                manifest::decode(&b)
+                    .with_context(|| format!("decode {}", backing.join(MANIFEST_FILE).display()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(anyhow!(
+                    "read {}: {e}",
+                    backing.join(MANIFEST_FILE).display()
+                ))
+            }
+        };
+        let Some(remote) = remote_manifest(&self.store)? else {
+            return Ok(());
+        };
+        let to = &self.to;
+        let Some(local) = local else {
+            bail!(
+                "{to} already holds a checkpoint database: mount it --read-only, or give the --cache-dir of the writer mount that published it"
+            );
+        };
+        self.check_remote(&remote, &local, backing)
+    }
+
+    fn check_remote(
+        &self,
+        remote: &RemoteManifest,
+        local: &manifest::Manifest,
+        backing: &Path,
+    ) -> Result<()> {
+        let to = &self.to;
+        let theirs = manifest::decode(&remote.bytes)
+            .with_context(|| format!("decode {to}/{MANIFEST_FILE}"))?;
         if theirs.config.uuid != local.config.uuid {
             bail!(
                 "{to} holds another database (its manifest has another uuid); publish to an empty prefix"
@@ -98,59 +153,107 @@ pub fn publish(backing: &Path, to: &S3Location) -> Result<PublishReport> {
                 local.latest().generation
             );
         }
+        Ok(())
     }
 
-    let remote_sizes = list_data_files(&store)?;
-    let mut report = PublishReport {
-        generation: local.latest().generation,
-        conditional_put_enforced,
-        ..PublishReport::default()
-    };
-    let mut todo = Vec::new();
-    for (name, path, size) in local_data_files(backing)? {
-        match remote_sizes.get(&name) {
-            Some(&r) if r == size => report.unchanged_files += 1,
-            Some(&r) if r > size => bail!(
-                "{to}/{DATA_DIR}/{name} has {r} bytes, more than the local copy's {size}: not a copy of this database"
-            ),
-            _ => todo.push((name, path, size)),
+    /// Uploads what the store lacks of `backing`'s database, then its
+    /// manifest. `backing` has no live writer (the CLI holds its lock).
+    pub fn publish(&self, backing: &Path) -> Result<PublishReport> {
+        let manifest_path = backing.join(MANIFEST_FILE);
+        let local_bytes = fs::read(&manifest_path).with_context(|| {
+            format!(
+                "{} has no packed index ({MANIFEST_FILE}); only layout.index = \"packed\" backing dirs can be published",
+                backing.display()
+            )
+        })?;
+        self.publish_parts(backing, local_bytes, local_data_files(backing)?)
+    }
+
+    /// [`Publisher::publish`] beside a live writer of `backing`: what
+    /// `Db::seal_for_copy` froze, read while the writer goes on.
+    pub fn publish_sealed(&self, backing: &Path, sealed: Sealed) -> Result<PublishReport> {
+        let mut files = Vec::with_capacity(sealed.files.len());
+        for rel in &sealed.files {
+            let path = backing.join(rel);
+            let meta = fs::metadata(&path).with_context(|| format!("stat {}", path.display()))?;
+            if let Some(name) = rel.strip_prefix(&format!("{DATA_DIR}/")) {
+                files.push((name.to_string(), path, meta.len()));
+            }
         }
+        self.publish_parts(backing, sealed.manifest, files)
     }
-    for (_, _, size) in &todo {
-        report.uploaded_files += 1;
-        report.uploaded_bytes += size;
-    }
-    upload_all(&store, todo)?;
 
-    // The commit point: the new manifest, only if nobody else published
-    // since it was read.
-    let mode = match remote {
-        Some(r) => PutMode::Update(UpdateVersion {
-            e_tag: r.e_tag,
-            version: r.version,
-        }),
-        None => PutMode::Create,
-    };
-    let (s, path) = (store.clone(), store.path(MANIFEST_FILE));
-    let put = store.block_on(async move {
-        let opts = PutOptions {
-            mode,
-            ..PutOptions::default()
+    /// Data files first (those the store lacks or holds shorter), then the
+    /// manifest by one conditional PUT.
+    fn publish_parts(
+        &self,
+        backing: &Path,
+        local_bytes: Vec<u8>,
+        data_files: Vec<(String, PathBuf, u64)>,
+    ) -> Result<PublishReport> {
+        let started = Instant::now();
+        let to = &self.to;
+        let store = &self.store;
+        let manifest_path = backing.join(MANIFEST_FILE);
+        let local = manifest::decode(&local_bytes)
+            .with_context(|| format!("decode {}", manifest_path.display()))?;
+        let remote = remote_manifest(store)?;
+        if let Some(r) = &remote {
+            self.check_remote(r, &local, backing)?;
+        }
+
+        let remote_sizes = list_data_files(store)?;
+        let mut report = PublishReport {
+            generation: local.latest().generation,
+            conditional_put_enforced: self.conditional_put_enforced,
+            ..PublishReport::default()
         };
-        s.store
-            .put_opts(&path, PutPayload::from(local_bytes), opts)
-            .await
-    })?;
-    match put {
-        Ok(_) => {}
-        Err(e @ object_store::Error::Precondition { .. })
-        | Err(e @ object_store::Error::AlreadyExists { .. }) => {
-            bail!("{to}/{MANIFEST_FILE} changed while publishing (another publisher?): {e}; run again")
+        let mut todo = Vec::new();
+        for (name, path, size) in data_files {
+            match remote_sizes.get(&name) {
+                Some(&r) if r == size => report.unchanged_files += 1,
+                Some(&r) if r > size => bail!(
+                    "{to}/{DATA_DIR}/{name} has {r} bytes, more than the local copy's {size}: not a copy of this database"
+                ),
+                _ => todo.push((name, path, size)),
+            }
         }
-        Err(e) => return Err(to_io(e, to, MANIFEST_FILE).into()),
+        for (_, _, size) in &todo {
+            report.uploaded_files += 1;
+            report.uploaded_bytes += size;
+        }
+        upload_all(store, todo)?;
+
+        // The commit point: the new manifest, only if nobody else published
+        // since it was read.
+        let mode = match remote {
+            Some(r) => PutMode::Update(UpdateVersion {
+                e_tag: r.e_tag,
+                version: r.version,
+            }),
+            None => PutMode::Create,
+        };
+        let (s, path) = (store.clone(), store.path(MANIFEST_FILE));
+        let put = store.block_on(async move {
+            let opts = PutOptions {
+                mode,
+                ..PutOptions::default()
+            };
+            s.store
+                .put_opts(&path, PutPayload::from(local_bytes), opts)
+                .await
+        })?;
+        match put {
+            Ok(_) => {}
+            Err(e @ object_store::Error::Precondition { .. })
+            | Err(e @ object_store::Error::AlreadyExists { .. }) => {
+                bail!("{to}/{MANIFEST_FILE} changed while publishing (another publisher?): {e}; run again")
+            }
+            Err(e) => return Err(to_io(e, to, MANIFEST_FILE).into()),
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
     }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
 }
 
 /// Creates one scratch object twice with `If-None-Match: *`: a store that

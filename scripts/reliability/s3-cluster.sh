@@ -28,6 +28,20 @@
 #   readers-all-stopped every node stopped: a cold read fails (EIO) within
 #                 S3_FAIL_WITHIN s, the mount still answers; after the restart
 #                 the same read is exact and verify is clean
+# and ckptfs writing to the store itself (a writer mount of s3://…, which
+# publishes each commit; `fsync` waits for the store):
+#   writer        safetensors, torch.save and small files saved and fsynced:
+#                 a reader mount (own cache dir) has them byte-exact; a second
+#                 writer of the same prefix is refused
+#   writer-node-killed  node 3 killed in the middle of a 256 MiB save: the
+#                 save and its fsync complete, a new reader has it exact
+#   writer-killed the writer SIGKILLed in the middle of a save: the store
+#                 keeps the last version (the new file absent or empty); a
+#                 remount with the same cache dir goes on
+#   writer-all-stopped  every node stopped: an fsync fails with EIO within
+#                 S3_FAIL_WITHIN s, the mount still answers
+#   writer-restarted  after the restart, unmount publishes the rest: a new
+#                 reader has every file exact, and verify is clean
 # Needs `garage` (cargo install --locked garage@2.5.0), python tensorstore,
 # safetensors, torch, and root (FUSE).
 . "$(dirname "$0")/lib.sh"
@@ -228,6 +242,126 @@ PY
 }
 check s3/new-version new_version
 
+# --- ckptfs writing to the store: a writer mount of $WURL.
+WURL=s3://$CKPTFS_S3_BUCKET/live
+WREF=$WORK/wref
+WCACHE=$WORK/wcache
+mkdir -p "$WREF"
+
+s3_writer() {
+    mkdir -p "$1"
+    CKPTFS_LOG=info "$BIN" mount --daemon --config "$(config_path default)" \
+        --cache-dir "$WCACHE" --log "$WORK/writer.log" "$WURL" "$1" >&2 || return 1
+    _MOUNTS+=("$1")
+}
+s3_reader() {
+    mkdir -p "$2"
+    CKPTFS_LOG=warn "$BIN" mount --daemon --read-only --cache-dir "$WORK/cache-$1" "$WURL" "$2" >&2 || return 1
+    _MOUNTS+=("$2")
+}
+
+writer() {
+    s3_writer "$WORK/wm" || return 1
+    python3 - "$WORK/wm" "$WREF" <<'PY' || return 1
+import os, sys
+import numpy as np, torch
+from safetensors.numpy import save_file
+def synced(path):
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+rng = np.random.default_rng(21)
+t = {f"h.{i}.w": rng.standard_normal((512, 1024), dtype=np.float32) for i in range(4)}
+opt = {"m": torch.from_numpy(rng.standard_normal((256, 512), dtype=np.float32)), "step": 3}
+for root in sys.argv[1:]:
+    os.makedirs(f"{root}/step1", exist_ok=True)
+    save_file(t, f"{root}/step1/model.safetensors")
+    torch.save(opt, f"{root}/step1/optim.pt")
+    with open(f"{root}/step1/meta.json", "w") as f:
+        f.write('{"step": 1}\n')
+    for name in ("model.safetensors", "optim.pt", "meta.json"):
+        synced(f"{root}/step1/{name}")
+    fd = os.open(f"{root}/step1", os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+PY
+    # fsync returned: the store has every file.
+    s3_reader wa "$WORK/wa" || return 1
+    same "$WORK/wa" "$WREF" || return 1
+    unmount "$WORK/wa" || return 1
+    mkdir -p "$WORK/wm2"
+    if CKPTFS_LOG=warn "$BIN" mount --daemon --cache-dir "$WORK/wcache2" "$WURL" "$WORK/wm2" 2>"$WORK/wm2.err"; then
+        _MOUNTS+=("$WORK/wm2")
+        echo "a second writer of $WURL was let in"
+        return 1
+    fi
+    grep -q "already holds a checkpoint database" "$WORK/wm2.err" || { echo "second writer: $(cat "$WORK/wm2.err")"; return 1; }
+    echo "a second writer with another cache dir is refused"
+}
+check s3/writer writer
+
+# big_save FILE... MIB: the same random MIB MiB to each FILE, 4 MiB at a
+# time with a pause between (so a fault can land in the middle), each
+# fsynced at the end.
+big_save() {
+    python3 - "$@" <<'PY'
+import os, sys, time
+import numpy as np
+paths, mib = sys.argv[1:-1], int(sys.argv[-1])
+files = [open(p, "wb") for p in paths]
+rng = np.random.default_rng(mib)
+for _ in range(mib // 4):
+    block = rng.bytes(4 << 20)
+    for f in files:
+        f.write(block)
+    time.sleep(0.02)
+for f in files:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+PY
+}
+
+writer_node_killed() {
+    big_save "$WORK/wm/step1/big.bin" "$WREF/step1/big.bin" 256 &
+    local saver=$!
+    sleep 1
+    kill -0 "$saver" 2>/dev/null || { echo "the save ended before the node was killed"; return 1; }
+    bash "$CLUSTER" kill 3 || return 1
+    echo "node 3 killed while the save ran"
+    wait "$saver" || { echo "the save (or its fsync) failed with one node of three down"; return 1; }
+    s3_reader wb "$WORK/wb" || return 1
+    same "$WORK/wb" "$WREF" || return 1
+    unmount "$WORK/wb" || return 1
+    bash "$CLUSTER" start 3
+}
+check s3/writer-node-killed writer_node_killed
+
+writer_killed() {
+    local pid
+    pid=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['daemon_pid'])" "$WORK/wm/.ckptfs/stats") || return 1
+    big_save "$WORK/wm/step2.bin" 512 &
+    local saver=$!
+    sleep 1.5
+    kill -0 "$saver" 2>/dev/null || { echo "the save ended before the kill"; return 1; }
+    kill -9 "$pid"
+    wait "$saver" 2>/dev/null
+    fusermount3 -u -z "$WORK/wm" 2>/dev/null || umount -l "$WORK/wm"
+    echo "writer (pid $pid) killed in the middle of a 512 MiB save"
+    s3_reader wc "$WORK/wc" || return 1
+    same "$WORK/wc" "$WREF" || return 1
+    if [ -e "$WORK/wc/step2.bin" ] && [ -s "$WORK/wc/step2.bin" ]; then
+        echo "the store shows a part of the interrupted save: $(stat -c %s "$WORK/wc/step2.bin") bytes"
+        return 1
+    fi
+    unmount "$WORK/wc" || return 1
+    # The same cache dir: the local dir is recovered and the writer goes on.
+    s3_writer "$WORK/wm" || return 1
+    same "$WORK/wm" "$WREF" || return 1
+    echo "remounted with the same cache dir: the writer goes on"
+}
+check s3/writer-killed writer_killed
+
 all_stopped() {
     bash "$CLUSTER" down || return 1
     local start rc secs
@@ -260,6 +394,35 @@ readers_all_stopped() {
 }
 check s3/readers-all-stopped readers_all_stopped
 
+writer_all_stopped() {
+    # The cluster is down (all-stopped); the writer mount was made before.
+    local start rc secs
+    start=$(date +%s.%N)
+    timeout $((S3_FAIL_WITHIN + 30)) python3 - "$WORK/wm/late.json" "$WREF/late.json" <<'PY' 2>"$WORK/late.err"
+import errno, os, sys
+for p in sys.argv[1:]:
+    with open(p, "w") as f:
+        f.write('{"late": true}\n')
+fd = os.open(sys.argv[1], os.O_RDONLY)
+try:
+    os.fsync(fd)
+except OSError as e:
+    print(f"fsync: {e}", file=sys.stderr)
+    sys.exit(3 if e.errno == errno.EIO else 4)
+sys.exit(0)
+PY
+    rc=$?
+    secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    [ "$rc" -ne 0 ] || { echo "an fsync succeeded with every node stopped"; return 1; }
+    [ "$rc" -ne 124 ] || { echo "the fsync hung for $((S3_FAIL_WITHIN + 30)) s"; return 1; }
+    [ "$rc" -eq 3 ] || { echo "not EIO: $(cat "$WORK/late.err")"; return 1; }
+    awk -v s="$secs" -v l="$S3_FAIL_WITHIN" 'BEGIN { exit !(s <= l) }' ||
+        { echo "the fsync took ${secs}s to fail (limit ${S3_FAIL_WITHIN}s)"; return 1; }
+    timeout 10 cat "$WORK/wm/late.json" >/dev/null || { echo "the mount stopped answering"; return 1; }
+    echo "fsync failed with EIO after ${secs}s; the mount still answers"
+}
+check s3/writer-all-stopped writer_all_stopped
+
 restarted() {
     bash "$CLUSTER" up >/dev/null || return 1
     python3 "$TS" read roundtrip 1 64 && python3 "$TS" read degraded 2 256
@@ -272,5 +435,17 @@ readers_restarted() {
     "$BIN" verify "$URL"
 }
 check s3/readers-restarted readers_restarted
+
+writer_restarted() {
+    # The store is back: unmount publishes what the failed fsync could not.
+    unmount "$WORK/wm" || return 1
+    grep -q "published generation" "$WORK/writer.log" || { echo "no final publish: $(tail -3 "$WORK/writer.log")"; return 1; }
+    s3_reader wd "$WORK/wd" || return 1
+    same "$WORK/wd" "$WREF" || return 1
+    [ ! -s "$WORK/wd/step2.bin" ] || { echo "the interrupted save came back with data"; return 1; }
+    unmount "$WORK/wd" || return 1
+    "$BIN" verify "$WURL"
+}
+check s3/writer-restarted writer_restarted
 
 summary s3

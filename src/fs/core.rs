@@ -23,6 +23,7 @@ use crate::store::dir_namespace::DirNamespace;
 use crate::store::durable::DurableStore;
 use crate::store::namespace::{At, Entry, Mirrored, Namespace, Removal, Retired};
 use crate::store::ns_catalog::Catalog;
+use crate::store::upstream::Upstream;
 
 use super::attr::{from_time, fuse_attr, now_ns};
 use super::control::{self, ControlHandle};
@@ -94,6 +95,9 @@ pub struct CkptFs {
     /// the kernel granted it at init).
     passthrough: parking_lot::RwLock<(PassthroughUse, String)>,
     pub opens: OpenCounts,
+    /// A copy of the packed database that `fsync` waits for (a writer
+    /// mount of `s3://…`).
+    upstream: std::sync::OnceLock<Arc<dyn Upstream>>,
 }
 
 /// Time fields a setattr may change.
@@ -142,7 +146,25 @@ impl CkptFs {
                 "not negotiated with the kernel yet".into(),
             )),
             opens: OpenCounts::default(),
+            upstream: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Makes `fsync` and `fsyncdir` wait for `up` (set once, at mount).
+    pub fn set_upstream(&self, up: Arc<dyn Upstream>) {
+        let _ = self.upstream.set(up);
+    }
+
+    /// Waits for the upstream copy to hold the database's newest commit.
+    fn sync_upstream(&self) -> FsResult<()> {
+        let Some(up) = self.upstream.get() else {
+            return Ok(());
+        };
+        let db = self.tree.read().db.clone();
+        match db {
+            Some(db) => up.sync(db.generation()),
+            None => Ok(()),
+        }
     }
 
     fn attr_of(&self, tree: &Tree, ino: u64) -> FsResult<FileAttr> {
@@ -904,6 +926,9 @@ impl CkptFs {
                 });
                 doc["io_paths"] = self.io_paths_json();
                 doc["daemon_pid"] = serde_json::json!(std::process::id());
+                if let Some(up) = self.upstream.get() {
+                    doc["publish"] = up.status();
+                }
                 doc["cache"] = serde_json::json!({
                     "bytes": self.pipe.cache.bytes(),
                     "pinned_bytes": self.pipe.cache.pinned_bytes(),
@@ -1078,8 +1103,8 @@ impl CkptFs {
             return Ok(());
         }
         let (_, file) = self.handle_file(fh)?;
-        let mut f = file.lock();
-        f.commit(&self.pipe)
+        file.lock().commit(&self.pipe)?;
+        self.sync_upstream()
     }
 
     /// fsync of a directory: the names in it become durable. Files still
@@ -1102,7 +1127,8 @@ impl CkptFs {
         for f in files {
             f.lock().make_name_durable()?;
         }
-        self.ns.sync_dir(&at)
+        self.ns.sync_dir(&at)?;
+        self.sync_upstream()
     }
 
     pub fn release(&self, fh: u64) -> FsResult<()> {

@@ -11,3 +11,4 @@ pub mod ns_catalog;
 pub mod packed;
 pub mod s3;
 pub mod s3_cache;
+pub mod upstream;

@@ -93,6 +93,15 @@ pub(crate) struct CommitState {
     pub last: std::result::Result<u64, String>,
 }
 
+/// What `Db::seal_for_copy` froze.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// The newest manifest, as on disk.
+    pub manifest: Vec<u8>,
+    /// Every data file then, as paths under the root (`d/<name>`).
+    pub files: Vec<String>,
+}
+
 /// An open database.
 pub struct Db {
     pub(crate) dir: PathBuf,
@@ -448,6 +457,49 @@ impl Db {
             offset,
             length: data.len() as u64,
         })
+    }
+
+    /// Freezes what a copy of the database elsewhere needs (`ckptfs`
+    /// publishing to an object store): the newest manifest's bytes, and
+    /// the data files (paths under the root) that exist now, none of which
+    /// is written again. Appends already under way finish first; the next
+    /// append starts a new file. The caller holds a versions pin
+    /// (`pin_versions`), or compaction could still write or delete them.
+    pub fn seal_for_copy(&self) -> Result<Sealed> {
+        self.writable()?;
+        self.exclusive(|| {
+            let _gate = self.put_gate.write();
+            *self.writer.lock() = None;
+            let path = self.dir.join(MANIFEST_FILE);
+            let manifest = fs::read(&path).map_err(io_at(&path))?;
+            let dir = self.dir.join(DATA_DIR);
+            let mut files = Vec::new();
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(Sealed {
+                        manifest,
+                        files: Vec::new(),
+                    })
+                }
+                Err(e) => return Err(io_at(&dir)(e)),
+            };
+            for e in entries {
+                let e = e.map_err(io_at(&dir))?;
+                if let Some(name) = e.file_name().to_str() {
+                    files.push(format!("{DATA_DIR}/{name}"));
+                }
+            }
+            files.sort();
+            Ok(Sealed { manifest, files })
+        })
+    }
+
+    /// Holds the bytes of every kept version in place while the returned
+    /// pin lives: compaction and space reclaim wait for it (see
+    /// `readers`). `None` where the database is on read-only media.
+    pub fn pin_versions(&self) -> Result<Option<fs::File>> {
+        super::readers::pin(&self.dir)
     }
 
     /// Stores `value` under `key` (visible at once, durable at `commit`).

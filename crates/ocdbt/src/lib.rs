@@ -30,7 +30,7 @@ pub mod verify;
 pub mod version_tree;
 
 pub use compact::CompactReport;
-pub use db::{Db, DbOptions};
+pub use db::{Db, DbOptions, Sealed};
 pub use envelope::Compression;
 pub use error::{OcdbtError, Result};
 pub use remote::Remote;

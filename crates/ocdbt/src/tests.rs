@@ -615,3 +615,36 @@ fn a_copy_elsewhere_opens_read_only_through_its_remote() {
         .expect("data files are missing");
     assert!(err.to_string().contains("copy:"), "{err}");
 }
+
+#[test]
+fn a_sealed_copy_is_never_written_again_and_opens_as_the_version_it_froze() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_or_create(dir.path(), opts()).unwrap();
+    db.put(b"a/c/0", &big(0, 5000)).unwrap();
+    db.commit().unwrap();
+    let _pin = db.pin_versions().unwrap();
+    let sealed = db.seal_for_copy().unwrap();
+    assert!(!sealed.files.is_empty());
+    let sizes = |files: &[String]| -> Vec<u64> {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(dir.path().join(f)).unwrap().len())
+            .collect()
+    };
+    let before = sizes(&sealed.files);
+    // Writes after the seal go to new files; the sealed ones stay as they were.
+    db.put(b"a/c/1", &big(1, 5000)).unwrap();
+    db.commit().unwrap();
+    assert_eq!(sizes(&sealed.files), before);
+    assert!(db.seal_for_copy().unwrap().files.len() > sealed.files.len());
+    // The frozen manifest and files alone are the version it named.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::create_dir(copy.path().join(data_file::DATA_DIR)).unwrap();
+    for f in &sealed.files {
+        std::fs::copy(dir.path().join(f), copy.path().join(f)).unwrap();
+    }
+    std::fs::write(copy.path().join(db::MANIFEST_FILE), &sealed.manifest).unwrap();
+    let old = Db::open_version(copy.path(), 1).unwrap();
+    assert_eq!(old.get(b"a/c/0").unwrap().unwrap(), big(0, 5000));
+    assert_eq!(old.get(b"a/c/1").unwrap(), None);
+}
