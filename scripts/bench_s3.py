@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """A checkpoint on the S3 test cluster, two ways, interleaved, medians:
 
-  ckptfs       save_file() into a `ts-ocdbt` mount, umount (commit), `ckptfs
-               publish` to s3://BUCKET/PREFIX; cold load: a fresh read-only
-               s3:// mount (no block cache), load_file() of every tensor.
+  ckptfs       save_file() into a writer mount of s3://BUCKET/PREFIX (each
+               config of --configs), then fsync (it returns once the store
+               holds the file); cold load: a fresh read-only s3:// mount (no
+               block cache), load_file() of every tensor.
   tensorstore  the same layout (zarr, min(64, dim) chunks, one OCDBT
                database) written and read by TensorStore over its own `s3`
                kvstore, as the seeds do (scripts/tensorstore_seed.py).
 
-    bench_s3.py [--layers N] [--runs N] [--work DIR] [--bin PATH]
+    bench_s3.py [--layers N] [--runs N] [--configs a,b] [--work DIR] [--bin PATH]
 
 The model is OpenLLaMA-3B's shapes (first N layers, f32 values drawn as f16,
 as `ckptfs bench --preset openllama-3b --f16-values`). Endpoint, keys and
@@ -103,24 +104,30 @@ def check(m, loaded, who):
             raise SystemExit(f"{who}: {k} read back differs")
 
 
-def run_ckptfs(m, a, run):
-    backing, mnt = f"{a.work}/backing", f"{a.work}/mnt"
-    prefix = f"bench-ckptfs-{os.getpid()}-{run}"
+def run_ckptfs(m, a, run, config):
+    """Saved through a writer mount of the prefix: save_file(), then fsync,
+    which returns once the store holds the file; loaded cold through a
+    fresh read-only mount without block cache."""
+    cache, mnt = f"{a.work}/cache", f"{a.work}/mnt"
+    prefix = f"bench-ckptfs-{config}-{os.getpid()}-{run}"
     url = f"s3://{os.environ['CKPTFS_S3_BUCKET']}/{prefix}"
-    subprocess.run(["rm", "-rf", backing], check=True)
+    subprocess.run(["rm", "-rf", cache], check=True)
     os.makedirs(mnt, exist_ok=True)
     drop_caches()
     t0 = time.perf_counter()
-    sh(a.bin, "mount", "--daemon", "--config", f"{REPO}/mount-configs/ts-ocdbt.toml", backing, mnt)
+    sh(a.bin, "mount", "--daemon", "--config", f"{REPO}/mount-configs/{config}.toml",
+       "--cache-dir", cache, url, mnt)
     save_file(m, f"{mnt}/model.safetensors")
     fd = os.open(f"{mnt}/model.safetensors", os.O_RDONLY)
     os.fsync(fd)
     os.close(fd)
+    t1 = time.perf_counter()
+    with open(f"{mnt}/.ckptfs/stats") as f:
+        published = json.load(f)["publish"]
     save_rss = daemon_hwm_mib(mnt)
     sh(a.bin, "umount", mnt)
-    t1 = time.perf_counter()
-    sh(a.bin, "publish", backing, url)
     t2 = time.perf_counter()
+    subprocess.run(["rm", "-rf", cache], check=True)
     drop_caches()
     t3 = time.perf_counter()
     sh(a.bin, "mount", "--daemon", "--read-only", "--cache-size", "0", url, mnt)
@@ -131,7 +138,8 @@ def run_ckptfs(m, a, run):
     del loaded
     sh(a.bin, "umount", mnt)
     remove_prefix(prefix)
-    return {"save_s": t2 - t0, "local_save_s": t1 - t0, "publish_s": t2 - t1, "load_s": t4 - t3,
+    return {"save_s": t1 - t0, "umount_s": t2 - t1, "load_s": t4 - t3,
+            "publishes": published["publishes"], "uploaded_gb": published["uploaded_bytes"] / 1e9,
             "save_daemon_rss_mib": save_rss, "load_daemon_rss_mib": load_rss}
 
 
@@ -171,30 +179,34 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--work", default="/var/tmp/ckptfs-bench-s3")
     ap.add_argument("--bin", default=f"{REPO}/target/release/ckptfs")
+    ap.add_argument("--configs", default="ts-ocdbt,default",
+                    help="mount configs saved through a writer s3:// mount, comma-separated")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     m = model(a.layers)
     gb = sum(v.nbytes for v in m.values()) / 1e9
     print(f"model: {len(m)} tensors, {gb:.2f} GB; cluster {os.environ['AWS_ENDPOINT_URL']}", flush=True)
-    results = {"ckptfs s3-ts-ocdbt": [], "tensorstore ts-ocdbt on s3": []}
+    ts_name = "tensorstore ts-ocdbt on s3"
+    configs = a.configs.split(",")
+    results = {f"ckptfs s3-{c}": [] for c in configs}
+    results[ts_name] = []
     for run in range(1, a.runs + 1):
-        # Interleaved, the order flipped every run.
-        order = [("ckptfs s3-ts-ocdbt", run_ckptfs), ("tensorstore ts-ocdbt on s3", run_tensorstore)]
-        if run % 2 == 0:
-            order.reverse()
-        for name, fn in order:
+        # Interleaved, the order turned every run.
+        order = [(f"ckptfs s3-{c}", lambda m, a, run, c=c: run_ckptfs(m, a, run, c)) for c in configs]
+        order.append((ts_name, run_tensorstore))
+        k = (run - 1) % len(order)
+        for name, fn in order[k:] + order[:k]:
             r = fn(m, a, run)
             results[name].append(r)
             print(f"{name} run {run}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()), flush=True)
     med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in results.items()}
-    print(f"\nmedians of {a.runs} runs, {gb:.2f} GB:")
-    print("| | save s | cold load s | save GB/s | load GB/s |")
-    print("|---|---|---|---|---|")
+    t = med[ts_name]
+    print(f"\nmedians of {a.runs} runs, {gb:.2f} GB (ckptfs save: until fsync returned, the store holding the file):")
+    print("| | save s | cold load s | save GB/s | load GB/s | save × TensorStore | load × TensorStore |")
+    print("|---|---|---|---|---|---|---|")
     for n, r in med.items():
-        print(f"| {n} | {r['save_s']:.2f} | {r['load_s']:.2f} | {gb / r['save_s']:.2f} | {gb / r['load_s']:.2f} |")
-    c, t = med["ckptfs s3-ts-ocdbt"], med["tensorstore ts-ocdbt on s3"]
-    print(f"ckptfs / tensorstore time: save {c['save_s'] / t['save_s']:.2f}x, load {c['load_s'] / t['load_s']:.2f}x "
-          f"(ckptfs save = local save {c['local_save_s']:.2f} s + publish {c['publish_s']:.2f} s)")
+        print(f"| {n} | {r['save_s']:.2f} | {r['load_s']:.2f} | {gb / r['save_s']:.2f} | {gb / r['load_s']:.2f} "
+              f"| {r['save_s'] / t['save_s']:.2f} | {r['load_s'] / t['load_s']:.2f} |")
     print(json.dumps({"medians": med, "runs": results}))
     return 0
 

@@ -183,6 +183,30 @@ impl Publisher {
         self.publish_parts(backing, sealed.manifest, files)
     }
 
+    /// Uploads those of `files` (paths `d/<name>` under `backing`, none
+    /// to be written again) that the store lacks, ahead of the manifest
+    /// that will name them: a writer's save and its upload overlap.
+    /// Returns the files and bytes uploaded.
+    pub fn upload_ahead(&self, backing: &Path, files: &[String]) -> Result<(u64, u64)> {
+        let remote_sizes = list_data_files(&self.store)?;
+        let mut todo = Vec::new();
+        for rel in files {
+            let Some(name) = rel.strip_prefix(&format!("{DATA_DIR}/")) else {
+                continue;
+            };
+            let path = backing.join(rel);
+            let size = fs::metadata(&path)
+                .with_context(|| format!("stat {}", path.display()))?
+                .len();
+            if remote_sizes.get(name) != Some(&size) {
+                todo.push((name.to_string(), path, size));
+            }
+        }
+        let (n, bytes) = (todo.len() as u64, todo.iter().map(|t| t.2).sum());
+        upload_all(&self.store, todo)?;
+        Ok((n, bytes))
+    }
+
     /// Data files first (those the store lacks or holds shorter), then the
     /// manifest by one conditional PUT.
     fn publish_parts(

@@ -26,6 +26,11 @@ use crate::store::upstream::Upstream;
 /// The least time between two publishes that nobody waits for: each one
 /// starts a new data file, and costs a few requests even when small.
 const INTERVAL: Duration = Duration::from_secs(1);
+/// How often finished data files are uploaded ahead of the commit that
+/// will name them, and the size at which the file being written is ended
+/// for that: a long save uploads while it writes.
+const AHEAD_EVERY: Duration = Duration::from_millis(500);
+const AHEAD_ROLL_BYTES: u64 = 64 << 20;
 /// After a failed publish, the next one nobody waits for.
 const BACKOFF: Duration = Duration::from_secs(2);
 /// An `fsync` that waits longer than this fails (each request to the
@@ -45,6 +50,8 @@ pub struct WriteBackStats {
     pub failed_publishes: u64,
     pub uploaded_files: u64,
     pub uploaded_bytes: u64,
+    /// Of those, uploaded before the commit that names them.
+    pub uploaded_ahead_bytes: u64,
     pub publish_seconds: f64,
     pub last_error: Option<String>,
     pub conditional_put_enforced: bool,
@@ -57,6 +64,8 @@ struct State {
     finished: u64,
     /// Whether the last one ended in an error.
     last_failed: bool,
+    /// Finished data files already uploaded (or found in the store).
+    ahead: std::collections::HashSet<String>,
     /// Someone waits: publish now.
     wake: bool,
     stop: bool,
@@ -88,6 +97,7 @@ impl WriteBack {
                     conditional_put_enforced: publisher.conditional_put_enforced(),
                     ..WriteBackStats::default()
                 },
+                ahead: Default::default(),
                 started: 0,
                 finished: 0,
                 last_failed: false,
@@ -140,6 +150,7 @@ impl WriteBack {
 impl Shared {
     fn run(&self) {
         let mut last_round = Instant::now() - INTERVAL;
+        let mut last_ahead = Instant::now();
         loop {
             {
                 let mut st = self.state.lock();
@@ -153,10 +164,17 @@ impl Shared {
                     if st.wake || (behind && due) {
                         break;
                     }
+                    if !st.last_failed && last_ahead.elapsed() >= AHEAD_EVERY {
+                        drop(st);
+                        last_ahead = Instant::now();
+                        self.upload_ahead();
+                        st = self.state.lock();
+                        continue;
+                    }
                     let wait = if behind {
                         pause.saturating_sub(last_round.elapsed())
                     } else {
-                        Duration::from_millis(250)
+                        AHEAD_EVERY.saturating_sub(last_ahead.elapsed())
                     };
                     self.cv.wait_for(&mut st, wait);
                 }
@@ -164,6 +182,37 @@ impl Shared {
             }
             last_round = Instant::now();
             let _ = self.publish_once();
+        }
+    }
+
+    /// Uploads the data files a save has finished, before its commit. A
+    /// failure is left to the next publish, which uploads them again.
+    fn upload_ahead(&self) {
+        let r = (|| -> Result<(u64, u64)> {
+            let _pin = self.db.pin_versions().context("pin the database")?;
+            let files = self.db.finished_files(AHEAD_ROLL_BYTES)?;
+            let fresh: Vec<String> = {
+                let st = self.state.lock();
+                files
+                    .into_iter()
+                    .filter(|f| !st.ahead.contains(f))
+                    .collect()
+            };
+            if fresh.is_empty() {
+                return Ok((0, 0));
+            }
+            let done = self.publisher.upload_ahead(&self.backing, &fresh)?;
+            self.state.lock().ahead.extend(fresh);
+            Ok(done)
+        })();
+        match r {
+            Ok((files, bytes)) => {
+                let mut st = self.state.lock();
+                st.stats.uploaded_files += files;
+                st.stats.uploaded_bytes += bytes;
+                st.stats.uploaded_ahead_bytes += bytes;
+            }
+            Err(e) => tracing::warn!("upload ahead of the commit failed: {e:#}"),
         }
     }
 

@@ -319,6 +319,7 @@ fn advise(
     let plain = Strategy {
         name: PLAIN.into(),
         config: None,
+        store: None,
     };
     let first = candidate::first_round();
 
@@ -497,6 +498,7 @@ fn run_trial(
         None => Strategy {
             name: PLAIN.into(),
             config: None,
+            store: None,
         },
         Some(c) => {
             let path = cfg_dir.join(format!("{}.toml", t.name));
@@ -509,6 +511,7 @@ fn run_trial(
                     toml,
                     narrowing: Narrowing::from(c.dtype),
                 }),
+                store: None,
             }
         }
     };

@@ -52,6 +52,8 @@ pub struct Experiment {
     pub configs: Option<PathBuf>,
     /// Folder under which each run's backing dir and mountpoint are made.
     pub work_dir: Option<PathBuf>,
+    /// Object store (`s3://BUCKET/PREFIX`) of the `s3-<config>` strategies.
+    pub store: Option<String>,
 }
 
 impl Experiment {

@@ -36,6 +36,8 @@ pub struct MountSpec<'a> {
     pub profile_out: &'a Path,
     /// File the daemon's stderr goes to, quoted when it fails.
     pub log: &'a Path,
+    /// Further `ckptfs mount` options (an s3:// mount's cache dir, …).
+    pub extra: &'a [std::ffi::OsString],
 }
 
 /// A running mount daemon.
@@ -71,6 +73,7 @@ impl MountProcess {
             .arg(spec.config)
             .arg("--profile-out")
             .arg(spec.profile_out)
+            .args(spec.extra)
             .arg(spec.backing)
             .arg(spec.mountpoint)
             .env("CKPTFS_LOG", "warn")

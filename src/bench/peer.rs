@@ -364,6 +364,7 @@ mod tests {
         Strategy {
             name: name.into(),
             config: None,
+            store: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! plain disk), make it durable, drop the page cache, load it back cold onto
 //! the device, verify it, and measure every step.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use super::profile_summary::{self, ProfileSummary};
 use super::save_tool::SaveTool;
 use super::strategy::Strategy;
 use super::verify::{self, Verification};
+use crate::store::s3::{S3Location, S3Store};
 
 /// What every run shares.
 pub struct RunContext<'a> {
@@ -200,9 +202,36 @@ fn run_mounted(
     run_dir: &Path,
     phase: &dyn Fn(&str),
 ) -> Result<RunResult> {
-    let backing = run_dir.join("backing");
     let mnt = run_dir.join("mnt");
     let path = |name: &str| -> PathBuf { run_dir.join(name) };
+    // On an object store: a fresh prefix per run, written through a writer
+    // mount (its local copy in the run folder) and read back cold through
+    // a read-only one with no block cache.
+    let remote = match &strategy.store {
+        Some(at) => {
+            let prefix = format!("{}-{}-r{run}", strategy.name, std::process::id());
+            let at = S3Location {
+                bucket: at.bucket.clone(),
+                prefix: [at.prefix.as_str(), prefix.as_str()]
+                    .iter()
+                    .filter(|p| !p.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("/"),
+            };
+            Some(RemoteRun::new(at, run_dir)?)
+        }
+        None => None,
+    };
+    let backing = match &remote {
+        Some(r) => PathBuf::from(r.at.to_string()),
+        None => run_dir.join("backing"),
+    };
+    let no_args: Vec<OsString> = Vec::new();
+    let (save_extra, load_extra) = match &remote {
+        Some(r) => (&r.save_args, &r.load_args),
+        None => (&no_args, &no_args),
+    };
     let spec = |profile: &'static str, log: &'static str| (path(profile), path(log));
     let (save_profile, save_log) = spec("profile-save.json", "mount-save.log");
     let (load_profile, load_log) = spec("profile-load.json", "mount-load.log");
@@ -217,6 +246,7 @@ fn run_mounted(
         mountpoint: &mnt,
         profile_out: &save_profile,
         log: &save_log,
+        extra: save_extra,
     })?;
     let mount_s = t0.elapsed().as_secs_f64();
 
@@ -237,7 +267,10 @@ fn run_mounted(
     let t3 = Instant::now();
     mount.unmount().context("unmount after the save")?;
     let unmount_s = t3.elapsed().as_secs_f64();
-    let backing_fp = disk::footprint(&backing)?;
+    let backing_fp = match &remote {
+        Some(r) => r.footprint()?,
+        None => disk::footprint(&backing)?,
+    };
 
     let dropped = disk::drop_page_cache();
     phase("remounting");
@@ -249,6 +282,7 @@ fn run_mounted(
         mountpoint: &mnt,
         profile_out: &load_profile,
         log: &load_log,
+        extra: load_extra,
     })
     // The first mount worked: a failing remount is a failure, not an
     // unavailable strategy.
@@ -258,6 +292,9 @@ fn run_mounted(
     let (read_s, load_split, loaded) = load(ctx, &file)?;
     let rss_load = mount.peak_rss();
     mount.unmount().context("unmount after the load")?;
+    if let Some(r) = &remote {
+        r.delete()?;
+    }
 
     phase("verifying");
     let verification = verify::verify(&ctx.model.cpu, loaded, strategy.narrowing())?;
@@ -294,6 +331,53 @@ fn run_mounted(
         profile_load,
         profile_note,
     })
+}
+
+/// One run's prefix on the object store, and the mount options for it.
+struct RemoteRun {
+    at: S3Location,
+    save_args: Vec<OsString>,
+    load_args: Vec<OsString>,
+}
+
+impl RemoteRun {
+    fn new(at: S3Location, run_dir: &Path) -> Result<Self> {
+        let dir = |name: &str| run_dir.join(name).into_os_string();
+        Ok(RemoteRun {
+            at,
+            save_args: vec!["--cache-dir".into(), dir("save-cache")],
+            load_args: vec![
+                "--read-only".into(),
+                "--cache-size".into(),
+                "0".into(),
+                "--cache-dir".into(),
+                dir("load-cache"),
+            ],
+        })
+    }
+
+    /// What the store holds under the prefix.
+    fn footprint(&self) -> Result<Footprint> {
+        let store = S3Store::connect(self.at.clone())?;
+        let objects = store
+            .list_all()
+            .with_context(|| format!("list {}", self.at))?;
+        let bytes = objects.iter().map(|(_, n)| n).sum();
+        Ok(Footprint {
+            bytes,
+            apparent_bytes: bytes,
+            files: objects.len() as u64,
+            dirs: 0,
+        })
+    }
+
+    fn delete(&self) -> Result<()> {
+        let store = S3Store::connect(self.at.clone())?;
+        store
+            .delete_all()
+            .with_context(|| format!("delete {}", self.at))?;
+        Ok(())
+    }
 }
 
 /// Loads the checkpoint with the run's load tool: its seconds, and the

@@ -1,6 +1,7 @@
 //! The benchmark's settings: command-line flags over an experiment file over
 //! the defaults.
 
+use crate::store::s3::S3Location;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
@@ -64,8 +65,15 @@ pub struct BenchArgs {
     /// Strategies to run, comma-separated: plain and mount-config names, or
     /// `all` (default: all; with --compare, the seeds' nine: plain,
     /// passthrough and the seven layouts TensorStore writes).
+    /// `s3-<config>` is the config on the object store of --store.
     #[arg(long, value_delimiter = ',', value_name = "a,b,c")]
     pub strategies: Option<Vec<String>>,
+    /// Object store of the `s3-<config>` strategies (s3://BUCKET/PREFIX;
+    /// endpoint and credentials from AWS_*): each run saves through a
+    /// writer mount of a fresh prefix below it, loads cold through a
+    /// read-only mount with no block cache, and deletes the prefix.
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    pub store: Option<String>,
     /// Runs per strategy (default 3; 2 for the default workload, so that a
     /// plain `ckptfs bench` ends within 10 minutes on 2 cores).
     #[arg(long, value_name = "N")]
@@ -130,6 +138,9 @@ pub struct Settings {
     pub model: ModelChoice,
     /// Empty: all.
     pub strategies: Vec<String>,
+    /// Where the `s3-<config>` strategies store their checkpoints.
+    #[serde(serialize_with = "store_name")]
+    pub store: Option<S3Location>,
     /// Runs per strategy.
     pub runs: usize,
     /// The tool that saves the checkpoint.
@@ -300,9 +311,14 @@ impl Settings {
             .clone()
             .or(exp.work_dir)
             .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+        let store = match args.store.clone().or(exp.store) {
+            Some(s) => Some(S3Location::parse(&s)?),
+            None => None,
+        };
         Ok(Settings {
             model,
             strategies,
+            store,
             runs,
             save_tool,
             load_tool,
@@ -314,6 +330,13 @@ impl Settings {
             experiment_file: args.experiment.clone(),
             experiment_text: text,
         })
+    }
+}
+
+fn store_name<S: serde::Serializer>(s: &Option<S3Location>, ser: S) -> Result<S::Ok, S::Error> {
+    match s {
+        Some(at) => ser.serialize_str(&at.to_string()),
+        None => ser.serialize_none(),
     }
 }
 

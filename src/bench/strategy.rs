@@ -7,6 +7,10 @@ use anyhow::{bail, Context, Result};
 
 use super::verify::Narrowing;
 use crate::config::{MountConfig, StoredDtype};
+use crate::store::s3::S3Location;
+
+/// Strategy names that put a mount config on the object store of `--store`.
+pub const S3_PREFIX: &str = "s3-";
 
 /// The reference strategy's name.
 pub const PLAIN: &str = "plain";
@@ -31,6 +35,9 @@ pub struct Strategy {
     pub name: String,
     /// None for `plain`.
     pub config: Option<MountSetup>,
+    /// The object store an `s3-<config>` strategy saves to and loads from
+    /// (None: the local disk).
+    pub store: Option<S3Location>,
 }
 
 /// A mount config a strategy mounts with.
@@ -59,6 +66,7 @@ pub fn discover(configs: &Path) -> Result<Vec<Strategy>> {
     let mut out = vec![Strategy {
         name: PLAIN.into(),
         config: None,
+        store: None,
     }];
     let entries = std::fs::read_dir(configs)
         .with_context(|| format!("list mount configs in {}", configs.display()))?;
@@ -82,6 +90,7 @@ pub fn discover(configs: &Path) -> Result<Vec<Strategy>> {
                 toml,
                 narrowing,
             }),
+            store: None,
         });
     }
     out.sort_by_key(|s| {
@@ -118,13 +127,35 @@ fn narrowing_of(toml_text: &str, name: &str) -> Narrowing {
 }
 
 /// The strategies named in `wanted` (all when empty), in the order given.
-pub fn select(all: Vec<Strategy>, wanted: &[String]) -> Result<Vec<Strategy>> {
+/// `s3-<config>` is the config's strategy on `store`.
+pub fn select(
+    all: Vec<Strategy>,
+    wanted: &[String],
+    store: Option<&S3Location>,
+) -> Result<Vec<Strategy>> {
     if wanted.is_empty() {
         return Ok(all);
     }
     let mut out: Vec<Strategy> = Vec::new();
     for name in wanted {
         if out.iter().any(|s| &s.name == name) {
+            continue;
+        }
+        if let Some(base) = name.strip_prefix(S3_PREFIX) {
+            let Some(s) = all.iter().find(|s| s.name == base) else {
+                bail!("unknown strategy `{name}`: no mount config `{base}`");
+            };
+            if s.config.is_none() {
+                bail!("`{name}`: {PLAIN} is the local disk itself; pick a mount config (s3-default, s3-ts-ocdbt, …)");
+            }
+            let Some(at) = store else {
+                bail!("`{name}` needs --store s3://BUCKET/PREFIX (endpoint and keys from AWS_*)");
+            };
+            out.push(Strategy {
+                name: name.clone(),
+                config: s.config.clone(),
+                store: Some(at.clone()),
+            });
             continue;
         }
         match all.iter().find(|s| &s.name == name) {
@@ -152,9 +183,17 @@ mod tests {
         assert_eq!(all[0].name, PLAIN);
         assert_eq!(all[1].name, "passthrough");
         assert!(all.iter().any(|s| s.name == "chunked"));
-        let picked = select(all.clone(), &["chunked".into(), PLAIN.into()]).expect("select");
+        let picked =
+            select(all.clone(), &["chunked".into(), PLAIN.into()], None).expect("select");
         assert_eq!(picked[0].name, "chunked");
-        assert!(select(all, &["nope".into()]).is_err());
+        assert!(select(all.clone(), &["nope".into()], None).is_err());
+        // s3-<config>: the config on the store, which must be given.
+        let at = S3Location::parse("s3://b/p").expect("location");
+        let s3 = select(all.clone(), &["s3-default".into()], Some(&at)).expect("s3");
+        assert_eq!(s3[0].store.as_ref(), Some(&at));
+        assert!(s3[0].config.is_some());
+        assert!(select(all.clone(), &["s3-default".into()], None).is_err());
+        assert!(select(all, &["s3-plain".into()], Some(&at)).is_err());
     }
 
     #[test]

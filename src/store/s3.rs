@@ -170,6 +170,40 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// Every object under the prefix: key (below the prefix) and size.
+    pub fn list_all(&self) -> io::Result<Vec<(String, u64)>> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let (store, prefix) = (self.store.clone(), self.path(""));
+        let strip = format!("{}/", self.location.prefix);
+        let listed = self.block_on(async move {
+            let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+            store.list(prefix.as_ref()).try_collect::<Vec<_>>().await
+        })?;
+        let listed = listed.map_err(|e| to_io(e, &self.location, ""))?;
+        Ok(listed
+            .into_iter()
+            .map(|o| {
+                let key = o.location.as_ref();
+                let key = key.strip_prefix(strip.as_str()).unwrap_or(key);
+                (key.to_string(), o.size)
+            })
+            .collect())
+    }
+
+    /// Deletes every object under the prefix (a benchmark's scratch copy).
+    pub fn delete_all(&self) -> io::Result<usize> {
+        let keys = self.list_all()?;
+        for (key, _) in &keys {
+            let (store, path) = (self.store.clone(), self.path(key));
+            self.block_on(async move { store.delete(&path).await })?
+                .map_err(|e| to_io(e, &self.location, key))?;
+        }
+        Ok(keys.len())
+    }
+}
+
 /// An object store error as an `io::Error` (NotFound stays NotFound; the
 /// rest is EIO with the store's message).
 pub fn to_io(e: object_store::Error, at: &S3Location, key: &str) -> io::Error {

@@ -495,6 +495,29 @@ impl Db {
         })
     }
 
+    /// Data files no append will write again (paths under the root), for
+    /// a copy elsewhere to take ahead of the next commit. The file being
+    /// appended to is ended first when it holds `roll_at` bytes or more,
+    /// and is then among them. The caller holds a versions pin.
+    pub fn finished_files(&self, roll_at: u64) -> Result<Vec<String>> {
+        self.writable()?;
+        self.exclusive(|| {
+            let _gate = self.put_gate.write();
+            let mut w = self.writer.lock();
+            if w.as_ref().is_some_and(|f| f.len() >= roll_at) {
+                *w = None;
+            }
+            let current = w.as_ref().map(|f| f.path.clone());
+            Ok(self
+                .files
+                .lock()
+                .iter()
+                .map(|(_, f)| f.path.clone())
+                .filter(|p| Some(p) != current.as_ref() && p.starts_with(DATA_DIR))
+                .collect())
+        })
+    }
+
     /// Holds the bytes of every kept version in place while the returned
     /// pin lives: compaction and space reclaim wait for it (see
     /// `readers`). `None` where the database is on read-only media.
