@@ -203,6 +203,25 @@ pub struct MountConfig {
     pub io: Io,
     /// The `[packed]` table.
     pub packed: Packed,
+    /// The `[store]` table: how an `s3://` mount reaches its object store.
+    pub store: StoreSettings,
+}
+
+/// Object-store settings of an `s3://` mount. Each one given here wins over
+/// its `AWS_*` environment variable; what is absent comes from there.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StoreSettings {
+    /// `AWS_ENDPOINT_URL`: the S3 endpoint (MinIO, R2, Garage, …).
+    pub endpoint: Option<String>,
+    /// `AWS_REGION`.
+    pub region: Option<String>,
+    /// `AWS_ALLOW_HTTP`: plain http to the endpoint.
+    pub allow_http: Option<bool>,
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// `AWS_SECRET_ACCESS_KEY`; never written into profiles or results.
+    #[serde(skip_serializing)]
+    pub secret_access_key: Option<String>,
 }
 
 /// A config that could not be accepted; the message names the key.
@@ -258,6 +277,7 @@ impl MountConfig {
                 writeback_cache: false,
             },
             packed: Packed::default(),
+            store: StoreSettings::default(),
         })
     }
 
@@ -267,9 +287,9 @@ impl MountConfig {
             .parse()
             .map_err(|e: toml::de::Error| ConfigError(format!("invalid TOML: {}", e.message())))?;
         for key in root.keys() {
-            if !["layout", "io", "packed"].contains(&key.as_str()) {
+            if !["layout", "io", "packed", "store"].contains(&key.as_str()) {
                 return err(format!(
-                    "unknown section `{key}`; allowed sections: [layout], [io], [packed]"
+                    "unknown section `{key}`; allowed sections: [layout], [io], [packed], [store]"
                 ));
             }
         }
@@ -277,6 +297,30 @@ impl MountConfig {
         let layout = table(&root, "layout")?.unwrap_or(&empty);
         let io = table(&root, "io")?.unwrap_or(&empty);
         let packed_t = table(&root, "packed")?.unwrap_or(&empty);
+        let store_t = table(&root, "store")?.unwrap_or(&empty);
+        check_keys(
+            store_t,
+            "store",
+            &[
+                "endpoint",
+                "region",
+                "allow_http",
+                "access_key_id",
+                "secret_access_key",
+            ],
+        )?;
+        let store = StoreSettings {
+            endpoint: opt_str(store_t, "store.endpoint")?,
+            region: opt_str(store_t, "store.region")?,
+            allow_http: opt_bool(store_t, "store.allow_http")?,
+            access_key_id: opt_str(store_t, "store.access_key_id")?,
+            secret_access_key: opt_str(store_t, "store.secret_access_key")?,
+        };
+        if store.access_key_id.is_some() != store.secret_access_key.is_some() {
+            return err(
+                "store.access_key_id and store.secret_access_key go together (or leave both to AWS_*)",
+            );
+        }
         check_keys(
             packed_t,
             "packed",
@@ -467,6 +511,7 @@ impl MountConfig {
                 writeback_cache,
             },
             packed,
+            store,
         })
     }
 
@@ -710,5 +755,27 @@ mod tests {
         assert!(e.0.contains("io.write_mode"), "{e}");
         let e = io("write_mode = \"fast\"").unwrap_err();
         assert!(e.0.contains("allowed values"), "{e}");
+    }
+
+    #[test]
+    fn the_store_section_is_read_and_its_secret_never_written_out() {
+        let c = MountConfig::parse(
+            "[store]\nendpoint = \"http://127.0.0.1:3900\"\nregion = \"garage\"\nallow_http = true\naccess_key_id = \"GK1\"\nsecret_access_key = \"hush\"\n",
+            "s",
+        )
+        .expect("store");
+        assert_eq!(c.store.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert_eq!(c.store.allow_http, Some(true));
+        assert_eq!(c.store.secret_access_key.as_deref(), Some("hush"));
+        let json = c.to_json().to_string();
+        assert!(json.contains("GK1") && !json.contains("hush"), "{json}");
+        let e = MountConfig::parse("[store]\nbucket = \"b\"\n", "s").unwrap_err();
+        assert!(e.0.contains("store.bucket"), "{e}");
+        let e = MountConfig::parse("[store]\naccess_key_id = \"GK1\"\n", "s").unwrap_err();
+        assert!(e.0.contains("go together"), "{e}");
+        assert_eq!(
+            MountConfig::default_config().store,
+            StoreSettings::default()
+        );
     }
 }

@@ -484,7 +484,7 @@ pub fn run(args: MountArgs) -> Result<i32> {
     };
     let remote = match args.remote.as_ref().filter(|_| read_only) {
         Some(at) => {
-            let store = S3Store::connect(at.clone())?;
+            let store = S3Store::connect_with(at.clone(), &config.store)?;
             let cache = if args.cache_size > 0 {
                 let dir = args.backing.join("blocks");
                 let c = BlockCache::open(&dir, args.cache_size)
@@ -512,7 +512,7 @@ pub fn run(args: MountArgs) -> Result<i32> {
     nest(&backing)?;
     let publisher = match &upstream_at {
         Some(at) => {
-            let p = Publisher::connect(at)?;
+            let p = Publisher::connect(at, &config.store)?;
             p.check_continues(&backing)?;
             Some(p)
         }

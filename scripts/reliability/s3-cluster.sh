@@ -33,6 +33,10 @@
 #   writer        safetensors, torch.save and small files saved and fsynced:
 #                 a reader mount (own cache dir) has them byte-exact; a second
 #                 writer of the same prefix is refused
+#   writers-race  two writers of one empty prefix: one fsync succeeds, the
+#                 other fails with EIO, readers see the winner's file only
+#   store-section endpoint, region and keys from a config's [store] section
+#                 (no AWS_* set): the writer publishes; a wrong key is refused
 #   writer-node-killed  node 3 killed in the middle of a 256 MiB save: the
 #                 save and its fsync complete, a new reader has it exact
 #   writer-killed the writer SIGKILLed in the middle of a save: the store
@@ -299,6 +303,84 @@ PY
     echo "a second writer with another cache dir is refused"
 }
 check s3/writer writer
+
+writers_race() {
+    # Two writers of one empty prefix, both mounted before either has
+    # published: one wins (its fsync succeeds), the other's fsync fails
+    # with EIO (the store holds another database), and readers see the
+    # winner's file only.
+    local url=s3://$CKPTFS_S3_BUCKET/race m winner
+    for m in wa1 wb1; do
+        mkdir -p "$WORK/$m"
+        CKPTFS_LOG=warn "$BIN" mount --daemon --config "$(config_path default)" \
+            --cache-dir "$WORK/race-$m" "$url" "$WORK/$m" >&2 || return 1
+        _MOUNTS+=("$WORK/$m")
+    done
+    winner=$(python3 - "$WORK/wa1/a.txt" "$WORK/wb1/b.txt" <<'PY'
+import errno, os, sys
+won, lost = [], []
+for path in sys.argv[1:]:
+    try:
+        with open(path, "w") as f:
+            f.write(path + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        won.append(os.path.basename(path))
+    except OSError as e:
+        if e.errno != errno.EIO:
+            sys.exit(f"{path}: {e}")
+        print(f"{path}: {e}", file=sys.stderr)
+        lost.append(path)
+if len(won) != 1:
+    sys.exit(f"{len(won)} writers' fsyncs succeeded")
+print(won[0])
+PY
+    ) || { echo "$winner"; return 1; }
+    unmount "$WORK/wa1" || return 1
+    unmount "$WORK/wb1"
+    mkdir -p "$WORK/wr1"
+    CKPTFS_LOG=warn "$BIN" mount --daemon --read-only --cache-dir "$WORK/cache-wr1" "$url" "$WORK/wr1" >&2 || return 1
+    _MOUNTS+=("$WORK/wr1")
+    local shown
+    shown=$(cd "$WORK/wr1" && ls -- *.txt 2>/dev/null | tr '\n' ' ')
+    unmount "$WORK/wr1"
+    [ "$shown" = "$winner " ] || { echo "the store shows: $shown; the winner: $winner"; return 1; }
+    echo "one writer won ($winner); the other's fsync failed with EIO; the store shows the winner's file only"
+}
+check s3/writers-race writers_race
+
+store_section() {
+    # Endpoint, region and keys from the config's [store] section, with
+    # no AWS_* variable set; a wrong key in it is refused by the store.
+    local cfg=$WORK/store.toml bad=$WORK/store-bad.toml url=s3://$CKPTFS_S3_BUCKET/conf
+    { cat "$(config_path default)"; printf '\n[store]\nendpoint = "%s"\nregion = "%s"\nallow_http = true\naccess_key_id = "%s"\nsecret_access_key = "%s"\n' \
+        "$AWS_ENDPOINT_URL" "$AWS_REGION" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY"; } > "$cfg"
+    sed 's/^secret_access_key = .*/secret_access_key = "wrong"/' "$cfg" > "$bad"
+    mkdir -p "$WORK/cs"
+    if env -u AWS_ENDPOINT_URL -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_REGION -u AWS_DEFAULT_REGION -u AWS_ALLOW_HTTP \
+        CKPTFS_LOG=warn "$BIN" mount --daemon --config "$bad" --cache-dir "$WORK/cache-cs" "$url" "$WORK/cs" 2>"$WORK/cs.err"; then
+        _MOUNTS+=("$WORK/cs")
+        echo "a mount with a wrong secret key in [store] came up"
+        return 1
+    fi
+    grep -q "lacked the necessary privileges" "$WORK/cs.err" || { echo "wrong key: $(cat "$WORK/cs.err")"; return 1; }
+    env -u AWS_ENDPOINT_URL -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_REGION -u AWS_DEFAULT_REGION -u AWS_ALLOW_HTTP \
+        CKPTFS_LOG=warn "$BIN" mount --daemon --config "$cfg" --cache-dir "$WORK/cache-cs" "$url" "$WORK/cs" >&2 || return 1
+    _MOUNTS+=("$WORK/cs")
+    python3 -c "
+import os, sys
+with open(sys.argv[1], 'w') as f:
+    f.write('from the [store] section\n'); f.flush(); os.fsync(f.fileno())
+" "$WORK/cs/note.txt" || return 1
+    unmount "$WORK/cs" || return 1
+    mkdir -p "$WORK/cs-r"
+    CKPTFS_LOG=warn "$BIN" mount --daemon --read-only --cache-dir "$WORK/cache-cs-r" "$url" "$WORK/cs-r" >&2 || return 1
+    _MOUNTS+=("$WORK/cs-r")
+    grep -q "from the \[store\] section" "$WORK/cs-r/note.txt" || { echo "the file is not on the store"; return 1; }
+    unmount "$WORK/cs-r"
+    echo "a writer configured by [store] alone published; a wrong key was refused"
+}
+check s3/store-section store_section
 
 # big_save FILE... MIB: the same random MIB MiB to each FILE, 4 MiB at a
 # time with a pause between (so a fault can land in the middle), each

@@ -64,12 +64,11 @@ pub fn run(args: BenchArgs) -> Result<u8> {
     let started_at = Instant::now();
     let mut wall = WallTime::default();
     let settings = Settings::resolve(&args)?;
-    let strategies =
-        strategy::select(
-            strategy::discover(&settings.configs)?,
-            &settings.strategies,
-            settings.store.as_ref(),
-        )?;
+    let strategies = strategy::select(
+        strategy::discover(&settings.configs)?,
+        &settings.strategies,
+        settings.store.as_ref(),
+    )?;
     let peers = peer::select(&settings.compare, &strategies)?;
     // Found unwritable now rather than after an hour of runs.
     std::fs::create_dir_all(&settings.out)

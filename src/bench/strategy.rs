@@ -183,8 +183,7 @@ mod tests {
         assert_eq!(all[0].name, PLAIN);
         assert_eq!(all[1].name, "passthrough");
         assert!(all.iter().any(|s| s.name == "chunked"));
-        let picked =
-            select(all.clone(), &["chunked".into(), PLAIN.into()], None).expect("select");
+        let picked = select(all.clone(), &["chunked".into(), PLAIN.into()], None).expect("select");
         assert_eq!(picked[0].name, "chunked");
         assert!(select(all.clone(), &["nope".into()], None).is_err());
         // s3-<config>: the config on the store, which must be given.

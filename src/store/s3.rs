@@ -21,6 +21,7 @@ use object_store::{ClientConfigKey, ObjectStoreExt, RetryConfig};
 use parking_lot::Mutex;
 
 use super::s3_cache::BlockCache;
+use crate::config::StoreSettings;
 
 /// Per request, including the body (a 16 MiB part on a slow link).
 const REQUEST_TIMEOUT: &str = "30s";
@@ -99,7 +100,28 @@ impl S3Store {
     /// Connects to `location` with settings from the environment. Nothing
     /// is requested yet: a wrong endpoint shows at the first request.
     pub fn connect(location: S3Location) -> Result<Self> {
-        let store = AmazonS3Builder::from_env()
+        Self::connect_with(location, &StoreSettings::default())
+    }
+
+    /// [`S3Store::connect`] with a mount config's `[store]` settings over
+    /// the environment's.
+    pub fn connect_with(location: S3Location, settings: &StoreSettings) -> Result<Self> {
+        let mut builder = AmazonS3Builder::from_env();
+        if let Some(e) = &settings.endpoint {
+            builder = builder.with_endpoint(e);
+        }
+        if let Some(r) = &settings.region {
+            builder = builder.with_region(r);
+        }
+        if let Some(h) = settings.allow_http {
+            builder = builder.with_allow_http(h);
+        }
+        if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
+        }
+        let store = builder
             .with_bucket_name(&location.bucket)
             .with_config(
                 AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),

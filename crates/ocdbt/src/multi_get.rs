@@ -37,6 +37,10 @@ impl Buffers for Allocate {
 const MERGE_GAP: u64 = 256 * 1024;
 /// Largest single read of merged values.
 const MERGE_MAX: u64 = 64 << 20;
+/// The same from an object store, where a read is held twice while it
+/// lands (the response and the caller's buffer) and one GET of this size
+/// already pays its latency back many times.
+const REMOTE_MERGE_MAX: u64 = 16 << 20;
 /// Reads for a caller that keeps the bytes go around the page cache
 /// (`O_DIRECT`) from this size on; below it the alignment padding costs
 /// more than the copy saves.
@@ -80,6 +84,11 @@ impl Db {
         far.sort_by(|a, b| {
             (Arc::as_ptr(&a.0) as usize, a.1).cmp(&(Arc::as_ptr(&b.0) as usize, b.1))
         });
+        let merge_max = if self.remote.lock().is_some() {
+            REMOTE_MERGE_MAX
+        } else {
+            MERGE_MAX
+        };
         let mut start = 0;
         while start < far.len() {
             // Extend the run while the next value is in the same file, near.
@@ -89,7 +98,7 @@ impl Db {
             while end < far.len()
                 && Arc::ptr_eq(&far[end].0, file)
                 && far[end].1 <= hi + MERGE_GAP
-                && (far[end].1 + far[end].2).max(hi) - first <= MERGE_MAX
+                && (far[end].1 + far[end].2).max(hi) - first <= merge_max
             {
                 hi = hi.max(far[end].1 + far[end].2);
                 end += 1;
