@@ -37,6 +37,9 @@
 #                 other fails with EIO, readers see the winner's file only
 #   store-section endpoint, region and keys from a config's [store] section
 #                 (no AWS_* set): the writer publishes; a wrong key is refused
+#   bench         `ckptfs bench --store`: s3-default and s3-ts-ocdbt rows
+#                 verified beside default, s3-passthrough unavailable, the
+#                 runs' prefixes deleted after
 #   writer-node-killed  node 3 killed in the middle of a 256 MiB save: the
 #                 save and its fsync complete, a new reader has it exact
 #   writer-killed the writer SIGKILLed in the middle of a save: the store
@@ -381,6 +384,35 @@ with open(sys.argv[1], 'w') as f:
     echo "a writer configured by [store] alone published; a wrong key was refused"
 }
 check s3/store-section store_section
+
+bench_rows() {
+    # `ckptfs bench --store`: s3-<config> rows beside the local ones, each
+    # run verified, its size read off the store, its prefix deleted after.
+    local out=$WORK/bench
+    "$BIN" bench --preset tiny --strategies plain,default,s3-default,s3-ts-ocdbt,s3-passthrough \
+        --store "s3://$CKPTFS_S3_BUCKET/bench" --runs 1 --out "$out" >"$WORK/bench.log" 2>&1 ||
+        { tail -20 "$WORK/bench.log"; return 1; }
+    python3 - "$out/results.json" <<'PY' || return 1
+import json, os, sys
+import tensorstore as ts
+r = {s["name"]: s for s in json.load(open(sys.argv[1]))["strategies"]}
+for name in ("default", "s3-default", "s3-ts-ocdbt"):
+    runs = r[name]["runs"]
+    assert runs and all(x["verification"]["passed"] for x in runs), (name, runs)
+    assert runs[0]["backing"]["apparent_bytes"] > 8_000_000, (name, runs[0]["backing"])
+assert r["s3-default"]["runs"][0]["backing"]["dirs"] == 0
+assert r["s3-passthrough"]["status"] == "unavailable", r["s3-passthrough"]["status"]
+assert "chunking" in r["s3-passthrough"]["reason"], r["s3-passthrough"]["reason"]
+kv = ts.KvStore.open({"driver": "s3", "bucket": os.environ["CKPTFS_S3_BUCKET"],
+                      "endpoint": os.environ["AWS_ENDPOINT_URL"],
+                      "aws_region": os.environ.get("AWS_REGION", "garage"), "path": "bench/"}).result()
+left = kv.list().result()
+assert not left, f"{len(left)} objects left under bench/: {left[:3]}"
+PY
+    grep -q "| s3-default |" "$out/results.md" || { echo "no s3-default row in results.md"; return 1; }
+    echo "bench: s3-default and s3-ts-ocdbt rows verified beside default; s3-passthrough unavailable"
+}
+check s3/bench bench_rows
 
 # big_save FILE... MIB: the same random MIB MiB to each FILE, 4 MiB at a
 # time with a pause between (so a fault can land in the middle), each
