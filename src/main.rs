@@ -252,7 +252,14 @@ fn main() -> ExitCode {
             let backing_dir = match (&remote, cache_dir) {
                 (Some(_), Some(dir)) => dir,
                 (Some(_), None) => {
-                    std::env::temp_dir().join(format!("ckptfs-s3-cache-{}", std::process::id()))
+                    // A writer's copy holds the whole checkpoint: on disk
+                    // (/var/tmp), not in a /tmp that may be memory.
+                    let writer = !read_only && version.is_none();
+                    let tmp = match std::path::Path::new("/var/tmp") {
+                        p if writer && p.is_dir() => p.to_path_buf(),
+                        _ => std::env::temp_dir(),
+                    };
+                    tmp.join(format!("ckptfs-s3-cache-{}", std::process::id()))
                 }
                 (None, _) => backing_dir,
             };

@@ -196,6 +196,14 @@ pub fn load_batch(pipe: &Pipeline, src: &ChunkSource, refs: &[ChunkRef], pin: bo
     if claimed.is_empty() {
         return 0;
     }
+    // From an object store many batches are in flight at once (each waits
+    // on the network), each held as the response and as the values read
+    // out of it: they count against the memory budget until decoded into
+    // the cache, which has its own limit.
+    let _held = pipe.remote_store.then(|| {
+        let decoded: u64 = claimed.iter().map(|r| r.decoded as u64).sum();
+        pipe.budget.reserve(2 * decoded)
+    });
     let mut bytes = 0;
     for (g, result) in guards.into_iter().zip(read_decode(pipe, src, &claimed)) {
         if let Ok(b) = g.finish(result, pin) {
