@@ -70,14 +70,19 @@ eval "$(bash "$CLUSTER" env)"
 
 check s3/roundtrip bash -c "python3 '$TS' write roundtrip 1 64 && python3 '$TS' read roundtrip 1 64"
 
-node_killed() {
-    python3 "$TS" write degraded 2 256 &
-    local writer=$!
+# kill_node3_during PID: node 3 SIGKILLed a second into the save PID,
+# which must then complete.
+kill_node3_during() {
     sleep 1
-    kill -0 "$writer" 2>/dev/null || { echo "the save ended before the node was killed: use a larger one"; return 1; }
+    kill -0 "$1" 2>/dev/null || { echo "the save ended before the node was killed: use a larger one"; return 1; }
     bash "$CLUSTER" kill 3 || return 1
     echo "node 3 killed while the save ran"
-    wait "$writer" || { echo "the save failed with one node of three down"; return 1; }
+    wait "$1" || { echo "the save (or its fsync) failed with one node of three down"; return 1; }
+}
+
+node_killed() {
+    python3 "$TS" write degraded 2 256 &
+    kill_node3_during $! || return 1
     python3 "$TS" read degraded 2 256 || return 1
     bash "$CLUSTER" start 3 || return 1
     python3 "$TS" read degraded 2 256
@@ -438,12 +443,7 @@ PY
 
 writer_node_killed() {
     big_save "$WORK/wm/step1/big.bin" "$WREF/step1/big.bin" 256 &
-    local saver=$!
-    sleep 1
-    kill -0 "$saver" 2>/dev/null || { echo "the save ended before the node was killed"; return 1; }
-    bash "$CLUSTER" kill 3 || return 1
-    echo "node 3 killed while the save ran"
-    wait "$saver" || { echo "the save (or its fsync) failed with one node of three down"; return 1; }
+    kill_node3_during $! || return 1
     s3_reader wb "$WORK/wb" || return 1
     same "$WORK/wb" "$WREF" || return 1
     unmount "$WORK/wb" || return 1
