@@ -554,6 +554,11 @@ writer_restarted() {
     # The store is back: unmount publishes what the failed fsync could not.
     unmount "$WORK/wm" || return 1
     grep -q "published generation" "$WORK/writer.log" || { echo "no final publish: $(tail -3 "$WORK/writer.log")"; return 1; }
+    # The profile says what was published, the failed fsync's publish too.
+    local rep
+    rep=$("$BIN" report "$WCACHE/checkpoint") || return 1
+    echo "$rep" | grep -Eq "published to $WURL: generation [1-9][0-9]*, [1-9][0-9]* publishes \([1-9][0-9]* failed\)" ||
+        { echo "report: $(echo "$rep" | tail -3)"; return 1; }
     s3_reader wd "$WORK/wd" || return 1
     same "$WORK/wd" "$WREF" || return 1
     [ ! -s "$WORK/wd/step2.bin" ] || { echo "the interrupted save came back with data"; return 1; }

@@ -243,6 +243,30 @@ fn io_paths_line(doc: &Value) -> String {
     )
 }
 
+/// What a writer mount of `s3://…` published (none for other mounts).
+fn publish_line(doc: &Value) -> String {
+    let Some(p) = doc.get("publish").filter(|p| !p.is_null()) else {
+        return String::new();
+    };
+    let n = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let gb = |k: &str| n(k) as f64 / 1e9;
+    let mut s = format!(
+        "published to {}: generation {}, {} publishes ({} failed), {} files / {:.3} GB uploaded ({:.3} GB ahead of their commit), {:.2} s publishing\n",
+        p.get("store").and_then(Value::as_str).unwrap_or("?"),
+        n("published_generation"),
+        n("publishes"),
+        n("failed_publishes"),
+        n("uploaded_files"),
+        gb("uploaded_bytes"),
+        gb("uploaded_ahead_bytes"),
+        p.get("publish_seconds").and_then(Value::as_f64).unwrap_or(0.0)
+    );
+    if let Some(e) = p.get("last_error").and_then(Value::as_str) {
+        s.push_str(&format!("last publish failed: {e}\n"));
+    }
+    s
+}
+
 /// Renders the table `by` of `doc` as text, markdown or JSON.
 pub fn render(doc: &Value, by: By, format: Format) -> Result<String> {
     let rows = rows(doc, by)?;
@@ -255,6 +279,7 @@ pub fn render(doc: &Value, by: By, format: Format) -> Result<String> {
             "write_amplification": snap.get("write_amplification"),
             "timeline_bucket_ms": timeline(doc).bucket_ms,
             "io_paths": doc.get("io_paths"),
+            "publish": doc.get("publish"),
             "rows": rows,
         }))?,
         Format::Markdown => {
@@ -300,6 +325,7 @@ pub fn render(doc: &Value, by: By, format: Format) -> Result<String> {
             ));
             s.push_str(&timeline_line(doc));
             s.push_str(&io_paths_line(doc));
+            s.push_str(&publish_line(doc));
             s
         }
     })
