@@ -118,6 +118,10 @@ enum Cmd {
         /// against the manifests of that version.
         #[arg(long)]
         all_versions: bool,
+        /// A mount config whose [store] section says how to reach an
+        /// s3:// store (over the AWS_* variables).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         backing_dir: PathBuf,
     },
     /// Copy a backing dir's packed (OCDBT) database to an object store
@@ -129,6 +133,10 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// A mount config whose [store] section says how to reach the
+        /// store (over the AWS_* variables).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         backing_dir: PathBuf,
         /// s3://BUCKET/PREFIX
         to: String,
@@ -354,13 +362,21 @@ fn main() -> ExitCode {
         Cmd::Verify {
             json,
             all_versions,
+            config,
             backing_dir,
-        } => run_verify(&backing_dir, json, all_versions),
+        } => match store_settings(config.as_deref()) {
+            Ok(store) => run_verify(&backing_dir, json, all_versions, &store),
+            Err(code) => code,
+        },
         Cmd::Publish {
             json,
+            config,
             backing_dir,
             to,
-        } => run_publish(&backing_dir, &to, json),
+        } => match store_settings(config.as_deref()) {
+            Ok(store) => run_publish(&backing_dir, &to, json, &store),
+            Err(code) => code,
+        },
         Cmd::Versions { backing_dir } => ExitCode::from(ckptfs::packed_cli::versions(&backing_dir)),
         Cmd::Compact { keep, backing_dir } => {
             // A mounted backing dir's database belongs to its daemon.
@@ -417,15 +433,34 @@ fn offline_lock(backing: &std::path::Path) -> Result<Option<mount::BackingLock>,
     })
 }
 
+/// The `[store]` section of `--config` (defaults: the environment alone).
+fn store_settings(
+    config: Option<&std::path::Path>,
+) -> Result<ckptfs::config::StoreSettings, ExitCode> {
+    match config.map(MountConfig::load) {
+        None => Ok(Default::default()),
+        Some(Ok(c)) => Ok(c.store),
+        Some(Err(e)) => {
+            eprintln!("ckptfs: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 /// `ckptfs publish`: refuses a backing dir a live mount holds.
-fn run_publish(backing: &std::path::Path, to: &str, json: bool) -> ExitCode {
+fn run_publish(
+    backing: &std::path::Path,
+    to: &str,
+    json: bool,
+    store: &ckptfs::config::StoreSettings,
+) -> ExitCode {
     let _lock = match offline_lock(backing) {
         Ok(l) => l,
         Err(code) => return code,
     };
     let run = || -> anyhow::Result<ckptfs::publish::PublishReport> {
         let to = ckptfs::store::s3::S3Location::parse(to)?;
-        ckptfs::publish::publish(backing, &to)
+        ckptfs::publish::publish(backing, &to, store)
     };
     match run() {
         Ok(r) if json => {
@@ -447,9 +482,13 @@ fn run_publish(backing: &std::path::Path, to: &str, json: bool) -> ExitCode {
 }
 
 /// `ckptfs verify s3://…`: a published database, read through the store.
-fn verify_s3(at: &str, all_versions: bool) -> anyhow::Result<ckptfs::verify::Report> {
+fn verify_s3(
+    at: &str,
+    all_versions: bool,
+    settings: &ckptfs::config::StoreSettings,
+) -> anyhow::Result<ckptfs::verify::Report> {
     use ckptfs::store::s3::{S3Location, S3Remote, S3Store};
-    let store = S3Store::connect(S3Location::parse(at)?)?;
+    let store = S3Store::connect_with(S3Location::parse(at)?, settings)?;
     let scratch = std::env::temp_dir().join(format!("ckptfs-verify-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let cache = ckptfs::store::s3_cache::BlockCache::open(&scratch.join("blocks"), 1 << 30)?;
@@ -460,7 +499,12 @@ fn verify_s3(at: &str, all_versions: bool) -> anyhow::Result<ckptfs::verify::Rep
 }
 
 /// `ckptfs verify`: refuses a store a live mount holds (it changes under us).
-fn run_verify(backing: &std::path::Path, json: bool, all_versions: bool) -> ExitCode {
+fn run_verify(
+    backing: &std::path::Path,
+    json: bool,
+    all_versions: bool,
+    store: &ckptfs::config::StoreSettings,
+) -> ExitCode {
     let remote = ckptfs::store::s3::S3Location::is_s3(backing.as_os_str());
     let _lock = match offline_lock(backing) {
         Ok(l) if !remote => l,
@@ -468,7 +512,7 @@ fn run_verify(backing: &std::path::Path, json: bool, all_versions: bool) -> Exit
         Err(code) => return code,
     };
     let checked = if remote {
-        verify_s3(&backing.to_string_lossy(), all_versions)
+        verify_s3(&backing.to_string_lossy(), all_versions, store)
     } else {
         ckptfs::verify::verify(backing, all_versions)
     };

@@ -65,8 +65,8 @@ struct RemoteManifest {
 
 /// Publishes `backing`'s packed database to `to`. The caller holds the
 /// backing dir's lock (no live writer).
-pub fn publish(backing: &Path, to: &S3Location) -> Result<PublishReport> {
-    Publisher::connect(to, &StoreSettings::default())?.publish(backing)
+pub fn publish(backing: &Path, to: &S3Location, settings: &StoreSettings) -> Result<PublishReport> {
+    Publisher::connect(to, settings)?.publish(backing)
 }
 
 /// A connection to one prefix that databases are published to: the CLI's

@@ -36,7 +36,8 @@
 #   writers-race  two writers of one empty prefix: one fsync succeeds, the
 #                 other fails with EIO, readers see the winner's file only
 #   store-section endpoint, region and keys from a config's [store] section
-#                 (no AWS_* set): the writer publishes; a wrong key is refused
+#                 (no AWS_* set): the writer publishes, `verify --config`
+#                 checks it; a wrong key is refused
 #   bench         `ckptfs bench --store`: s3-default and s3-ts-ocdbt rows
 #                 verified beside default, s3-passthrough unavailable, the
 #                 runs' prefixes deleted after
@@ -381,12 +382,14 @@ with open(sys.argv[1], 'w') as f:
     f.write('from the [store] section\n'); f.flush(); os.fsync(f.fileno())
 " "$WORK/cs/note.txt" || return 1
     unmount "$WORK/cs" || return 1
+    env -u AWS_ENDPOINT_URL -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_REGION -u AWS_DEFAULT_REGION -u AWS_ALLOW_HTTP \
+        "$BIN" verify --config "$cfg" "$url" >/dev/null || { echo "verify --config failed"; return 1; }
     mkdir -p "$WORK/cs-r"
     CKPTFS_LOG=warn "$BIN" mount --daemon --read-only --cache-dir "$WORK/cache-cs-r" "$url" "$WORK/cs-r" >&2 || return 1
     _MOUNTS+=("$WORK/cs-r")
     grep -q "from the \[store\] section" "$WORK/cs-r/note.txt" || { echo "the file is not on the store"; return 1; }
     unmount "$WORK/cs-r"
-    echo "a writer configured by [store] alone published; a wrong key was refused"
+    echo "a writer configured by [store] alone published, verify --config read it back; a wrong key was refused"
 }
 check s3/store-section store_section
 
