@@ -149,7 +149,10 @@ impl WriteBack {
 
 impl Shared {
     fn run(&self) {
-        let mut last_round = Instant::now() - INTERVAL;
+        // The first publish is due at once.
+        let mut last_round = Instant::now()
+            .checked_sub(INTERVAL)
+            .unwrap_or_else(Instant::now);
         let mut last_ahead = Instant::now();
         loop {
             {
