@@ -478,6 +478,10 @@ pub fn run(args: MountArgs) -> Result<i32> {
                 );
                 config.layout.index = Index::Packed;
             }
+            // Compaction rewrites live data into new files, which would be
+            // uploaded again beside the old ones (nothing on the store is
+            // deleted yet): off for a writer of s3://.
+            config.packed.auto_compact_ratio = 0.0;
             args.backing.join("checkpoint")
         }
         None => args.backing.clone(),
