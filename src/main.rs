@@ -23,9 +23,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Mount BACKING_DIR on MOUNTPOINT (foreground until unmounted or
-    /// signalled). BACKING_DIR may be s3://BUCKET/PREFIX, a packed database
-    /// put there by `ckptfs publish`: mounted read-only (--read-only or
-    /// --version), endpoint and credentials from AWS_*.
+    /// signalled). BACKING_DIR may be s3://BUCKET/PREFIX (endpoint and
+    /// credentials from AWS_* or the config's [store] section): with
+    /// --read-only or --version, a packed database on the store read
+    /// through a local block cache; without, a writer whose files go into a
+    /// local packed dir (CACHE_DIR/checkpoint) and are published to the
+    /// store after each commit (fsync waits for the store).
     Mount {
         /// Mount config (TOML); the embedded default layout without it.
         #[arg(long, short)]
@@ -56,9 +59,10 @@ enum Cmd {
         /// Mount over a directory that has entries (hidden while mounted).
         #[arg(long)]
         nonempty: bool,
-        /// Local dir of an s3:// mount: fetched blocks (kept for the next
-        /// mount) and the profile. Default: a dir in the temp dir, removed
-        /// at unmount.
+        /// Local dir of an s3:// mount: a reader's fetched blocks (kept for
+        /// the next mount), a writer's local copy (a remount with the same
+        /// dir goes on after a crash), and the profile. Default: a dir in
+        /// the temp dir (/var/tmp for a writer), removed at unmount.
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
         /// Bytes of fetched blocks an s3:// mount keeps in its cache dir,
