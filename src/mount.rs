@@ -650,9 +650,7 @@ pub fn run(args: MountArgs) -> Result<i32> {
     let mut result = Ok(());
     for event in rx {
         match event {
-            Event::Signal(Signal::SIGUSR1) => {
-                write_profile(&core, &config, &profile_out, writeback.as_deref())
-            }
+            Event::Signal(Signal::SIGUSR1) => write_profile(&core, &config, &profile_out),
             Event::Signal(sig) => {
                 tracing::info!("{sig}: unmounting {}", mountpoint.display());
                 if umount(&mountpoint, MntFlags::empty()).is_err() {
@@ -690,7 +688,7 @@ pub fn run(args: MountArgs) -> Result<i32> {
             }
         }
     }
-    write_profile(&core, &config, &profile_out, writeback.as_deref());
+    write_profile(&core, &config, &profile_out);
     if args.ephemeral_cache && !keep_cache {
         drop(core);
         let _ = fs::remove_dir_all(&args.backing);
@@ -702,13 +700,13 @@ pub fn run(args: MountArgs) -> Result<i32> {
     Ok(if failed > 0 { 1 } else { 0 })
 }
 
-fn write_profile(core: &CkptFs, config: &MountConfig, out: &Path, wb: Option<&WriteBack>) {
+fn write_profile(core: &CkptFs, config: &MountConfig, out: &Path) {
     let doc = serde_json::json!({
         "config": config.to_json(),
         "profile": core.pipe.profiler.snapshot(),
         "memory_budget_peak_bytes": core.pipe.budget.peak(),
         "io_paths": core.io_paths_json(),
-        "publish": wb.map(WriteBack::stats),
+        "publish": core.upstream_status(),
     });
     match serde_json::to_vec_pretty(&doc) {
         Ok(bytes) => {

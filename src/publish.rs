@@ -174,14 +174,7 @@ impl Publisher {
     /// [`Publisher::publish`] beside a live writer of `backing`: what
     /// `Db::seal_for_copy` froze, read while the writer goes on.
     pub fn publish_sealed(&self, backing: &Path, sealed: Sealed) -> Result<PublishReport> {
-        let mut files = Vec::with_capacity(sealed.files.len());
-        for rel in &sealed.files {
-            let path = backing.join(rel);
-            let meta = fs::metadata(&path).with_context(|| format!("stat {}", path.display()))?;
-            if let Some(name) = rel.strip_prefix(&format!("{DATA_DIR}/")) {
-                files.push((name.to_string(), path, meta.len()));
-            }
-        }
+        let files = data_files_named(backing, &sealed.files)?;
         self.publish_parts(backing, sealed.manifest, files)
     }
 
@@ -190,23 +183,28 @@ impl Publisher {
     /// that will name them: a writer's save and its upload overlap.
     /// Returns the files and bytes uploaded.
     pub fn upload_ahead(&self, backing: &Path, files: &[String]) -> Result<(u64, u64)> {
-        let remote_sizes = list_data_files(&self.store)?;
-        let mut todo = Vec::new();
-        for rel in files {
-            let Some(name) = rel.strip_prefix(&format!("{DATA_DIR}/")) else {
-                continue;
-            };
-            let path = backing.join(rel);
-            let size = fs::metadata(&path)
-                .with_context(|| format!("stat {}", path.display()))?
-                .len();
-            if remote_sizes.get(name) != Some(&size) {
-                todo.push((name.to_string(), path, size));
-            }
-        }
+        let (todo, _) = self.missing(data_files_named(backing, files)?)?;
         let (n, bytes) = (todo.len() as u64, todo.iter().map(|t| t.2).sum());
         upload_all(&self.store, todo)?;
         Ok((n, bytes))
+    }
+
+    /// Those of `files` the store lacks or holds shorter, and how many it
+    /// holds whole; an error for one it holds longer (another database's).
+    fn missing(&self, files: Vec<DataFileEntry>) -> Result<(Vec<DataFileEntry>, u64)> {
+        let remote_sizes = list_data_files(&self.store)?;
+        let (mut todo, mut whole) = (Vec::new(), 0);
+        for (name, path, size) in files {
+            match remote_sizes.get(&name) {
+                Some(&r) if r == size => whole += 1,
+                Some(&r) if r > size => bail!(
+                    "{}/{DATA_DIR}/{name} has {r} bytes, more than the local copy's {size}: not a copy of this database",
+                    self.to
+                ),
+                _ => todo.push((name, path, size)),
+            }
+        }
+        Ok((todo, whole))
     }
 
     /// Data files first (those the store lacks or holds shorter), then the
@@ -215,7 +213,7 @@ impl Publisher {
         &self,
         backing: &Path,
         local_bytes: Vec<u8>,
-        data_files: Vec<(String, PathBuf, u64)>,
+        data_files: Vec<DataFileEntry>,
     ) -> Result<PublishReport> {
         let started = Instant::now();
         let to = &self.to;
@@ -228,22 +226,13 @@ impl Publisher {
             self.check_remote(r, &local, backing)?;
         }
 
-        let remote_sizes = list_data_files(store)?;
+        let (todo, unchanged_files) = self.missing(data_files)?;
         let mut report = PublishReport {
             generation: local.latest().generation,
             conditional_put_enforced: self.conditional_put_enforced,
+            unchanged_files,
             ..PublishReport::default()
         };
-        let mut todo = Vec::new();
-        for (name, path, size) in data_files {
-            match remote_sizes.get(&name) {
-                Some(&r) if r == size => report.unchanged_files += 1,
-                Some(&r) if r > size => bail!(
-                    "{to}/{DATA_DIR}/{name} has {r} bytes, more than the local copy's {size}: not a copy of this database"
-                ),
-                _ => todo.push((name, path, size)),
-            }
-        }
         for (_, _, size) in &todo {
             report.uploaded_files += 1;
             report.uploaded_bytes += size;
@@ -346,8 +335,27 @@ fn list_data_files(store: &Arc<S3Store>) -> Result<HashMap<String, u64>> {
         .collect())
 }
 
+/// A data file: its name under `d/`, its local path, its size.
+type DataFileEntry = (String, PathBuf, u64);
+
+/// The data files at `rels` (paths `d/<name>` under `backing`).
+fn data_files_named(backing: &Path, rels: &[String]) -> Result<Vec<DataFileEntry>> {
+    let mut out = Vec::with_capacity(rels.len());
+    for rel in rels {
+        let Some(name) = rel.strip_prefix(&format!("{DATA_DIR}/")) else {
+            continue;
+        };
+        let path = backing.join(rel);
+        let size = fs::metadata(&path)
+            .with_context(|| format!("stat {}", path.display()))?
+            .len();
+        out.push((name.to_string(), path, size));
+    }
+    Ok(out)
+}
+
 /// The backing dir's data files: name, path, size.
-fn local_data_files(backing: &Path) -> Result<Vec<(String, PathBuf, u64)>> {
+fn local_data_files(backing: &Path) -> Result<Vec<DataFileEntry>> {
     let dir = backing.join(DATA_DIR);
     let mut out = Vec::new();
     let entries = match fs::read_dir(&dir) {
@@ -371,7 +379,7 @@ fn local_data_files(backing: &Path) -> Result<Vec<(String, PathBuf, u64)>> {
 }
 
 /// Uploads the files, `FILES_IN_FLIGHT` at once; the first error stops it.
-fn upload_all(store: &Arc<S3Store>, todo: Vec<(String, PathBuf, u64)>) -> Result<()> {
+fn upload_all(store: &Arc<S3Store>, todo: Vec<DataFileEntry>) -> Result<()> {
     let s = store.clone();
     store.block_on(async move {
         let mut set = tokio::task::JoinSet::new();

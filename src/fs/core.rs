@@ -155,6 +155,11 @@ impl CkptFs {
         let _ = self.upstream.set(up);
     }
 
+    /// What the upstream copy reports of itself (`None`: there is none).
+    pub fn upstream_status(&self) -> Option<serde_json::Value> {
+        self.upstream.get().map(|up| up.status())
+    }
+
     /// Waits for the upstream copy to hold the database's newest commit.
     fn sync_upstream(&self) -> FsResult<()> {
         let Some(up) = self.upstream.get() else {
@@ -926,8 +931,8 @@ impl CkptFs {
                 });
                 doc["io_paths"] = self.io_paths_json();
                 doc["daemon_pid"] = serde_json::json!(std::process::id());
-                if let Some(up) = self.upstream.get() {
-                    doc["publish"] = up.status();
+                if let Some(p) = self.upstream_status() {
+                    doc["publish"] = p;
                 }
                 doc["cache"] = serde_json::json!({
                     "bytes": self.pipe.cache.bytes(),
