@@ -222,6 +222,16 @@ pub struct StoreSettings {
     /// `AWS_SECRET_ACCESS_KEY`; never written into profiles or results.
     #[serde(skip_serializing)]
     pub secret_access_key: Option<String>,
+    /// Lifetime of the leases an `s3://` mount keeps on the store (see
+    /// `store::lease`): how long a mount that died without a word holds
+    /// off the deletion of old versions. Default 300 s.
+    pub lease_seconds: Option<u64>,
+}
+
+impl StoreSettings {
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_seconds.unwrap_or(300))
+    }
 }
 
 /// A config that could not be accepted; the message names the key.
@@ -307,6 +317,7 @@ impl MountConfig {
                 "allow_http",
                 "access_key_id",
                 "secret_access_key",
+                "lease_seconds",
             ],
         )?;
         let store = StoreSettings {
@@ -315,6 +326,7 @@ impl MountConfig {
             allow_http: opt_bool(store_t, "store.allow_http")?,
             access_key_id: opt_str(store_t, "store.access_key_id")?,
             secret_access_key: opt_str(store_t, "store.secret_access_key")?,
+            lease_seconds: opt_u64(store_t, "store.lease_seconds", 4, 86_400)?,
         };
         if store.access_key_id.is_some() != store.secret_access_key.is_some() {
             return err(

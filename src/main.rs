@@ -148,10 +148,21 @@ enum Cmd {
     /// List the versions a packed (OCDBT) database keeps.
     Versions { backing_dir: PathBuf },
     /// Reclaim space no kept version of a packed (OCDBT) database uses.
+    /// On s3://BUCKET/PREFIX: delete the data files no kept version
+    /// references and the leases of dead mounts; refused (exit 1) while a
+    /// writer mount holds the prefix (it sweeps its own) or a read-only
+    /// mount reads a version the manifest no longer keeps.
     Compact {
-        /// Versions to keep readable (the newest K; default 4).
+        /// Versions to keep readable (the newest K; default 4). Local only.
         #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=16))]
         keep: Option<u64>,
+        /// s3:// only: say what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// s3:// only: a mount config whose [store] section says how to
+        /// reach the store (over the AWS_* variables).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         backing_dir: PathBuf,
     },
     /// Save and load a model through every strategy (plain disk and each
@@ -382,7 +393,31 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Cmd::Versions { backing_dir } => ExitCode::from(ckptfs::packed_cli::versions(&backing_dir)),
-        Cmd::Compact { keep, backing_dir } => {
+        Cmd::Compact {
+            dry_run,
+            config,
+            backing_dir,
+            ..
+        } if ckptfs::store::s3::S3Location::is_s3(backing_dir.as_os_str()) => {
+            match store_settings(config.as_deref()) {
+                Ok(store) => ExitCode::from(ckptfs::packed_cli::compact_remote(
+                    &backing_dir.to_string_lossy(),
+                    &store,
+                    dry_run,
+                )),
+                Err(code) => code,
+            }
+        }
+        Cmd::Compact { dry_run: true, .. }
+        | Cmd::Compact {
+            config: Some(_), ..
+        } => {
+            eprintln!("ckptfs: --dry-run and --config apply to s3:// locations only");
+            ExitCode::from(2)
+        }
+        Cmd::Compact {
+            keep, backing_dir, ..
+        } => {
             // A mounted backing dir's database belongs to its daemon.
             let _lock = match offline_lock(&backing_dir) {
                 Ok(l) => l,

@@ -29,6 +29,7 @@ use crate::pipeline::Pipeline;
 use crate::profile::Profiler;
 use crate::publish::Publisher;
 use crate::store::durable::{open_rw, write_atomic};
+use crate::store::lease::{Lease, Role};
 use crate::store::ns_catalog::PREFIX as NS_PREFIX;
 use crate::store::s3::{S3Location, S3Remote, S3Store};
 use crate::store::s3_cache::BlockCache;
@@ -478,17 +479,22 @@ pub fn run(args: MountArgs) -> Result<i32> {
                 );
                 config.layout.index = Index::Packed;
             }
-            // Compaction rewrites live data into new files, which would be
-            // uploaded again beside the old ones (nothing on the store is
-            // deleted yet): off for a writer of s3://.
-            config.packed.auto_compact_ratio = 0.0;
             args.backing.join("checkpoint")
         }
         None => args.backing.clone(),
     };
+    // A reader's lease, written before the manifest is read (it holds
+    // every version until it names the one opened).
+    let mut reader_lease = None;
     let remote = match args.remote.as_ref().filter(|_| read_only) {
         Some(at) => {
-            let store = S3Store::connect_with(at.clone(), &config.store)?;
+            let store = Arc::new(S3Store::connect_with(at.clone(), &config.store)?);
+            match Lease::take(store.clone(), Role::Reader, 0, config.store.lease_ttl()) {
+                Ok(l) => reader_lease = Some(l),
+                Err(e) => tracing::warn!(
+                    "{at}: no reader's lease ({e}): a writer or `ckptfs compact` may delete versions this mount reads once the manifest no longer keeps them"
+                ),
+            }
             let cache = if args.cache_size > 0 {
                 let dir = args.backing.join("blocks");
                 let c = BlockCache::open(&dir, args.cache_size)
@@ -497,7 +503,7 @@ pub fn run(args: MountArgs) -> Result<i32> {
             } else {
                 None
             };
-            Some(Arc::new(S3Remote::new(Arc::new(store), cache)) as Arc<dyn crate::ocdbt::Remote>)
+            Some(Arc::new(S3Remote::new(store, cache)) as Arc<dyn crate::ocdbt::Remote>)
         }
         None => None,
     };
@@ -543,6 +549,19 @@ pub fn run(args: MountArgs) -> Result<i32> {
             remote,
         },
     )?;
+    if let Some(l) = &reader_lease {
+        let opened = core
+            .tree
+            .read()
+            .db
+            .as_ref()
+            .and_then(|d| d.opened_generation());
+        if let Some(g) = opened {
+            if let Err(e) = l.set_generation(g) {
+                tracing::warn!("move the reader's lease to generation {g}: {e}");
+            }
+        }
+    }
     let writeback = match publisher {
         Some(p) => {
             let db = core
@@ -551,7 +570,7 @@ pub fn run(args: MountArgs) -> Result<i32> {
                 .db
                 .clone()
                 .context("the s3:// writer has no packed index")?;
-            let wb = WriteBack::start(backing.clone(), db, p)?;
+            let wb = WriteBack::start(backing.clone(), db, p, config.store.lease_ttl())?;
             core.set_upstream(wb.clone());
             Some(wb)
         }

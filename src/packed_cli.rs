@@ -1,4 +1,5 @@
-//! `ckptfs versions DIR` and `ckptfs compact DIR` over a packed database.
+//! `ckptfs versions DIR` and `ckptfs compact DIR|s3://…` over a packed
+//! database.
 
 use std::path::Path;
 
@@ -66,6 +67,53 @@ pub fn compact(dir: &Path, keep: Option<usize>) -> u8 {
         }
         Err(e) => {
             eprintln!("ckptfs: {}: {e}", dir.display());
+            1
+        }
+    }
+}
+
+/// `ckptfs compact s3://…` (see `store::s3_gc::compact`); returns the exit
+/// status: 1 when refused or failed, 2 for a bad location.
+pub fn compact_remote(at: &str, settings: &crate::config::StoreSettings, dry_run: bool) -> u8 {
+    use crate::store::s3::{S3Location, S3Store};
+    use crate::store::s3_gc::{compact, Refused};
+    let loc = match S3Location::parse(at) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ckptfs: {e:#}");
+            return 2;
+        }
+    };
+    let store = match S3Store::connect_with(loc.clone(), settings) {
+        Ok(s) => std::sync::Arc::new(s),
+        Err(e) => {
+            eprintln!("ckptfs: {e:#}");
+            return 1;
+        }
+    };
+    match compact(store, dry_run) {
+        Ok(Ok(r)) => {
+            let verb = if dry_run { "would remove" } else { "removed" };
+            println!(
+                "{verb} {} data files ({} bytes) and {} expired leases; kept {} data files ({} bytes)",
+                r.removed_files, r.removed_bytes, r.removed_leases, r.kept_files, r.kept_bytes
+            );
+            0
+        }
+        Ok(Err(Refused::Writer(who))) => {
+            eprintln!(
+                "ckptfs: {loc}: not compacted: a writer mount holds it ({who}); it removes what its versions stop using as it publishes"
+            );
+            1
+        }
+        Ok(Err(Refused::Readers(who))) => {
+            eprintln!(
+                "ckptfs: {loc}: not compacted: read-only mounts read versions the manifest no longer keeps ({who}); compact once they are gone"
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("ckptfs: {loc}: {e:#}");
             1
         }
     }

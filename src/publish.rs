@@ -45,6 +45,8 @@ const FILES_IN_FLIGHT: usize = 2;
 pub struct PublishReport {
     /// The generation the remote manifest now names as newest.
     pub generation: u64,
+    /// The oldest generation it keeps.
+    pub oldest_kept_generation: u64,
     pub uploaded_files: u64,
     pub uploaded_bytes: u64,
     /// Data files the store already had whole.
@@ -97,6 +99,11 @@ impl Publisher {
 
     pub fn location(&self) -> &S3Location {
         &self.to
+    }
+
+    /// The connection publishes go through.
+    pub fn store(&self) -> Arc<S3Store> {
+        self.store.clone()
     }
 
     /// Whether the store refused a failing conditional PUT when probed.
@@ -229,6 +236,7 @@ impl Publisher {
         let (todo, unchanged_files) = self.missing(data_files)?;
         let mut report = PublishReport {
             generation: local.latest().generation,
+            oldest_kept_generation: crate::store::s3_gc::oldest_kept(&local_bytes)?,
             conditional_put_enforced: self.conditional_put_enforced,
             unchanged_files,
             ..PublishReport::default()

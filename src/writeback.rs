@@ -9,7 +9,16 @@
 //! within about a second; `fsync` and `fsyncdir` wait for the store
 //! (see `Upstream`), so an application that syncs learns of a store that
 //! is down. Unmount publishes what is left and fails when it cannot.
+//!
+//! What the kept versions no longer use goes, locally and then on the
+//! store: the database drops its dead data files every few seconds
+//! (`Db::drop_dead_files`, which copies nothing) and compacts as any
+//! packed mount does; once a publish no longer seals a file, the store's
+//! copy goes too (`s3_gc::sweep_writer`), unless a reader's lease holds a
+//! version the manifest no longer keeps. The writer's own lease tells
+//! `ckptfs compact s3://…` to keep off.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,8 +28,11 @@ use anyhow::{anyhow, Context, Result};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{FsError, FsResult};
+use crate::ocdbt::data_file::DATA_DIR;
 use crate::ocdbt::Db;
 use crate::publish::{PublishReport, Publisher};
+use crate::store::lease::{Lease, Role};
+use crate::store::s3_gc::{self, Refused};
 use crate::store::upstream::Upstream;
 
 /// The least time between two publishes that nobody waits for: each one
@@ -38,6 +50,11 @@ const BACKOFF: Duration = Duration::from_secs(2);
 const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 /// Attempts of the last publish at unmount.
 const FINAL_ATTEMPTS: u32 = 3;
+/// How often the database looks for dead data files (a walk of every kept
+/// version's tree), when it has committed since.
+const DROP_EVERY: Duration = Duration::from_secs(5);
+/// How soon a sweep that readers held off is tried again.
+const SWEEP_RETRY: Duration = Duration::from_secs(5);
 
 /// Totals of a writer mount's publishes.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -55,6 +72,16 @@ pub struct WriteBackStats {
     pub publish_seconds: f64,
     pub last_error: Option<String>,
     pub conditional_put_enforced: bool,
+    /// Data files the kept versions no longer used, deleted locally.
+    pub dropped_local_files: u64,
+    pub dropped_local_bytes: u64,
+    /// Their copies (and crashed uploads' leftovers) deleted from the store.
+    pub removed_files: u64,
+    pub removed_bytes: u64,
+    /// Sweeps held off by readers of versions no longer kept, and the last
+    /// of those readers.
+    pub sweeps_deferred: u64,
+    pub deferred_for: Option<String>,
 }
 
 struct State {
@@ -69,6 +96,16 @@ struct State {
     /// Someone waits: publish now.
     wake: bool,
     stop: bool,
+    /// The store may hold data files that no publish seals any more.
+    sweep_due: bool,
+    last_sweep: Option<Instant>,
+    /// Of the last successful publish (if any): the data files it sealed
+    /// (a superset of those its manifest references), the oldest
+    /// generation its manifest keeps.
+    last_sealed: Option<HashSet<String>>,
+    oldest_kept: u64,
+    last_drop: Instant,
+    last_drop_generation: u64,
 }
 
 struct Shared {
@@ -79,15 +116,38 @@ struct Shared {
     cv: Condvar,
 }
 
+/// The data files in the local database now (`d/<name>`).
+fn local_files(backing: &std::path::Path) -> Result<HashSet<String>> {
+    let dir = backing.join(DATA_DIR);
+    let mut out = HashSet::new();
+    for e in std::fs::read_dir(&dir).with_context(|| format!("list {}", dir.display()))? {
+        let e = e.with_context(|| format!("list {}", dir.display()))?;
+        if let Some(n) = e.file_name().to_str() {
+            out.insert(format!("{DATA_DIR}/{n}"));
+        }
+    }
+    Ok(out)
+}
+
 /// The publisher of one writer mount.
 pub struct WriteBack {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Held until the last publish and sweep are done.
+    lease: Mutex<Option<Lease>>,
 }
 
 impl WriteBack {
-    /// Starts publishing `db` (the packed database in `backing`).
-    pub fn start(backing: PathBuf, db: Arc<Db>, publisher: Publisher) -> Result<Arc<Self>> {
+    /// Starts publishing `db` (the packed database in `backing`), under a
+    /// writer's lease of `lease_ttl` written first.
+    pub fn start(
+        backing: PathBuf,
+        db: Arc<Db>,
+        publisher: Publisher,
+        lease_ttl: Duration,
+    ) -> Result<Arc<Self>> {
+        let lease = Lease::take(publisher.store(), Role::Writer, db.generation(), lease_ttl)
+            .with_context(|| format!("write a lease under {}", publisher.location()))?;
         let shared = Arc::new(Shared {
             backing,
             db,
@@ -103,6 +163,13 @@ impl WriteBack {
                 last_failed: false,
                 wake: false,
                 stop: false,
+                // A crashed writer may have left uploads behind.
+                sweep_due: true,
+                last_sweep: None,
+                last_sealed: None,
+                oldest_kept: 0,
+                last_drop: Instant::now(),
+                last_drop_generation: 0,
             }),
             publisher,
             cv: Condvar::new(),
@@ -115,6 +182,7 @@ impl WriteBack {
         Ok(Arc::new(WriteBack {
             shared,
             thread: Mutex::new(Some(thread)),
+            lease: Mutex::new(Some(lease)),
         }))
     }
 
@@ -130,25 +198,44 @@ impl WriteBack {
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
-        let mut last = None;
+        let mut last = Some(anyhow!("not published"));
         for attempt in 0..FINAL_ATTEMPTS {
             if attempt > 0 {
                 std::thread::sleep(BACKOFF);
             }
             if self.shared.db.generation() <= self.stats().published_generation {
-                return Ok(self.stats());
+                last = None;
+                break;
             }
             match self.shared.publish_once() {
-                Ok(()) => return Ok(self.stats()),
+                Ok(()) => {
+                    last = None;
+                    break;
+                }
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| anyhow!("not published")))
+        if let Some(e) = last {
+            return Err(e);
+        }
+        // Leave the store tidy: what the last versions dropped goes, with
+        // one more publish when the local manifest changed for it.
+        let sh = &self.shared;
+        if sh.drop_dead(true) {
+            let _ = sh.publish_once();
+        }
+        sh.state.lock().last_sweep = None;
+        sh.sweep();
+        self.lease.lock().take();
+        Ok(self.stats())
     }
 }
 
 impl Shared {
     fn run(&self) {
+        // What a killed writer appended and never committed goes before
+        // the first publish could upload it.
+        self.drop_dead(true);
         // The first publish is due at once.
         let mut last_round = Instant::now()
             .checked_sub(INTERVAL)
@@ -171,6 +258,8 @@ impl Shared {
                         drop(st);
                         last_ahead = Instant::now();
                         self.upload_ahead();
+                        self.drop_dead(false);
+                        self.sweep();
                         st = self.state.lock();
                         continue;
                     }
@@ -184,7 +273,83 @@ impl Shared {
                 st.wake = false;
             }
             last_round = Instant::now();
-            let _ = self.publish_once();
+            if self.publish_once().is_ok() {
+                self.sweep();
+            }
+        }
+    }
+
+    /// Deletes the local data files no kept version and no pending write
+    /// uses (every `DROP_EVERY` after a commit, or now when `force`); the
+    /// store's copies go at the sweep after the next publish, which this
+    /// asks for (the manifest changed). Whether it deleted any.
+    fn drop_dead(&self, force: bool) -> bool {
+        let generation = self.db.generation();
+        {
+            let st = self.state.lock();
+            let idle = generation <= st.last_drop_generation;
+            if !force && (idle || st.last_drop.elapsed() < DROP_EVERY) {
+                return false;
+            }
+        }
+        // At the start and the end nothing may be left for later: wait for
+        // a compaction under way rather than skip.
+        let r = self.db.drop_dead_files(force);
+        let mut st = self.state.lock();
+        st.last_drop = Instant::now();
+        st.last_drop_generation = generation;
+        match r {
+            Ok(r) if r.files_removed > 0 => {
+                st.stats.dropped_local_files += r.files_removed as u64;
+                st.stats.dropped_local_bytes += r.bytes_reclaimed;
+                st.wake = true;
+                self.cv.notify_all();
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!("drop dead data files: {e}");
+                false
+            }
+        }
+    }
+
+    /// Deletes the store's data files that the last publish did not seal
+    /// and the local database no longer holds, when some may be there.
+    fn sweep(&self) {
+        let (published, oldest) = {
+            let mut st = self.state.lock();
+            let rested = st.last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_RETRY);
+            let Some(sealed) = st.last_sealed.clone().filter(|_| st.sweep_due && rested) else {
+                return;
+            };
+            st.last_sweep = Some(Instant::now());
+            (sealed, st.oldest_kept)
+        };
+        let store = self.publisher.store();
+        let r = local_files(&self.backing)
+            .and_then(|local| s3_gc::sweep_writer(&store, &published, &local, oldest));
+        let mut st = self.state.lock();
+        match r {
+            Ok(Ok(r)) => {
+                st.sweep_due = false;
+                st.stats.removed_files += r.removed_files;
+                st.stats.removed_bytes += r.removed_bytes;
+                st.stats.deferred_for = None;
+                if r.removed_files > 0 {
+                    tracing::info!(
+                        "removed {} data files ({} bytes) no kept version uses from {}",
+                        r.removed_files,
+                        r.removed_bytes,
+                        self.publisher.location()
+                    );
+                }
+            }
+            Ok(Err(Refused::Readers(who) | Refused::Writer(who))) => {
+                st.stats.sweeps_deferred += 1;
+                st.stats.deferred_for = Some(who);
+            }
+            Err(e) => tracing::warn!("sweep {}: {e:#}", self.publisher.location()),
         }
     }
 
@@ -226,7 +391,13 @@ impl Shared {
         let mut st = self.state.lock();
         st.finished += 1;
         let out = match r {
-            Ok(report) => {
+            Ok((report, sealed)) => {
+                // A file the last publish sealed and this one did not was
+                // deleted locally (compaction): the store's copy is garbage.
+                let gone = |last: &HashSet<String>| !last.is_subset(&sealed);
+                st.sweep_due |= st.last_sealed.as_ref().is_some_and(gone);
+                st.last_sealed = Some(sealed);
+                st.oldest_kept = report.oldest_kept_generation;
                 let s = &mut st.stats;
                 s.publishes += 1;
                 s.published_generation = s.published_generation.max(report.generation);
@@ -249,12 +420,14 @@ impl Shared {
         out
     }
 
-    fn publish_newest(&self) -> Result<PublishReport> {
+    /// Publishes, and says which data files the publish sealed.
+    fn publish_newest(&self) -> Result<(PublishReport, HashSet<String>)> {
         // The pin first: a compaction under way finishes, and none starts
         // until the upload is done (it would rewrite and delete files).
         let _pin = self.db.pin_versions().context("pin the database")?;
         let sealed = self.db.seal_for_copy().context("seal the database")?;
-        self.publisher.publish_sealed(&self.backing, sealed)
+        let files = sealed.files.iter().cloned().collect();
+        Ok((self.publisher.publish_sealed(&self.backing, sealed)?, files))
     }
 }
 

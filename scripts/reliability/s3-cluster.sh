@@ -50,6 +50,18 @@
 #                 S3_FAIL_WITHIN s, the mount still answers
 #   writer-restarted  after the restart, unmount publishes the rest: a new
 #                 reader has every file exact, and verify is clean
+# and the deletion of what no kept version uses (a writer keeping one
+# version, leases that expire after 6 s):
+#   gc-writer     a 32 MiB file saved 5 times: the writer drops the old
+#                 copies locally and from the store, which ends with one copy
+#   gc-reader-holds a reader of the version before: 3 more saves delete
+#                 nothing it reads (sweeps held off, its file exact from the
+#                 store); once it unmounts, the store is swept
+#   gc-compact    `ckptfs compact s3://…` is refused while a writer holds the
+#                 prefix, and while a SIGKILLed writer's lease lives; then it
+#                 removes what no kept version references and verify is
+#                 clean; the writer remounted on its cache dir reclaims the
+#                 killed save's leftovers from the store
 # Needs `garage` (cargo install --locked garage@2.5.0), python tensorstore,
 # safetensors, torch, and root (FUSE).
 . "$(dirname "$0")/lib.sh"
@@ -569,5 +581,151 @@ writer_restarted() {
     "$BIN" verify "$WURL"
 }
 check s3/writer-restarted writer_restarted
+
+# The deletion of what no kept version uses, on a prefix of its own.
+GURL="s3://$CKPTFS_S3_BUCKET/gc"
+GCFG=$WORK/gc.toml
+GCACHE=$WORK/gcache
+printf '[packed]\nkeep_versions = 1\n[store]\nlease_seconds = 6\n' >"$GCFG"
+gc_writer_mount() {
+    mkdir -p "$WORK/gm"
+    CKPTFS_LOG=info "$BIN" mount --daemon --config "$GCFG" --cache-dir "$GCACHE" \
+        --log "$WORK/gc-writer.log" "$GURL" "$WORK/gm" >&2 || return 1
+    _MOUNTS+=("$WORK/gm")
+}
+# store_bytes: "<objects> <bytes> <leases>" of the gc prefix, read with
+# TensorStore's s3 kvstore (not ckptfs's own client).
+store_bytes() {
+    python3 - <<'PY'
+import os, time
+import tensorstore as ts
+kv = ts.KvStore.open({"driver": "s3", "bucket": os.environ["CKPTFS_S3_BUCKET"],
+                      "endpoint": os.environ["AWS_ENDPOINT_URL"],
+                      "aws_region": os.environ.get("AWS_REGION", "garage"), "path": "gc/"}).result()
+def retried(f):
+    for attempt in range(5):
+        try:
+            return f()
+        except OSError:
+            if attempt == 4:
+                raise
+            time.sleep(0.5)
+keys = [k.decode() for k in retried(lambda: kv.list().result())]
+data = [k for k in keys if k.startswith("d/")]
+# A key deleted since the listing reads as missing: 0 bytes.
+size = sum(len(retried(lambda: kv.read(k).result().value)) for k in data)
+print(len(data), size, sum(k.startswith("leases/") for k in keys))
+PY
+}
+# wait_store_below MIB SECS: polls until the prefix's data files hold at
+# most MIB MiB.
+wait_store_below() {
+    local i got
+    for ((i = 0; i < $2; i++)); do
+        # A listing that fails (a connection the store dropped) is retried.
+        got=$(store_bytes 2>/dev/null) || { sleep 1; continue; }
+        [ "$(echo "$got" | awk '{print $2}')" -le $(($1 << 20)) ] && { echo "$got"; return 0; }
+        sleep 1
+    done
+    echo "after $2 s the store still holds: $got (objects bytes leases)"
+    return 1
+}
+gc_stat() {
+    python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['publish'][sys.argv[2]])" "$WORK/gm/.ckptfs/stats" "$1"
+}
+save32() {
+    dd if=/dev/urandom of="$WORK/gm/a.bin" bs=1M count=32 conv=fsync status=none || return 1
+    cp "$WORK/gm/a.bin" "$WORK/gc-$1.bin"
+}
+
+gc_writer() {
+    gc_writer_mount || return 1
+    local i got
+    for i in 1 2 3 4 5; do save32 "$i" || return 1; done
+    got=$(wait_store_below 40 30) || { echo "$got"; return 1; }
+    echo "5 saves of a 32 MiB file, one version kept: the store holds $got (objects bytes leases)"
+    echo "writer: $(gc_stat dropped_local_files) files dropped locally, $(gc_stat removed_files) removed from the store"
+    [ "$(gc_stat removed_files)" -ge 4 ] || return 1
+    s3_gc_reader r1 || return 1
+    cmp "$WORK/gr-r1/a.bin" "$WORK/gc-5.bin" || return 1
+    unmount "$WORK/gr-r1"
+}
+s3_gc_reader() {
+    mkdir -p "$WORK/gr-$1"
+    CKPTFS_LOG=warn "$BIN" mount --daemon --read-only --config "$GCFG" --cache-size 0 \
+        --cache-dir "$WORK/gcache-$1" "$GURL" "$WORK/gr-$1" >&2 || return 1
+    _MOUNTS+=("$WORK/gr-$1")
+}
+check s3/gc-writer gc_writer
+
+gc_reader_holds() {
+    s3_gc_reader r2 || return 1
+    local held i
+    for i in 6 7 8; do save32 "$i" || return 1; done
+    for ((i = 0; i < 20; i++)); do
+        held=$(gc_stat sweeps_deferred)
+        [ "$held" -ge 1 ] && break
+        sleep 1
+    done
+    [ "$held" -ge 1 ] || { echo "no sweep was held off for the reader"; return 1; }
+    echo "sweeps held off: $held, for $(gc_stat deferred_for)"
+    # Cold, from the store: the reader's version (save 5) is whole.
+    echo 3 >/proc/sys/vm/drop_caches
+    cmp "$WORK/gr-r2/a.bin" "$WORK/gc-5.bin" || return 1
+    echo "the reader still reads its version exactly: $(store_bytes) (objects bytes leases)"
+    unmount "$WORK/gr-r2" || return 1
+    local got
+    got=$(wait_store_below 40 30) || { echo "$got"; return 1; }
+    echo "reader gone: the store holds $got (objects bytes leases)"
+}
+check s3/gc-reader-holds gc_reader_holds
+
+gc_compact() {
+    local out rc pid
+    out=$("$BIN" compact "$GURL" 2>&1)
+    rc=$?
+    [ "$rc" -eq 1 ] && echo "$out" | grep -q "a writer mount holds it" ||
+        { echo "compact beside a writer: rc $rc: $out"; return 1; }
+    pid=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['daemon_pid'])" "$WORK/gm/.ckptfs/stats") || return 1
+    big_save "$WORK/gm/big.bin" 256 &
+    local saver=$!
+    sleep 2
+    kill -0 "$saver" 2>/dev/null || { echo "the save ended before the kill"; return 1; }
+    kill -9 "$pid"
+    wait "$saver" 2>/dev/null
+    fusermount3 -u -z "$WORK/gm" 2>/dev/null || umount -l "$WORK/gm"
+    echo "writer killed 2 s into a 256 MiB save; the store holds $(store_bytes) (objects bytes leases)"
+    out=$("$BIN" compact "$GURL" 2>&1)
+    [ $? -eq 1 ] || { echo "compact ran under the killed writer's live lease: $out"; return 1; }
+    sleep 9
+    "$BIN" compact --dry-run "$GURL" || return 1
+    "$BIN" compact "$GURL" || return 1
+    out=$("$BIN" compact --dry-run "$GURL") || return 1
+    echo "$out" | grep -q "would remove 0 data files (0 bytes) and 0 expired leases" ||
+        { echo "compact left garbage: $out"; return 1; }
+    "$BIN" verify "$GURL" || return 1
+    s3_gc_reader r3 || return 1
+    cmp "$WORK/gr-r3/a.bin" "$WORK/gc-8.bin" || return 1
+    unmount "$WORK/gr-r3" || return 1
+    # The killed save's data may sit in a file the last version still
+    # references (its tree's node): the writer's own compaction reclaims it.
+    gc_writer_mount || return 1
+    save32 9 || return 1
+    local got
+    got=$(wait_store_below 40 30) || {
+        echo "$got"
+        python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['publish'])" "$WORK/gm/.ckptfs/stats"
+        return 1
+    }
+    echo "writer: $(gc_stat dropped_local_files) files dropped locally, $(gc_stat removed_files) removed from the store"
+    unmount "$WORK/gm" || return 1
+    echo "writer remounted: the store holds $(store_bytes) (objects bytes leases)"
+    "$BIN" verify "$GURL" || return 1
+    s3_gc_reader r4 || return 1
+    cmp "$WORK/gr-r4/a.bin" "$WORK/gc-9.bin" || return 1
+    [ ! -s "$WORK/gr-r4/big.bin" ] || { echo "the killed save came back with data"; return 1; }
+    unmount "$WORK/gr-r4"
+}
+check s3/gc-compact gc_compact
 
 summary s3

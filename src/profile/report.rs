@@ -261,6 +261,14 @@ fn publish_line(doc: &Value) -> String {
         gb("uploaded_ahead_bytes"),
         p.get("publish_seconds").and_then(Value::as_f64).unwrap_or(0.0)
     );
+    s.push_str(&format!(
+        "no longer used: {} data files / {:.3} GB dropped locally, {} files / {:.3} GB removed from the store, {} sweeps held off by readers\n",
+        n("dropped_local_files"),
+        gb("dropped_local_bytes"),
+        n("removed_files"),
+        gb("removed_bytes"),
+        n("sweeps_deferred")
+    ));
     if let Some(e) = p.get("last_error").and_then(Value::as_str) {
         s.push_str(&format!("last publish failed: {e}\n"));
     }

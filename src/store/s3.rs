@@ -214,6 +214,69 @@ impl S3Store {
             .collect())
     }
 
+    /// The objects under `sub/` (below the prefix), with their sizes and
+    /// the store's time of their last write.
+    pub fn list_meta(&self, sub: &str) -> io::Result<Vec<ObjectInfo>> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let (store, dir) = (self.store.clone(), self.path(sub));
+        let strip = match self.location.prefix.is_empty() {
+            true => String::new(),
+            false => format!("{}/", self.location.prefix),
+        };
+        let listed =
+            self.block_on(async move { store.list(Some(&dir)).try_collect::<Vec<_>>().await })?;
+        let listed = listed.map_err(|e| to_io(e, &self.location, sub))?;
+        Ok(listed
+            .into_iter()
+            .map(|o| {
+                let key = o.location.as_ref();
+                ObjectInfo {
+                    key: key.strip_prefix(strip.as_str()).unwrap_or(key).to_string(),
+                    size: o.size,
+                    modified_ms: o.last_modified.timestamp_millis(),
+                }
+            })
+            .collect())
+    }
+
+    /// Writes a small object whole.
+    pub fn put_small(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
+        let (store, path) = (self.store.clone(), self.path(key));
+        self.block_on(async move {
+            store
+                .put(&path, object_store::PutPayload::from(bytes))
+                .await
+        })?
+        .map(drop)
+        .map_err(|e| to_io(e, &self.location, key))
+    }
+
+    /// Deletes one object (one that is gone already is no error).
+    pub fn delete(&self, key: &str) -> io::Result<()> {
+        let (store, path) = (self.store.clone(), self.path(key));
+        match self.block_on(async move { store.delete(&path).await })? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(to_io(e, &self.location, key)),
+        }
+    }
+
+    /// The store's clock now, in ms since the Unix epoch: the time it gives
+    /// a scratch object written for the purpose. Leases and object ages
+    /// are compared on this clock, so the hosts' clocks do not matter.
+    pub fn now_ms(&self) -> io::Result<i64> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let key = format!(".ckptfs-clock-{}-{nanos}", std::process::id());
+        self.put_small(&key, Vec::new())?;
+        let (store, path) = (self.store.clone(), self.path(&key));
+        let head = self.block_on(async move { store.head(&path).await })?;
+        let _ = self.delete(&key);
+        head.map(|m| m.last_modified.timestamp_millis())
+            .map_err(|e| to_io(e, &self.location, &key))
+    }
+
     /// Deletes every object under the prefix (a benchmark's scratch copy).
     pub fn delete_all(&self) -> io::Result<usize> {
         let keys = self.list_all()?;
@@ -224,6 +287,16 @@ impl S3Store {
         }
         Ok(keys.len())
     }
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Below the prefix (`d/<name>`, `leases/<name>`).
+    pub key: String,
+    pub size: u64,
+    /// The store's time of its last write, ms since the Unix epoch.
+    pub modified_ms: i64,
 }
 
 /// An object store error as an `io::Error` (NotFound stays NotFound; the

@@ -50,6 +50,26 @@ impl Db {
     /// Reclaims space held by values and nodes that no kept version
     /// references. Runs alongside writers; commits wait only for the swap.
     pub fn compact(&self) -> Result<CompactReport> {
+        self.compact_files(self.opts.compact_file_garbage_ratio, true)
+    }
+
+    /// Deletes the data files nothing references any more (no kept version,
+    /// no pending write), copying nothing: every file that stays is left
+    /// as it is, and no file is written again. What a copy of the database
+    /// elsewhere (an object store) can follow by deleting the same files.
+    /// With `wait`, a compaction under way is waited for (it may have
+    /// deleted them already) instead of returning at once.
+    pub fn drop_dead_files(&self, wait: bool) -> Result<CompactReport> {
+        while wait && self.compacting.load(Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.compact_files(1.0, false)
+    }
+
+    /// Compacts the files whose unreferenced share is at least
+    /// `garbage_ratio`; `end_current` ends the file being written first,
+    /// so that it can be a candidate too.
+    fn compact_files(&self, garbage_ratio: f64, end_current: bool) -> Result<CompactReport> {
         if self.read_only {
             return Err(OcdbtError::Invalid("database opened read-only".into()));
         }
@@ -68,7 +88,7 @@ impl Db {
         // append starts a new one), or the garbage in it, up to
         // `target_data_file_size` of it, could not be reclaimed until it is
         // full (a file rewritten by many commits fills it with old copies).
-        {
+        if end_current {
             let mut w = self.writer.lock();
             if w.as_ref().is_some_and(|f| !f.is_empty()) {
                 *w = None;
@@ -117,7 +137,7 @@ impl Db {
             .filter(|(_, f)| {
                 let len = f.len();
                 let u = used.get(&f.path).copied().unwrap_or(0).min(len);
-                len == 0 || (len - u) as f64 >= self.opts.compact_file_garbage_ratio * len as f64
+                len == 0 || (len - u) as f64 >= garbage_ratio * len as f64
             })
             .map(|(_, f)| f.path.clone())
             .collect();

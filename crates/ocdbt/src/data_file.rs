@@ -301,7 +301,7 @@ impl DataFile {
     }
 }
 
-fn check_path(path: &str) -> Result<()> {
+pub(crate) fn check_path(path: &str) -> Result<()> {
     if path.split('/').any(|c| c == ".." || c.is_empty()) || path.starts_with('/') {
         return Err(corrupt(format!(
             "data file path {path:?} leaves the database"

@@ -246,8 +246,31 @@ impl Db {
                 db.load_tree(latest)?;
             }
             *db.committed.lock() = versions;
+            db.adopt_strays()?;
         }
         Ok(db)
+    }
+
+    /// Puts the data files no kept version names into the table, so that
+    /// compaction (and `drop_dead_files`) sees them: what a process killed
+    /// in the middle of a save appended and never committed, or files of
+    /// versions dropped since. Only a writable open adopts them.
+    fn adopt_strays(&self) -> Result<()> {
+        let dir = self.dir.join(DATA_DIR);
+        for e in fs::read_dir(&dir).map_err(io_at(&dir))? {
+            let e = e.map_err(io_at(&dir))?;
+            if !e.file_type().map_err(io_at(&dir))?.is_file() {
+                continue;
+            }
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let path = format!("{DATA_DIR}/{name}");
+            if super::data_file::check_path(&path).is_ok() {
+                self.file(&path, "")?;
+            }
+        }
+        Ok(())
     }
 
     /// Opens one committed version read-only.

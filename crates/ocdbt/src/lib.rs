@@ -34,7 +34,10 @@ pub use db::{Db, DbOptions, Sealed};
 pub use envelope::Compression;
 pub use error::{OcdbtError, Result};
 pub use remote::Remote;
-pub use verify::{verify, verify_remote, versions, versions_remote, VerifyReport, VersionInfo};
+pub use verify::{
+    referenced, referenced_remote, verify, verify_remote, versions, versions_remote, Referenced,
+    VerifyReport, VersionInfo,
+};
 
 #[cfg(test)]
 mod tests;

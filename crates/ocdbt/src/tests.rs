@@ -648,3 +648,96 @@ fn a_sealed_copy_is_never_written_again_and_opens_as_the_version_it_froze() {
     assert_eq!(old.get(b"a/c/0").unwrap().unwrap(), big(0, 5000));
     assert_eq!(old.get(b"a/c/1").unwrap(), None);
 }
+
+#[test]
+fn dead_files_go_without_a_copy_and_nothing_kept_points_into_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = DbOptions {
+        keep_versions: 2,
+        target_data_file_size: 64 << 10,
+        ..opts()
+    };
+    let db = Db::open_or_create(dir.path(), o).unwrap();
+    let _ = std::fs::create_dir_all(dir.path().join(data_file::DATA_DIR));
+    let sizes = || -> std::collections::BTreeMap<String, u64> {
+        std::fs::read_dir(dir.path().join(data_file::DATA_DIR))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    format!("d/{}", e.file_name().to_str().unwrap()),
+                    e.metadata().unwrap().len(),
+                )
+            })
+            .collect()
+    };
+    for round in 0..5 {
+        for i in 0..10 {
+            db.put(format!("k{i}").as_bytes(), &big(i + round, 20_000))
+                .unwrap();
+        }
+        db.commit().unwrap();
+        // As a writer that publishes does: no file is appended to twice.
+        db.seal_for_copy().unwrap();
+    }
+    // A value written and not committed yet lives in a file of its own.
+    db.put(b"pending", &big(99, 20_000)).unwrap();
+    db.seal_for_copy().unwrap();
+    let before = sizes();
+    let report = db.drop_dead_files(false).unwrap();
+    assert!(report.files_removed > 0, "{report:?}");
+    assert_eq!(report.bytes_copied, 0);
+    let after = sizes();
+    for (f, len) in &after {
+        if let Some(old) = before.get(f) {
+            assert_eq!(len, old, "{f} was written again");
+        }
+    }
+    let gone: Vec<&String> = before.keys().filter(|f| !after.contains_key(*f)).collect();
+    assert_eq!(gone.len(), report.files_removed, "{gone:?}");
+    let r = referenced(dir.path()).unwrap();
+    assert_eq!(r.generations, vec![4, 5]);
+    for f in &r.files {
+        assert!(after.contains_key(f), "{f} is referenced but was dropped");
+    }
+    for f in gone {
+        assert!(!r.files.contains(f), "{f} was dropped while referenced");
+    }
+    for i in 0..10 {
+        assert_eq!(
+            db.get(format!("k{i}").as_bytes()).unwrap().unwrap(),
+            big(i + 4, 20_000)
+        );
+    }
+    assert_eq!(db.get(b"pending").unwrap().unwrap(), big(99, 20_000));
+    db.commit().unwrap();
+    let v = verify(dir.path()).unwrap();
+    assert!(v.is_ok(), "{:?}", v.problems);
+    assert_eq!(db.get(b"pending").unwrap().unwrap(), big(99, 20_000));
+}
+
+#[test]
+fn a_reopened_database_reclaims_what_a_killed_writer_never_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_or_create(dir.path(), opts()).unwrap();
+    db.put(b"kept", &big(1, 20_000)).unwrap();
+    db.commit().unwrap();
+    db.seal_for_copy().unwrap();
+    // Appended, never committed: what a crash in the middle of a save leaves.
+    db.put(b"lost", &big(2, 300_000)).unwrap();
+    drop(db);
+    let files = || {
+        std::fs::read_dir(dir.path().join(data_file::DATA_DIR))
+            .unwrap()
+            .count()
+    };
+    let before = files();
+    let db = Db::open_or_create(dir.path(), opts()).unwrap();
+    assert_eq!(db.get(b"lost").unwrap(), None);
+    let r = db.drop_dead_files(false).unwrap();
+    assert_eq!(r.files_removed, 1, "{r:?}");
+    assert!(r.bytes_reclaimed >= 300_000, "{r:?}");
+    assert_eq!(files(), before - 1);
+    assert_eq!(db.get(b"kept").unwrap().unwrap(), big(1, 20_000));
+    assert!(verify(dir.path()).unwrap().is_ok());
+}

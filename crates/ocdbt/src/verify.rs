@@ -104,6 +104,55 @@ fn versions_of(src: Files) -> Result<Vec<VersionInfo>> {
         .collect())
 }
 
+/// What a database's manifest keeps alive: the generations of its kept
+/// versions (oldest first) and every data file a kept version, its tree or
+/// the version tree itself points into (paths under the root, `d/<name>`).
+#[derive(Clone, Debug, Default)]
+pub struct Referenced {
+    pub generations: Vec<u64>,
+    pub files: std::collections::BTreeSet<String>,
+}
+
+/// [`Referenced`] of a database read through `remote`: the manifest, the
+/// version tree and every node of every kept version are fetched (values
+/// are not: a reference names its file). Any error is an error, never a
+/// smaller set: what this returns decides what may be deleted.
+pub fn referenced_remote(remote: Arc<dyn Remote>) -> Result<Referenced> {
+    referenced_of(Files::new(Home::Remote(remote)))
+}
+
+/// [`referenced_remote`] of the database in `dir`.
+pub fn referenced(dir: &Path) -> Result<Referenced> {
+    referenced_of(Files::new(Home::Dir(dir)))
+}
+
+fn referenced_of(src: Files) -> Result<Referenced> {
+    let m = manifest::decode(&src.manifest()?)?;
+    let versions = manifest_versions(&src, &m)?;
+    let max_node = (m.config.max_decoded_node_bytes as usize).max(8 << 20) * 2;
+    let mut out = Referenced::default();
+    for v in &versions {
+        out.generations.push(v.generation);
+        walk_tree(&src, v, max_node, &mut |visit| {
+            match visit {
+                Visit::Node(r) => out.files.insert(r.file.path.clone()),
+                Visit::Entry {
+                    indirect: Some(r), ..
+                } => out.files.insert(r.file.path.clone()),
+                Visit::Entry { .. } => false,
+            };
+            Ok(())
+        })?;
+    }
+    // Every file the manifest's table and the version-tree nodes opened.
+    out.files.extend(src.open.lock().keys().cloned());
+    for f in &m.files {
+        out.files.insert(f.full.clone());
+    }
+    out.generations.sort_unstable();
+    Ok(out)
+}
+
 /// What `verify` found.
 #[derive(Clone, Debug, Default)]
 pub struct VerifyReport {
