@@ -65,8 +65,11 @@ enum Cmd {
         /// the temp dir (/var/tmp for a writer), removed at unmount.
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
-        /// Bytes of fetched blocks an s3:// mount keeps in its cache dir,
-        /// least recently used out first (K, M, G suffixes; 0: none).
+        /// Bytes an s3:// mount keeps in its cache dir of what the store
+        /// holds (K, M, G suffixes): a reader's fetched blocks, least
+        /// recently used out first (0: none); a writer's published data
+        /// files, oldest evicted first (0: all; what is not on the store
+        /// yet always stays).
         #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = ckptfs::store::s3_cache::parse_size)]
         cache_size: u64,
         backing_dir: PathBuf,

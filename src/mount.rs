@@ -57,8 +57,9 @@ pub struct MountArgs {
     /// The checkpoint is a database published to an object store
     /// (`ckptfs publish`); `backing` is then its local cache dir.
     pub remote: Option<S3Location>,
-    /// Bytes of fetched blocks an s3:// mount keeps in `backing/blocks`
-    /// (0: none).
+    /// Bytes of fetched blocks a read-only s3:// mount keeps in
+    /// `backing/blocks` (0: none); for a writer, the bytes of published
+    /// data files it keeps local (see `writeback`).
     pub cache_size: u64,
     /// `backing` is a cache dir made for this mount alone: removed at exit.
     pub ephemeral_cache: bool,
@@ -92,9 +93,9 @@ impl std::str::FromStr for VersionPick {
 fn open_packed(
     backing: &Path,
     config: &MountConfig,
-    version: Option<VersionPick>,
-    read_only: bool,
+    opts: &CoreOptions,
 ) -> Result<Option<Arc<Db>>> {
+    let (version, read_only) = (opts.version, opts.read_only);
     let exists = backing.join(MANIFEST_FILE).exists();
     if read_only && !exists && version.is_none() {
         return Ok(None);
@@ -134,13 +135,13 @@ fn open_packed(
         return Ok(None);
     }
     let p = &config.packed;
-    let opts = DbOptions {
+    let db_opts = DbOptions {
         target_data_file_size: p.data_file_bytes,
         keep_versions: p.keep_versions,
         auto_compact_garbage_ratio: (p.auto_compact_ratio > 0.0).then_some(p.auto_compact_ratio),
         ..DbOptions::default()
     };
-    let db = Db::open_or_create(backing, opts)
+    let db = Db::open_or_create_with_copy(backing, db_opts, opts.copy.clone())
         .with_context(|| format!("open packed index in {}", backing.display()))?;
     Ok(Some(db))
 }
@@ -222,6 +223,9 @@ pub struct CoreOptions {
     /// Show a packed database published elsewhere (an object store), at
     /// `version` or its newest; the backing dir is then only local scratch.
     pub remote: Option<Arc<dyn crate::ocdbt::Remote>>,
+    /// The store a writer publishes the packed index to: data files
+    /// evicted locally are read from it (see `writeback`).
+    pub copy: Option<Arc<dyn crate::ocdbt::Remote>>,
 }
 
 impl Default for CoreOptions {
@@ -232,6 +236,7 @@ impl Default for CoreOptions {
             version: None,
             read_only: false,
             remote: None,
+            copy: None,
         }
     }
 }
@@ -297,7 +302,7 @@ pub fn open_core(
         init_backing(backing)?;
     }
     let started = Instant::now();
-    let db = open_packed(backing, config, opts.version, opts.read_only)?;
+    let db = open_packed(backing, config, &opts)?;
     let pack_new = config.layout.index == Index::Packed;
     let (tree, rec) = Tree::load(backing, db, pack_new, opts.read_only)
         .map_err(|e| anyhow!("load backing dir: {e}"))?;
@@ -439,6 +444,24 @@ enum Event {
 }
 
 /// Runs `ckptfs mount` to completion; returns the exit status.
+/// For a read-only mount, buffers of 4 MiB and up are mapped and unmapped
+/// by glibc's `malloc` each on its own. By default the threshold rises to
+/// the size of each large buffer freed (up to 32 MiB), and from then on
+/// chunk-sized buffers come from per-thread arenas, which keep freed
+/// memory. Measured on a cold read of a 1.34 GB file from the S3 test
+/// cluster: the daemon's peak RSS was 773-834 MiB with the default,
+/// 509-530 MiB with this, at the same speed; local loads peaked 30-50 MiB
+/// lower. Not for writers: `ts-ocdbt` saves took ~12% longer with it in two
+/// interleaved A/B runs (fresh pages for every large buffer).
+fn fixed_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only sets an allocator parameter; it is called
+    // before the daemon starts any thread of its own.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
+}
+
 pub fn run(args: MountArgs) -> Result<i32> {
     if args.daemon {
         return spawn_daemon(&args);
@@ -460,10 +483,19 @@ pub fn run(args: MountArgs) -> Result<i32> {
     };
     nest(&std::path::absolute(&args.backing).unwrap_or_else(|_| args.backing.clone()))?;
     let read_only = args.version.is_some() || args.read_only;
+    if read_only {
+        fixed_mmap_threshold();
+    }
     // A writer of s3://…: a local packed backing dir in the cache dir,
     // published after each commit (see `writeback`).
     let upstream_at = args.remote.clone().filter(|_| !read_only);
     let mut config = args.config.clone();
+    // A writer of s3:// compacts on its publish thread, between uploads
+    // (see `writeback`), not on a thread of the database's own.
+    let writer_compact_ratio = config.packed.auto_compact_ratio;
+    if upstream_at.is_some() {
+        config.packed.auto_compact_ratio = 0.0;
+    }
     let backing_arg = match &upstream_at {
         Some(_) => {
             if config.layout.index != Index::Packed {
@@ -547,6 +579,9 @@ pub fn run(args: MountArgs) -> Result<i32> {
             version: args.version,
             read_only: args.read_only,
             remote,
+            copy: publisher
+                .as_ref()
+                .map(|p| Arc::new(S3Remote::new(p.store(), None)) as Arc<dyn crate::ocdbt::Remote>),
         },
     )?;
     if let Some(l) = &reader_lease {
@@ -570,7 +605,12 @@ pub fn run(args: MountArgs) -> Result<i32> {
                 .db
                 .clone()
                 .context("the s3:// writer has no packed index")?;
-            let wb = WriteBack::start(backing.clone(), db, p, config.store.lease_ttl())?;
+            let opts = crate::writeback::WriteBackOptions {
+                lease_ttl: config.store.lease_ttl(),
+                local_limit: args.cache_size,
+                compact_ratio: writer_compact_ratio,
+            };
+            let wb = WriteBack::start(backing.clone(), db, p, opts)?;
             core.set_upstream(wb.clone());
             Some(wb)
         }

@@ -414,6 +414,14 @@ async fn upload(s: &S3Store, name: &str, path: &Path, size: u64) -> Result<()> {
     let key = format!("{DATA_DIR}/{name}");
     let at = s.path(&key);
     let mut file = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    if crate::ocdbt::data_file::is_evicted(&file) {
+        // Its local bytes are a hole: only the store ever had them.
+        bail!(
+            "{} was evicted locally, yet {} lacks it: the store lost a published file",
+            path.display(),
+            s.location
+        );
+    }
     let io = |e| anyhow!(to_io(e, &s.location, &key));
     if size <= PART_BYTES as u64 {
         let mut bytes = Vec::with_capacity(size as usize);

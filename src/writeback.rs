@@ -11,12 +11,20 @@
 //! is down. Unmount publishes what is left and fails when it cannot.
 //!
 //! What the kept versions no longer use goes, locally and then on the
-//! store: the database drops its dead data files every few seconds
-//! (`Db::drop_dead_files`, which copies nothing) and compacts as any
-//! packed mount does; once a publish no longer seals a file, the store's
+//! store: every few seconds after a commit this thread drops the dead data
+//! files (`Db::drop_dead_files`, which copies nothing) and compacts past
+//! `packed.auto_compact_ratio` (here, not on a thread of the database's
+//! own, so it never finds an upload's pin in its way); once a publish no
+//! longer seals a file, the store's
 //! copy goes too (`s3_gc::sweep_writer`), unless a reader's lease holds a
 //! version the manifest no longer keeps. The writer's own lease tells
 //! `ckptfs compact s3://…` to keep off.
+//!
+//! The local copy is bounded by `--cache-size`: past it, data files the
+//! store holds whole (published, or uploaded ahead) are evicted oldest
+//! first (`Db::evict`: their blocks are freed, their reads go to the
+//! store), so the local dir holds what is not on the store yet plus at
+//! most the limit.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -82,6 +90,13 @@ pub struct WriteBackStats {
     /// of those readers.
     pub sweeps_deferred: u64,
     pub deferred_for: Option<String>,
+    /// Data files evicted locally (their reads go to the store), and the
+    /// bytes that freed; the local data bytes after the last eviction.
+    pub evicted_files: u64,
+    pub evicted_bytes: u64,
+    pub local_bytes: u64,
+    /// `--cache-size`: the most bytes of data the store holds that stay local.
+    pub local_limit: u64,
 }
 
 struct State {
@@ -106,14 +121,49 @@ struct State {
     oldest_kept: u64,
     last_drop: Instant,
     last_drop_generation: u64,
+    /// Data files evicted locally.
+    evicted: HashSet<String>,
 }
 
 struct Shared {
     backing: PathBuf,
+    compact_ratio: f64,
     db: Arc<Db>,
     publisher: Publisher,
     state: Mutex<State>,
     cv: Condvar,
+}
+
+/// Refuses a prefix another live writer mount holds. The lease is written
+/// before the others are listed, so of two writers mounting at once each
+/// sees the other (both are refused) or the later one sees the earlier
+/// (it is refused): never two writers, whether or not the store enforces
+/// conditional PUTs (Garage does not). Leases of writers on this host
+/// whose process is gone are stale: passed over (they expire by themselves).
+fn one_writer(publisher: &Publisher, lease: &Lease) -> Result<()> {
+    let store = publisher.store();
+    let leases = crate::store::lease::list(&store, store.now_ms()?)?;
+    let me = lease.holder();
+    let mut others = Vec::new();
+    for l in leases.writers().filter(|l| l.holder != me) {
+        if l.is_dead_here() {
+            tracing::info!(
+                "{}: the lease of writer {} is stale (its process is gone)",
+                publisher.location(),
+                l.holder
+            );
+            continue;
+        }
+        others.push(l.holder.clone());
+    }
+    if !others.is_empty() {
+        anyhow::bail!(
+            "{} is held by another writer mount ({}): one writer per prefix; mount it --read-only, or wait for that writer to unmount (a writer killed on another host holds it for store.lease_seconds)",
+            publisher.location(),
+            others.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// The data files in the local database now (`d/<name>`).
@@ -129,6 +179,17 @@ fn local_files(backing: &std::path::Path) -> Result<HashSet<String>> {
     Ok(out)
 }
 
+/// How a writer mount publishes, and what it keeps.
+#[derive(Debug, Clone)]
+pub struct WriteBackOptions {
+    /// Lifetime of the writer's lease on the store.
+    pub lease_ttl: Duration,
+    /// The most bytes of data files the store holds that stay local.
+    pub local_limit: u64,
+    /// Compaction once garbage is past this share of the data (0: off).
+    pub compact_ratio: f64,
+}
+
 /// The publisher of one writer mount.
 pub struct WriteBack {
     shared: Arc<Shared>,
@@ -139,21 +200,29 @@ pub struct WriteBack {
 
 impl WriteBack {
     /// Starts publishing `db` (the packed database in `backing`), under a
-    /// writer's lease of `lease_ttl` written first.
+    /// writer's lease written first.
     pub fn start(
         backing: PathBuf,
         db: Arc<Db>,
         publisher: Publisher,
-        lease_ttl: Duration,
+        opts: WriteBackOptions,
     ) -> Result<Arc<Self>> {
-        let lease = Lease::take(publisher.store(), Role::Writer, db.generation(), lease_ttl)
-            .with_context(|| format!("write a lease under {}", publisher.location()))?;
+        let lease = Lease::take(
+            publisher.store(),
+            Role::Writer,
+            db.generation(),
+            opts.lease_ttl,
+        )
+        .with_context(|| format!("write a lease under {}", publisher.location()))?;
+        one_writer(&publisher, &lease)?;
         let shared = Arc::new(Shared {
             backing,
+            compact_ratio: opts.compact_ratio,
             db,
             state: Mutex::new(State {
                 stats: WriteBackStats {
                     store: publisher.location().to_string(),
+                    local_limit: opts.local_limit,
                     conditional_put_enforced: publisher.conditional_put_enforced(),
                     ..WriteBackStats::default()
                 },
@@ -170,6 +239,7 @@ impl WriteBack {
                 oldest_kept: 0,
                 last_drop: Instant::now(),
                 last_drop_generation: 0,
+                evicted: HashSet::new(),
             }),
             publisher,
             cv: Condvar::new(),
@@ -260,6 +330,7 @@ impl Shared {
                         self.upload_ahead();
                         self.drop_dead(false);
                         self.sweep();
+                        self.evict();
                         st = self.state.lock();
                         continue;
                     }
@@ -275,6 +346,7 @@ impl Shared {
             last_round = Instant::now();
             if self.publish_once().is_ok() {
                 self.sweep();
+                self.evict();
             }
         }
     }
@@ -294,24 +366,87 @@ impl Shared {
         }
         // At the start and the end nothing may be left for later: wait for
         // a compaction under way rather than skip.
-        let r = self.db.drop_dead_files(force);
+        let dropped = self.db.drop_dead_files(force);
+        let compacted = match self.compact_ratio > 0.0 {
+            true => self.db.compact_if_garbage(self.compact_ratio),
+            false => Ok(None),
+        };
         let mut st = self.state.lock();
         st.last_drop = Instant::now();
         st.last_drop_generation = generation;
-        match r {
-            Ok(r) if r.files_removed > 0 => {
-                st.stats.dropped_local_files += r.files_removed as u64;
-                st.stats.dropped_local_bytes += r.bytes_reclaimed;
-                st.wake = true;
-                self.cv.notify_all();
-                true
-            }
-            Ok(_) => false,
-            Err(e) => {
-                tracing::warn!("drop dead data files: {e}");
-                false
+        let mut removed = 0;
+        for r in [dropped.map(Some), compacted] {
+            match r {
+                Ok(Some(r)) => {
+                    removed += r.files_removed;
+                    st.stats.dropped_local_files += r.files_removed as u64;
+                    st.stats.dropped_local_bytes += r.bytes_reclaimed;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("reclaim dead data: {e}"),
             }
         }
+        if removed > 0 {
+            st.wake = true;
+            self.cv.notify_all();
+        }
+        removed > 0
+    }
+
+    /// Evicts data files the store holds whole, oldest first, while the
+    /// local ones hold more than the limit.
+    fn evict(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.backing.join(DATA_DIR);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut local: Vec<(std::time::SystemTime, String, u64)> = entries
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let m = e.metadata().ok()?;
+                let name = format!("{DATA_DIR}/{}", e.file_name().to_str()?);
+                Some((m.modified().ok()?, name, m.blocks() * 512))
+            })
+            .collect();
+        let mut total: u64 = local.iter().map(|l| l.2).sum();
+        let (limit, stored) = {
+            let mut st = self.state.lock();
+            st.stats.local_bytes = total;
+            let limit = st.stats.local_limit;
+            if total <= limit {
+                return;
+            }
+            // On the store whole: sealed by the last publish, or uploaded
+            // ahead of it (both only ever finished files).
+            let mut stored: HashSet<String> = st.last_sealed.clone().unwrap_or_default();
+            stored.extend(st.ahead.iter().cloned());
+            for e in &st.evicted {
+                stored.remove(e);
+            }
+            (limit, stored)
+        };
+        local.sort();
+        for (_, name, held) in local {
+            if total <= limit {
+                break;
+            }
+            if held == 0 || !stored.contains(&name) {
+                continue;
+            }
+            match self.db.evict(&name) {
+                Ok(0) => {}
+                Ok(freed) => {
+                    total = total.saturating_sub(freed);
+                    let mut st = self.state.lock();
+                    st.evicted.insert(name);
+                    st.stats.evicted_files += 1;
+                    st.stats.evicted_bytes += freed;
+                }
+                Err(e) => tracing::warn!("evict {name}: {e}"),
+            }
+        }
+        self.state.lock().stats.local_bytes = total;
     }
 
     /// Deletes the store's data files that the last publish did not seal

@@ -289,7 +289,12 @@ fn read_all(p: &Path) -> Vec<u8> {
 }
 
 fn run_layout(name: &str, config: PathBuf, cases: u32) {
-    let mut mount = Mount::new(Some(config));
+    run_on(name, Mount::new(Some(config)), cases, None);
+}
+
+/// The model test on `mount`; with `reader`, the final files are also
+/// compared through that (a reader of the store `mount` writes to).
+fn run_on(name: &str, mut mount: Mount, cases: u32, reader: Option<&dyn Fn() -> Mount>) {
     let finals: std::cell::RefCell<Finals> = Default::default();
     let mut runner = TestRunner::new(Config {
         cases,
@@ -337,6 +342,49 @@ fn run_layout(name: &str, config: PathBuf, cases: u32) {
         }
     }
     mount.unmount();
+    // A reader of the store (its own process and cache dir) has them all.
+    if let Some(reader) = reader {
+        let r = reader();
+        for (dir, model) in finals.borrow().iter() {
+            let rel = dir
+                .strip_prefix(&mount.mnt)
+                .expect("case dir under the mount");
+            for (f, expect) in model {
+                let got = read_all(&r.mnt.join(rel).join(format!("f{f}")));
+                assert!(
+                    got == *expect,
+                    "{name}: {} f{f} differs in a reader of the store",
+                    rel.display()
+                );
+            }
+        }
+        let mut r = r;
+        r.unmount();
+    }
+}
+
+/// The model test through a writer mount of `s3://` and, after it, a
+/// reader mount of the same prefix. Run by `scripts/reliability/s3-cluster.sh`
+/// against the test cluster (`CKPTFS_TEST_S3=s3://BUCKET/PREFIX`, an empty
+/// prefix, and the cluster's `AWS_*`).
+#[test]
+#[ignore = "needs an S3 store: scripts/reliability/s3-cluster.sh runs it"]
+fn random_write_patterns_match_the_model_on_an_s3_writer() {
+    let url = std::env::var("CKPTFS_TEST_S3").expect("CKPTFS_TEST_S3=s3://BUCKET/PREFIX");
+    let cases = std::env::var("CKPTFS_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    // A small limit: old data files are evicted and read from the store.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let config = common::write_config(
+        tmp.path(),
+        "s3-writer",
+        "[layout]\ntarget_bytes = 65536\n[packed]\nkeep_versions = 2\n",
+    );
+    let reader = || Mount::s3(None, &url, true, &[]);
+    let writer = Mount::s3(Some(config), &url, false, &["--cache-size", "1M"]);
+    run_on("s3", writer, cases, Some(&reader));
 }
 
 #[test]

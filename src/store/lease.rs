@@ -50,7 +50,29 @@ pub struct LeaseKey {
     pub holder: String,
 }
 
+/// This host's name as leases spell it.
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "host".into())
+        .replace(['/', '-'], "_")
+}
+
 impl LeaseKey {
+    /// A holder on this host whose process is gone (killed without a
+    /// word): its lease is stale before it expires.
+    pub fn is_dead_here(&self) -> bool {
+        let Some((pid, host)) = self.holder.split_once('@') else {
+            return false;
+        };
+        if host != host_name() || pid == std::process::id().to_string() {
+            return false;
+        }
+        // A zombie is gone too.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    }
+
     fn key(&self, nonce: &str) -> String {
         let (pid, host) = self.holder.split_once('@').unwrap_or(("0", &self.holder));
         format!(
@@ -160,11 +182,7 @@ impl Lease {
         generation: u64,
         ttl: Duration,
     ) -> std::io::Result<Self> {
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "host".into())
-            .replace(['/', '-'], "_");
+        let host = host_name();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -194,6 +212,11 @@ impl Lease {
             nonce,
             thread: Some(thread),
         })
+    }
+
+    /// Who holds it (`pid@host`).
+    pub fn holder(&self) -> String {
+        self.spec.lock().holder.clone()
     }
 
     /// Moves a reader's lease to the version it opened: the new key is

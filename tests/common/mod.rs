@@ -27,12 +27,36 @@ pub struct Mount {
     pub backing: PathBuf,
     pub mnt: PathBuf,
     pub config: Option<PathBuf>,
+    /// An `s3://` location mounted instead of `backing` (then the mount's
+    /// cache dir): a writer, or a reader with `read_only`.
+    pub remote: Option<String>,
+    pub read_only: bool,
+    /// More `ckptfs mount` arguments (`--cache-size 1M`).
+    pub extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl Mount {
     /// Mounts a fresh backing dir with `config` (None: embedded default).
     pub fn new(config: Option<PathBuf>) -> Mount {
+        Self::with_source(config, None, false, true)
+    }
+
+    /// A writer (or, `read_only`, a reader) of the `s3://` location `url`,
+    /// with a cache dir of its own (the store's settings from `AWS_*`).
+    pub fn s3(config: Option<PathBuf>, url: &str, read_only: bool, extra: &[&str]) -> Mount {
+        let mut m = Self::with_source(config, Some(url.to_string()), read_only, false);
+        m.extra = extra.iter().map(|a| a.to_string()).collect();
+        m.start();
+        m
+    }
+
+    fn with_source(
+        config: Option<PathBuf>,
+        remote: Option<String>,
+        read_only: bool,
+        start: bool,
+    ) -> Mount {
         let root = tempfile::Builder::new()
             .prefix("ckptfs-test")
             .tempdir_in(std::env::var("CKPTFS_TEST_DIR").unwrap_or_else(|_| "/tmp".into()))
@@ -45,9 +69,14 @@ impl Mount {
             backing,
             mnt,
             config,
+            remote,
+            read_only,
+            extra: Vec::new(),
             child: None,
         };
-        m.start();
+        if start {
+            m.start();
+        }
         m
     }
 
@@ -57,12 +86,21 @@ impl Mount {
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
         }
-        cmd.arg(&self.backing)
-            .arg(&self.mnt)
-            .env("CKPTFS_LOG", "warn,fuser::session=error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args(&self.extra);
+        match &self.remote {
+            Some(url) => {
+                if self.read_only {
+                    cmd.arg("--read-only");
+                }
+                cmd.arg("--cache-dir").arg(&self.backing).arg(url)
+            }
+            None => cmd.arg(&self.backing),
+        }
+        .arg(&self.mnt)
+        .env("CKPTFS_LOG", "warn,fuser::session=error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn ckptfs");
         let out = child.stdout.take().expect("stdout");
         let mut line = String::new();

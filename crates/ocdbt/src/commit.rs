@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::btree::Location;
+use super::compact::CompactReport;
 use super::data_file::DATA_DIR;
 use super::data_file_table::DataFilePath;
 use super::db::{Db, MANIFEST_FILE};
@@ -290,17 +291,33 @@ impl Db {
         Ok(())
     }
 
+    /// Whether garbage passed `ratio` of all data-file bytes (estimated from
+    /// the newest version's statistics; never below 1 MiB of data).
+    fn garbage_past(&self, ratio: f64) -> bool {
+        let total = self.data_bytes();
+        let live = self.committed.lock().last().map_or(0, |v| {
+            v.stats.num_tree_bytes + v.stats.num_indirect_value_bytes
+        });
+        total >= (1 << 20) && (total.saturating_sub(live) as f64) >= ratio * total as f64
+    }
+
+    /// Compacts now, on this thread, if garbage passed `ratio` of all
+    /// data-file bytes: what auto compaction does, for a caller that must
+    /// order it with its own reads (a writer's uploads).
+    pub fn compact_if_garbage(&self, ratio: f64) -> Result<Option<CompactReport>> {
+        if !self.garbage_past(ratio) {
+            return Ok(None);
+        }
+        self.compact().map(Some)
+    }
+
     /// Starts a background compaction once garbage passes the configured
     /// share of all data-file bytes.
     fn maybe_auto_compact(&self) {
         let Some(ratio) = self.opts.auto_compact_garbage_ratio else {
             return;
         };
-        let total = self.data_bytes();
-        let live = self.committed.lock().last().map_or(0, |v| {
-            v.stats.num_tree_bytes + v.stats.num_indirect_value_bytes
-        });
-        if total < (1 << 20) || (total.saturating_sub(live) as f64) < ratio * total as f64 {
+        if !self.garbage_past(ratio) {
             return;
         }
         if self.compacting.load(Ordering::Acquire) {

@@ -26,6 +26,12 @@ pub struct DataFile {
     io: Io,
     /// Bytes reserved so far (the file's logical length).
     len: AtomicU64,
+    /// Set when a finished local file's bytes were handed to a copy
+    /// elsewhere that holds the same bytes (`evict`): reads go there.
+    evicted: OnceLock<Arc<dyn Remote>>,
+    /// Local reads hold it shared; `evict` holds it alone while it frees
+    /// the local blocks, so no read sees the hole.
+    gate: parking_lot::RwLock<()>,
     /// Written since the last `fdatasync`.
     dirty: AtomicBool,
     /// Bytes written since writeback was last started.
@@ -65,6 +71,47 @@ impl Io {
 /// Writeback of a data file is started each time this many bytes landed.
 const WRITEBACK_STEP: u64 = 8 << 20;
 
+/// The extended attribute that marks a local data file whose blocks were
+/// freed by `evict`: it is a hole of its old length, and its bytes are in
+/// the database's copy elsewhere.
+const EVICTED_XATTR: &std::ffi::CStr = c"user.ocdbt.evicted";
+
+/// Whether `file` was evicted (see [`DataFile::evict`]); a filesystem
+/// without extended attributes has none evicted.
+pub fn is_evicted(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut v = [0u8; 1];
+    // SAFETY: the name is NUL-terminated and `v` is valid for its length.
+    let n = unsafe {
+        libc::fgetxattr(
+            file.as_raw_fd(),
+            EVICTED_XATTR.as_ptr(),
+            v.as_mut_ptr().cast(),
+            v.len(),
+        )
+    };
+    n >= 0
+}
+
+fn mark_evicted(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the name is NUL-terminated and the value is valid for its length.
+    let r = unsafe {
+        libc::fsetxattr(
+            file.as_raw_fd(),
+            EVICTED_XATTR.as_ptr(),
+            b"1".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 impl DataFile {
     /// Creates a new, empty file with a random 128-bit name.
     pub fn create(root: &Path) -> Result<Self> {
@@ -84,6 +131,8 @@ impl DataFile {
             transitive: String::new(),
             io: Io::local(file, full),
             len: AtomicU64::new(0),
+            evicted: OnceLock::new(),
+            gate: parking_lot::RwLock::new(()),
             dirty: AtomicBool::new(true),
             unkicked: AtomicU64::new(0),
         })
@@ -91,11 +140,72 @@ impl DataFile {
 
     /// Opens an existing file read-only (we never append to old files).
     pub fn open(root: &Path, path: &str, transitive: &str) -> Result<Self> {
+        Self::open_with(root, path, transitive, None)
+    }
+
+    /// [`DataFile::open`], reading an evicted file from `copy`; an error
+    /// for an evicted one without it (its local bytes are a hole).
+    pub fn open_with(
+        root: &Path,
+        path: &str,
+        transitive: &str,
+        copy: Option<&Arc<dyn Remote>>,
+    ) -> Result<Self> {
         check_path(path)?;
         let full = root.join(path);
         let file = File::open(&full).map_err(io_at(&full))?;
         let len = file.metadata().map_err(io_at(&full))?.len();
-        Ok(Self::opened(path, transitive, Io::local(file, full), len))
+        let evicted = is_evicted(&file);
+        let f = Self::opened(path, transitive, Io::local(file, full), len);
+        if evicted {
+            let Some(copy) = copy else {
+                return Err(OcdbtError::Invalid(format!(
+                    "{path} was evicted to the database's copy elsewhere (an object store): open it with that copy (mount the s3:// location)"
+                )));
+            };
+            let _ = f.evicted.set(copy.clone());
+        }
+        Ok(f)
+    }
+
+    /// Hands this finished file's bytes to `copy`, which holds the same
+    /// bytes (the object store a writer published it to): reads go there
+    /// from now on, the file is marked (so a later open does the same) and
+    /// its local blocks are freed, its length kept. Returns the bytes
+    /// freed. Never for a file still appended to.
+    pub fn evict(&self, copy: Arc<dyn Remote>) -> Result<u64> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let Io::Local { file, .. } = &self.io else {
+            return Ok(0);
+        };
+        let _alone = self.gate.write();
+        if self.evicted.get().is_some() {
+            return Ok(0);
+        }
+        let held = file.metadata().map_err(io_at(&self.path))?.blocks() * 512;
+        // The mark is durable before any byte goes: after a crash the
+        // file is either whole, or marked and read from the copy.
+        mark_evicted(file).map_err(io_at(&self.path))?;
+        file.sync_all().map_err(io_at(&self.path))?;
+        let _ = self.evicted.set(copy);
+        // Whole blocks, the last partial one too (the length is kept).
+        let len = i64::try_from(self.len().next_multiple_of(4096))
+            .map_err(|_| corrupt("data file too large"))?;
+        nix::fcntl::fallocate(
+            file.as_raw_fd(),
+            nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+                | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            0,
+            len,
+        )
+        .map_err(|e| io_at(&self.path)(std::io::Error::from_raw_os_error(e as i32)))?;
+        Ok(held)
+    }
+
+    /// Whether reads of this file go to a copy elsewhere (see `evict`).
+    pub fn is_evicted(&self) -> bool {
+        self.evicted.get().is_some()
     }
 
     /// Opens an object of a database elsewhere (read-only, like `open`).
@@ -111,6 +221,8 @@ impl DataFile {
             transitive: transitive.to_string(),
             io,
             len: AtomicU64::new(len),
+            evicted: OnceLock::new(),
+            gate: parking_lot::RwLock::new(()),
             dirty: AtomicBool::new(false),
             unkicked: AtomicU64::new(0),
         }
@@ -172,11 +284,20 @@ impl DataFile {
     }
 
     fn read_exact(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let remote = |r: &Arc<dyn Remote>, buf: &mut [u8]| {
+            r.read_at(&self.path, offset, buf)
+                .map_err(remote_err(&**r, &self.path))
+        };
         match &self.io {
-            Io::Local { file, .. } => file.read_exact_at(buf, offset).map_err(io_at(&self.path)),
-            Io::Remote(r) => r
-                .read_at(&self.path, offset, buf)
-                .map_err(remote_err(&**r, &self.path)),
+            Io::Local { file, .. } => {
+                let shared = self.gate.read();
+                if let Some(r) = self.evicted.get() {
+                    drop(shared);
+                    return remote(r, buf);
+                }
+                file.read_exact_at(buf, offset).map_err(io_at(&self.path))
+            }
+            Io::Remote(r) => remote(r, buf),
         }
     }
 
@@ -214,6 +335,10 @@ impl DataFile {
     /// cache are written back by the kernel before it reads.
     pub fn read_direct(&self, offset: u64, len: u64, buf: &mut [u8]) -> Result<Option<usize>> {
         self.check_range(offset, len)?;
+        let _shared = self.gate.read();
+        if self.evicted.get().is_some() {
+            return Ok(None);
+        }
         let Some(file) = self.direct_file() else {
             return Ok(None);
         };

@@ -130,6 +130,9 @@ pub struct Db {
     pub(crate) opened: Mutex<Option<u64>>,
     /// Where the files are when not in `dir` (read-only; see `remote`).
     pub(crate) remote: Mutex<Option<Arc<dyn Remote>>>,
+    /// A copy of this database elsewhere (the object store a writer
+    /// publishes to), which evicted data files are read from (`evict`).
+    pub(crate) copy: Mutex<Option<Arc<dyn Remote>>>,
 }
 
 impl FileSource for Db {
@@ -141,7 +144,7 @@ impl FileSource for Db {
         let remote = self.remote.lock().clone();
         let f = Arc::new(match remote {
             Some(r) => DataFile::open_remote(r, path, transitive)?,
-            None => DataFile::open(&self.dir, path, transitive)?,
+            None => DataFile::open_with(&self.dir, path, transitive, self.copy.lock().as_ref())?,
         });
         files.insert(f.clone());
         Ok(f)
@@ -195,12 +198,24 @@ impl Db {
             pin: Mutex::new(None),
             opened: Mutex::new(None),
             remote: Mutex::new(None),
+            copy: Mutex::new(None),
         })
     }
 
     /// Opens the database in `dir`, creating it (and `dir`) if there is no
     /// manifest yet. The index is loaded from the newest version.
     pub fn open_or_create(dir: &Path, opts: DbOptions) -> Result<Arc<Db>> {
+        Self::open_or_create_with_copy(dir, opts, None)
+    }
+
+    /// [`Db::open_or_create`] of a database with a copy elsewhere that
+    /// holds every file it published (see [`Db::evict`]): data files
+    /// evicted before are read from it.
+    pub fn open_or_create_with_copy(
+        dir: &Path,
+        opts: DbOptions,
+        copy: Option<Arc<dyn Remote>>,
+    ) -> Result<Arc<Db>> {
         fs::create_dir_all(dir.join(DATA_DIR)).map_err(io_at(dir))?;
         // The readers' lock file exists before the disk can fill up: the
         // hole punching of a full disk takes it, and could not create it.
@@ -236,6 +251,7 @@ impl Db {
             }
         };
         let db = Db::new(dir, opts, config, false);
+        *db.copy.lock() = copy;
         if let Some(m) = existing {
             let mut versions = manifest_versions(&*db, &m)?;
             let keep = db.keep_versions();
@@ -249,6 +265,42 @@ impl Db {
             db.adopt_strays()?;
         }
         Ok(db)
+    }
+
+    /// Frees the local blocks of the finished data file `path` (`d/<name>`),
+    /// whose bytes the copy given at open holds (the caller uploaded it):
+    /// its reads go to the copy from now on, and after a reopen too. The
+    /// file being appended to is refused. Returns the bytes freed.
+    pub fn evict(&self, path: &str) -> Result<u64> {
+        let Some(copy) = self.copy.lock().clone() else {
+            return Err(OcdbtError::Invalid(
+                "no copy elsewhere to evict data files to".into(),
+            ));
+        };
+        let file = {
+            let files = self.files.lock();
+            files.id_of(path).and_then(|id| files.get(id)).cloned()
+        };
+        let Some(file) = file else {
+            return Ok(0);
+        };
+        {
+            // Under the put gate no append is between its reservation and
+            // its write: once the gate is had, a file that is not the one
+            // being appended to has every byte it will ever have.
+            let _gate = self.put_gate.write();
+            if self
+                .writer
+                .lock()
+                .as_ref()
+                .is_some_and(|w| w.path == file.path)
+            {
+                return Err(OcdbtError::Invalid(format!(
+                    "{path} is still being appended to"
+                )));
+            }
+        }
+        file.evict(copy)
     }
 
     /// Puts the data files no kept version names into the table, so that

@@ -741,3 +741,51 @@ fn a_reopened_database_reclaims_what_a_killed_writer_never_committed() {
     assert_eq!(db.get(b"kept").unwrap().unwrap(), big(1, 20_000));
     assert!(verify(dir.path()).unwrap().is_ok());
 }
+
+#[test]
+fn an_evicted_file_frees_its_blocks_and_reads_from_the_copy_also_after_a_reopen() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::create_dir(copy.path().join("d")).unwrap();
+    let remote = Arc::new(CopiedRemote {
+        dir: copy.path().to_path_buf(),
+        reads: Default::default(),
+    });
+    let as_remote = || Some(remote.clone() as Arc<dyn Remote>);
+    let db = Db::open_or_create_with_copy(dir.path(), opts(), as_remote()).unwrap();
+    db.put(b"a", &big(1, 300_000)).unwrap();
+    db.commit().unwrap();
+    let sealed = db.seal_for_copy().unwrap();
+    db.put(b"b", &big(2, 300_000)).unwrap();
+    db.commit().unwrap();
+    // The file being appended to is never evicted.
+    let current = db.writer.lock().as_ref().unwrap().path.clone();
+    assert!(db.evict(&current).is_err());
+    for f in &sealed.files {
+        std::fs::copy(dir.path().join(f), copy.path().join(f)).unwrap();
+    }
+    let mut freed = 0;
+    for f in &sealed.files {
+        freed += db.evict(f).unwrap();
+        let m = std::fs::metadata(dir.path().join(f)).unwrap();
+        assert_eq!(m.blocks(), 0, "{f} still holds blocks");
+        assert!(m.len() > 0, "{f} lost its length");
+    }
+    assert!(freed >= 300_000, "{freed}");
+    let before = remote.reads.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(db.get(b"a").unwrap().unwrap(), big(1, 300_000));
+    assert!(remote.reads.load(std::sync::atomic::Ordering::Relaxed) > before);
+    assert_eq!(db.get(b"b").unwrap().unwrap(), big(2, 300_000));
+    drop(db);
+    // Reopened without the copy: refused, never zeros.
+    let err = Db::open_or_create(dir.path(), opts())
+        .err()
+        .expect("needs the copy");
+    assert!(err.to_string().contains("evicted"), "{err}");
+    let db = Db::open_or_create_with_copy(dir.path(), opts(), as_remote()).unwrap();
+    assert_eq!(db.get(b"a").unwrap().unwrap(), big(1, 300_000));
+    db.put(b"c", &big(3, 1000)).unwrap();
+    db.commit().unwrap();
+    assert_eq!(db.get(b"b").unwrap().unwrap(), big(2, 300_000));
+}
