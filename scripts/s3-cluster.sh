@@ -168,13 +168,11 @@ wait_connected() {
     done
 }
 
-# Waits until a write and a read through the S3 API of every running node work.
-wait_s3() {
-    local deadline=$(($(date +%s) + READY_TIMEOUT)) n
-    . "$DIR/cluster.env"
-    for n in "${NODES[@]}"; do
-        pid_of "$n" >/dev/null || continue
-        until python3 - "http://127.0.0.1:$(port "$n" s3)" <<'EOF' >/dev/null 2>&1; do
+# s3_serves N SECS: a write and a read through node N's S3 API work within
+# SECS (each try bounded: a request to a wedged node never returns).
+s3_serves() {
+    local n=$1 deadline=$(($(date +%s) + $2))
+    until timeout 10 python3 - "http://127.0.0.1:$(port "$n" s3)" <<'EOF' >/dev/null 2>&1; do
 import os, sys, tensorstore as ts
 store = ts.KvStore.open({"driver": "s3", "bucket": os.environ["CKPTFS_S3_BUCKET"],
     "endpoint": sys.argv[1], "aws_region": os.environ["AWS_REGION"],
@@ -182,9 +180,25 @@ store = ts.KvStore.open({"driver": "s3", "bucket": os.environ["CKPTFS_S3_BUCKET"
 store.write("probe", b"ok").result()
 assert store.read("probe").result().value == b"ok"
 EOF
-            [ "$(date +%s)" -lt "$deadline" ] || die "node $n's S3 API did not serve within ${READY_TIMEOUT}s"
-            sleep 0.5
-        done
+        [ "$(date +%s)" -lt "$deadline" ] || return 1
+        sleep 0.5
+    done
+}
+
+# Waits until the S3 API of every running node serves. A node that came back
+# from a stop of every node with its S3 API accepting and never answering
+# (seen once with Garage 2.5.0, its log silent from then on) is restarted once.
+wait_s3() {
+    local n half=$((READY_TIMEOUT / 2))
+    . "$DIR/cluster.env"
+    for n in "${NODES[@]}"; do
+        pid_of "$n" >/dev/null || continue
+        s3_serves "$n" "$half" && continue
+        echo "node $n's S3 API did not serve within ${half}s: restarting it" >&2
+        stop_node "$n" KILL
+        start_node "$n"
+        wait_connected "$n"
+        s3_serves "$n" "$READY_TIMEOUT" || die "node $n's S3 API did not serve within ${READY_TIMEOUT}s, nor after a restart"
     done
 }
 

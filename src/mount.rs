@@ -610,6 +610,7 @@ pub fn run(args: MountArgs) -> Result<i32> {
                 local_limit: args.cache_size,
                 compact_ratio: writer_compact_ratio,
             };
+            p.share_budget(core.pipe.budget.clone());
             let wb = WriteBack::start(backing.clone(), db, p, opts)?;
             core.set_upstream(wb.clone());
             Some(wb)

@@ -28,6 +28,7 @@ use crate::ocdbt::data_file::DATA_DIR;
 use crate::ocdbt::db::MANIFEST_FILE;
 use crate::ocdbt::manifest;
 use crate::ocdbt::Sealed;
+use crate::pipeline::MemoryBudget;
 use crate::store::s3::{to_io, S3Location, S3Store};
 
 /// Objects above this size go up in parts of this size (S3's minimum
@@ -77,6 +78,8 @@ pub struct Publisher {
     store: Arc<S3Store>,
     to: S3Location,
     conditional_put_enforced: bool,
+    /// A writer mount's memory budget, which upload buffers count against.
+    budget: std::sync::OnceLock<Arc<MemoryBudget>>,
 }
 
 impl Publisher {
@@ -94,11 +97,18 @@ impl Publisher {
             store,
             to: to.clone(),
             conditional_put_enforced,
+            budget: std::sync::OnceLock::new(),
         })
     }
 
     pub fn location(&self) -> &S3Location {
         &self.to
+    }
+
+    /// Counts upload buffers against `budget` (a writer mount's
+    /// `io.memory_budget`): an upload starts once its buffers fit.
+    pub fn share_budget(&self, budget: Arc<MemoryBudget>) {
+        let _ = self.budget.set(budget);
     }
 
     /// The connection publishes go through.
@@ -192,7 +202,7 @@ impl Publisher {
     pub fn upload_ahead(&self, backing: &Path, files: &[String]) -> Result<(u64, u64)> {
         let (todo, _) = self.missing(data_files_named(backing, files)?)?;
         let (n, bytes) = (todo.len() as u64, todo.iter().map(|t| t.2).sum());
-        upload_all(&self.store, todo)?;
+        upload_all(&self.store, todo, self.budget.get().cloned())?;
         Ok((n, bytes))
     }
 
@@ -245,7 +255,7 @@ impl Publisher {
             report.uploaded_files += 1;
             report.uploaded_bytes += size;
         }
-        upload_all(store, todo)?;
+        upload_all(store, todo, self.budget.get().cloned())?;
 
         // The commit point: the new manifest, only if nobody else published
         // since it was read.
@@ -387,7 +397,12 @@ fn local_data_files(backing: &Path) -> Result<Vec<DataFileEntry>> {
 }
 
 /// Uploads the files, `FILES_IN_FLIGHT` at once; the first error stops it.
-fn upload_all(store: &Arc<S3Store>, todo: Vec<DataFileEntry>) -> Result<()> {
+/// With `budget`, each upload first reserves its buffers from it.
+fn upload_all(
+    store: &Arc<S3Store>,
+    todo: Vec<DataFileEntry>,
+    budget: Option<Arc<MemoryBudget>>,
+) -> Result<()> {
     let s = store.clone();
     store.block_on(async move {
         let mut set = tokio::task::JoinSet::new();
@@ -397,8 +412,24 @@ fn upload_all(store: &Arc<S3Store>, todo: Vec<DataFileEntry>) -> Result<()> {
                 let Some((name, path, size)) = queue.next() else {
                     break;
                 };
+                // A part being read, those in flight, and the copy the
+                // request body holds.
+                let need = size.min(((PARTS_IN_FLIGHT + 1) * PART_BYTES) as u64);
+                let held = match &budget {
+                    Some(b) => loop {
+                        if let Some(r) = b.try_reserve(need) {
+                            break Some(r);
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    },
+                    None => None,
+                };
                 let s = s.clone();
-                set.spawn(async move { upload(&s, &name, &path, size).await });
+                set.spawn(async move {
+                    let r = upload(&s, &name, &path, size).await;
+                    drop(held);
+                    r
+                });
             }
             match set.join_next().await {
                 None => return Ok(()),

@@ -483,17 +483,23 @@ writer_node_killed() {
 }
 check s3/writer-node-killed writer_node_killed
 
-writer_killed() {
-    local pid
-    pid=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['daemon_pid'])" "$WORK/wm/.ckptfs/stats") || return 1
-    big_save "$WORK/wm/step2.bin" 512 &
-    local saver=$!
-    sleep 1.5
+# kill_writer_during MNT FILE MIB SECS: the writer mounted on MNT is
+# SIGKILLed SECS into a save of MIB MiB to FILE, and its mount detached.
+kill_writer_during() {
+    local pid saver
+    pid=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['daemon_pid'])" "$1/.ckptfs/stats") || return 1
+    big_save "$2" "$3" &
+    saver=$!
+    sleep "$4"
     kill -0 "$saver" 2>/dev/null || { echo "the save ended before the kill"; return 1; }
     kill -9 "$pid"
     wait "$saver" 2>/dev/null
-    fusermount3 -u -z "$WORK/wm" 2>/dev/null || umount -l "$WORK/wm"
-    echo "writer (pid $pid) killed in the middle of a 512 MiB save"
+    fusermount3 -u -z "$1" 2>/dev/null || umount -l "$1"
+    echo "writer (pid $pid) killed ${4} s into a $3 MiB save"
+}
+
+writer_killed() {
+    kill_writer_during "$WORK/wm" "$WORK/wm/step2.bin" 512 1.5 || return 1
     s3_reader wc "$WORK/wc" || return 1
     same "$WORK/wc" "$WREF" || return 1
     if [ -e "$WORK/wc/step2.bin" ] && [ -s "$WORK/wc/step2.bin" ]; then
@@ -698,20 +704,13 @@ gc_reader_holds() {
 check s3/gc-reader-holds gc_reader_holds
 
 gc_compact() {
-    local out rc pid
+    local out rc
     out=$("$BIN" compact "$GURL" 2>&1)
     rc=$?
     [ "$rc" -eq 1 ] && echo "$out" | grep -q "a writer mount holds it" ||
         { echo "compact beside a writer: rc $rc: $out"; return 1; }
-    pid=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['daemon_pid'])" "$WORK/gm/.ckptfs/stats") || return 1
-    big_save "$WORK/gm/big.bin" 256 &
-    local saver=$!
-    sleep 2
-    kill -0 "$saver" 2>/dev/null || { echo "the save ended before the kill"; return 1; }
-    kill -9 "$pid"
-    wait "$saver" 2>/dev/null
-    fusermount3 -u -z "$WORK/gm" 2>/dev/null || umount -l "$WORK/gm"
-    echo "writer killed 2 s into a 256 MiB save; the store holds $(store_bytes) (objects bytes leases)"
+    kill_writer_during "$WORK/gm" "$WORK/gm/big.bin" 256 2 || return 1
+    echo "the store holds $(store_bytes) (objects bytes leases)"
     out=$("$BIN" compact "$GURL" 2>&1)
     [ $? -eq 1 ] || { echo "compact ran under the killed writer's live lease: $out"; return 1; }
     sleep 9

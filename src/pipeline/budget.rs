@@ -58,6 +58,22 @@ impl MemoryBudget {
         }
     }
 
+    /// [`MemoryBudget::reserve`] without waiting: `None` while the budget
+    /// is spent (for async callers, which must not block their thread).
+    pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+        let bytes = bytes.min(self.limit);
+        let mut used = self.used.lock();
+        if *used + bytes > self.limit {
+            return None;
+        }
+        *used += bytes;
+        self.peak.fetch_max(*used, Ordering::Relaxed);
+        Some(Reservation {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+
     /// Bytes reserved now.
     pub fn used(&self) -> u64 {
         *self.used.lock()
@@ -104,5 +120,19 @@ mod tests {
         assert_eq!(b.used(), 0);
         assert_eq!(b.peak(), 60);
         assert_eq!(b.waits(), 1);
+    }
+
+    #[test]
+    fn a_try_that_does_not_fit_takes_nothing() {
+        let b = MemoryBudget::new(100);
+        let r1 = b.try_reserve(70).expect("fits");
+        assert!(b.try_reserve(40).is_none());
+        assert_eq!(b.used(), 70);
+        // Larger than the whole budget: clamped, as `reserve` does.
+        drop(r1);
+        let all = b.try_reserve(500).expect("clamped");
+        assert_eq!(b.used(), 100);
+        drop(all);
+        assert_eq!(b.used(), 0);
     }
 }
