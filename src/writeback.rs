@@ -390,6 +390,11 @@ impl Shared {
             st.wake = true;
             self.cv.notify_all();
         }
+        if force {
+            tracing::info!(
+                "dropped or compacted away {removed} data files (generation {generation})"
+            );
+        }
         removed > 0
     }
 

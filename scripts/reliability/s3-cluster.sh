@@ -709,7 +709,7 @@ gc_compact() {
     rc=$?
     [ "$rc" -eq 1 ] && echo "$out" | grep -q "a writer mount holds it" ||
         { echo "compact beside a writer: rc $rc: $out"; return 1; }
-    kill_writer_during "$WORK/gm" "$WORK/gm/big.bin" 256 2 || return 1
+    kill_writer_during "$WORK/gm" "$WORK/gm/big.bin" 768 1.5 || return 1
     echo "the store holds $(store_bytes) (objects bytes leases)"
     out=$("$BIN" compact "$GURL" 2>&1)
     [ $? -eq 1 ] || { echo "compact ran under the killed writer's live lease: $out"; return 1; }
@@ -731,6 +731,8 @@ gc_compact() {
     got=$(wait_store_below 40 30) || {
         echo "$got"
         python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['publish'])" "$WORK/gm/.ckptfs/stats"
+        grep -v "AWS_ERROR\|AuthCred\|common-io" "$WORK/gc-writer.log" | tail -30
+        ls -la "$GCACHE/checkpoint/d"
         return 1
     }
     echo "writer: $(gc_stat dropped_local_files) files dropped locally, $(gc_stat removed_files) removed from the store"
