@@ -6,8 +6,9 @@
 //! Data files go first and the manifest last, by one conditional PUT (the
 //! remote manifest must still be the one read at the start), so a reader
 //! sees the old version or the new one, never a manifest whose files are
-//! missing. Remote objects are never deleted: a reader that opened an
-//! older version keeps reading it. Publishing again uploads only what
+//! missing. A publish deletes nothing (see `store::s3_gc` for what is
+//! deleted, and when): a reader that opened an older version keeps reading
+//! it. Publishing again uploads only what
 //! changed (data files are written once under random names and only ever
 //! grow while open for appends).
 
