@@ -102,20 +102,27 @@ EOF
 }
 
 start_node() {
-    local n=$1 p
+    local n=$1 p try
     pid_of "$n" >/dev/null && return 0
     mkdir -p "$DIR/node$n/meta" "$DIR/node$n/data"
-    setsid "$GARAGE" -c "$(cfg "$n")" server >>"$DIR/node$n/log" 2>&1 </dev/null &
-    p=$!
-    echo "$p" >"$DIR/node$n/pid"
-    # `status` goes through the node's RPC listener (`node id` reads the key
-    # from disk and answers before the daemon listens).
-    for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
-        kill -0 "$p" 2>/dev/null || die "node $n exited at start (log: $DIR/node$n/log)"
-        g "$n" status >/dev/null 2>&1 && { connect_peers "$n"; return 0; }
-        sleep 0.1
+    for try in 1 2 3 4 5 6; do
+        setsid "$GARAGE" -c "$(cfg "$n")" server >>"$DIR/node$n/log" 2>&1 </dev/null &
+        p=$!
+        echo "$p" >"$DIR/node$n/pid"
+        # `status` goes through the node's RPC listener (`node id` reads the
+        # key from disk and answers before the daemon listens).
+        for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
+            if ! kill -0 "$p" 2>/dev/null; then
+                # Garage panics when its ports are still taken: a node
+                # killed a moment ago may not have let go of them yet.
+                [ "$try" -lt 6 ] && { sleep 1; continue 2; }
+                die "node $n exited at start: $(grep -m1 -E 'panicked|Error' "$DIR/node$n/log" | tail -c 300) (log: $DIR/node$n/log)"
+            fi
+            g "$n" status >/dev/null 2>&1 && { connect_peers "$n"; return 0; }
+            sleep 0.1
+        done
+        die "node $n did not answer within ${READY_TIMEOUT}s (log: $DIR/node$n/log)"
     done
-    die "node $n did not answer within ${READY_TIMEOUT}s (log: $DIR/node$n/log)"
 }
 
 # A restarted node finds its peers from its config, but only on its next
@@ -136,7 +143,11 @@ stop_node() { # stop_node N SIGNAL
     p=$(pid_of "$n") || return 0
     kill "-$sig" "$p" 2>/dev/null || true
     for _ in $(seq 1 100); do
-        kill -0 "$p" 2>/dev/null || { rm -f "$DIR/node$n/pid"; return 0; }
+        # Gone, or a zombie nobody has reaped yet (it holds nothing).
+        if ! kill -0 "$p" 2>/dev/null || grep -qs ') Z ' "/proc/$p/stat"; then
+            rm -f "$DIR/node$n/pid"
+            return 0
+        fi
         sleep 0.1
     done
     kill -KILL "$p" 2>/dev/null || true
