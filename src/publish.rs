@@ -247,7 +247,7 @@ impl Publisher {
         let (todo, unchanged_files) = self.missing(data_files)?;
         let mut report = PublishReport {
             generation: local.latest().generation,
-            oldest_kept_generation: crate::store::s3_gc::oldest_kept(&local_bytes)?,
+            oldest_kept_generation: crate::store::s3_gc::oldest_kept(&local)?,
             conditional_put_enforced: self.conditional_put_enforced,
             unchanged_files,
             ..PublishReport::default()
@@ -355,7 +355,7 @@ fn list_data_files(store: &Arc<S3Store>) -> Result<HashMap<String, u64>> {
 }
 
 /// A data file: its name under `d/`, its local path, its size.
-type DataFileEntry = (String, PathBuf, u64);
+pub(crate) type DataFileEntry = (String, PathBuf, u64);
 
 /// The data files at `rels` (paths `d/<name>` under `backing`).
 fn data_files_named(backing: &Path, rels: &[String]) -> Result<Vec<DataFileEntry>> {
@@ -374,7 +374,7 @@ fn data_files_named(backing: &Path, rels: &[String]) -> Result<Vec<DataFileEntry
 }
 
 /// The backing dir's data files: name, path, size.
-fn local_data_files(backing: &Path) -> Result<Vec<DataFileEntry>> {
+pub(crate) fn local_data_files(backing: &Path) -> Result<Vec<DataFileEntry>> {
     let dir = backing.join(DATA_DIR);
     let mut out = Vec::new();
     let entries = match fs::read_dir(&dir) {

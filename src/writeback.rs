@@ -168,15 +168,14 @@ fn one_writer(publisher: &Publisher, lease: &Lease) -> Result<()> {
 
 /// The data files in the local database now (`d/<name>`).
 fn local_files(backing: &std::path::Path) -> Result<HashSet<String>> {
+    // No data dir is a broken database, never "no files" (a sweep would
+    // take that as leave to delete what the store holds beyond the seal).
     let dir = backing.join(DATA_DIR);
-    let mut out = HashSet::new();
-    for e in std::fs::read_dir(&dir).with_context(|| format!("list {}", dir.display()))? {
-        let e = e.with_context(|| format!("list {}", dir.display()))?;
-        if let Some(n) = e.file_name().to_str() {
-            out.insert(format!("{DATA_DIR}/{n}"));
-        }
-    }
-    Ok(out)
+    anyhow::ensure!(dir.is_dir(), "{} is missing", dir.display());
+    Ok(crate::publish::local_data_files(backing)?
+        .into_iter()
+        .map(|(name, _, _)| format!("{DATA_DIR}/{name}"))
+        .collect())
 }
 
 /// How a writer mount publishes, and what it keeps.

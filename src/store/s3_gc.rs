@@ -40,10 +40,9 @@ pub enum Refused {
     Writer(String),
 }
 
-/// The oldest generation a manifest keeps, from its bytes alone (the
+/// The oldest generation a manifest keeps, from the manifest alone (the
 /// version-tree nodes say which generations they cover).
-pub fn oldest_kept(manifest_bytes: &[u8]) -> Result<u64> {
-    let m = crate::ocdbt::manifest::decode(manifest_bytes).context("decode the manifest")?;
+pub fn oldest_kept(m: &crate::ocdbt::manifest::Manifest) -> Result<u64> {
     let inline = m.versions.iter().map(|v| v.generation);
     let older = m
         .version_nodes
