@@ -618,3 +618,87 @@ fn a_close_while_the_process_writes_through_another_descriptor_defers_the_commit
     assert!(got[..1000].iter().all(|&b| b == 9) && got[1000..].iter().all(|&b| b == 7));
     m.unmount();
 }
+
+/// Flushes (the profiler's `fsync` stage) the mount has made so far.
+fn flushes(m: &Mount) -> u64 {
+    let stats: serde_json::Value =
+        serde_json::from_slice(&fs::read(m.path(".ckptfs/stats")).expect("stats")).expect("json");
+    stats["stages"]["fsync"]["count"].as_u64().unwrap_or(0)
+}
+
+/// chmod and utimens of a closed file (what `rsync -a` and `tar x` do
+/// after writing) cost no flush, as on a local disk: they survive kill -9
+/// of the daemon and a remount at once, an fsync of the file makes them
+/// durable (the packed index: commits them into the database), and the
+/// next commit of its data keeps them.
+#[test]
+fn attribute_changes_of_a_closed_file_survive_kill_9_without_a_flush() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for (config, label) in [(None, "files"), (Some(repo_config("ts-ocdbt")), "packed")] {
+        let mut m = Mount::new(config);
+        fs::write(m.path("a.bin"), vec![3u8; 100_000]).expect("write");
+        fs::write(m.path("b.bin"), vec![4u8; 1_000]).expect("write");
+        let before = flushes(&m);
+        fs::set_permissions(m.path("a.bin"), fs::Permissions::from_mode(0o640)).expect("chmod");
+        // utimensat(2) on the path, as rsync and tar do (a close would commit).
+        let st = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import os, sys; os.utime(sys.argv[1], (981173106, 981173106))",
+            ])
+            .arg(m.path("b.bin"))
+            .status()
+            .expect("python3 os.utime");
+        assert!(st.success());
+        assert_eq!(flushes(&m), before, "{label}: an attribute change flushed");
+        assert_eq!(
+            fs::metadata(m.path("a.bin")).expect("stat").mode() & 0o777,
+            0o640
+        );
+
+        m.kill9();
+        m.start();
+        let a = fs::metadata(m.path("a.bin")).expect("stat a");
+        let b = fs::metadata(m.path("b.bin")).expect("stat b");
+        assert_eq!(a.mode() & 0o777, 0o640, "{label}: chmod lost at kill -9");
+        assert_eq!(b.mtime(), 981_173_106, "{label}: utimens lost at kill -9");
+
+        // fsync makes it durable (one flush), and a data commit keeps it.
+        fs::set_permissions(m.path("a.bin"), fs::Permissions::from_mode(0o604)).expect("chmod");
+        let before = flushes(&m);
+        File::open(m.path("a.bin"))
+            .and_then(|f| f.sync_all())
+            .expect("fsync");
+        assert!(flushes(&m) > before, "{label}: fsync did not flush");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(m.path("a.bin"))
+            .expect("open");
+        f.write_all(b"tail").expect("append");
+        drop(f);
+        m.remount();
+        let a = fs::metadata(m.path("a.bin")).expect("stat a");
+        assert_eq!(
+            a.mode() & 0o777,
+            0o604,
+            "{label}: chmod lost at a data commit"
+        );
+        assert_eq!(a.len(), 100_004, "{label}");
+        assert_eq!(
+            fs::metadata(m.path("b.bin")).expect("stat b").mtime(),
+            981_173_106,
+            "{label}"
+        );
+        // A note found at mount (b.bin's, made before the kill) is
+        // settled at unmount: a read-only mount (the packed index: from
+        // the database) shows it.
+        m.unmount();
+        let (code, out) = verify(&m.backing);
+        assert_eq!(code, 0, "{label}: verify found problems:\n{out}");
+        m.extra = vec!["--read-only".into()];
+        m.start();
+        let b = fs::metadata(m.path("b.bin")).expect("stat b");
+        assert_eq!(b.mtime(), 981_173_106, "{label}: read-only mount");
+        m.unmount();
+    }
+}

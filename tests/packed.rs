@@ -619,3 +619,40 @@ fn version_mounts_read_their_version_while_a_writer_goes_on() {
     let (code, out) = verify(&m.backing);
     assert_eq!(code, 0, "verify after the compaction:\n{out}");
 }
+
+/// An attribute change of a committed packed file is noted beside its home
+/// manifest (no commit); the database's versions get it at the file's next
+/// fsync or at unmount, also when the note was found after a kill -9.
+#[test]
+fn noted_attribute_changes_reach_the_database_at_unmount_also_after_kill_9() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut m = Mount::new(Some(packed_config(tmp.path())));
+    write_file(&m.path("b.bin"), 100_000, 3);
+    let st = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; os.utime(sys.argv[1], (981173106, 981173106))",
+        ])
+        .arg(m.path("b.bin"))
+        .status()
+        .expect("python3 os.utime");
+    assert!(st.success());
+    m.kill9();
+    m.start();
+    assert_eq!(
+        fs::metadata(m.path("b.bin")).expect("stat").mtime(),
+        981_173_106
+    );
+    m.unmount();
+    let newest = *versions(&m.backing).last().expect("a version");
+    let at = tmp.path().join("v");
+    mount_version(&m.backing, &at, &newest.to_string());
+    let mtime = fs::metadata(at.join("b.bin")).map(|s| s.mtime());
+    let (ok, out) = ckptfs(&[&"umount", &at]);
+    assert!(ok, "umount failed:\n{out}");
+    assert_eq!(
+        mtime.ok(),
+        Some(981_173_106),
+        "version {newest} lacks the change"
+    );
+}

@@ -483,3 +483,18 @@ fn paths_longer_than_path_max_work_across_remounts() {
         m.unmount();
     }
 }
+
+/// Tools that make a tree durable fsync every directory in it (an
+/// extractor's last pass, `sync -f`); the reserved `.ckptfs` directory is
+/// one of them and has nothing to flush.
+#[test]
+fn fsync_of_every_directory_succeeds_the_reserved_one_included() {
+    let m = Mount::new(None);
+    fs::create_dir(m.path("d")).expect("mkdir");
+    fs::write(m.path("d/f"), b"x").expect("write");
+    for dir in ["", "d", ".ckptfs"] {
+        File::open(m.path(dir))
+            .and_then(|d| d.sync_all())
+            .unwrap_or_else(|e| panic!("fsync of directory {dir:?}: {e}"));
+    }
+}

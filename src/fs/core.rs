@@ -1108,7 +1108,7 @@ impl CkptFs {
             return Ok(());
         }
         let (_, file) = self.handle_file(fh)?;
-        file.lock().commit(&self.pipe)?;
+        file.lock().fsync(&self.pipe)?;
         self.sync_upstream()
     }
 
@@ -1117,6 +1117,11 @@ impl CkptFs {
     /// entry survives, its unsynced data need not); the backing directory
     /// is synced so the entries themselves reach the disk.
     pub fn fsyncdir(&self, ino: u64) -> FsResult<()> {
+        // The control directory holds nothing to make durable; tools that
+        // fsync every directory of a tree (extractors, `sync -f`) reach it.
+        if control::is_control(ino) {
+            return Ok(());
+        }
         let (files, at) = {
             let tree = self.tree.read();
             let files: Vec<_> = tree
@@ -1236,10 +1241,26 @@ impl CkptFs {
     pub fn commit_all(&self) -> usize {
         let files = self.tree.read().files();
         let mut failed = 0;
+        // Attribute changes noted beside manifests: one flush for them all.
+        let mut noted = None;
         for f in files {
             let mut f = f.lock();
             if let Err(e) = f.commit(&self.pipe) {
                 tracing::error!("commit at unmount failed: {e}");
+                failed += 1;
+            }
+            match f.take_unsynced_attrs(&self.pipe) {
+                Ok(true) => noted = Some(f.store.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!("commit of attribute changes at unmount failed: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        if let Some(store) = noted {
+            if let Err(e) = store.barrier() {
+                tracing::error!("flush of attribute changes at unmount failed: {e}");
                 failed += 1;
             }
         }

@@ -15,6 +15,7 @@ use crate::pipeline::format_write::FormatWriter;
 use crate::pipeline::plain::PlainData;
 use crate::pipeline::sealed::{ByteReader, SealedRead};
 use crate::pipeline::Pipeline;
+use crate::store::attrs_xattr;
 use crate::store::durable::DurableStore;
 
 use super::attr::now_ns;
@@ -52,6 +53,9 @@ pub struct FileNode {
     dirty: bool,
     /// Attributes changed since the last commit.
     meta_dirty: bool,
+    /// Attributes changed since the last commit are recorded beside the
+    /// manifest (`attrs_xattr`) but not yet flushed: the next fsync does.
+    attrs_unsynced: bool,
     /// Highest generation number used, committed or not.
     max_gen: u64,
     /// Open handles; the last close commits the file and drops its buffers.
@@ -136,6 +140,7 @@ impl FileNode {
             data: None,
             dirty: false,
             meta_dirty: false,
+            attrs_unsynced: false,
             max_gen: 0,
             open_count: 0,
             version: 0,
@@ -160,6 +165,7 @@ impl FileNode {
             data: None,
             dirty: false,
             meta_dirty: false,
+            attrs_unsynced: false,
             open_count: 0,
             version: 0,
             sealed: None,
@@ -460,7 +466,12 @@ impl FileNode {
         next.generation = gen;
         next.array = format!("g{gen}");
         next.commit += 1;
+        // Replacing the manifest drops its attribute note: keep what it said.
+        if let Some(noted) = attrs_xattr::read(self.store.base()) {
+            next.attrs = noted;
+        }
         next.commit(self.store.base(), true)?;
+        self.attrs_unsynced = false;
         self.manifest = next;
         self.dirty = true;
         Ok(())
@@ -671,6 +682,8 @@ impl FileNode {
         self.manifest = next;
         self.dirty = false;
         self.meta_dirty = false;
+        // The new manifest holds the attributes; the note went with the old.
+        self.attrs_unsynced = false;
         self.sealed = None;
         if self.io.passthrough_writers() {
             // What the commit saw; a later change shows as a new state.
@@ -681,17 +694,65 @@ impl FileNode {
         Ok(())
     }
 
-    /// Records an attribute change (chmod, chown, utimens); it is committed
-    /// at once when no data is pending, else with the data.
-    pub fn set_attrs(&mut self, pipe: &Arc<Pipeline>, attrs: Attrs) -> FsResult<()> {
-        self.attrs = attrs;
-        self.meta_dirty = true;
-        // A pending file's attributes wait for its first commit: committing
-        // them now would make a crash leave it behind, empty.
-        if !self.dirty && !self.manifest.pending {
-            self.commit(pipe)?;
+    /// fsync(2): commits, and makes attribute changes noted since the last
+    /// commit durable too.
+    pub fn fsync(&mut self, pipe: &Arc<Pipeline>) -> FsResult<()> {
+        self.commit(pipe)?;
+        if self.take_unsynced_attrs(pipe)? {
+            let _t = pipe.profiler.stage("fsync");
+            self.store.barrier().ctx("sync attribute change")?;
         }
         Ok(())
+    }
+
+    /// The loaded manifest carries a note of attribute changes: the next
+    /// fsync or unmount settles it as one made in this mount.
+    pub fn noted_attrs_found(&mut self) {
+        self.attrs_unsynced = true;
+    }
+
+    /// Settles attribute changes noted since the last commit: the packed
+    /// index commits them into the database (its versions hold them then);
+    /// in the `files` index the note is the record, and this returns
+    /// whether the caller must flush the backing for it (unmount: once for
+    /// all files).
+    pub fn take_unsynced_attrs(&mut self, pipe: &Arc<Pipeline>) -> FsResult<bool> {
+        if !std::mem::take(&mut self.attrs_unsynced) {
+            return Ok(false);
+        }
+        if self.store.packed_prefix().is_some() {
+            self.meta_dirty = true;
+            self.commit(pipe)?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Records an attribute change (chmod, chown, utimens): with pending
+    /// data it is committed with the data; on a committed file it is noted
+    /// beside the manifest and made durable by the next fsync (or commit).
+    pub fn set_attrs(&mut self, pipe: &Arc<Pipeline>, attrs: Attrs) -> FsResult<()> {
+        self.attrs = attrs;
+        // A pending file's attributes wait for its first commit: committing
+        // them now would make a crash leave it behind, empty.
+        if self.dirty || self.meta_dirty || self.manifest.pending {
+            self.meta_dirty = true;
+            return Ok(());
+        }
+        // Committed: noted beside the manifest (the packed index: its home
+        // copy, which the live tree loads from), durable at the next fsync,
+        // as on a local disk; a backing without user xattrs commits.
+        match attrs_xattr::write(self.store.base(), &attrs) {
+            Ok(()) => {
+                self.attrs_unsynced = true;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                self.meta_dirty = true;
+                self.commit(pipe)
+            }
+            Err(e) => Err(FsError::io(&e, "record attributes")),
+        }
     }
 
     /// fsync of the file's directory: a pending file's name becomes

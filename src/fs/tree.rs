@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use crate::error::{enoent, FsError, FsResult, IoContext};
 use crate::layout::manifest::{parse_node, read_node, Attrs, FileManifest, NodeDoc, ZARR_JSON};
 use crate::ocdbt::Db;
+use crate::store::attrs_xattr;
 use crate::store::durable::{is_temp, DurableStore};
 
 use super::file::FileNode;
@@ -360,9 +361,17 @@ impl Tree {
                         continue;
                     }
                     NodeDoc::File(m) => {
-                        let Some((m, store)) = self.open_file(&path, m)? else {
+                        // A version read from the database has no note.
+                        let from_home =
+                            !m.packed || self.db.as_ref().is_some_and(|db| !db.is_read_only());
+                        let Some((mut m, store)) = self.open_file(&path, m)? else {
                             continue;
                         };
+                        // Attribute changes noted on the manifest since its commit.
+                        let noted = from_home.then(|| attrs_xattr::read(&path)).flatten();
+                        if let Some(a) = noted {
+                            m.attrs = a;
+                        }
                         if !read_only {
                             let gen_dir = if m.generation == 0 || m.packed {
                                 String::new()
@@ -378,7 +387,10 @@ impl Tree {
                         let store = Arc::new(store);
                         let new_ino = self.next_ino;
                         scan.by_id.insert(m.id.clone(), new_ino);
-                        let file = FileNode::load(store, new_ino, &name.to_string_lossy(), *m);
+                        let mut file = FileNode::load(store, new_ino, &name.to_string_lossy(), *m);
+                        if noted.is_some() {
+                            file.noted_attrs_found();
+                        }
                         rec.files += 1;
                         self.insert(
                             ino,

@@ -1,5 +1,6 @@
 //! Backing stores behind zarrs' storage traits.
 
+pub mod attrs_xattr;
 pub mod chunks;
 pub mod dir_chunks;
 pub mod dir_namespace;
