@@ -74,42 +74,18 @@ const WRITEBACK_STEP: u64 = 8 << 20;
 /// The extended attribute that marks a local data file whose blocks were
 /// freed by `evict`: it is a hole of its old length, and its bytes are in
 /// the database's copy elsewhere.
-const EVICTED_XATTR: &std::ffi::CStr = c"user.ocdbt.evicted";
+const EVICTED_XATTR: &str = "user.ocdbt.evicted";
 
 /// Whether `file` was evicted (see [`DataFile::evict`]); a filesystem
 /// without extended attributes has none evicted.
 pub fn is_evicted(file: &File) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut v = [0u8; 1];
-    // SAFETY: the name is NUL-terminated and `v` is valid for its length.
-    let n = unsafe {
-        libc::fgetxattr(
-            file.as_raw_fd(),
-            EVICTED_XATTR.as_ptr(),
-            v.as_mut_ptr().cast(),
-            v.len(),
-        )
-    };
-    n >= 0
+    use xattr::FileExt;
+    matches!(file.get_xattr(EVICTED_XATTR), Ok(Some(_)))
 }
 
 fn mark_evicted(file: &File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the name is NUL-terminated and the value is valid for its length.
-    let r = unsafe {
-        libc::fsetxattr(
-            file.as_raw_fd(),
-            EVICTED_XATTR.as_ptr(),
-            b"1".as_ptr().cast(),
-            1,
-            0,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    use xattr::FileExt;
+    file.set_xattr(EVICTED_XATTR, b"1")
 }
 
 impl DataFile {
