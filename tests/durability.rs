@@ -566,11 +566,16 @@ fn kill9_with_an_unlinked_file_still_open_leaves_nothing_after_the_next_mount() 
     }
 }
 
-/// Commits the mount has made so far (its live figures).
-fn commits(m: &Mount) -> u64 {
+/// How many times the mount has run profiler stage `stage` so far (its
+/// live figures): `commit`, `fsync` (flushes).
+fn stage_count(m: &Mount, stage: &str) -> u64 {
     let stats: serde_json::Value =
         serde_json::from_slice(&fs::read(m.path(".ckptfs/stats")).expect("stats")).expect("json");
-    stats["stages"]["commit"]["count"].as_u64().unwrap_or(0)
+    stats["stages"][stage]["count"].as_u64().unwrap_or(0)
+}
+
+fn commits(m: &Mount) -> u64 {
+    stage_count(m, "commit")
 }
 
 /// close(2) commits, except while the closing process still writes the
@@ -619,11 +624,8 @@ fn a_close_while_the_process_writes_through_another_descriptor_defers_the_commit
     m.unmount();
 }
 
-/// Flushes (the profiler's `fsync` stage) the mount has made so far.
 fn flushes(m: &Mount) -> u64 {
-    let stats: serde_json::Value =
-        serde_json::from_slice(&fs::read(m.path(".ckptfs/stats")).expect("stats")).expect("json");
-    stats["stages"]["fsync"]["count"].as_u64().unwrap_or(0)
+    stage_count(m, "fsync")
 }
 
 /// chmod and utimens of a closed file (what `rsync -a` and `tar x` do
@@ -640,16 +642,7 @@ fn attribute_changes_of_a_closed_file_survive_kill_9_without_a_flush() {
         fs::write(m.path("b.bin"), vec![4u8; 1_000]).expect("write");
         let before = flushes(&m);
         fs::set_permissions(m.path("a.bin"), fs::Permissions::from_mode(0o640)).expect("chmod");
-        // utimensat(2) on the path, as rsync and tar do (a close would commit).
-        let st = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import os, sys; os.utime(sys.argv[1], (981173106, 981173106))",
-            ])
-            .arg(m.path("b.bin"))
-            .status()
-            .expect("python3 os.utime");
-        assert!(st.success());
+        common::set_times(&m.path("b.bin"), 981_173_106);
         assert_eq!(flushes(&m), before, "{label}: an attribute change flushed");
         assert_eq!(
             fs::metadata(m.path("a.bin")).expect("stat").mode() & 0o777,
