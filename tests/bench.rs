@@ -87,6 +87,18 @@ fn tiny_preset_through_plain_passthrough_and_chunked_records_every_run() {
                 "{name}: {run}"
             );
         }
+        // Each round starts one strategy later: plain, passthrough,
+        // chunked first, then passthrough, chunked, plain.
+        let places: Vec<u64> = runs
+            .iter()
+            .map(|r| r["place"].as_u64().unwrap_or(0))
+            .collect();
+        let want = match name {
+            "plain" => [1, 3],
+            "passthrough" => [2, 1],
+            _ => [3, 2],
+        };
+        assert_eq!(places, want, "{name}: places of its runs");
         // A lossless layout stores the same bytes every time.
         assert_eq!(
             runs[0]["backing"]["apparent_bytes"], runs[1]["backing"]["apparent_bytes"],

@@ -246,9 +246,15 @@ fn run_all(
     let mut cache_note = None;
     let mut server: Option<peer::PeerServer> = None;
     // Round-robin over strategies, so slow drift of the machine spreads
-    // evenly instead of landing on one strategy.
+    // evenly instead of landing on one strategy; each round starts one
+    // strategy later, so each takes every place in a round alike. The
+    // place matters: on a 2-core VM the strategy right after `plain`
+    // loaded 1.8 GB 1-1.5 s slower than the same one a place later.
     for run in 1..=runs {
-        for (strategy, result) in strategies.iter().zip(out.iter_mut()) {
+        let n = strategies.len();
+        for place in 0..n {
+            let i = (place + run - 1) % n;
+            let (strategy, result) = (&strategies[i], &mut out[i]);
             if result.is_unavailable() {
                 continue;
             }
@@ -260,7 +266,8 @@ fn run_all(
             let timed = outcome.as_ref().map_or(0.0, |r| r.save_s + r.load_s);
             wall.add_strategy_run(t.elapsed(), timed);
             match outcome {
-                Ok(r) => {
+                Ok(mut r) => {
+                    r.place = place + 1;
                     progress.line(&run_line(name, runs, &r));
                     if let Some(note) = &r.page_cache_note {
                         cache_note.get_or_insert_with(|| note.clone());

@@ -70,6 +70,9 @@ pub struct LoadPhases {
 pub struct RunResult {
     /// Which run of the strategy this was, from 1.
     pub run: usize,
+    /// Its place in its round of strategies, from 1 (each round starts one
+    /// strategy later); 0 for a run outside `ckptfs bench`'s rounds.
+    pub place: usize,
     /// Seconds from nothing to a durable, committed checkpoint (the sum of `save_phases`).
     pub save_s: f64,
     /// Seconds from a cold start to tensors on the device (the sum of `load_phases`).
@@ -173,6 +176,7 @@ fn run_plain(
     };
     Ok(RunResult {
         run,
+        place: 0,
         save_s: write_s + fsync_s,
         load_s: read_s,
         save_phases,
@@ -312,6 +316,7 @@ fn run_mounted(
     };
     Ok(RunResult {
         run,
+        place: 0,
         save_s: mount_s + write_s + fsync_s + unmount_s,
         load_s: remount_s + read_s,
         save_phases,
