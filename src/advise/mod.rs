@@ -406,12 +406,11 @@ fn advise(
     // Each later round starts one trial later, as `ckptfs bench` does: the
     // place right after plain disk's load costs loads more on some machines.
     'rounds: for run in 2..=args.runs {
-        let n = trials.len();
-        for place in 0..n {
+        for (_, i) in crate::bench::round_order(run, trials.len()) {
             if over(&started) {
                 break 'rounds;
             }
-            let t = &mut trials[(place + run - 1) % n];
+            let t = &mut trials[i];
             run_trial(&ctx, t, run, &cfg_dir, work)?;
         }
     }

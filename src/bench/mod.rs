@@ -198,6 +198,12 @@ pub fn run(args: BenchArgs) -> Result<u8> {
     Ok(u8::from(failed))
 }
 
+/// The order of round `run` (from 1) over `n` entries, as (place from 0,
+/// index): each round starts one entry later than the round before.
+pub(crate) fn round_order(run: usize, n: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n).map(move |place| (place, (place + run.saturating_sub(1)) % n))
+}
+
 /// What the runs produced.
 struct Done {
     strategies: Vec<StrategyResult>,
@@ -251,9 +257,7 @@ fn run_all(
     // place matters: on a 2-core VM the strategy right after `plain`
     // loaded 1.8 GB 1-1.5 s slower than the same one a place later.
     for run in 1..=runs {
-        let n = strategies.len();
-        for place in 0..n {
-            let i = (place + run - 1) % n;
+        for (place, i) in round_order(run, strategies.len()) {
             let (strategy, result) = (&strategies[i], &mut out[i]);
             if result.is_unavailable() {
                 continue;
