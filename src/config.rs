@@ -16,6 +16,14 @@ pub const DEFAULT_CONFIG: &str = include_str!("../mount-configs/default.toml");
 
 const MIB: u64 = 1024 * 1024;
 
+/// Default `layout.inline_max`: a file this small costs more in an array's
+/// directories, documents and flush than in its manifest (base64, a third
+/// larger, read again at every mount).
+pub const DEFAULT_INLINE_MAX: u64 = 64 * 1024;
+
+/// Largest `layout.inline_max`: every manifest is read at mount.
+const INLINE_MAX_LIMIT: u64 = MIB;
+
 /// How opaque bytes and tensors are split into chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -93,6 +101,10 @@ pub struct Layout {
     /// Byte-shuffle tensor chunks before zstd (`numcodecs.shuffle`): smaller
     /// and faster to decode for floats, but TensorStore cannot read it.
     pub shuffle: bool,
+    /// Files of at most this many bytes keep their bytes inside their
+    /// manifest (the `inline` layout; 0: never). Not with `chunking =
+    /// "none"`, whose files stay plain data files for kernel passthrough.
+    pub inline_max: u64,
 }
 
 impl Layout {
@@ -269,6 +281,7 @@ impl MountConfig {
                 dtype: StoredDtype::Keep,
                 index: Index::Files,
                 shuffle: false,
+                inline_max: DEFAULT_INLINE_MAX,
             },
             io: Io {
                 concurrency: 4,
@@ -352,6 +365,7 @@ impl MountConfig {
                 "dtype",
                 "index",
                 "shuffle",
+                "inline_max",
             ],
         )?;
         check_keys(
@@ -435,6 +449,8 @@ impl MountConfig {
         let raw_chunk_bytes =
             opt_u64(layout, "layout.raw_chunk_bytes", 4096, 1 << 30)?.unwrap_or(raw_default);
 
+        let inline_max = opt_u64(layout, "layout.inline_max", 0, INLINE_MAX_LIMIT)?
+            .unwrap_or(DEFAULT_INLINE_MAX);
         let concurrency = opt_u64(io, "io.concurrency", 1, 1024)?.unwrap_or(4) as usize;
         let cache = opt_u64(io, "io.cache", 0, 1 << 40)?.unwrap_or(256 * MIB);
         let readahead_chunks = opt_u64(io, "io.readahead_chunks", 0, 256)?.unwrap_or(4) as usize;
@@ -505,6 +521,7 @@ impl MountConfig {
                 dtype,
                 index,
                 shuffle,
+                inline_max,
             },
             io: Io {
                 concurrency,

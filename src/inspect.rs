@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
 use crate::fs::names::{to_backing_in, RESERVED};
-use crate::layout::manifest::{read_node, NodeDoc, SegmentMeta};
+use crate::layout::manifest::{read_node, LayoutKind, NodeDoc, SegmentMeta};
 use crate::ocdbt::db::MANIFEST_FILE;
 use crate::ocdbt::Db;
 
@@ -165,6 +165,8 @@ pub fn inspect(path: &Path) -> Result<serde_json::Value> {
         }
     }
     let total_stored = match &packed {
+        // In the manifest itself (base64).
+        _ if m.layout.kind == LayoutKind::Inline => m.inline.as_ref().map_or(0, |b| b.len() as u64),
         Some(_) => stored_of(&format!("g{}", m.generation)),
         None => dir_bytes(&gen_dir),
     };

@@ -431,6 +431,17 @@ fn check_file(
         }
         return Ok(());
     }
+    if m.layout.kind == LayoutKind::Inline {
+        // The manifest is the data: its bytes against its size and checksum.
+        match m.inline_bytes() {
+            Ok(_) => {
+                t.chunks += 1;
+                t.bytes += m.size;
+            }
+            Err(e) => t.problem(format!("{}: {e}", dir.display())),
+        }
+        return Ok(());
+    }
     let present = match (m.packed, db) {
         (false, _) => home.join(format!("g{}", m.generation)).is_dir(),
         (true, Some(db)) => !db
@@ -463,7 +474,7 @@ fn check_file(
         LayoutKind::Plain => check_plain(dir, &store, m, t),
         LayoutKind::Bytes => check_bytes(dir, &store, m, m.size, t),
         LayoutKind::Segments => check_segments(dir, &store, m, t),
-        other @ (LayoutKind::Empty | LayoutKind::Unknown(_)) => {
+        other @ (LayoutKind::Empty | LayoutKind::Inline | LayoutKind::Unknown(_)) => {
             t.problem(format!(
                 "{}: unknown layout kind {:?}",
                 dir.display(),

@@ -129,7 +129,7 @@ fn verify_checks_every_chunk_and_refuses_a_live_mount() {
     let small_chunks = write_config(
         tmp.path(),
         "c4k",
-        "[layout]\nraw_chunk_bytes = 4096\n[io]\nconcurrency = 2\n",
+        "[layout]\nraw_chunk_bytes = 4096\ninline_max = 0\n[io]\nconcurrency = 2\n",
     );
     for config in [
         repo_config("passthrough"),
@@ -139,7 +139,8 @@ fn verify_checks_every_chunk_and_refuses_a_live_mount() {
         let mut m = Mount::new(Some(config.clone()));
         write_random(&m.path("a.bin"), 100_000, 3);
         fs::create_dir(m.path("sub")).expect("mkdir");
-        write_random(&m.path("sub/b.bin"), 50_000, 4);
+        // Past `inline_max`: its bytes are in chunk files.
+        write_random(&m.path("sub/b.bin"), 150_000, 4);
         let (code, out) = verify(&m.backing);
         assert_eq!(code, 2, "verify of a mounted store must refuse:\n{out}");
         m.unmount();
@@ -465,7 +466,11 @@ fn shrinking_into_the_zero_tail_keeps_the_chunk_checksum_right() {
 #[test]
 fn an_unknown_layout_kind_reads_as_eio_and_verify_reports_it() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let small_chunks = write_config(tmp.path(), "c4k", "[layout]\nraw_chunk_bytes = 4096\n");
+    let small_chunks = write_config(
+        tmp.path(),
+        "c4k",
+        "[layout]\nraw_chunk_bytes = 4096\ninline_max = 0\n",
+    );
     for (config, kind) in [
         (repo_config("passthrough"), "plain"),
         (small_chunks, "bytes"),

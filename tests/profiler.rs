@@ -118,12 +118,16 @@ fn check_counts(doc: &Value, what: &str) {
         p["files"]
     );
     // Each file is one uncompressed chunk, stored up to its last nonzero
-    // byte (the zero tail is a hole).
+    // byte (the zero tail is a hole); a file of at most 64 KiB goes into
+    // its manifest whole (`inline`).
     let stored: u64 = SIZES
         .iter()
         .enumerate()
         .map(|(i, &size)| {
             let data = file_data(i, size);
+            if size <= 64 << 10 {
+                return size as u64;
+            }
             data.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1) as u64
         })
         .sum();
@@ -152,14 +156,24 @@ fn check_counts(doc: &Value, what: &str) {
         );
     }
     // Stages carry the bytes they moved: every written byte went through
-    // encode_store and a commit.
-    for stage in ["encode_store", "commit"] {
-        assert!(
-            u(p, &["stages", stage, "bytes"]) >= total,
-            "{what}: {stage} bytes in {}",
-            p["stages"]
-        );
-    }
+    // encode_store (a small file: encode_inline) and a commit.
+    let encoded = u(p, &["stages", "encode_store", "bytes"]);
+    let inlined = u(p, &["stages", "encode_inline", "bytes"]);
+    assert_eq!(
+        inlined, SIZES[2] as u64,
+        "{what}: inline bytes in {}",
+        p["stages"]
+    );
+    assert!(
+        encoded + inlined >= total,
+        "{what}: encode bytes in {}",
+        p["stages"]
+    );
+    assert!(
+        u(p, &["stages", "commit", "bytes"]) >= total,
+        "{what}: commit bytes in {}",
+        p["stages"]
+    );
 }
 
 #[test]

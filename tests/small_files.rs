@@ -46,13 +46,15 @@ fn apparent_bytes(dir: &Path) -> u64 {
 }
 
 /// The small files `save_pretrained` writes beside its shards, and a shell
-/// redirect: stored as their own bytes (an 8 MiB chunk each before), exact
-/// after a remount, `verify` clean.
+/// redirect: a file of at most `inline_max` (64 KiB) bytes lives inside its
+/// manifest (its home holds nothing else); one byte more is stored as one
+/// chunk of its own length (an 8 MiB chunk each before either). Exact after
+/// a remount, `verify` clean.
 #[test]
 fn files_smaller_than_a_chunk_store_only_their_bytes() {
     for layout in ["default", "ts-ocdbt", "zstd"] {
         let mut m = Mount::new(Some(repo_config(layout)));
-        let files: Vec<(String, Vec<u8>)> = [722usize, 195, 1761, 64 << 10]
+        let files: Vec<(String, Vec<u8>)> = [722usize, 195, 1761, 64 << 10, (64 << 10) + 1]
             .iter()
             .enumerate()
             .map(|(i, &n)| (format!("f{i}.json"), random(n, i as u64 + 1)))
@@ -68,30 +70,38 @@ fn files_smaller_than_a_chunk_store_only_their_bytes() {
         assert!(st.success());
         for (name, data) in &files {
             let r = inspect(&m.path(name));
-            assert_eq!(
-                r["size"].as_u64(),
-                Some(data.len() as u64),
-                "{layout} {name}: {r}"
-            );
-            assert_eq!(
-                r["chunk_bytes"].as_u64(),
-                Some(data.len() as u64),
-                "{layout} {name}: {r}"
-            );
-            if layout != "zstd" {
+            let n = data.len() as u64;
+            assert_eq!(r["size"].as_u64(), Some(n), "{layout} {name}: {r}");
+            assert_eq!(r["chunk_bytes"].as_u64(), Some(n), "{layout} {name}: {r}");
+            if n <= 64 << 10 {
+                assert_eq!(r["layout"], "inline", "{layout} {name}: {r}");
+                // base64: four characters for every three bytes.
                 assert_eq!(
                     r["stored_bytes"].as_u64(),
-                    Some(data.len() as u64),
+                    Some(n.div_ceil(3) * 4),
                     "{layout} {name}: {r}"
                 );
+            } else {
+                assert_eq!(r["layout"], "bytes", "{layout} {name}: {r}");
+                if layout != "zstd" {
+                    assert_eq!(r["stored_bytes"].as_u64(), Some(n), "{layout} {name}: {r}");
+                }
             }
         }
+        if layout != "ts-ocdbt" {
+            // An inline file's home is its manifest alone: no array.
+            let home: Vec<_> = fs::read_dir(m.backing.join("f0.json"))
+                .expect("home")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert_eq!(home, ["zarr.json"], "{layout}");
+        }
         m.unmount();
-        // Five small files: well under one padded 8 MiB chunk in all.
+        // Six small files: well under one padded 8 MiB chunk in all.
         let stored = apparent_bytes(&m.backing);
         assert!(
             stored < 1 << 20,
-            "{layout}: {stored} bytes in the backing dir for 71 KB of files"
+            "{layout}: {stored} bytes in the backing dir for 136 KB of files"
         );
         m.start();
         for (name, data) in &files {
@@ -118,7 +128,8 @@ fn a_short_file_grows_back_into_configured_chunks() {
         let cfg = write_config(
             tmp.path(),
             name,
-            &format!("[layout]\nraw_chunk_bytes = 65536\ncodec = \"none\"\nindex = \"{index}\"\n"),
+            // Not inline: this is the short-chunk path.
+            &format!("[layout]\nraw_chunk_bytes = 65536\ncodec = \"none\"\nindex = \"{index}\"\ninline_max = 0\n"),
         );
         let mut m = Mount::new(Some(cfg));
         let path = m.path("log.bin");
@@ -185,4 +196,120 @@ fn a_short_file_grows_back_into_configured_chunks() {
         let (code, out) = verify(&m.backing);
         assert_eq!(code, 0, "{name}: {out}");
     }
+}
+
+/// Inline files against a model of their bytes: overwritten inside,
+/// appended past `inline_max` (they become chunked) and cut back under it
+/// (inline again), chmod'ed; each state survives kill -9 of the daemon
+/// right after the writer closes the file, and `verify` stays clean.
+#[test]
+fn inline_files_change_like_any_file_and_survive_kill_9() {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    for layout in ["default", "ts-ocdbt"] {
+        let mut m = Mount::new(Some(repo_config(layout)));
+        let path = m.path("cfg.json");
+        let mut model = random(3000, 21);
+        fs::write(&path, &model).expect("write");
+        m.kill9();
+        m.start();
+        assert_eq!(
+            fs::read(&path).expect("read"),
+            model,
+            "{layout}: first save"
+        );
+        assert_eq!(inspect(&path)["layout"], "inline", "{layout}");
+
+        // Overwrite inside: still inline.
+        let patch = random(500, 22);
+        {
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .expect("open");
+            f.write_all_at(&patch, 1000).expect("pwrite");
+        }
+        model[1000..1500].copy_from_slice(&patch);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+        m.kill9();
+        m.start();
+        assert_eq!(fs::read(&path).expect("read"), model, "{layout}: overwrite");
+        assert_eq!(inspect(&path)["layout"], "inline", "{layout}");
+        let mode = fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{layout}: chmod lost at kill -9");
+
+        // Appended past 64 KiB: chunked.
+        {
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .expect("open");
+            for i in 0..8 {
+                let piece = random(10_000, 30 + i);
+                f.write_all(&piece).expect("append");
+                model.extend_from_slice(&piece);
+            }
+        }
+        m.kill9();
+        m.start();
+        assert_eq!(fs::read(&path).expect("read"), model, "{layout}: grown");
+        assert_eq!(inspect(&path)["layout"], "bytes", "{layout}");
+
+        // Cut back under it: inline again, and the chunked generation goes.
+        {
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .expect("open");
+            f.set_len(2000).expect("truncate");
+        }
+        model.truncate(2000);
+        m.kill9();
+        m.start();
+        assert_eq!(fs::read(&path).expect("read"), model, "{layout}: cut");
+        assert_eq!(inspect(&path)["layout"], "inline", "{layout}");
+        if layout == "default" {
+            let home: Vec<_> = fs::read_dir(m.backing.join("cfg.json"))
+                .expect("home")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert_eq!(home, ["zarr.json"], "{layout}: old generation left");
+        }
+        // Emptied and rewritten by a shell redirect.
+        fs::write(&path, b"{}\n").expect("rewrite");
+        m.remount();
+        assert_eq!(fs::read(&path).expect("read"), b"{}\n", "{layout}");
+        m.unmount();
+        let (code, out) = verify(&m.backing);
+        assert_eq!(code, 0, "{layout}: {out}");
+    }
+}
+
+/// A byte of an inline file changed in its manifest: `verify` names the
+/// file and a read through the mount fails with EIO, not wrong bytes.
+#[test]
+fn a_damaged_inline_file_is_reported_not_served() {
+    let mut m = Mount::new(None);
+    fs::write(m.path("small.txt"), b"the quick brown fox jumps\n").expect("write");
+    m.unmount();
+    let doc_path = m.backing.join("small.txt").join("zarr.json");
+    let doc = fs::read_to_string(&doc_path).expect("manifest");
+    let mut v: serde_json::Value = serde_json::from_str(&doc).expect("json");
+    let inline = &mut v["attributes"]["ckptfs"]["inline"];
+    // "the quick" and "thE quick" differ in one base64 character.
+    use base64::Engine;
+    let good = base64::engine::general_purpose::STANDARD.encode(b"the quick brown fox jumps\n");
+    assert_eq!(inline.as_str(), Some(good.as_str()));
+    *inline = base64::engine::general_purpose::STANDARD
+        .encode(b"thE quick brown fox jumps\n")
+        .into();
+    fs::write(&doc_path, serde_json::to_vec(&v).expect("json")).expect("write");
+    let (code, out) = verify(&m.backing);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("small.txt") && out.contains("checksum mismatch"),
+        "{out}"
+    );
+    m.start();
+    let err = fs::read(m.path("small.txt")).expect_err("damaged bytes served");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use crate::error::{FsError, FsResult, IoContext};
 use crate::format::{Format, Next, Planner};
 use crate::layout::array::{parse_codec, ByteArraySpec};
-use crate::layout::manifest::{Attrs, FileLayout, FileManifest, LayoutKind};
+use crate::layout::manifest::{
+    parse_node, Attrs, FileLayout, FileManifest, LayoutKind, NodeDoc, ZARR_JSON,
+};
 use crate::pipeline::chunked::ChunkedData;
 use crate::pipeline::format_data::FormatData;
 use crate::pipeline::format_read::SegmentReader;
@@ -31,6 +33,9 @@ enum Data {
         buf: Vec<u8>,
     },
     Format(FormatData),
+    /// A small file's committed bytes, from its manifest (the `inline`
+    /// layout); a change turns them into a new generation's `Sniff`.
+    Inline(Vec<u8>),
 }
 
 /// A regular file as the mount holds it: the committed manifest, the attributes and size as they
@@ -126,6 +131,7 @@ impl FileNode {
             chunks: Vec::new(),
             format: None,
             segments: Vec::new(),
+            inline: None,
         };
         // Pending and not fsynced: until its first commit (or an fsync of
         // its directory) a crash removes it.
@@ -152,7 +158,15 @@ impl FileNode {
     }
 
     /// A committed file found in the backing store.
-    pub fn load(store: Arc<DurableStore>, ino: u64, name: &str, manifest: FileManifest) -> Self {
+    pub fn load(
+        store: Arc<DurableStore>,
+        ino: u64,
+        name: &str,
+        mut manifest: FileManifest,
+    ) -> Self {
+        // Inline bytes are read again when the file is opened: a tree of
+        // many small files must not hold them all.
+        manifest.inline = None;
         let attrs = manifest.attrs;
         FileNode {
             store,
@@ -224,11 +238,87 @@ impl FileNode {
             LayoutKind::Segments => Ok(Data::Format(FormatData::Sealed(Arc::new(
                 SegmentReader::open(&self.store, self.ino, m)?,
             )))),
+            LayoutKind::Inline => Ok(Data::Inline(self.stored_inline()?)),
             other @ (LayoutKind::Empty | LayoutKind::Unknown(_)) => Err(FsError::new(
                 libc::EIO,
                 format!("unknown layout `{other}` in manifest"),
             )),
         }
+    }
+
+    /// The committed inline bytes, read from the stored manifest (the
+    /// packed index: the database's copy; else the file's directory) and
+    /// checked against the manifest this node holds.
+    fn stored_inline(&self) -> FsResult<Vec<u8>> {
+        let m = &self.manifest;
+        let matches = |doc: &[u8]| match parse_node(doc) {
+            NodeDoc::File(stored)
+                if stored.generation == m.generation && stored.chunks == m.chunks =>
+            {
+                Some(stored)
+            }
+            _ => None,
+        };
+        let from_store = self
+            .store
+            .read_values(&[ZARR_JSON], None, &ocdbt::multi_get::Allocate, false)
+            .pop()
+            .and_then(|r| r.ok().flatten())
+            .and_then(|doc| matches(&doc));
+        let stored = match from_store {
+            Some(s) => s,
+            None => {
+                let doc = fs::read(self.store.key_path(ZARR_JSON)).ctx("read inline manifest")?;
+                matches(&doc).ok_or_else(|| {
+                    FsError::new(
+                        libc::EIO,
+                        format!(
+                            "inline bytes of generation {} are not in the stored manifest",
+                            m.generation
+                        ),
+                    )
+                })?
+            }
+        };
+        stored.inline_bytes()
+    }
+
+    /// Before a change to an inline file: its bytes become the first bytes
+    /// of a new generation, which the next commit stores as any other.
+    fn thaw_inline(&mut self) {
+        if let Some(Data::Inline(bytes)) = self.data.as_mut() {
+            let buf = std::mem::take(bytes);
+            self.max_gen += 1;
+            self.data = Some(Data::Sniff {
+                gen: self.max_gen,
+                buf,
+            });
+        }
+    }
+
+    /// The file's bytes as they are now, when they are few enough to keep
+    /// in the manifest. Never for the plain layout, which passthrough opens
+    /// serve from its data file, nor for a checkpoint format, whose tensors
+    /// are arrays other readers (TensorStore) open.
+    fn inline_candidate(&mut self, pipe: &Arc<Pipeline>) -> FsResult<Option<Vec<u8>>> {
+        if self.size > pipe.config.layout.inline_max || pipe.plain_layout() {
+            return Ok(None);
+        }
+        match &self.data {
+            Some(Data::Plain(_) | Data::Format(_)) => return Ok(None),
+            Some(Data::Sniff { buf, .. }) => {
+                let (_, format) = Planner::Sniff.next(0, buf, true);
+                if format.is_some_and(|f| f != Format::Raw) {
+                    return Ok(None);
+                }
+            }
+            _ => {}
+        }
+        let bytes = self.read(pipe, 0, self.size as usize)?;
+        if bytes.len() as u64 != self.size {
+            return Err(FsError::new(libc::EIO, "short read of a small file"));
+        }
+        Ok(Some(bytes))
     }
 
     fn data(&mut self, pipe: &Pipeline) -> FsResult<&mut Data> {
@@ -296,6 +386,8 @@ impl FileNode {
             .checked_add(data.len() as u64)
             .filter(|e| *e <= i64::MAX as u64)
             .ok_or_else(|| FsError::new(libc::EFBIG, "write past the largest file size"))?;
+        self.data(pipe)?;
+        self.thaw_inline();
         let size = self.size;
         let store = self.store.clone();
         let mut max_gen = self.max_gen;
@@ -328,7 +420,9 @@ impl FileNode {
                 }
                 f.write(pipe, &store, ino, offset, data, size, &mut next)?
             }
-            Data::Sniff { .. } => return Err(FsError::new(libc::EIO, "unresolved file data")),
+            Data::Sniff { .. } | Data::Inline(_) => {
+                return Err(FsError::new(libc::EIO, "unresolved file data"))
+            }
         }
         self.max_gen = self.max_gen.max(max_gen);
         self.size = self.size.max(end);
@@ -354,6 +448,8 @@ impl FileNode {
             let fresh = self.fresh_data(pipe)?;
             self.data = Some(fresh);
         } else if new_size != self.size {
+            self.data(pipe)?;
+            self.thaw_inline();
             let size = self.size;
             let store = self.store.clone();
             let mut max_gen = self.max_gen;
@@ -371,7 +467,7 @@ impl FileNode {
                 Data::Plain(p) => p.truncate(&store, new_size, size, &mut next)?,
                 Data::Chunked(c) => c.truncate(pipe, &store, new_size, size, &mut next)?,
                 Data::Format(f) => f.truncate(pipe, &store, ino, new_size, size, &mut next)?,
-                Data::Sniff { .. } => {}
+                Data::Sniff { .. } | Data::Inline(_) => {}
             }
             self.max_gen = self.max_gen.max(max_gen);
         }
@@ -392,6 +488,7 @@ impl FileNode {
             Data::Sniff { gen, .. } => {
                 self.store.remove_generation(gen);
             }
+            Data::Inline(_) => {}
         }
     }
 
@@ -558,7 +655,7 @@ impl FileNode {
             }
             Data::Chunked(c) => c.read(pipe, offset, &mut out, size)?,
             Data::Format(f) => f.read(pipe, &store, ino, offset, &mut out, size, next)?,
-            Data::Sniff { buf, .. } => {
+            Data::Sniff { buf, .. } | Data::Inline(buf) => {
                 let have = buf.len().saturating_sub(offset as usize).min(out.len());
                 if have > 0 {
                     out[..have].copy_from_slice(&buf[offset as usize..offset as usize + have]);
@@ -585,7 +682,18 @@ impl FileNode {
         // Whether the data needs the store's durability barrier before the
         // manifest may name it.
         let mut barrier = false;
+        // A small file's bytes, going into the manifest.
+        let mut inline = None;
         if self.dirty {
+            inline = self.inline_candidate(pipe)?;
+        }
+        if let Some(bytes) = &inline {
+            let mut t = pipe.profiler.stage("encode_inline");
+            t.add_bytes(bytes.len() as u64);
+            self.max_gen += 1;
+            next.set_inline(self.max_gen, bytes);
+            pipe.profiler.add_backend_write(bytes.len() as u64);
+        } else if self.dirty {
             let size = self.size;
             let store = self.store.clone();
             if matches!(self.data, Some(Data::Sniff { .. })) {
@@ -593,7 +701,9 @@ impl FileNode {
             }
             let name = self.name.clone();
             match self.data(pipe)? {
-                Data::Sniff { .. } => return Err(FsError::new(libc::EIO, "unresolved file data")),
+                Data::Sniff { .. } | Data::Inline(_) => {
+                    return Err(FsError::new(libc::EIO, "unresolved file data"))
+                }
                 Data::Format(f) => {
                     let flushed = f.flush(pipe, &store, size, &name)?.ok_or_else(|| {
                         FsError::new(libc::EIO, "nothing to commit for a sealed file")
@@ -643,6 +753,13 @@ impl FileNode {
             }
             next.array = format!("g{}", next.generation);
             next.size = size;
+        } else if next.layout.kind == LayoutKind::Inline {
+            // Attributes only: the bytes stay as committed.
+            let bytes = match &self.data {
+                Some(Data::Inline(b)) => b.clone(),
+                _ => self.stored_inline()?,
+            };
+            next.set_inline(next.generation, &bytes);
         }
         next.commit += 1;
         next.pending = false;
@@ -669,7 +786,12 @@ impl FileNode {
             next.commit(self.store.base(), true)?;
         }
         drop(stage);
-        if self.dirty {
+        if let Some(bytes) = inline {
+            if let Some(old) = self.data.take() {
+                self.discard(old);
+            }
+            self.data = Some(Data::Inline(bytes));
+        } else if self.dirty {
             match self.data.as_mut() {
                 Some(Data::Chunked(c)) => c.committed(&self.store, next.size, next.chunks.clone()),
                 Some(Data::Format(f)) => f.committed(&self.store, self.ino, &next)?,
@@ -680,6 +802,8 @@ impl FileNode {
             self.store.remove_generation(old_gen);
         }
         self.manifest = next;
+        // Held by `Data::Inline` while loaded; read again from the store.
+        self.manifest.inline = None;
         self.dirty = false;
         self.meta_dirty = false;
         // The new manifest holds the attributes; the note went with the old.
@@ -774,7 +898,7 @@ impl FileNode {
         if !self.dirty {
             match self.data.as_mut() {
                 Some(Data::Chunked(c)) => c.unload(),
-                Some(Data::Plain(_)) => self.data = None,
+                Some(Data::Plain(_) | Data::Inline(_)) => self.data = None,
                 _ => {}
             }
         }

@@ -46,6 +46,10 @@ pub enum LayoutKind {
     /// A parsed checkpoint: bytes kept exactly in a `raw` array and each
     /// tensor in its own array, as [`FileManifest::segments`] lists.
     Segments,
+    /// A small file's bytes inside the manifest itself
+    /// ([`FileManifest::inline`]): no array, so its commit writes one
+    /// backing file instead of an array's directories, documents and chunk.
+    Inline,
     /// A name this build does not know (a newer release's or a damaged
     /// manifest). Kept as written, so committing attributes leaves it
     /// unchanged; reading the file fails with EIO and `verify` reports it.
@@ -54,11 +58,12 @@ pub enum LayoutKind {
 
 impl LayoutKind {
     /// Every kind this build reads or writes (not `Unknown`).
-    pub const KNOWN: [LayoutKind; 4] = [
+    pub const KNOWN: [LayoutKind; 5] = [
         LayoutKind::Empty,
         LayoutKind::Plain,
         LayoutKind::Bytes,
         LayoutKind::Segments,
+        LayoutKind::Inline,
     ];
 
     /// The name the manifest carries.
@@ -68,6 +73,7 @@ impl LayoutKind {
             LayoutKind::Plain => "plain",
             LayoutKind::Bytes => "bytes",
             LayoutKind::Segments => "segments",
+            LayoutKind::Inline => "inline",
             LayoutKind::Unknown(name) => name.as_str(),
         }
     }
@@ -80,6 +86,7 @@ impl From<String> for LayoutKind {
             "plain" => LayoutKind::Plain,
             "bytes" => LayoutKind::Bytes,
             "segments" => LayoutKind::Segments,
+            "inline" => LayoutKind::Inline,
             _ => LayoutKind::Unknown(name),
         }
     }
@@ -168,6 +175,60 @@ pub struct FileManifest {
     /// A parsed checkpoint's bytes, in file order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub segments: Vec<SegmentMeta>,
+    /// The `inline` layout's bytes, base64 (standard alphabet, padded);
+    /// their CRC-32C is `chunks[0]`. A mounted tree drops them after
+    /// loading (`FileManifest::take_inline`) and reads them back from the
+    /// stored manifest when the file is opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<String>,
+}
+
+impl FileManifest {
+    /// An `inline` manifest's bytes, checked against its size and
+    /// checksum.
+    pub fn inline_bytes(&self) -> FsResult<Vec<u8>> {
+        use base64::Engine;
+        let text = self
+            .inline
+            .as_deref()
+            .ok_or_else(|| eio("inline manifest without its bytes"))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| eio(format!("inline bytes: {e}")))?;
+        if bytes.len() as u64 != self.size {
+            return Err(eio(format!(
+                "inline bytes: {} bytes where the manifest says {}",
+                bytes.len(),
+                self.size
+            )));
+        }
+        let want = self.chunks.first().copied().flatten();
+        let got = crc32c::crc32c(&bytes);
+        if want != Some(got) {
+            return Err(eio(format!(
+                "inline bytes: checksum mismatch (stored {}, read {got:08x})",
+                want.map_or("none".into(), |c| format!("{c:08x}"))
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Makes this an `inline` manifest holding `bytes` as generation `gen`.
+    pub fn set_inline(&mut self, gen: u64, bytes: &[u8]) {
+        use base64::Engine;
+        self.generation = gen;
+        self.size = bytes.len() as u64;
+        self.layout = FileLayout {
+            kind: LayoutKind::Inline,
+            chunk_bytes: self.size,
+            codec: "none".into(),
+        };
+        self.array = String::new();
+        self.chunks = vec![Some(crc32c::crc32c(bytes))];
+        self.format = None;
+        self.segments = Vec::new();
+        self.inline = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
 }
 
 /// A stretch of a parsed checkpoint file.
@@ -321,7 +382,7 @@ mod tests {
     fn layout_kinds_round_trip_as_their_manifest_names() {
         for (kind, name) in LayoutKind::KNOWN
             .iter()
-            .zip(["empty", "plain", "bytes", "segments"])
+            .zip(["empty", "plain", "bytes", "segments", "inline"])
         {
             let json = serde_json::to_string(kind).expect("serialize");
             assert_eq!(json, format!("\"{name}\""));
@@ -342,9 +403,8 @@ mod tests {
         assert!(serde_json::from_str::<LayoutKind>("7").is_err());
     }
 
-    #[test]
-    fn a_manifest_with_an_unknown_layout_kind_is_still_a_file() {
-        let m = FileManifest {
+    fn sample() -> FileManifest {
+        FileManifest {
             kind: "file".into(),
             id: "0123".into(),
             generation: 1,
@@ -369,7 +429,40 @@ mod tests {
             pending: false,
             format: None,
             segments: Vec::new(),
+            inline: None,
+        }
+    }
+
+    #[test]
+    fn inline_bytes_round_trip_and_a_changed_byte_or_length_is_refused() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let mut m = sample();
+        m.set_inline(7, &data);
+        assert_eq!(m.layout.kind, LayoutKind::Inline);
+        assert_eq!((m.generation, m.size), (7, 1000));
+        let json = m.to_group_json().expect("json");
+        let NodeDoc::File(back) = parse_node(&json) else {
+            panic!("not a file");
         };
+        assert_eq!(back.inline_bytes().expect("bytes"), data);
+        let mut longer = back.clone();
+        longer.size += 1;
+        assert!(longer.inline_bytes().is_err(), "a wrong length passed");
+        let mut changed = back.clone();
+        let mut other = data.clone();
+        other[500] ^= 1;
+        changed.set_inline(7, &other);
+        changed.chunks = back.chunks.clone();
+        let e = changed.inline_bytes().expect_err("a changed byte passed");
+        assert!(e.to_string().contains("checksum mismatch"), "{e}");
+        let mut gone = back.as_ref().clone();
+        gone.inline = None;
+        assert!(gone.inline_bytes().is_err(), "missing bytes passed");
+    }
+
+    #[test]
+    fn a_manifest_with_an_unknown_layout_kind_is_still_a_file() {
+        let m = sample();
         let json = String::from_utf8(m.to_group_json().expect("json")).expect("utf-8");
         assert!(json.contains("\"kind\": \"bytes\""), "{json}");
         let NodeDoc::File(back) = parse_node(json.as_bytes()) else {

@@ -232,6 +232,7 @@ fn gloss(by: By, name: &str) -> String {
         (By::Stage, "prefetch") => "read-ahead (its store_read + decode)",
         (By::Stage, "copy") => "reply bytes to the kernel",
         (By::Stage, "encode_store") => "encode + backend write",
+        (By::Stage, "encode_inline") => "a small file into its manifest",
         (By::Stage, "commit") => "commit a file",
         (By::Stage, "fsync") => "backend fsync",
         (By::Stage, "budget_wait") => "wait for the memory budget",
