@@ -169,6 +169,9 @@ pub struct Io {
     pub read_mode: ReadMode,
     /// How write-only opens of files the daemon stores are served.
     pub write_mode: WriteMode,
+    /// Chunk files of 1–16 MiB are written with `O_DIRECT` (`io.chunk_writes
+    /// = "direct"`) instead of through the backing's page cache.
+    pub direct_chunk_writes: bool,
     /// FUSE request loops.
     pub fuse_threads: usize,
     /// Milliseconds the kernel may cache attributes and entries.
@@ -293,6 +296,7 @@ impl MountConfig {
                 passthrough: crate::fs::io_mode::PassthroughUse::Read,
                 read_mode: ReadMode::Cached,
                 write_mode: WriteMode::Direct,
+                direct_chunk_writes: true,
                 fuse_threads: 4,
                 attr_ttl_ms: 1000,
                 kernel_readahead_kb: 8192,
@@ -381,6 +385,7 @@ impl MountConfig {
                 "passthrough",
                 "read_mode",
                 "write_mode",
+                "chunk_writes",
                 "fuse_threads",
                 "attr_ttl_ms",
                 "kernel_readahead_kb",
@@ -500,6 +505,15 @@ impl MountConfig {
             ))
             }
         };
+        let direct_chunk_writes = match opt_str(io, "io.chunk_writes")?.as_deref() {
+            None | Some("direct") => true,
+            Some("cached") => false,
+            Some(other) => {
+                return err(format!(
+                    "io.chunk_writes = {other:?} is not allowed; allowed values: \"cached\", \"direct\""
+                ))
+            }
+        };
         let chunk_floor = if chunking == Chunking::None {
             0
         } else {
@@ -533,6 +547,7 @@ impl MountConfig {
                 passthrough,
                 read_mode,
                 write_mode,
+                direct_chunk_writes,
                 fuse_threads,
                 attr_ttl_ms,
                 kernel_readahead_kb,
@@ -768,6 +783,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("io.memory_budget"), "{e}");
+    }
+
+    #[test]
+    fn chunk_writes_are_direct_unless_cached_is_asked_for() {
+        let io = |t: &str| MountConfig::parse(&format!("[io]\n{t}\n"), "x").map(|c| c.io);
+        assert!(io("").expect("default").direct_chunk_writes);
+        assert!(
+            !io("chunk_writes = \"cached\"")
+                .expect("cached")
+                .direct_chunk_writes
+        );
+        assert!(
+            io("chunk_writes = \"direct\"")
+                .expect("direct")
+                .direct_chunk_writes
+        );
+        let e = io("chunk_writes = \"fast\"").unwrap_err();
+        assert!(e.0.contains("io.chunk_writes"), "{e}");
     }
 
     #[test]

@@ -65,6 +65,7 @@ impl Pipeline {
         profiler: Arc<Profiler>,
         remote_store: bool,
     ) -> std::io::Result<Arc<Self>> {
+        crate::store::direct_write::configure(config.io.direct_chunk_writes, encoders(&config));
         Ok(Arc::new(Pipeline {
             remote_store,
             budget: MemoryBudget::new(config.io.memory_budget),

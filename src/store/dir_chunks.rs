@@ -25,6 +25,7 @@ use zarrs_storage::{
 
 use super::chunks::ChunkStore;
 use super::direct_read::{self, DirectReads};
+use super::direct_write;
 
 fn io_err(e: io::Error) -> StorageError {
     StorageError::IOError(Arc::new(e))
@@ -127,13 +128,17 @@ impl DirChunks {
         Ok(Some(buffers.share(buf)))
     }
 
-    fn create_at(&self, rel: &str) -> io::Result<File> {
+    fn create_at(&self, rel: &str, direct: bool) -> io::Result<File> {
         use nix::fcntl::{openat, OFlag};
         use std::os::fd::FromRawFd;
+        let mut flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC;
+        if direct {
+            flags |= OFlag::O_DIRECT;
+        }
         let fd = openat(
             Some(self.root.as_raw_fd()),
             rel,
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+            flags,
             nix::sys::stat::Mode::from_bits_truncate(0o644),
         )
         .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
@@ -185,21 +190,41 @@ impl ChunkStore for DirChunks {
     fn put_sparse(&self, key: &str, value: &[u8], len: u64) -> io::Result<()> {
         let key = key.trim_start_matches('/');
         let tmp = temp_name(Path::new(key)).to_string_lossy().into_owned();
-        let file = match self.create_at(&tmp) {
+        let mut direct = direct_write::wanted(value.len());
+        let create = |direct: bool| match self.create_at(&tmp, direct) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if let Some((dir, _)) = key.rsplit_once('/') {
                     fs::create_dir_all(self.key_path(dir))?;
                 }
-                self.create_at(&tmp)?
+                self.create_at(&tmp, direct)
+            }
+            other => other,
+        };
+        let file = match create(direct) {
+            Err(e) if direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                // No O_DIRECT on this filesystem.
+                direct_write::disable();
+                direct = false;
+                create(false)?
             }
             other => other?,
         };
-        let written = (&file).write_all(value).and_then(|()| {
-            if len > value.len() as u64 {
-                file.set_len(len)?;
+        let write = || -> io::Result<()> {
+            if direct {
+                if direct_write::write(&file, value)? {
+                    return Ok(());
+                }
+                direct_write::buffered(&file)?;
             }
+            (&file).write_all(value)?;
             if value.len() >= EARLY_WRITEBACK_MIN {
                 start_writeback(&file);
+            }
+            Ok(())
+        };
+        let written = write().and_then(|()| {
+            if len > value.len() as u64 {
+                file.set_len(len)?;
             }
             nix::fcntl::renameat(
                 Some(self.root.as_raw_fd()),

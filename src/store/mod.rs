@@ -5,6 +5,7 @@ pub mod chunks;
 pub mod dir_chunks;
 pub mod dir_namespace;
 pub mod direct_read;
+pub mod direct_write;
 pub mod durable;
 pub mod group_sync;
 pub mod lease;
