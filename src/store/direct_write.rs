@@ -9,9 +9,10 @@
 //! while another build ran, 1.0–1.1 GB/s with `O_DIRECT`. A direct write
 //! copies the chunk once into an aligned buffer that stays resident.
 //!
-//! The cost: the chunk is not in the page cache afterwards, so a read right
-//! after the save comes from the disk (`io.chunk_writes = "cached"` keeps
-//! the buffered path for that).
+//! Nothing is lost on the read side: reads of committed chunks are direct
+//! as well (`direct_read`), so the page-cache copy a buffered write left
+//! behind served no later read of the mount; it only stayed for other
+//! readers of the backing dir (`io.chunk_writes = "cached"` keeps it).
 
 use std::fs::File;
 use std::io;
