@@ -211,8 +211,13 @@ impl ChunkStore for DirChunks {
         };
         let write = || -> io::Result<()> {
             if direct {
-                if direct_write::write(&file, value)? {
-                    return Ok(());
+                match direct_write::write(&file, value) {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    // A device whose blocks are larger than the alignment:
+                    // buffered from now on, this value written again.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => direct_write::disable(),
+                    Err(e) => return Err(e),
                 }
                 direct_write::buffered(&file)?;
             }
