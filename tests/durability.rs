@@ -7,7 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::time::Duration;
 
-use common::{fill, repo_config, sha256_file, verify, write_config, Mount};
+use common::{chunk_files, fill, repo_config, sha256_file, verify, write_config, Mount};
 use sha2::{Digest, Sha256};
 
 fn write_random(path: &std::path::Path, bytes: u64, seed: u64) -> String {
@@ -109,18 +109,6 @@ fn flip_byte(path: &std::path::Path, at: u64) {
     let i = (at as usize).min(bytes.len() - 1);
     bytes[i] ^= 0x20;
     fs::write(path, bytes).expect("write chunk");
-}
-
-/// Every chunk file (`.../c/...`) under a backing file directory.
-fn chunk_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in fs::read_dir(dir).expect("read dir") {
-        let p = e.expect("entry").path();
-        if p.is_dir() {
-            chunk_files(&p, out);
-        } else if p.components().any(|c| c.as_os_str() == "c") {
-            out.push(p);
-        }
-    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 
-use common::{random, repo_config, verify, write_config, Mount};
+use common::{chunk_files, random, repo_config, verify, write_config, Mount};
 use serde_json::Value;
 
 fn opens(m: &Mount) -> (u64, u64) {
@@ -186,16 +186,5 @@ fn chunk_files_bypass_the_backing_page_cache_unless_cached_is_asked_for() {
         m.unmount();
         let (code, out) = verify(&m.backing);
         assert_eq!(code, 0, "{out}");
-    }
-}
-
-fn chunk_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in fs::read_dir(dir).expect("read dir") {
-        let p = e.expect("entry").path();
-        if p.is_dir() {
-            chunk_files(&p, out);
-        } else if p.components().any(|c| c.as_os_str() == "c") {
-            out.push(p);
-        }
     }
 }

@@ -281,3 +281,15 @@ pub fn safetensors_bytes(rows: u64, seed: u64) -> Vec<u8> {
     out.extend_from_slice(&data);
     out
 }
+
+/// Every chunk file (a file below a `c/` directory) under `dir`.
+pub fn chunk_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("read dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            chunk_files(&p, out);
+        } else if p.components().any(|c| c.as_os_str() == "c") {
+            out.push(p);
+        }
+    }
+}
