@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
-    BackingId, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    BackingId, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     Request, TimeOrNow, WriteFlags,
@@ -230,18 +230,23 @@ impl Filesystem for FuseAdapter {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let t = Instant::now();
         let result = self.fs.lookup(parent.0, name);
-        self.answer(
-            req,
-            "lookup",
-            t,
-            result,
-            Args {
-                ino: parent.0,
-                name: Some(name),
-                ..Default::default()
-            },
-            reply,
-        );
+        let a = Args {
+            ino: parent.0,
+            name: Some(name),
+            ..Default::default()
+        };
+        match result {
+            Err(e) if e.errno == libc::ENOENT && !self.ttl.is_zero() => {
+                // A negative entry (node id 0) the kernel keeps for the TTL:
+                // tools that create many files (`tar`, `rsync`, TensorStore)
+                // look each name up first, and every name is made through
+                // this kernel, which replaces the negative entry.
+                self.done(req, "lookup", t, 0, true, a);
+                let none = super::attr::fuse_attr(0, FileType::RegularFile, 0, 0, 0, 0, 0, 0, 0, 0);
+                reply.entry(&self.ttl, &none, Generation(0));
+            }
+            result => self.answer(req, "lookup", t, result, a, reply),
+        }
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
