@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
-use crate::fs::names::{to_backing_in, RESERVED};
 use crate::layout::manifest::{read_node, LayoutKind, NodeDoc, SegmentMeta};
 use crate::ocdbt::db::MANIFEST_FILE;
 use crate::ocdbt::Db;
+use crate::store::dir_names::{to_backing_in, RESERVED};
 
 /// Maps a path inside a live ckptfs mount to its backing directory and
 /// the mount's backing root.

@@ -20,7 +20,6 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::config::{Index, MountConfig};
 use crate::fs::core::CkptFs;
 use crate::fs::fuse::FuseAdapter;
-use crate::fs::names::RESERVED;
 use crate::fs::tree::Tree;
 use crate::layout::manifest::{dir_group_json, ZARR_JSON};
 use crate::ocdbt::db::MANIFEST_FILE;
@@ -28,6 +27,7 @@ use crate::ocdbt::{Db, DbOptions};
 use crate::pipeline::Pipeline;
 use crate::profile::Profiler;
 use crate::publish::Publisher;
+use crate::store::dir_names::RESERVED;
 use crate::store::durable::{open_rw, write_atomic};
 use crate::store::lease::{Lease, Role};
 use crate::store::ns_catalog::PREFIX as NS_PREFIX;
@@ -304,7 +304,7 @@ pub fn open_core(
     let started = Instant::now();
     let db = open_packed(backing, config, &opts)?;
     let pack_new = config.layout.index == Index::Packed;
-    let (tree, rec) = Tree::load(backing, db, pack_new, opts.read_only)
+    let (tree, rec, ns) = Tree::load(backing, db, pack_new, opts.read_only)
         .map_err(|e| anyhow!("load backing dir: {e}"))?;
     tracing::info!(
         files = rec.files,
@@ -316,7 +316,7 @@ pub fn open_core(
     );
     let profiler = Arc::new(Profiler::new(opts.profile));
     let pipe = Pipeline::new(config.clone(), profiler).context("start worker pool")?;
-    let core = Arc::new(CkptFs::new(pipe, tree).map_err(|e| anyhow!("{e}"))?);
+    let core = Arc::new(CkptFs::new(pipe, tree, ns).map_err(|e| anyhow!("{e}"))?);
     Ok((core, lock))
 }
 
@@ -343,12 +343,12 @@ fn open_remote_core(
             db.opened_generation().unwrap_or(0)
         );
     }
-    let (tree, _) =
+    let (tree, _, ns) =
         Tree::load(scratch, Some(db), false, false).map_err(|e| anyhow!("load {at}: {e}"))?;
     tracing::info!("loaded {at} in {:.3}s", started.elapsed().as_secs_f64());
     let profiler = Arc::new(Profiler::new(opts.profile));
     let pipe = Pipeline::new_remote(config.clone(), profiler).context("start worker pool")?;
-    let core = Arc::new(CkptFs::new(pipe, tree).map_err(|e| anyhow!("{e}"))?);
+    let core = Arc::new(CkptFs::new(pipe, tree, ns).map_err(|e| anyhow!("{e}"))?);
     Ok((
         core,
         BackingLock {

@@ -22,8 +22,6 @@ use anyhow::{bail, Context, Result};
 use parking_lot::Mutex;
 use zarrs::array::{ArrayBytes, CodecOptions};
 
-use crate::fs::names::{is_packed_root_entry, RESERVED};
-use crate::fs::tree::{fd_path, LONG_PATH};
 use crate::layout::array::{parse_codec, retrieve_chunk, ByteArraySpec};
 use crate::layout::manifest::{
     read_node, FileManifest, LayoutKind, NodeDoc, SegmentMeta, ZARR_JSON,
@@ -33,6 +31,8 @@ use crate::ocdbt::db::MANIFEST_FILE;
 use crate::ocdbt::Db;
 use crate::pipeline::crc_with_zeros;
 use crate::pipeline::plain::data_key;
+use crate::store::dir_names::{fd_path, LONG_PATH};
+use crate::store::dir_names::{is_packed_root_entry, RESERVED};
 use crate::store::durable::{is_temp, DurableStore};
 
 /// What a check found.
@@ -107,7 +107,9 @@ pub fn verify(backing: &Path, all_versions: bool) -> Result<Report> {
     }
     // Homes of files removed while open, which a crash kept from their
     // last close: the next mount empties the trash.
-    let trash = backing.join(crate::fs::names::RESERVED).join("trash");
+    let trash = backing
+        .join(crate::store::dir_names::RESERVED)
+        .join("trash");
     if let Ok(entries) = std::fs::read_dir(&trash) {
         report.leftovers += entries.count() as u64;
     }

@@ -19,19 +19,17 @@ use crate::error::{enoent, FsError, FsResult, IoContext};
 use crate::layout::manifest::Attrs;
 use crate::pipeline::prefetch::Prefetcher;
 use crate::pipeline::Pipeline;
-use crate::store::dir_namespace::DirNamespace;
 use crate::store::durable::DurableStore;
-use crate::store::namespace::{At, Entry, Mirrored, Namespace, Removal, Retired};
-use crate::store::ns_catalog::Catalog;
+use crate::store::namespace::{At, Entry, Namespace, Removal, Retired};
 use crate::store::upstream::Upstream;
 
 use super::attr::{from_time, fuse_attr, now_ns};
 use super::control::{self, ControlHandle};
 use super::file::FileNode;
 use super::io_mode::{BackingToken, Choice, IoPath, Passthrough, PassthroughUse};
-use super::names::RESERVED;
 use super::ns_index::{self, entry_of, names_of};
 use super::tree::{Kind, Tree, ROOT};
+use crate::store::dir_names::RESERVED;
 
 /// An open file.
 pub struct Handle {
@@ -126,16 +124,13 @@ fn file_kind(mode: u32) -> FileType {
 }
 
 impl CkptFs {
-    pub fn new(pipe: Arc<Pipeline>, tree: Tree) -> FsResult<Self> {
-        let trash = tree.backing.join(RESERVED).join("trash");
-        let ns = Mirrored {
-            record: DirNamespace::new(&tree.backing, trash, !tree.read_only())?,
-            mirror: tree.ns_db().map(Catalog::new),
-        };
+    /// The core over a loaded tree and the namespace that keeps it (both
+    /// from `Tree::load`).
+    pub fn new(pipe: Arc<Pipeline>, tree: Tree, ns: Box<dyn Namespace>) -> FsResult<Self> {
         Ok(CkptFs {
             pipe,
             tree: RwLock::new(tree),
-            ns: Box::new(ns),
+            ns,
             handles: DashMap::new(),
             next_fh: AtomicU64::new(1),
             orphans: DashMap::new(),

@@ -268,7 +268,10 @@ impl FileNode {
         let stored = match from_store {
             Some(s) => s,
             None => {
-                let doc = fs::read(self.store.key_path(ZARR_JSON)).ctx("read inline manifest")?;
+                let doc = self
+                    .store
+                    .read_home_manifest()
+                    .ctx("read inline manifest")?;
                 matches(&doc).ok_or_else(|| {
                     FsError::new(
                         libc::EIO,

@@ -7,6 +7,5 @@ pub mod core;
 pub mod file;
 pub mod fuse;
 pub mod io_mode;
-pub mod names;
 pub mod ns_index;
 pub mod tree;

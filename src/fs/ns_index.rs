@@ -11,22 +11,15 @@
 //! next commit, and are brought in line with it here at every mount, which
 //! also covers a crash between an op and the next commit.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 
-use parking_lot::Mutex;
-
-use crate::error::{FsError, FsResult};
-use crate::layout::manifest::{parse_node, NodeDoc, ZARR_JSON};
+use crate::error::FsResult;
 use crate::ocdbt::Db;
-use crate::store::durable::DurableStore;
 use crate::store::namespace::{At, Entry};
 use crate::store::ns_catalog::{encode, fail, key, PREFIX};
 
-use super::file::FileNode;
 use super::tree::{Kind, Tree, ROOT};
 
 /// The mount-relative path of a node's first name (raw bytes, `/`-joined).
@@ -166,97 +159,4 @@ pub fn reconcile(tree: &Tree, db: &Db) -> FsResult<bool> {
         db.put(k, v).map_err(fail)?;
     }
     Ok(!d.is_empty())
-}
-
-/// Builds the tree of a version from its keys. Returns `false` when the
-/// version has none (written before the namespace was kept in the index):
-/// the caller then shows the backing dir's tree with that version's data.
-pub fn load_version(tree: &mut Tree, db: &Arc<Db>) -> FsResult<bool> {
-    let names = db.list_prefix(PREFIX);
-    if names.is_empty() {
-        return Ok(false);
-    }
-    let mut dirs: HashMap<Vec<u8>, u64> = HashMap::from([(Vec::new(), ROOT)]);
-    let mut files: HashMap<String, u64> = HashMap::new();
-    // Symlinks and special nodes with several names, by their number.
-    let mut shared: HashMap<u64, u64> = HashMap::new();
-    for (k, _) in names {
-        let path = &k[PREFIX.len()..];
-        let Some(value) = db.get(&k).map_err(fail)? else {
-            continue;
-        };
-        let Ok(entry) = serde_json::from_slice::<Entry>(&value) else {
-            tracing::warn!(
-                "{}: unreadable namespace entry",
-                String::from_utf8_lossy(path)
-            );
-            continue;
-        };
-        let (parent_path, name) = match path.iter().rposition(|b| *b == b'/') {
-            Some(i) => (&path[..i], &path[i + 1..]),
-            None => (&path[..0], path),
-        };
-        // Keys sort a directory before what is below it.
-        let Some(&parent) = dirs.get(parent_path) else {
-            continue;
-        };
-        let name = OsStr::from_bytes(name);
-        match entry {
-            Entry::Dir { attrs } => {
-                let ino = tree.insert(parent, name, Kind::Dir(BTreeMap::new()), attrs);
-                dirs.insert(path.to_vec(), ino);
-            }
-            Entry::File { id } => {
-                if let Some(&ino) = files.get(&id) {
-                    tree.add_name(ino, parent, name);
-                    continue;
-                }
-                let doc = db
-                    .get(format!("{id}/{ZARR_JSON}").as_bytes())
-                    .map_err(fail)?;
-                let Some(NodeDoc::File(m)) = doc.as_deref().map(parse_node) else {
-                    // Created, never committed in this version.
-                    continue;
-                };
-                // Read-only: the store's directory is only an anchor (a
-                // deleted file has none); its keys are the database's.
-                let store = DurableStore::open_packed(&tree.backing, db.clone(), &id)
-                    .map_err(|e| FsError::io(&e, format!("open {} in the packed index", id)))?;
-                let attrs = m.attrs;
-                let file = FileNode::load(
-                    Arc::new(store),
-                    tree.peek_ino(),
-                    &name.to_string_lossy(),
-                    *m,
-                );
-                let ino = tree.insert(parent, name, Kind::File(Arc::new(Mutex::new(file))), attrs);
-                files.insert(id, ino);
-            }
-            Entry::Symlink { node, .. } | Entry::Special { node, .. }
-                if node.is_some_and(|n| shared.contains_key(&n)) =>
-            {
-                if let Some(&ino) = node.and_then(|n| shared.get(&n)) {
-                    tree.add_name(ino, parent, name);
-                }
-            }
-            Entry::Symlink {
-                target,
-                attrs,
-                node,
-            } => {
-                let target = PathBuf::from(OsString::from_vec(target));
-                let ino = tree.insert(parent, name, Kind::Symlink(target), attrs);
-                if let Some(n) = node {
-                    shared.insert(n, ino);
-                }
-            }
-            Entry::Special { rdev, attrs, node } => {
-                let ino = tree.insert(parent, name, Kind::Special(rdev), attrs);
-                if let Some(n) = node {
-                    shared.insert(n, ino);
-                }
-            }
-        }
-    }
-    Ok(true)
 }

@@ -1,38 +1,33 @@
-//! The namespace: inodes, directories and their children, loaded from the
-//! backing directory at mount (which is also when a crash is recovered
-//! from: half-made entries and unreferenced generations are removed).
+//! The namespace: inodes, directories and their children, loaded at mount
+//! by a scan of the namespace's record (which is also when a crash is
+//! recovered from: half-made entries and unreferenced generations are
+//! removed).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::error::{enoent, FsError, FsResult, IoContext};
-use crate::layout::manifest::{parse_node, read_node, Attrs, FileManifest, NodeDoc, ZARR_JSON};
+use crate::layout::manifest::{parse_node, Attrs, FileManifest, NodeDoc, ZARR_JSON};
 use crate::ocdbt::Db;
-use crate::store::attrs_xattr;
-use crate::store::durable::{is_temp, DurableStore};
+use crate::store::dir_names::{fd_path, to_backing_in, LONG_PATH, RESERVED};
+use crate::store::dir_namespace::DirNamespace;
+use crate::store::dir_scan::attrs_of;
+use crate::store::durable::DurableStore;
+use crate::store::namespace::{
+    FoundFile, FoundNode, Mirrored, Namespace, Node as Shared, ScanVisitor,
+};
+use crate::store::ns_catalog::Catalog;
 
 use super::file::FileNode;
-use super::names::{from_backing, is_packed_root_entry, to_backing_in, RESERVED};
+
+pub use crate::store::namespace::Recovery;
 
 pub const ROOT: u64 = 1;
-
-/// Backing paths longer than this are reached through an open descriptor
-/// of an ancestor directory (`/proc/self/fd/N/rest`): the kernel refuses
-/// paths of PATH_MAX bytes, and a mount path of nearly that length is
-/// longer still under the backing dir.
-pub const LONG_PATH: usize = 3072;
-
-/// How `/proc/self/fd` names an open directory.
-pub fn fd_path(dir: &fs::File) -> PathBuf {
-    use std::os::fd::AsRawFd;
-    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
-}
 
 pub enum Kind {
     Dir(BTreeMap<OsString, u64>),
@@ -70,55 +65,92 @@ pub struct Tree {
     anchors: Mutex<HashMap<u64, fs::File>>,
 }
 
-/// What a load gathers on its way through the backing dir.
-#[derive(Default)]
-struct Scan {
+/// Builds the tree from what a scan finds.
+struct Loader<'a> {
+    tree: &'a mut Tree,
     /// Packed files' ids, with their generation and manifest document.
     live: HashMap<String, (u64, Vec<u8>)>,
-    /// Each file's inode by its id (to resolve link records).
+    /// Each file's inode by its id (to give it its further names).
     by_id: HashMap<String, u64>,
-    /// Link records: directory inode, name, file id.
-    links: Vec<(u64, OsString, String)>,
-    /// Fifos, sockets, devices and symlinks with more than one backing
-    /// name, by backing (device, inode).
-    multi: HashMap<(u64, u64), u64>,
+    /// Symlinks and special nodes with several names, by their number.
+    shared: HashMap<u64, u64>,
 }
 
-/// What recovery found and removed, for the log.
-#[derive(Debug, Default)]
-pub struct Recovery {
-    pub files: u64,
-    pub dirs: u64,
-    pub removed: u64,
-}
-
-fn attrs_of(meta: &fs::Metadata) -> Attrs {
-    Attrs {
-        mode: meta.mode(),
-        uid: meta.uid(),
-        gid: meta.gid(),
-        atime_ns: meta.atime() * 1_000_000_000 + meta.atime_nsec(),
-        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+impl ScanVisitor for Loader<'_> {
+    fn dir(&mut self, parent: u64, name: &OsStr, attrs: Attrs) -> u64 {
+        self.tree
+            .insert(parent, name, Kind::Dir(BTreeMap::new()), attrs)
     }
-}
 
-fn remove_any(path: &Path) {
-    let _ = fs::remove_dir_all(path).or_else(|_| fs::remove_file(path));
-}
-
-/// Removes everything in a file directory but its manifest and live array.
-fn clean_file_dir(dir: &Path, live: &str, rec: &mut Recovery) -> std::io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name == ZARR_JSON || name == live {
-            continue;
+    fn file(&mut self, parent: u64, name: &OsStr, found: FoundFile) -> FsResult<()> {
+        let tree = &mut *self.tree;
+        let Some((mut m, store)) = tree.open_file(found.home, found.manifest)? else {
+            return Ok(());
+        };
+        // A version read from the database has no note.
+        let from_home = found.home.is_some()
+            && (!m.packed || tree.db.as_ref().is_some_and(|db| !db.is_read_only()));
+        let noted = found.noted.filter(|_| from_home);
+        if let Some(a) = noted {
+            m.attrs = a;
         }
-        remove_any(&entry.path());
-        rec.removed += 1;
+        if m.packed && !tree.read_only() {
+            self.live
+                .insert(m.id.clone(), (m.generation, m.to_group_json()?));
+        }
+        let ino = tree.peek_ino();
+        self.by_id.insert(m.id.clone(), ino);
+        let mut file = FileNode::load(Arc::new(store), ino, &name.to_string_lossy(), *m);
+        if noted.is_some() {
+            file.noted_attrs_found();
+        }
+        tree.insert(
+            parent,
+            name,
+            Kind::File(Arc::new(Mutex::new(file))),
+            found.attrs,
+        );
+        Ok(())
     }
-    Ok(())
+
+    fn link(&mut self, parent: u64, name: &OsStr, id: &str) {
+        if let Some(&ino) = self.by_id.get(id) {
+            self.tree.add_name(ino, parent, name);
+        }
+    }
+
+    fn node(&mut self, parent: u64, name: &OsStr, found: FoundNode, node: Shared) {
+        if let Some(&ino) = node.and_then(|n| self.shared.get(&n)) {
+            self.tree.add_name(ino, parent, name);
+            return;
+        }
+        let ino = match found {
+            FoundNode::Symlink { target, attrs } => {
+                self.tree.insert(parent, name, Kind::Symlink(target), attrs)
+            }
+            FoundNode::Special { rdev, attrs } => {
+                self.tree.insert(parent, name, Kind::Special(rdev), attrs)
+            }
+        };
+        if let Some(n) = node {
+            self.shared.insert(n, ino);
+        }
+    }
+}
+
+/// The namespace of a mount of `backing`: the backing directory tree,
+/// followed by the packed database's catalog when `db` may be written.
+/// Unless `read_only`, the trash is emptied (nothing is open yet).
+pub fn namespace_of(
+    backing: &Path,
+    db: Option<Arc<Db>>,
+    read_only: bool,
+) -> FsResult<Box<dyn Namespace>> {
+    let trash = backing.join(RESERVED).join("trash");
+    Ok(Box::new(Mirrored {
+        record: DirNamespace::new(backing, trash, !read_only)?,
+        mirror: db.filter(|_| !read_only).map(Catalog::new),
+    }))
 }
 
 /// Removes packed keys no file references (a deleted file's, or a
@@ -184,11 +216,14 @@ fn recover_packed(db: &Db, live: &HashMap<String, (u64, Vec<u8>)>) -> FsResult<u
 }
 
 impl Tree {
-    /// Loads the tree under `backing`, recovering from any interrupted work.
+    /// Loads the tree under `backing`, recovering from any interrupted work,
+    /// and returns it with the namespace that keeps it from now on.
     ///
     /// With a read-only `db` (one version, `ckptfs mount --version N`)
-    /// nothing is changed on disk, and each packed file shows the manifest
-    /// that version holds (files it does not hold are left out).
+    /// nothing is changed on disk, and the tree is that version's catalog
+    /// (or, for a version older than the catalog, the backing dir's names
+    /// with the manifests that version holds; files it does not hold are
+    /// left out).
     ///
     /// With `frozen` (a read-only mount) nothing is changed on disk either:
     /// what a crash left is passed over, not removed.
@@ -197,7 +232,7 @@ impl Tree {
         db: Option<Arc<Db>>,
         pack_new: bool,
         frozen: bool,
-    ) -> FsResult<(Self, Recovery)> {
+    ) -> FsResult<(Self, Recovery, Box<dyn Namespace>)> {
         let meta = fs::metadata(backing).ctx(format!("backing dir {}", backing.display()))?;
         let mut tree = Tree {
             nodes: HashMap::new(),
@@ -218,18 +253,28 @@ impl Tree {
                 attrs: attrs_of(&meta),
             },
         );
-        let mut rec = Recovery::default();
+        let ns = namespace_of(backing, tree.db.clone(), tree.read_only())?;
         // A read-only mount shows the live tree, whose record is the
         // backing dir (files of the `files` index are in no version).
-        if let Some(db) = tree.db.clone().filter(|db| db.is_read_only() && !frozen) {
-            if super::ns_index::load_version(&mut tree, &db)? {
-                return Ok((tree, rec));
-            }
-        }
-        let mut scan = Scan::default();
-        tree.load_dir(backing, ROOT, &mut rec, &mut scan)?;
-        tree.attach_links(scan.links, &scan.by_id, &mut rec);
-        let live = scan.live;
+        let version = tree
+            .db
+            .clone()
+            .filter(|db| db.is_read_only() && !frozen)
+            .map(Catalog::new)
+            .filter(Catalog::has_names);
+        let recover = !tree.read_only();
+        let mut loader = Loader {
+            tree: &mut tree,
+            live: HashMap::new(),
+            by_id: HashMap::new(),
+            shared: HashMap::new(),
+        };
+        let record: &dyn Namespace = match &version {
+            Some(catalog) => catalog,
+            None => ns.as_ref(),
+        };
+        let mut rec = record.scan(&mut loader, ROOT, recover)?;
+        let live = std::mem::take(&mut loader.live);
         if let Some(db) = tree.ns_db() {
             rec.removed += recover_packed(&db, &live)?;
             if super::ns_index::reconcile(&tree, &db)? {
@@ -241,7 +286,7 @@ impl Tree {
                 })?;
             }
         }
-        Ok((tree, rec))
+        Ok((tree, rec, ns))
     }
 
     /// Whether the tree may change nothing on disk (an old version, or a
@@ -263,15 +308,17 @@ impl Tree {
             .filter(|_| self.pack_new && !self.read_only())
     }
 
-    /// The manifest and store of a file directory; `None` when a version
+    /// The manifest and store of a file found at `home` (`None`: a
+    /// version's catalog, which keeps no homes); `None` when a version
     /// mount's database does not hold the file.
     fn open_file(
         &self,
-        path: &Path,
+        home: Option<&Path>,
         m: Box<FileManifest>,
     ) -> FsResult<Option<(Box<FileManifest>, DurableStore)>> {
+        let at = home.unwrap_or(&self.backing);
         if !m.packed {
-            let store = DurableStore::open(path).ctx(format!("open {}", path.display()))?;
+            let store = DurableStore::open(at).ctx(format!("open {}", at.display()))?;
             return Ok(Some((m, store)));
         }
         let Some(db) = &self.db else {
@@ -279,13 +326,13 @@ impl Tree {
                 libc::EIO,
                 format!(
                     "{} keeps its data in the packed index, but {} has no {}",
-                    path.display(),
+                    at.display(),
                     self.backing.display(),
                     crate::ocdbt::db::MANIFEST_FILE
                 ),
             ));
         };
-        let m = if db.is_read_only() {
+        let m = if db.is_read_only() && home.is_some() {
             let key = format!("{}/{ZARR_JSON}", m.id);
             let doc = db.get(key.as_bytes()).map_err(|e| {
                 FsError::new(libc::EIO, format!("read {key} from the packed index: {e}"))
@@ -297,159 +344,11 @@ impl Tree {
         } else {
             m
         };
-        let store = DurableStore::open_packed(path, db.clone(), &m.id)
-            .ctx(format!("open {}", path.display()))?;
+        // A version's file without a home: its store's directory is only
+        // an anchor (a deleted file has none); its keys are the database's.
+        let store = DurableStore::open_packed(at, db.clone(), &m.id)
+            .ctx(format!("open {}", at.display()))?;
         Ok(Some((m, store)))
-    }
-
-    fn load_dir(
-        &mut self,
-        dir: &Path,
-        ino: u64,
-        rec: &mut Recovery,
-        scan: &mut Scan,
-    ) -> FsResult<()> {
-        let entries = fs::read_dir(dir).ctx(format!("read {}", dir.display()))?;
-        let read_only = self.read_only();
-        let remove = |path: &Path, rec: &mut Recovery| {
-            if !read_only {
-                remove_any(path);
-                rec.removed += 1;
-            }
-        };
-        for entry in entries {
-            let entry = entry.ctx("read dir entry")?;
-            let bname = entry.file_name();
-            let path = entry.path();
-            if ino == ROOT && (bname == RESERVED || is_packed_root_entry(&bname)) {
-                continue;
-            }
-            let meta = fs::symlink_metadata(&path).ctx(format!("stat {}", path.display()))?;
-            let ft = meta.file_type();
-            if ft.is_file() {
-                // Ours: the group document, or a temp file a crash left.
-                if bname != ZARR_JSON {
-                    remove(&path, rec);
-                }
-                continue;
-            }
-            if is_temp(&bname.to_string_lossy()) {
-                remove(&path, rec);
-                continue;
-            }
-            let name = from_backing(&bname);
-            let special =
-                ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device();
-            if (ft.is_symlink() || special) && meta.nlink() > 1 {
-                // Another name of a node already loaded: a hard link.
-                if let Some(&seen) = scan.multi.get(&(meta.dev(), meta.ino())) {
-                    self.add_name(seen, ino, &name);
-                    continue;
-                }
-            }
-            let child = if ft.is_symlink() {
-                let target = fs::read_link(&path).ctx("readlink")?;
-                self.insert(ino, &name, Kind::Symlink(target), attrs_of(&meta))
-            } else if special {
-                self.insert(ino, &name, Kind::Special(meta.rdev()), attrs_of(&meta))
-            } else if ft.is_dir() {
-                match read_node(&path) {
-                    NodeDoc::File(m) if m.pending => {
-                        // Created, never committed: a crash interrupted its
-                        // first save, and it was promised to be absent.
-                        remove(&path, rec);
-                        continue;
-                    }
-                    NodeDoc::File(m) => {
-                        // A version read from the database has no note.
-                        let from_home =
-                            !m.packed || self.db.as_ref().is_some_and(|db| !db.is_read_only());
-                        let Some((mut m, store)) = self.open_file(&path, m)? else {
-                            continue;
-                        };
-                        // Attribute changes noted on the manifest since its commit.
-                        let noted = from_home.then(|| attrs_xattr::read(&path)).flatten();
-                        if let Some(a) = noted {
-                            m.attrs = a;
-                        }
-                        if !read_only {
-                            let gen_dir = if m.generation == 0 || m.packed {
-                                String::new()
-                            } else {
-                                format!("g{}", m.generation)
-                            };
-                            clean_file_dir(&path, &gen_dir, rec).ctx("clean file dir")?;
-                        }
-                        if m.packed {
-                            scan.live
-                                .insert(m.id.clone(), (m.generation, m.to_group_json()?));
-                        }
-                        let store = Arc::new(store);
-                        let new_ino = self.next_ino;
-                        scan.by_id.insert(m.id.clone(), new_ino);
-                        let mut file = FileNode::load(store, new_ino, &name.to_string_lossy(), *m);
-                        if noted.is_some() {
-                            file.noted_attrs_found();
-                        }
-                        rec.files += 1;
-                        self.insert(
-                            ino,
-                            &name,
-                            Kind::File(Arc::new(Mutex::new(file))),
-                            attrs_of(&meta),
-                        )
-                    }
-                    NodeDoc::Link(id) => {
-                        scan.links.push((ino, name, id));
-                        continue;
-                    }
-                    NodeDoc::Dir | NodeDoc::Unknown => {
-                        rec.dirs += 1;
-                        let child =
-                            self.insert(ino, &name, Kind::Dir(BTreeMap::new()), attrs_of(&meta));
-                        if path.as_os_str().len() > LONG_PATH {
-                            // Deep: go on below an open descriptor of it.
-                            let below =
-                                fs::File::open(&path).ctx(format!("open {}", path.display()))?;
-                            self.load_dir(&fd_path(&below), child, rec, scan)?;
-                        } else {
-                            self.load_dir(&path, child, rec, scan)?;
-                        }
-                        child
-                    }
-                }
-            } else {
-                continue;
-            };
-            if (ft.is_symlink() || special) && meta.nlink() > 1 {
-                scan.multi.insert((meta.dev(), meta.ino()), child);
-            }
-        }
-        Ok(())
-    }
-
-    /// Gives each link record's name to its file. A record whose file is
-    /// gone (its last other name was removed, or a crash cut the first save
-    /// short) is removed, unless nothing may change on disk.
-    fn attach_links(
-        &mut self,
-        links: Vec<(u64, OsString, String)>,
-        by_id: &HashMap<String, u64>,
-        rec: &mut Recovery,
-    ) {
-        let read_only = self.read_only();
-        for (parent, name, id) in links {
-            match by_id.get(&id) {
-                Some(&ino) => self.add_name(ino, parent, &name),
-                None if !read_only => {
-                    if let Ok(path) = self.child_path(parent, &name) {
-                        remove_any(&path);
-                        rec.removed += 1;
-                    }
-                }
-                None => {}
-            }
-        }
     }
 
     /// Adds a further name of `ino` (a hard link) under `parent`.

@@ -13,8 +13,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::dir_scan::Walk;
 use super::durable::{sync_dir, temp_name, write_atomic};
-use super::namespace::{At, Entry, Namespace, Removal, Retired};
+use super::namespace::{At, Entry, Namespace, Recovery, Removal, Retired, ScanVisitor};
 use crate::error::{FsError, FsResult, IoContext};
 use crate::layout::manifest::{dir_group_json, link_group_json, Attrs, ZARR_JSON};
 
@@ -77,6 +78,12 @@ impl DirNamespace {
 }
 
 impl Namespace for DirNamespace {
+    fn scan(&self, visit: &mut dyn ScanVisitor, root: u64, recover: bool) -> FsResult<Recovery> {
+        let mut walk = Walk::new(visit, recover);
+        walk.dir(&self.root, root, true)?;
+        Ok(walk.finish())
+    }
+
     fn create_dir(&self, at: &At, attrs: &Attrs) -> FsResult<()> {
         let path = &at.backing;
         fs::create_dir(path).ctx("mkdir")?;

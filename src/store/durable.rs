@@ -108,6 +108,11 @@ impl DurableStore {
         self.base.join(key.trim_start_matches('/'))
     }
 
+    /// The manifest in the file's home (for a packed file, its home copy).
+    pub fn read_home_manifest(&self) -> io::Result<Vec<u8>> {
+        std::fs::read(self.key_path(crate::layout::manifest::ZARR_JSON))
+    }
+
     /// Makes a value kept in the file's own directory (a plain array's
     /// metadata) and its name durable.
     pub fn sync_local(&self, key: &str) -> io::Result<()> {

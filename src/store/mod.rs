@@ -3,7 +3,9 @@
 pub mod attrs_xattr;
 pub mod chunks;
 pub mod dir_chunks;
+pub mod dir_names;
 pub mod dir_namespace;
+pub mod dir_scan;
 pub mod direct_read;
 pub mod direct_write;
 pub mod durable;

@@ -8,12 +8,13 @@
 //! which every committed version keeps). `Mirrored` applies each change to
 //! the first and then the second.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::FsResult;
-use crate::layout::manifest::Attrs;
+use crate::layout::manifest::{Attrs, FileManifest};
 
 /// Where a name is, in the terms of every implementation: its backing
 /// path (possibly below an open ancestor, for very deep trees) and its
@@ -72,9 +73,59 @@ pub enum Removal<'a> {
 #[derive(Debug)]
 pub struct Retired(pub PathBuf);
 
+/// What a scan found, and what its recovery removed, for the log.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub files: u64,
+    pub dirs: u64,
+    pub removed: u64,
+}
+
+/// A file's first name, as a scan finds it.
+pub struct FoundFile<'a> {
+    /// The file's home (manifest, staging, data), valid during the call;
+    /// `None` where the namespace keeps none (a version's catalog).
+    pub home: Option<&'a Path>,
+    pub manifest: Box<FileManifest>,
+    /// Attribute changes noted beside the manifest since its commit.
+    pub noted: Option<Attrs>,
+    /// The attributes of the name itself.
+    pub attrs: Attrs,
+}
+
+/// A symlink's or special node's name, as a scan finds it.
+pub enum FoundNode {
+    Symlink { target: PathBuf, attrs: Attrs },
+    Special { rdev: u64, attrs: Attrs },
+}
+
+/// Receives what [`Namespace::scan`] finds: every directory before what is
+/// in it, and a file's further names after its first.
+pub trait ScanVisitor {
+    /// A directory; returns the number its entries get as their parent.
+    fn dir(&mut self, parent: u64, name: &OsStr, attrs: Attrs) -> u64;
+
+    /// A file's first name (its home, if any, is valid for the call).
+    fn file(&mut self, parent: u64, name: &OsStr, found: FoundFile) -> FsResult<()>;
+
+    /// A further name of the file `id`.
+    fn link(&mut self, parent: u64, name: &OsStr, id: &str);
+
+    /// A symlink or special node; the names of one node with several share
+    /// their `Node` number.
+    fn node(&mut self, parent: u64, name: &OsStr, found: FoundNode, node: Node);
+}
+
 /// The record of the tree's names. Existence checks are the caller's (it
 /// holds the tree); each method changes one name or one pair of names.
 pub trait Namespace: Send + Sync {
+    /// Reports every name to `visit`, the root's entries with parent
+    /// `root`. With `recover` (nothing is open yet, and the backing may
+    /// change) what a crash left is removed on the way: half-made names,
+    /// files never committed, generations no manifest names, names of
+    /// files that are gone.
+    fn scan(&self, visit: &mut dyn ScanVisitor, root: u64, recover: bool) -> FsResult<Recovery>;
+
     /// A new directory.
     fn create_dir(&self, at: &At, attrs: &Attrs) -> FsResult<()>;
 
@@ -155,6 +206,11 @@ impl<A: Namespace, B: Namespace> Mirrored<A, B> {
 }
 
 impl<A: Namespace, B: Namespace> Namespace for Mirrored<A, B> {
+    /// The record's names: the mirror is brought in line with them.
+    fn scan(&self, visit: &mut dyn ScanVisitor, root: u64, recover: bool) -> FsResult<Recovery> {
+        self.record.scan(visit, root, recover)
+    }
+
     fn create_dir(&self, at: &At, attrs: &Attrs) -> FsResult<()> {
         self.record.create_dir(at, attrs)?;
         self.follow(|m| m.create_dir(at, attrs));

@@ -4,14 +4,19 @@
 //! commit (a file's commit, an fsync of a directory, the unmount), not one
 //! commit per name.
 
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ocdbt::{Db, OcdbtError};
 
-use super::namespace::{At, Entry, Namespace, Removal, Retired};
+use super::namespace::{
+    At, Entry, FoundFile, FoundNode, Namespace, Recovery, Removal, Retired, ScanVisitor,
+};
 use crate::error::{FsError, FsResult};
-use crate::layout::manifest::Attrs;
+use crate::layout::manifest::{parse_node, Attrs, NodeDoc, ZARR_JSON};
 
 /// Where the names live in the database (no file id starts with a dot).
 pub const PREFIX: &[u8] = b".ns/";
@@ -37,6 +42,14 @@ pub struct Catalog {
 impl Catalog {
     pub fn new(db: Arc<Db>) -> Self {
         Catalog { db }
+    }
+
+    /// Whether the database's version holds any name (one written before
+    /// the namespace was kept in the index holds none).
+    pub fn has_names(&self) -> bool {
+        self.db
+            .first_key_from(PREFIX)
+            .is_some_and(|k| k.starts_with(PREFIX))
     }
 
     fn put(&self, path: &[u8], entry: &Entry) -> FsResult<()> {
@@ -67,6 +80,82 @@ impl Catalog {
 }
 
 impl Namespace for Catalog {
+    /// The tree of the database's version: a file shows with the manifest
+    /// that version holds (one created and never committed in it is left
+    /// out, with its names), and has no home. Nothing is removed: a
+    /// catalog is scanned for read-only mounts of a version.
+    fn scan(&self, visit: &mut dyn ScanVisitor, root: u64, _recover: bool) -> FsResult<Recovery> {
+        let mut rec = Recovery::default();
+        let mut dirs: HashMap<Vec<u8>, u64> = HashMap::from([(Vec::new(), root)]);
+        let mut files: HashSet<String> = HashSet::new();
+        for (k, _) in self.db.list_prefix(PREFIX) {
+            let path = &k[PREFIX.len()..];
+            let Some(value) = self.db.get(&k).map_err(fail)? else {
+                continue;
+            };
+            let Ok(entry) = serde_json::from_slice::<Entry>(&value) else {
+                tracing::warn!(
+                    "{}: unreadable namespace entry",
+                    String::from_utf8_lossy(path)
+                );
+                continue;
+            };
+            let (parent_path, name) = match path.iter().rposition(|b| *b == b'/') {
+                Some(i) => (&path[..i], &path[i + 1..]),
+                None => (&path[..0], path),
+            };
+            // Keys sort a directory before what is below it.
+            let Some(&parent) = dirs.get(parent_path) else {
+                continue;
+            };
+            let name = OsStr::from_bytes(name);
+            match entry {
+                Entry::Dir { attrs } => {
+                    rec.dirs += 1;
+                    dirs.insert(path.to_vec(), visit.dir(parent, name, attrs));
+                }
+                Entry::File { id } => {
+                    if files.contains(&id) {
+                        visit.link(parent, name, &id);
+                        continue;
+                    }
+                    let doc = self
+                        .db
+                        .get(format!("{id}/{ZARR_JSON}").as_bytes())
+                        .map_err(fail)?;
+                    let Some(NodeDoc::File(m)) = doc.as_deref().map(parse_node) else {
+                        continue;
+                    };
+                    rec.files += 1;
+                    let attrs = m.attrs;
+                    visit.file(
+                        parent,
+                        name,
+                        FoundFile {
+                            home: None,
+                            manifest: m,
+                            noted: None,
+                            attrs,
+                        },
+                    )?;
+                    files.insert(id);
+                }
+                Entry::Symlink {
+                    target,
+                    attrs,
+                    node,
+                } => {
+                    let target = PathBuf::from(OsString::from_vec(target));
+                    visit.node(parent, name, FoundNode::Symlink { target, attrs }, node);
+                }
+                Entry::Special { rdev, attrs, node } => {
+                    visit.node(parent, name, FoundNode::Special { rdev, attrs }, node);
+                }
+            }
+        }
+        Ok(rec)
+    }
+
     fn create_dir(&self, at: &At, attrs: &Attrs) -> FsResult<()> {
         self.put(&at.key, &Entry::Dir { attrs: *attrs })
     }

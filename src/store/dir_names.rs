@@ -10,6 +10,19 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+
+/// Backing paths longer than this are reached through an open descriptor
+/// of an ancestor directory (`/proc/self/fd/N/rest`): the kernel refuses
+/// paths of PATH_MAX bytes, and a mount path of nearly that length is
+/// longer still under the backing dir.
+pub const LONG_PATH: usize = 3072;
+
+/// How `/proc/self/fd` names an open directory.
+pub fn fd_path(dir: &std::fs::File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+}
 
 /// The reserved root entry.
 pub const RESERVED: &str = ".ckptfs";

@@ -1,0 +1,373 @@
+//! Loading the names of a backing directory tree (`DirNamespace::scan`),
+//! and recovering from a crash on the way: what a crash left half made is
+//! removed before anything is open.
+//!
+//! A directory holding a group `zarr.json` is a directory; one holding a
+//! file manifest is a file's home; one holding a link record is a further
+//! name of a file; symlinks and special nodes are themselves.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use super::attrs_xattr;
+use super::dir_names::{fd_path, from_backing, is_packed_root_entry, LONG_PATH, RESERVED};
+use super::durable::is_temp;
+use super::namespace::{FoundFile, FoundNode, Recovery, ScanVisitor};
+use crate::error::{FsResult, IoContext};
+use crate::layout::manifest::{read_node, Attrs, NodeDoc, ZARR_JSON};
+
+/// The attributes of a backing entry.
+pub fn attrs_of(meta: &fs::Metadata) -> Attrs {
+    Attrs {
+        mode: meta.mode(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        atime_ns: meta.atime() * 1_000_000_000 + meta.atime_nsec(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+    }
+}
+
+fn remove_any(path: &Path) {
+    let _ = fs::remove_dir_all(path).or_else(|_| fs::remove_file(path));
+}
+
+/// Removes everything in a file's home but its manifest and live array.
+fn clean_home(dir: &Path, live: &str, rec: &mut Recovery) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == ZARR_JSON || name == live {
+            continue;
+        }
+        remove_any(&entry.path());
+        rec.removed += 1;
+    }
+    Ok(())
+}
+
+/// One walk of a backing tree.
+pub(super) struct Walk<'a> {
+    pub visit: &'a mut dyn ScanVisitor,
+    pub recover: bool,
+    pub rec: Recovery,
+    /// Ids of the files found (their further names are kept).
+    files: HashSet<String>,
+    /// Link records: parent, name, file id, backing path (while short).
+    links: Vec<(u64, OsString, String, Option<std::path::PathBuf>)>,
+    /// Symlinks and special nodes with several backing names: their
+    /// number by backing (device, inode).
+    multi: HashMap<(u64, u64), u64>,
+}
+
+impl<'a> Walk<'a> {
+    pub fn new(visit: &'a mut dyn ScanVisitor, recover: bool) -> Self {
+        Walk {
+            visit,
+            recover,
+            rec: Recovery::default(),
+            files: HashSet::new(),
+            links: Vec::new(),
+            multi: HashMap::new(),
+        }
+    }
+
+    fn remove(&mut self, path: &Path) {
+        if self.recover {
+            remove_any(path);
+            self.rec.removed += 1;
+        }
+    }
+
+    /// Walks `dir` (the root when `at_root`), whose entries get `parent`.
+    pub fn dir(&mut self, dir: &Path, parent: u64, at_root: bool) -> FsResult<()> {
+        let entries = fs::read_dir(dir).ctx(format!("read {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.ctx("read dir entry")?;
+            let bname = entry.file_name();
+            let path = entry.path();
+            if at_root && (bname == RESERVED || is_packed_root_entry(&bname)) {
+                continue;
+            }
+            let meta = fs::symlink_metadata(&path).ctx(format!("stat {}", path.display()))?;
+            let ft = meta.file_type();
+            if ft.is_file() {
+                // Ours: the group document, or a temp file a crash left.
+                if bname != ZARR_JSON {
+                    self.remove(&path);
+                }
+                continue;
+            }
+            if is_temp(&bname.to_string_lossy()) {
+                self.remove(&path);
+                continue;
+            }
+            let name = from_backing(&bname);
+            let special =
+                ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device();
+            if ft.is_symlink() || special {
+                let node = (meta.nlink() > 1).then(|| {
+                    let n = self.multi.len() as u64 + 1;
+                    *self.multi.entry((meta.dev(), meta.ino())).or_insert(n)
+                });
+                let found = if ft.is_symlink() {
+                    FoundNode::Symlink {
+                        target: fs::read_link(&path).ctx("readlink")?,
+                        attrs: attrs_of(&meta),
+                    }
+                } else {
+                    FoundNode::Special {
+                        rdev: meta.rdev(),
+                        attrs: attrs_of(&meta),
+                    }
+                };
+                self.visit.node(parent, &name, found, node);
+                continue;
+            }
+            if !ft.is_dir() {
+                continue;
+            }
+            match read_node(&path) {
+                NodeDoc::File(m) if m.pending => {
+                    // Created, never committed: a crash interrupted its
+                    // first save, and it was promised to be absent.
+                    self.remove(&path);
+                }
+                NodeDoc::File(m) => {
+                    if self.recover {
+                        let live = if m.generation == 0 || m.packed {
+                            String::new()
+                        } else {
+                            format!("g{}", m.generation)
+                        };
+                        let mut rec = std::mem::take(&mut self.rec);
+                        let cleaned = clean_home(&path, &live, &mut rec);
+                        self.rec = rec;
+                        cleaned.ctx("clean file dir")?;
+                    }
+                    self.files.insert(m.id.clone());
+                    self.rec.files += 1;
+                    let noted = attrs_xattr::read(&path);
+                    self.visit.file(
+                        parent,
+                        &name,
+                        FoundFile {
+                            home: Some(&path),
+                            manifest: m,
+                            noted,
+                            attrs: attrs_of(&meta),
+                        },
+                    )?;
+                }
+                NodeDoc::Link(id) => {
+                    let keep = (path.as_os_str().len() <= LONG_PATH).then(|| path.clone());
+                    self.links.push((parent, name, id, keep));
+                }
+                NodeDoc::Dir | NodeDoc::Unknown => {
+                    self.rec.dirs += 1;
+                    let child = self.visit.dir(parent, &name, attrs_of(&meta));
+                    if path.as_os_str().len() > LONG_PATH {
+                        // Deep: go on below an open descriptor of it.
+                        let below =
+                            fs::File::open(&path).ctx(format!("open {}", path.display()))?;
+                        self.dir(&fd_path(&below), child, false)?;
+                    } else {
+                        self.dir(&path, child, false)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives each link record's name to its file. A record whose file is
+    /// gone (its last other name was removed, or a crash cut the first
+    /// save short) is removed when recovering; one too deep to reach by
+    /// path again is passed over and goes at a later mount's recovery.
+    pub fn finish(mut self) -> Recovery {
+        for (parent, name, id, path) in std::mem::take(&mut self.links) {
+            if self.files.contains(&id) {
+                self.visit.link(parent, &name, &id);
+            } else if let Some(path) = path {
+                self.remove(&path);
+            }
+        }
+        self.rec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::layout::manifest::{dir_group_json, link_group_json, FileLayout, FileManifest};
+    use crate::store::dir_namespace::DirNamespace;
+    use crate::store::namespace::{FoundFile, FoundNode, Namespace, Node};
+
+    /// Writes down what a scan reports, one line per name.
+    #[derive(Default)]
+    struct Seen {
+        lines: Vec<String>,
+        next: u64,
+    }
+
+    impl ScanVisitor for Seen {
+        fn dir(&mut self, parent: u64, name: &OsStr, _attrs: Attrs) -> u64 {
+            self.next += 1;
+            self.lines.push(format!(
+                "dir {parent}/{} = {}",
+                name.to_string_lossy(),
+                self.next
+            ));
+            self.next
+        }
+        fn file(&mut self, parent: u64, name: &OsStr, found: FoundFile) -> FsResult<()> {
+            let home = found.home.map(|h| h.join(ZARR_JSON).exists());
+            self.lines.push(format!(
+                "file {parent}/{} id {} gen {} home {home:?}",
+                name.to_string_lossy(),
+                found.manifest.id,
+                found.manifest.generation
+            ));
+            Ok(())
+        }
+        fn link(&mut self, parent: u64, name: &OsStr, id: &str) {
+            self.lines
+                .push(format!("link {parent}/{} -> {id}", name.to_string_lossy()));
+        }
+        fn node(&mut self, parent: u64, name: &OsStr, found: FoundNode, node: Node) {
+            let what = match found {
+                FoundNode::Symlink { target, .. } => format!("symlink to {}", target.display()),
+                FoundNode::Special { .. } => "special".to_string(),
+            };
+            self.lines.push(format!(
+                "{what} {parent}/{} node {node:?}",
+                name.to_string_lossy()
+            ));
+        }
+    }
+
+    fn manifest(id: &str, generation: u64, pending: bool) -> Vec<u8> {
+        let m = FileManifest {
+            kind: "file".into(),
+            id: id.into(),
+            generation,
+            commit: generation,
+            size: 3,
+            attrs: Attrs::new(0o100644, 0, 0, 0),
+            layout: FileLayout {
+                kind: crate::layout::manifest::LayoutKind::Bytes,
+                chunk_bytes: 4096,
+                codec: "none".into(),
+            },
+            array: format!("g{generation}"),
+            chunks: vec![Some(1)],
+            packed: false,
+            pending,
+            format: None,
+            segments: Vec::new(),
+            inline: None,
+        };
+        m.to_group_json().expect("manifest")
+    }
+
+    /// A backing tree as a crash can leave it: a stale generation and a
+    /// staging file in a file's home, a file never committed, a link
+    /// record whose file is gone, temp entries, a stray file.
+    fn crashed_tree() -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("backing");
+        let mk = |p: &str| fs::create_dir_all(root.join(p)).expect("mkdir");
+        let put = |p: &str, b: &[u8]| fs::write(root.join(p), b).expect("write");
+        mk(".ckptfs/trash");
+        put("zarr.json", &dir_group_json("root"));
+        mk("a");
+        put("a/zarr.json", &dir_group_json("dir"));
+        mk("a/f/g1/c");
+        mk("a/f/g2/c");
+        put("a/f/zarr.json", &manifest("f1", 2, false));
+        put("a/f/g3.staging", b"x");
+        mk("a/p");
+        put("a/p/zarr.json", &manifest("p1", 1, true));
+        mk("a/l");
+        put("a/l/zarr.json", &link_group_json("f1"));
+        mk("a/gone");
+        put("a/gone/zarr.json", &link_group_json("nobody"));
+        mk("a/n.ckptfs-tmp.1.2");
+        put("a/junk", b"stray");
+        std::os::unix::fs::symlink("a/f", root.join("s1")).expect("symlink");
+        fs::hard_link(root.join("s1"), root.join("s2")).expect("link symlink");
+        (tmp, root)
+    }
+
+    fn scan(root: &Path, recover: bool) -> (Vec<String>, Recovery) {
+        let ns = DirNamespace::new(root, root.join(".ckptfs/trash"), recover).expect("ns");
+        let mut seen = Seen {
+            next: 1,
+            ..Default::default()
+        };
+        let rec = ns.scan(&mut seen, 1, recover).expect("scan");
+        seen.lines.sort();
+        (seen.lines, rec)
+    }
+
+    #[test]
+    fn a_scan_reports_every_name_and_recovery_removes_what_a_crash_left() {
+        let (_tmp, root) = crashed_tree();
+        let want = [
+            "dir 1/a = 2",
+            "file 2/f id f1 gen 2 home Some(true)",
+            "link 2/l -> f1",
+            "symlink to a/f 1/s1 node Some(1)",
+            "symlink to a/f 1/s2 node Some(1)",
+        ];
+        // Without recovery nothing changes on disk, and the same names show.
+        let (lines, rec) = scan(&root, false);
+        assert_eq!(lines, want);
+        assert_eq!(rec.removed, 0);
+        for p in [
+            "a/p",
+            "a/gone",
+            "a/junk",
+            "a/n.ckptfs-tmp.1.2",
+            "a/f/g1",
+            "a/f/g3.staging",
+        ] {
+            assert!(
+                root.join(p).exists(),
+                "{p} removed by a scan without recovery"
+            );
+        }
+        let (lines, rec) = scan(&root, true);
+        assert_eq!(lines, want);
+        assert_eq!((rec.files, rec.dirs), (1, 1));
+        // g1 and g3.staging, the pending file, the dangling link record,
+        // the temp entry and the stray file.
+        assert_eq!(rec.removed, 6, "{rec:?}");
+        for p in [
+            "a/p",
+            "a/gone",
+            "a/junk",
+            "a/n.ckptfs-tmp.1.2",
+            "a/f/g1",
+            "a/f/g3.staging",
+        ] {
+            assert!(!root.join(p).exists(), "{p} left by recovery");
+        }
+        for p in [
+            "a/f/g2",
+            "a/f/zarr.json",
+            "a/l",
+            "s1",
+            "s2",
+            ".ckptfs/trash",
+        ] {
+            assert!(root.join(p).exists(), "{p} removed by recovery");
+        }
+    }
+}
