@@ -498,3 +498,45 @@ fn fsync_of_every_directory_succeeds_the_reserved_one_included() {
             .unwrap_or_else(|e| panic!("fsync of directory {dir:?}: {e}"));
     }
 }
+
+/// A missing name is answered as a negative entry the kernel keeps: every
+/// way of making that name through the mount shows it at once, and a
+/// name removed reads as missing at once.
+#[test]
+fn names_looked_up_while_missing_appear_as_soon_as_they_are_made() {
+    each_layout(|m| {
+        let made: [(&str, &dyn Fn(&std::path::Path)); 6] = [
+            ("f", &|p| fs::write(p, b"x").expect("create")),
+            ("d", &|p| fs::create_dir(p).expect("mkdir")),
+            ("s", &|p| {
+                std::os::unix::fs::symlink("f", p).expect("symlink")
+            }),
+            ("l", &|p| fs::hard_link(m.path("f"), p).expect("link")),
+            ("r", &|p| {
+                fs::write(m.path("tmp"), b"y").expect("write tmp");
+                fs::rename(m.path("tmp"), p).expect("rename");
+            }),
+            ("n", &|p| {
+                nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .expect("mkfifo")
+            }),
+        ];
+        for (name, make) in made {
+            let p = m.path(name);
+            // Twice: the second answer may come from the kernel's cache.
+            for _ in 0..2 {
+                assert_eq!(errno(fs::symlink_metadata(&p)), libc::ENOENT, "{name}");
+            }
+            make(&p);
+            assert!(
+                fs::symlink_metadata(&p).is_ok(),
+                "{name} missing after it was made"
+            );
+        }
+        assert_eq!(errno(fs::metadata(m.path("tmp"))), libc::ENOENT);
+        fs::remove_file(m.path("r")).expect("unlink");
+        assert_eq!(errno(fs::metadata(m.path("r"))), libc::ENOENT);
+        fs::write(m.path("r"), b"again").expect("create again");
+        assert_eq!(fs::read(m.path("r")).expect("read"), b"again");
+    });
+}
