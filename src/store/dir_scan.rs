@@ -326,18 +326,21 @@ mod tests {
             "symlink to a/f 1/s1 node Some(1)",
             "symlink to a/f 1/s2 node Some(1)",
         ];
-        // Without recovery nothing changes on disk, and the same names show.
-        let (lines, rec) = scan(&root, false);
-        assert_eq!(lines, want);
-        assert_eq!(rec.removed, 0);
-        for p in [
+        // What a crash left: g1 and g3.staging, the pending file, the
+        // dangling link record, the temp entry and the stray file.
+        let left = [
             "a/p",
             "a/gone",
             "a/junk",
             "a/n.ckptfs-tmp.1.2",
             "a/f/g1",
             "a/f/g3.staging",
-        ] {
+        ];
+        // Without recovery nothing changes on disk, and the same names show.
+        let (lines, rec) = scan(&root, false);
+        assert_eq!(lines, want);
+        assert_eq!(rec.removed, 0);
+        for p in left {
             assert!(
                 root.join(p).exists(),
                 "{p} removed by a scan without recovery"
@@ -346,17 +349,8 @@ mod tests {
         let (lines, rec) = scan(&root, true);
         assert_eq!(lines, want);
         assert_eq!((rec.files, rec.dirs), (1, 1));
-        // g1 and g3.staging, the pending file, the dangling link record,
-        // the temp entry and the stray file.
         assert_eq!(rec.removed, 6, "{rec:?}");
-        for p in [
-            "a/p",
-            "a/gone",
-            "a/junk",
-            "a/n.ckptfs-tmp.1.2",
-            "a/f/g1",
-            "a/f/g3.staging",
-        ] {
+        for p in left {
             assert!(!root.join(p).exists(), "{p} left by recovery");
         }
         for p in [
