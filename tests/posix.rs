@@ -505,7 +505,8 @@ fn fsync_of_every_directory_succeeds_the_reserved_one_included() {
 #[test]
 fn names_looked_up_while_missing_appear_as_soon_as_they_are_made() {
     each_layout(|m| {
-        let made: [(&str, &dyn Fn(&std::path::Path)); 6] = [
+        type Make<'a> = &'a dyn Fn(&std::path::Path);
+        let made: [(&str, Make); 6] = [
             ("f", &|p| fs::write(p, b"x").expect("create")),
             ("d", &|p| fs::create_dir(p).expect("mkdir")),
             ("s", &|p| {
