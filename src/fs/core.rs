@@ -78,6 +78,9 @@ pub struct OpenCounts {
     pub passthrough_failed: AtomicU64,
 }
 
+/// The POSIX core: every operation of the mount as a method returning an
+/// errno-carrying result, over the in-memory tree, its files and the
+/// namespace that records them (`fs/fuse.rs` only decodes and replies).
 pub struct CkptFs {
     pub pipe: Arc<Pipeline>,
     pub tree: RwLock<Tree>,
@@ -240,6 +243,7 @@ impl CkptFs {
         })
     }
 
+    /// stat(2) of a node.
     pub fn getattr(&self, ino: u64) -> FsResult<FileAttr> {
         if control::is_control(ino) {
             return Ok(control::attr(ino, self.started_ns));
@@ -248,6 +252,7 @@ impl CkptFs {
         self.attr_of(&tree, ino)
     }
 
+    /// The node named `name` in `parent` (ENOENT if none).
     pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<FileAttr> {
         // A name no entry can have: ENAMETOOLONG, as POSIX asks, not ENOENT.
         name_check(name)?;
@@ -304,6 +309,7 @@ impl CkptFs {
         Ok(())
     }
 
+    /// mkdir(2): a new directory, recorded by the namespace before it shows.
     pub fn mkdir(
         &self,
         parent: u64,
@@ -361,6 +367,7 @@ impl CkptFs {
         self.attr_of(&tree, ino)
     }
 
+    /// symlink(2).
     pub fn symlink(
         &self,
         parent: u64,
@@ -407,6 +414,7 @@ impl CkptFs {
         self.attr_of(&tree, ino)
     }
 
+    /// A symlink's target.
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
         use std::os::unix::ffi::OsStrExt;
         let tree = self.tree.read();
@@ -448,6 +456,7 @@ impl CkptFs {
         Ok(())
     }
 
+    /// unlink(2): a file open elsewhere lives on, nameless, until its last close.
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         let mut tree = self.tree.write();
         let ino = tree.lookup(parent, name)?;
@@ -537,6 +546,7 @@ impl CkptFs {
         self.attr_of(&tree, ino)
     }
 
+    /// rmdir(2) of an empty directory.
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         let mut tree = self.tree.write();
         let ino = tree.lookup(parent, name)?;
@@ -555,6 +565,8 @@ impl CkptFs {
         Ok(())
     }
 
+    /// rename(2) and renameat2(2) (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`):
+    /// atomic, and durable on return.
     pub fn rename(
         &self,
         parent: u64,
@@ -972,6 +984,7 @@ impl CkptFs {
         })
     }
 
+    /// Whether `ino` is the control directory `.ckptfs` or one of its files.
     pub fn is_control(&self, ino: u64) -> bool {
         control::is_control(ino)
     }
@@ -1064,6 +1077,7 @@ impl CkptFs {
         Ok(ReadReply::Filled)
     }
 
+    /// pwrite(2) through an open handle; returns the bytes taken.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let (_, file) = self.handle_file(fh)?;
         let mut f = file.lock();
@@ -1098,6 +1112,7 @@ impl CkptFs {
         f.commit(&self.pipe)
     }
 
+    /// fsync(2): commits the file (and waits for an upstream copy, if any).
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
         if self.controls.contains_key(&fh) {
             return Ok(());
@@ -1136,6 +1151,8 @@ impl CkptFs {
         self.sync_upstream()
     }
 
+    /// The last close of a handle: the file's last handle commits it, and an
+    /// unlinked file goes with it.
     pub fn release(&self, fh: u64) -> FsResult<()> {
         if let Some((_, c)) = self.controls.remove(&fh) {
             if let ControlHandle::Log(r) = c {
@@ -1224,10 +1241,12 @@ impl CkptFs {
             .collect())
     }
 
+    /// The attributes a directory listing (`readdirplus`) gives an entry.
     pub fn attr_for_entry(&self, ino: u64) -> FsResult<FileAttr> {
         self.getattr(ino)
     }
 
+    /// statfs(2): the namespace's store figures.
     pub fn statfs(&self) -> FsResult<nix::sys::statvfs::Statvfs> {
         self.ns.statfs()
     }
@@ -1270,10 +1289,12 @@ impl CkptFs {
         failed
     }
 
+    /// The file type a mode's `S_IFMT` bits name.
     pub fn kind_of_mode(mode: u32) -> FileType {
         file_kind(mode)
     }
 
+    /// A time to set, as nanoseconds since the epoch.
     pub fn times_from(t: Option<std::time::SystemTime>) -> Option<i64> {
         t.map(from_time)
     }

@@ -49,6 +49,8 @@ fn args(ino: u64) -> Args<'static> {
     }
 }
 
+/// fuser's `Filesystem` over the core: decodes each request, records it
+/// in the profiler and sends the reply.
 pub struct FuseAdapter {
     pub fs: Arc<CkptFs>,
     ttl: Duration,
@@ -88,6 +90,7 @@ impl Answer<()> for ReplyEmpty {
 }
 
 impl FuseAdapter {
+    /// The adapter of `fs`, whose entries and attributes the kernel keeps for `ttl`.
     pub fn new(fs: Arc<CkptFs>, ttl: Duration) -> Self {
         FuseAdapter { fs, ttl }
     }

@@ -123,6 +123,7 @@ pub struct Drift {
 }
 
 impl Drift {
+    /// Whether the keys match the tree.
     pub fn is_empty(&self) -> bool {
         self.stale.is_empty() && self.missing.is_empty()
     }

@@ -27,8 +27,10 @@ use super::file::FileNode;
 
 pub use crate::store::namespace::Recovery;
 
+/// The root directory's inode number.
 pub const ROOT: u64 = 1;
 
+/// What a node is.
 pub enum Kind {
     Dir(BTreeMap<OsString, u64>),
     File(Arc<Mutex<FileNode>>),
@@ -38,6 +40,7 @@ pub enum Kind {
     Special(u64),
 }
 
+/// One inode of the tree.
 pub struct Node {
     /// The node's first name. A file's backing directory (its manifest
     /// and data, the *home*) always sits at this name.
@@ -51,6 +54,7 @@ pub struct Node {
     pub attrs: Attrs,
 }
 
+/// Every inode of the mount, and what the tree was loaded from.
 pub struct Tree {
     pub nodes: HashMap<u64, Node>,
     next_ino: u64,
@@ -455,18 +459,21 @@ impl Tree {
         self.next_ino
     }
 
+    /// The node `ino` (ENOENT if gone).
     pub fn get(&self, ino: u64) -> FsResult<&Node> {
         self.nodes
             .get(&ino)
             .ok_or_else(|| enoent(format!("inode {ino}")))
     }
 
+    /// The node `ino`, to change (ENOENT if gone).
     pub fn get_mut(&mut self, ino: u64) -> FsResult<&mut Node> {
         self.nodes
             .get_mut(&ino)
             .ok_or_else(|| enoent(format!("inode {ino}")))
     }
 
+    /// A directory's entries by name (ENOTDIR if `ino` is not one).
     pub fn children(&self, ino: u64) -> FsResult<&BTreeMap<OsString, u64>> {
         match &self.get(ino)?.kind {
             Kind::Dir(c) => Ok(c),
@@ -474,6 +481,7 @@ impl Tree {
         }
     }
 
+    /// The inode named `name` in `parent` (ENOENT if none).
     pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<u64> {
         self.children(parent)?
             .get(name)

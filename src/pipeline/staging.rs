@@ -10,6 +10,8 @@ use std::os::unix::fs::FileExt;
 use crate::error::{FsResult, IoContext};
 use crate::store::durable::DurableStore;
 
+/// One file's sparse staging file: writes that cannot stream into chunks
+/// wait here until the next commit encodes them.
 pub struct Staging {
     file: File,
     key: String,
@@ -37,6 +39,7 @@ impl Staging {
         Ok(Staging { file, key, gen })
     }
 
+    /// Writes `data` at `offset` of the staged bytes.
     pub fn write_at(&self, data: &[u8], offset: u64) -> FsResult<()> {
         self.file
             .write_all_at(data, offset)

@@ -64,6 +64,7 @@ pub(super) struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
+    /// A walk reporting to `visit`, removing what a crash left if `recover`.
     pub fn new(visit: &'a mut dyn ScanVisitor, recover: bool) -> Self {
         Walk {
             visit,

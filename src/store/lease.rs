@@ -15,11 +15,13 @@ use parking_lot::{Condvar, Mutex};
 
 use super::s3::{ObjectInfo, S3Store};
 
+/// Where leases are kept, below the store prefix.
 pub const LEASE_DIR: &str = "leases";
 /// Slack on top of a lease's lifetime: the store's times have whole
 /// seconds, and a rewrite may take a request's time.
 const SLACK_MS: i64 = 2_000;
 
+/// What a lease holder does with the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// A read-only mount of one version.
@@ -115,6 +117,7 @@ pub struct Leases {
 }
 
 impl Leases {
+    /// The leases held by writers.
     pub fn writers(&self) -> impl Iterator<Item = &LeaseKey> {
         self.live.iter().filter(|l| l.role == Role::Writer)
     }

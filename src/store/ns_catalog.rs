@@ -21,6 +21,7 @@ use crate::layout::manifest::{parse_node, Attrs, NodeDoc, ZARR_JSON};
 /// Where the names live in the database (no file id starts with a dot).
 pub const PREFIX: &[u8] = b".ns/";
 
+/// A database error of the catalog, as EIO.
 pub fn fail(e: OcdbtError) -> FsError {
     FsError::new(libc::EIO, format!("namespace in the packed index: {e}"))
 }
@@ -30,6 +31,7 @@ pub fn key(path: &[u8]) -> Vec<u8> {
     [PREFIX, path].concat()
 }
 
+/// A name's entry as its key's value (JSON).
 pub fn encode(e: &Entry) -> FsResult<Vec<u8>> {
     serde_json::to_vec(e).map_err(|e| FsError::new(libc::EIO, format!("namespace entry: {e}")))
 }
@@ -40,6 +42,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// The catalog of `db`'s names.
     pub fn new(db: Arc<Db>) -> Self {
         Catalog { db }
     }

@@ -36,6 +36,7 @@ fn db_err(e: OcdbtError) -> io::Error {
 }
 
 impl PackedStore {
+    /// The values of `db` under `prefix` (a file's `<id>/`).
     pub fn new(db: Arc<Db>, prefix: impl Into<String>) -> Self {
         let mut prefix = prefix.into();
         if !prefix.is_empty() && !prefix.ends_with('/') {

@@ -44,6 +44,7 @@ impl S3Location {
         s.to_str().is_some_and(|s| s.starts_with("s3://"))
     }
 
+    /// Parses `s3://bucket/prefix`.
     pub fn parse(s: &str) -> Result<Self> {
         let Some(rest) = s.strip_prefix("s3://") else {
             bail!("{s:?} is not an s3:// location (s3://BUCKET/PREFIX)");
@@ -321,6 +322,7 @@ pub struct S3Remote {
 }
 
 impl S3Remote {
+    /// Reads through `store`, with `cache` in front of it if given.
     pub fn new(store: Arc<S3Store>, cache: Option<BlockCache>) -> Self {
         S3Remote {
             store,
