@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::attrs_xattr;
 use super::dir_names::{fd_path, from_backing, is_packed_root_entry, LONG_PATH, RESERVED};
@@ -49,6 +49,14 @@ fn clean_home(dir: &Path, live: &str, rec: &mut Recovery) -> std::io::Result<()>
     Ok(())
 }
 
+/// Where a link record is, to remove it after the walk: its path, or for
+/// one in a directory reached below an open descriptor (past `LONG_PATH`)
+/// its directory held open and its backing name.
+enum Record {
+    Path(PathBuf),
+    Below(fs::File, OsString),
+}
+
 /// One walk of a backing tree.
 pub(super) struct Walk<'a> {
     pub visit: &'a mut dyn ScanVisitor,
@@ -56,8 +64,8 @@ pub(super) struct Walk<'a> {
     pub rec: Recovery,
     /// Ids of the files found (their further names are kept).
     files: HashSet<String>,
-    /// Link records: parent, name, file id, backing path (while short).
-    links: Vec<(u64, OsString, String, Option<std::path::PathBuf>)>,
+    /// Link records: parent, name, file id, and where the record is.
+    links: Vec<(u64, OsString, String, Record)>,
     /// Symlinks and special nodes with several backing names: their
     /// number by backing (device, inode).
     multi: HashMap<(u64, u64), u64>,
@@ -85,6 +93,12 @@ impl<'a> Walk<'a> {
 
     /// Walks `dir` (the root when `at_root`), whose entries get `parent`.
     pub fn dir(&mut self, dir: &Path, parent: u64, at_root: bool) -> FsResult<()> {
+        self.walk(dir, parent, at_root, false)
+    }
+
+    /// `below`: `dir` is reached through a descriptor the caller holds
+    /// only for the call.
+    fn walk(&mut self, dir: &Path, parent: u64, at_root: bool, below: bool) -> FsResult<()> {
         let entries = fs::read_dir(dir).ctx(format!("read {}", dir.display()))?;
         for entry in entries {
             let entry = entry.ctx("read dir entry")?;
@@ -164,19 +178,26 @@ impl<'a> Walk<'a> {
                     )?;
                 }
                 NodeDoc::Link(id) => {
-                    let keep = (path.as_os_str().len() <= LONG_PATH).then(|| path.clone());
-                    self.links.push((parent, name, id, keep));
+                    let at = if !below {
+                        Record::Path(path.clone())
+                    } else {
+                        Record::Below(
+                            fs::File::open(dir).ctx(format!("open {}", dir.display()))?,
+                            bname.clone(),
+                        )
+                    };
+                    self.links.push((parent, name, id, at));
                 }
                 NodeDoc::Dir | NodeDoc::Unknown => {
                     self.rec.dirs += 1;
                     let child = self.visit.dir(parent, &name, attrs_of(&meta));
                     if path.as_os_str().len() > LONG_PATH {
                         // Deep: go on below an open descriptor of it.
-                        let below =
+                        let anchor =
                             fs::File::open(&path).ctx(format!("open {}", path.display()))?;
-                        self.dir(&fd_path(&below), child, false)?;
+                        self.walk(&fd_path(&anchor), child, false, true)?;
                     } else {
-                        self.dir(&path, child, false)?;
+                        self.walk(&path, child, false, below)?;
                     }
                 }
             }
@@ -186,14 +207,16 @@ impl<'a> Walk<'a> {
 
     /// Gives each link record's name to its file. A record whose file is
     /// gone (its last other name was removed, or a crash cut the first
-    /// save short) is removed when recovering; one too deep to reach by
-    /// path again is passed over and goes at a later mount's recovery.
+    /// save short) is removed when recovering.
     pub fn finish(mut self) -> Recovery {
-        for (parent, name, id, path) in std::mem::take(&mut self.links) {
+        for (parent, name, id, at) in std::mem::take(&mut self.links) {
             if self.files.contains(&id) {
                 self.visit.link(parent, &name, &id);
-            } else if let Some(path) = path {
-                self.remove(&path);
+                continue;
+            }
+            match at {
+                Record::Path(path) => self.remove(&path),
+                Record::Below(dir, bname) => self.remove(&fd_path(&dir).join(bname)),
             }
         }
         self.rec
@@ -210,46 +233,48 @@ mod tests {
     use crate::store::dir_namespace::DirNamespace;
     use crate::store::namespace::{FoundFile, FoundNode, Namespace, Node};
 
-    /// Writes down what a scan reports, one line per name.
-    #[derive(Default)]
+    /// Writes down what a scan reports, one line per name, by path.
     struct Seen {
         lines: Vec<String>,
-        next: u64,
+        paths: std::collections::HashMap<u64, String>,
+    }
+
+    impl Seen {
+        fn path(&self, parent: u64, name: &OsStr) -> String {
+            let dir = self.paths.get(&parent).cloned().unwrap_or_default();
+            format!("{dir}/{}", name.to_string_lossy())
+        }
     }
 
     impl ScanVisitor for Seen {
         fn dir(&mut self, parent: u64, name: &OsStr, _attrs: Attrs) -> u64 {
-            self.next += 1;
-            self.lines.push(format!(
-                "dir {parent}/{} = {}",
-                name.to_string_lossy(),
-                self.next
-            ));
-            self.next
+            let path = self.path(parent, name);
+            let n = self.paths.len() as u64 + 1;
+            self.lines.push(format!("dir {path}"));
+            self.paths.insert(n, path);
+            n
         }
         fn file(&mut self, parent: u64, name: &OsStr, found: FoundFile) -> FsResult<()> {
             let home = found.home.map(|h| h.join(ZARR_JSON).exists());
             self.lines.push(format!(
-                "file {parent}/{} id {} gen {} home {home:?}",
-                name.to_string_lossy(),
+                "file {} id {} gen {} home {home:?}",
+                self.path(parent, name),
                 found.manifest.id,
                 found.manifest.generation
             ));
             Ok(())
         }
         fn link(&mut self, parent: u64, name: &OsStr, id: &str) {
-            self.lines
-                .push(format!("link {parent}/{} -> {id}", name.to_string_lossy()));
+            let line = format!("link {} -> {id}", self.path(parent, name));
+            self.lines.push(line);
         }
         fn node(&mut self, parent: u64, name: &OsStr, found: FoundNode, node: Node) {
             let what = match found {
                 FoundNode::Symlink { target, .. } => format!("symlink to {}", target.display()),
                 FoundNode::Special { .. } => "special".to_string(),
             };
-            self.lines.push(format!(
-                "{what} {parent}/{} node {node:?}",
-                name.to_string_lossy()
-            ));
+            let line = format!("{what} {} node {node:?}", self.path(parent, name));
+            self.lines.push(line);
         }
     }
 
@@ -301,37 +326,64 @@ mod tests {
         put("a/gone/zarr.json", &link_group_json("nobody"));
         mk("a/n.ckptfs-tmp.1.2");
         put("a/junk", b"stray");
+        // A link record whose file is gone, past LONG_PATH: reached below
+        // an open directory.
+        let deep = deep();
+        mk(&format!("{deep}/gone"));
+        put(
+            &format!("{deep}/gone/zarr.json"),
+            &link_group_json("nobody"),
+        );
         std::os::unix::fs::symlink("a/f", root.join("s1")).expect("symlink");
         fs::hard_link(root.join("s1"), root.join("s2")).expect("link symlink");
         (tmp, root)
     }
 
+    /// 16 directories of 200-byte names below `deep`: past `LONG_PATH`.
+    fn deep() -> String {
+        let mut p = "deep".to_string();
+        for _ in 0..16 {
+            p.push('/');
+            p.push_str(&"d".repeat(200));
+        }
+        p
+    }
+
     fn scan(root: &Path, recover: bool) -> (Vec<String>, Recovery) {
         let ns = DirNamespace::new(root, root.join(".ckptfs/trash"), recover).expect("ns");
         let mut seen = Seen {
-            next: 1,
-            ..Default::default()
+            lines: Vec::new(),
+            paths: std::collections::HashMap::from([(1, String::new())]),
         };
         let rec = ns.scan(&mut seen, 1, recover).expect("scan");
-        seen.lines.sort();
-        (seen.lines, rec)
+        // The deep chain's 17 directories are counted, not listed.
+        let deep = format!("dir /{}", deep());
+        let mut lines: Vec<String> = seen
+            .lines
+            .into_iter()
+            .filter(|l| !(l.starts_with("dir /deep") && deep.starts_with(l.as_str())))
+            .collect();
+        lines.sort();
+        (lines, rec)
     }
 
     #[test]
     fn a_scan_reports_every_name_and_recovery_removes_what_a_crash_left() {
         let (_tmp, root) = crashed_tree();
         let want = [
-            "dir 1/a = 2",
-            "file 2/f id f1 gen 2 home Some(true)",
-            "link 2/l -> f1",
-            "symlink to a/f 1/s1 node Some(1)",
-            "symlink to a/f 1/s2 node Some(1)",
+            "dir /a",
+            "file /a/f id f1 gen 2 home Some(true)",
+            "link /a/l -> f1",
+            "symlink to a/f /s1 node Some(1)",
+            "symlink to a/f /s2 node Some(1)",
         ];
-        // What a crash left: g1 and g3.staging, the pending file, the
-        // dangling link record, the temp entry and the stray file.
+        // What a crash left: g1 and g3.staging, the pending file, two
+        // dangling link records (one deep), the temp entry, a stray file.
+        let deep_gone = format!("{}/gone", deep());
         let left = [
             "a/p",
             "a/gone",
+            deep_gone.as_str(),
             "a/junk",
             "a/n.ckptfs-tmp.1.2",
             "a/f/g1",
@@ -349,8 +401,8 @@ mod tests {
         }
         let (lines, rec) = scan(&root, true);
         assert_eq!(lines, want);
-        assert_eq!((rec.files, rec.dirs), (1, 1));
-        assert_eq!(rec.removed, 6, "{rec:?}");
+        assert_eq!((rec.files, rec.dirs), (1, 18));
+        assert_eq!(rec.removed, 7, "{rec:?}");
         for p in left {
             assert!(!root.join(p).exists(), "{p} left by recovery");
         }
