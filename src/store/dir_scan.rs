@@ -35,8 +35,10 @@ fn remove_any(path: &Path) {
     let _ = fs::remove_dir_all(path).or_else(|_| fs::remove_file(path));
 }
 
-/// Removes everything in a file's home but its manifest and live array.
-fn clean_home(dir: &Path, live: &str, rec: &mut Recovery) -> std::io::Result<()> {
+/// Removes everything in a file's home but its manifest and live array;
+/// returns how many entries went.
+fn clean_home(dir: &Path, live: &str) -> std::io::Result<u64> {
+    let mut removed = 0;
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -44,9 +46,9 @@ fn clean_home(dir: &Path, live: &str, rec: &mut Recovery) -> std::io::Result<()>
             continue;
         }
         remove_any(&entry.path());
-        rec.removed += 1;
+        removed += 1;
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// Where a link record is, to remove it after the walk: its path, or for
@@ -59,9 +61,9 @@ enum Record {
 
 /// One walk of a backing tree.
 pub(super) struct Walk<'a> {
-    pub visit: &'a mut dyn ScanVisitor,
-    pub recover: bool,
-    pub rec: Recovery,
+    visit: &'a mut dyn ScanVisitor,
+    recover: bool,
+    rec: Recovery,
     /// Ids of the files found (their further names are kept).
     files: HashSet<String>,
     /// Link records: parent, name, file id, and where the record is.
@@ -158,10 +160,7 @@ impl<'a> Walk<'a> {
                         } else {
                             format!("g{}", m.generation)
                         };
-                        let mut rec = std::mem::take(&mut self.rec);
-                        let cleaned = clean_home(&path, &live, &mut rec);
-                        self.rec = rec;
-                        cleaned.ctx("clean file dir")?;
+                        self.rec.removed += clean_home(&path, &live).ctx("clean file dir")?;
                     }
                     self.files.insert(m.id.clone());
                     self.rec.files += 1;
