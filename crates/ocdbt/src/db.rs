@@ -151,7 +151,7 @@ impl FileSource for Db {
     }
 }
 
-fn check_key(key: &[u8]) -> Result<()> {
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
     if key.len() as u64 > MAX_KEY_LEN {
         return Err(OcdbtError::Invalid(format!(
             "key of {} bytes exceeds {MAX_KEY_LEN}",
@@ -501,7 +501,7 @@ impl Db {
             .collect()
     }
 
-    fn writable(&self) -> Result<()> {
+    pub(crate) fn writable(&self) -> Result<()> {
         if self.read_only {
             return Err(OcdbtError::Invalid("database opened read-only".into()));
         }
@@ -610,7 +610,7 @@ impl Db {
     /// Runs `op`; on a full disk, punches out unreferenced ranges, then
     /// gives up the history, and tries again after each, before the caller
     /// sees ENOSPC.
-    fn with_space(&self, op: impl Fn() -> Result<()>) -> Result<()> {
+    pub(crate) fn with_space(&self, op: impl Fn() -> Result<()>) -> Result<()> {
         let mut tries = [false, true].into_iter();
         loop {
             match op() {

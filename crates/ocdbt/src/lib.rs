@@ -16,6 +16,7 @@ pub mod compact;
 pub mod data_file;
 pub mod data_file_table;
 pub mod db;
+pub mod edit;
 pub mod envelope;
 pub mod error;
 pub mod fsutil;
@@ -31,6 +32,7 @@ pub mod version_tree;
 
 pub use compact::CompactReport;
 pub use db::{Db, DbOptions, Sealed};
+pub use edit::Change;
 pub use envelope::Compression;
 pub use error::{OcdbtError, Result};
 pub use remote::Remote;

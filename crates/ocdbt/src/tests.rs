@@ -789,3 +789,72 @@ fn an_evicted_file_frees_its_blocks_and_reads_from_the_copy_also_after_a_reopen(
     db.commit().unwrap();
     assert_eq!(db.get(b"b").unwrap().unwrap(), big(2, 300_000));
 }
+
+#[test]
+fn a_batch_of_changes_is_in_a_commit_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_or_create(dir.path(), opts()).unwrap();
+    db.put(b"n/a", b"one").unwrap();
+    db.put(b"n/b", &big(2, 100)).unwrap();
+    db.put(b"n/a/x", b"below a").unwrap();
+    db.commit().unwrap();
+    // Swaps n/a (and what is below it) with n/b through a scratch name,
+    // over and over, while another thread commits.
+    let swap = |from: &[u8], to: &[u8]| {
+        vec![
+            Change::Delete(to.to_vec()),
+            Change::DeletePrefix([to, b"/"].concat()),
+            Change::Copy(from.to_vec(), to.to_vec()),
+            Change::Delete(from.to_vec()),
+            Change::RenamePrefix([from, b"/"].concat(), [to, b"/"].concat()),
+        ]
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let (db, stop, done) = (Arc::clone(&db), Arc::clone(&stop), Arc::clone(&done));
+        let mut all = swap(b"n/a", b"s");
+        all.extend(swap(b"n/b", b"n/a"));
+        all.extend(swap(b"s", b"n/b"));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                db.apply(&all).unwrap();
+                n += 1;
+                done.store(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            n
+        })
+    };
+    for i in 0..40 {
+        while done.load(std::sync::atomic::Ordering::Relaxed) <= i {
+            std::thread::yield_now();
+        }
+        db.commit().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 0);
+    db.commit().unwrap();
+    let kept: Vec<u64> = versions(dir.path())
+        .unwrap()
+        .iter()
+        .map(|v| v.generation)
+        .collect();
+    for g in kept {
+        let v = Db::open_version(dir.path(), g).unwrap();
+        let keys: Vec<Vec<u8>> = v.list_prefix(b"").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys.len(), 3, "version {g}: {keys:?}");
+        let a = v.get(b"n/a").unwrap().unwrap();
+        let b = v.get(b"n/b").unwrap().unwrap();
+        let below = [b"n/a/x".as_slice(), b"n/b/x"]
+            .iter()
+            .filter(|k| v.get(k).unwrap().is_some())
+            .count();
+        assert_eq!(below, 1, "version {g}");
+        assert!(
+            (a.as_ref() == b"one" && b.as_ref() == big(2, 100).as_slice())
+                || (b.as_ref() == b"one" && a.as_ref() == big(2, 100).as_slice()),
+            "version {g}: a half-made swap"
+        );
+    }
+}
