@@ -101,7 +101,19 @@ def tensor_arrays(backing):
     root = os.path.abspath(backing)
     while root != "/" and not os.path.exists(os.path.join(root, "manifest.ocdbt")):
         root = os.path.dirname(root)
-    m = json.load(open(os.path.join(fdir, "zarr.json")))["attributes"]["ckptfs"]
+    if os.path.exists(os.path.join(fdir, "zarr.json")):
+        m = json.load(open(os.path.join(fdir, "zarr.json")))["attributes"]["ckptfs"]
+    else:
+        # The database's catalog is the record of the names: the file's id
+        # is the value of its `.ns/<path>` key, its manifest `<id>/zarr.json`.
+        kv = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{root}/"}).result()
+        rel = os.path.relpath(os.path.abspath(fdir), root)
+        entry = kv.read(f".ns/{rel}").result().value
+        if not entry:
+            fail(f"{rel}: no such name in the ocdbt database's catalog")
+        fid = json.loads(entry)["id"]
+        doc = json.loads(kv.read(f"{fid}/zarr.json").result().value)
+        m = doc["attributes"]["ckptfs"]
     if not m.get("packed"):
         for meta in glob.glob(os.path.join(fdir, "g*", "t*", "zarr.json")):
             d = os.path.dirname(meta)

@@ -13,9 +13,9 @@ use crate::ocdbt::db::MANIFEST_FILE;
 use crate::ocdbt::Db;
 use crate::store::dir_names::{to_backing_in, RESERVED};
 
-/// Maps a path inside a live ckptfs mount to its backing directory and
-/// the mount's backing root.
-fn backing_of(path: &Path) -> Option<(PathBuf, PathBuf)> {
+/// Maps a path inside a live ckptfs mount to its backing directory, the
+/// mount's backing root and the path's name in the mount.
+fn backing_of(path: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
     let abs = fs::canonicalize(path).ok()?;
     let mounts = fs::read_to_string("/proc/mounts").ok()?;
     let mut best: Option<(PathBuf, PathBuf)> = None;
@@ -42,7 +42,24 @@ fn backing_of(path: &Path) -> Option<(PathBuf, PathBuf)> {
     for (i, part) in rel.components().enumerate() {
         out.push(to_backing_in(part.as_os_str(), i == 0));
     }
-    Some((out, backing))
+    Some((out, backing, rel.to_path_buf()))
+}
+
+/// The home of the file named `rel` where the packed catalog is the record
+/// of the live tree (`store::ns_live`), as its newest version names it.
+fn live_home(root: &Path, rel: &Path) -> Option<PathBuf> {
+    use crate::store::namespace::Entry;
+    use std::os::unix::ffi::OsStrExt;
+    let homes = crate::store::ns_live::homes_dir(root);
+    if !homes.is_dir() {
+        return None;
+    }
+    let db = Db::open_newest(root).ok()?;
+    let key = crate::store::ns_catalog::key(rel.as_os_str().as_bytes());
+    match serde_json::from_slice(&db.get(&key).ok()??).ok()? {
+        Entry::File { id } => Some(homes.join(id)),
+        _ => None,
+    }
 }
 
 /// The home directory of the file with `id` under `dir` (a hard link's
@@ -83,8 +100,15 @@ fn dir_bytes(path: &Path) -> u64 {
 
 /// Builds the inspection report of one file.
 pub fn inspect(path: &Path) -> Result<serde_json::Value> {
-    let (mut dir, root) = backing_of(path).unwrap_or_else(|| (path.to_path_buf(), path.into()));
+    let (mut dir, root, rel) =
+        backing_of(path).unwrap_or_else(|| (path.to_path_buf(), path.into(), PathBuf::new()));
     let mut node = read_node(&dir);
+    if matches!(node, NodeDoc::Unknown) {
+        if let Some(home) = live_home(&root, &rel) {
+            dir = home;
+            node = read_node(&dir);
+        }
+    }
     if let NodeDoc::Link(id) = &node {
         if let Some(home) = find_home(&root, id) {
             dir = home;

@@ -34,6 +34,7 @@ use crate::pipeline::plain::data_key;
 use crate::store::dir_names::{fd_path, LONG_PATH};
 use crate::store::dir_names::{is_packed_root_entry, RESERVED};
 use crate::store::durable::{is_temp, DurableStore};
+use crate::store::ns_live;
 
 /// What a check found.
 #[derive(Debug, Default, serde::Serialize)]
@@ -84,20 +85,20 @@ pub fn verify(backing: &Path, all_versions: bool) -> Result<Report> {
     let mut files = Vec::new();
     let mut links = Vec::new();
     let mut anchors = Vec::new();
-    walk(
-        backing,
-        true,
-        &mut Found {
-            files: &mut files,
-            links: &mut links,
-            anchors: &mut anchors,
-        },
-        &mut report,
-    )?;
+    let mut found = Found {
+        files: &mut files,
+        links: &mut links,
+        anchors: &mut anchors,
+    };
+    match db.as_ref().filter(|db| ns_live::is_live(db)) {
+        Some(db) => live_files(backing, db, &mut found, &mut report)?,
+        None => walk(backing, true, &mut found, &mut report)?,
+    }
     report.files = files.len() as u64;
     // A record whose file is gone (a crash cut the file's first save
     // short) is a leftover: the next mount removes it.
-    let ids: std::collections::HashSet<&str> = files.iter().map(|(_, m)| m.id.as_str()).collect();
+    let ids: std::collections::HashSet<&str> =
+        files.iter().map(|(_, _, m)| m.id.as_str()).collect();
     for id in &links {
         if ids.contains(id.as_str()) {
             report.links += 1;
@@ -116,9 +117,9 @@ pub fn verify(backing: &Path, all_versions: bool) -> Result<Report> {
     let mut pre = Tally::default();
     let mut jobs: Vec<Job> = files
         .into_iter()
-        .map(|(dir, m)| Job {
-            home: dir.clone(),
-            label: dir,
+        .map(|(label, home, m)| Job {
+            home,
+            label,
             m,
             db: db.clone(),
         })
@@ -331,7 +332,8 @@ impl Tally {
 
 /// What the walk gathers.
 struct Found<'a> {
-    files: &'a mut Vec<(PathBuf, FileManifest)>,
+    /// Each file's label (its backing path, or its name), home and manifest.
+    files: &'a mut Vec<(PathBuf, PathBuf, FileManifest)>,
     /// The ids link records name.
     links: &'a mut Vec<String>,
     /// Open directories that deep paths start from (`/proc/self/fd/N`):
@@ -368,7 +370,7 @@ fn walk(dir: &Path, root: bool, found: &mut Found, report: &mut Report) -> Resul
             NodeDoc::File(m) if m.pending => report.leftovers += 1,
             NodeDoc::File(m) => {
                 report.leftovers += superseded(&path, &m)?;
-                found.files.push((path, *m));
+                found.files.push((path.clone(), path, *m));
             }
             NodeDoc::Link(id) => found.links.push(id),
             NodeDoc::Dir => {
@@ -384,6 +386,66 @@ fn walk(dir: &Path, root: bool, found: &mut Found, report: &mut Report) -> Resul
                 report.dirs += 1;
                 walk(&below(&path, found)?, false, found, report)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// The files of a backing dir whose packed catalog is the record of the
+/// live tree (`store::ns_live`): each home in `.ckptfs/homes` that a name
+/// of the newest version reaches, labelled by its first name. Homes no
+/// name reaches (files created after the last commit) and homes of files
+/// never committed are leftovers for the next mount, as are the names of
+/// such files (counted with the further names' ids).
+fn live_files(backing: &Path, db: &Db, found: &mut Found, report: &mut Report) -> Result<()> {
+    use crate::store::namespace::Entry;
+    let prefix = crate::store::ns_catalog::PREFIX;
+    let mut first: std::collections::HashMap<String, PathBuf> = Default::default();
+    for (key, _) in db.list_prefix(prefix) {
+        let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+        let entry = db
+            .get(&key)
+            .with_context(|| format!("read the name {name}"))?
+            .and_then(|v| serde_json::from_slice::<Entry>(&v).ok());
+        match entry {
+            Some(Entry::File { id }) => match first.entry(id) {
+                std::collections::hash_map::Entry::Occupied(e) => found.links.push(e.key().clone()),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(backing.join(name));
+                }
+            },
+            Some(Entry::Dir { .. }) if !name.is_empty() => report.dirs += 1,
+            _ => {}
+        }
+    }
+    let homes = ns_live::homes_dir(backing);
+    let entries = match fs::read_dir(&homes) {
+        Ok(e) => e.collect::<std::io::Result<Vec<_>>>(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+    .with_context(|| format!("read {}", homes.display()))?;
+    for entry in entries {
+        let path = entry.path();
+        let label = entry.file_name().to_str().and_then(|id| first.remove(id));
+        match (label, read_node(&path)) {
+            (Some(label), NodeDoc::File(m)) if !m.pending => {
+                report.leftovers += superseded(&path, &m)?;
+                found.files.push((label, path, *m));
+            }
+            (Some(_), _) | (None, _) => report.leftovers += 1,
+        }
+    }
+    // Named files without a home: a packed one committed is checked from
+    // the database (the next mount makes its home again); the others'
+    // names are dropped by the next mount.
+    for (id, label) in first {
+        let doc = db.get(format!("{id}/{ZARR_JSON}").as_bytes())?;
+        match doc.as_deref().map(crate::layout::manifest::parse_node) {
+            Some(NodeDoc::File(m)) if m.packed && !m.pending => {
+                found.files.push((label, backing.to_path_buf(), *m))
+            }
+            _ => report.leftovers += 1,
         }
     }
     Ok(())

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 
 use crate::error::FsResult;
 use crate::ocdbt::Db;
@@ -48,7 +49,11 @@ pub fn name_path(tree: &Tree, parent: u64, name: &OsStr) -> FsResult<Vec<u8>> {
 /// Where the name `name` in directory `parent` is, for the namespace.
 pub fn at(tree: &Tree, parent: u64, name: &OsStr) -> FsResult<At> {
     Ok(At {
-        backing: tree.child_path(parent, name)?,
+        backing: if tree.backing_names {
+            tree.child_path(parent, name)?
+        } else {
+            PathBuf::new()
+        },
         key: name_path(tree, parent, name)?,
     })
 }
@@ -56,7 +61,11 @@ pub fn at(tree: &Tree, parent: u64, name: &OsStr) -> FsResult<At> {
 /// Where the first name of `ino` is.
 pub fn at_node(tree: &Tree, ino: u64) -> FsResult<At> {
     Ok(At {
-        backing: tree.path(ino)?,
+        backing: if tree.backing_names {
+            tree.path(ino)?
+        } else {
+            PathBuf::new()
+        },
         key: rel_path(tree, ino)?,
     })
 }

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use crate::error::{enoent, FsError, FsResult, IoContext};
 use crate::layout::manifest::{parse_node, Attrs, FileManifest, NodeDoc, ZARR_JSON};
 use crate::ocdbt::Db;
-use crate::store::dir_names::{fd_path, to_backing_in, LONG_PATH, RESERVED};
+use crate::store::dir_names::{fd_path, is_packed_root_entry, to_backing_in, LONG_PATH, RESERVED};
 use crate::store::dir_namespace::DirNamespace;
 use crate::store::dir_scan::attrs_of;
 use crate::store::durable::DurableStore;
@@ -22,6 +22,7 @@ use crate::store::namespace::{
     FoundFile, FoundNode, Mirrored, Namespace, Node as Shared, ScanVisitor,
 };
 use crate::store::ns_catalog::Catalog;
+use crate::store::ns_live::{self, LiveCatalog};
 
 use super::file::FileNode;
 
@@ -67,6 +68,9 @@ pub struct Tree {
     frozen: bool,
     /// Open directories that anchor long paths (see `LONG_PATH`), by inode.
     anchors: Mutex<HashMap<u64, fs::File>>,
+    /// Names are backing paths (the backing directory tree is the record;
+    /// not where the packed catalog is).
+    pub backing_names: bool,
 }
 
 /// Builds the tree from what a scan finds.
@@ -81,6 +85,12 @@ struct Loader<'a> {
 }
 
 impl ScanVisitor for Loader<'_> {
+    fn root(&mut self, attrs: Attrs) {
+        if let Ok(root) = self.tree.get_mut(ROOT) {
+            root.attrs = attrs;
+        }
+    }
+
     fn dir(&mut self, parent: u64, name: &OsStr, attrs: Attrs) -> u64 {
         self.tree
             .insert(parent, name, Kind::Dir(BTreeMap::new()), attrs)
@@ -142,19 +152,48 @@ impl ScanVisitor for Loader<'_> {
     }
 }
 
-/// The namespace of a mount of `backing`: the backing directory tree,
-/// followed by the packed database's catalog when `db` may be written.
+/// The namespace of a mount of `backing`, and whether names have backing
+/// paths: the packed database's catalog where it is the live record (a
+/// database made on an empty backing dir, see `ns_live`), else the backing
+/// directory tree, followed by the catalog when `db` may be written.
 /// Unless `read_only`, the trash is emptied (nothing is open yet).
 pub fn namespace_of(
     backing: &Path,
     db: Option<Arc<Db>>,
     read_only: bool,
-) -> FsResult<Box<dyn Namespace>> {
+) -> FsResult<(Box<dyn Namespace>, bool)> {
+    if let Some(db) = &db {
+        let fresh = !db.is_read_only() && !read_only && !has_names(backing)? && {
+            let catalog = Catalog::new(db.clone());
+            !catalog.has_names()
+        };
+        if fresh && !ns_live::is_live(db) {
+            ns_live::make_live(db)?;
+        }
+        if ns_live::is_live(db) {
+            let live = LiveCatalog::new(backing, db.clone(), !read_only && !db.is_read_only())?;
+            return Ok((Box::new(live), false));
+        }
+    }
     let trash = backing.join(RESERVED).join("trash");
-    Ok(Box::new(Mirrored {
-        record: DirNamespace::new(backing, trash, !read_only)?,
-        mirror: db.filter(|_| !read_only).map(Catalog::new),
-    }))
+    Ok((
+        Box::new(Mirrored {
+            record: DirNamespace::new(backing, trash, !read_only)?,
+            mirror: db.filter(|_| !read_only).map(Catalog::new),
+        }),
+        true,
+    ))
+}
+
+/// Whether the backing dir's tree holds any name of the mount.
+fn has_names(backing: &Path) -> FsResult<bool> {
+    for entry in fs::read_dir(backing).ctx(format!("read {}", backing.display()))? {
+        let name = entry.ctx("read backing dir")?.file_name();
+        if name != RESERVED && name != ZARR_JSON && !is_packed_root_entry(&name) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Removes packed keys no file references (a deleted file's, or a
@@ -246,6 +285,7 @@ impl Tree {
             pack_new,
             frozen,
             anchors: Mutex::new(HashMap::new()),
+            backing_names: true,
         };
         tree.nodes.insert(
             ROOT,
@@ -257,7 +297,8 @@ impl Tree {
                 attrs: attrs_of(&meta),
             },
         );
-        let ns = namespace_of(backing, tree.db.clone(), tree.read_only())?;
+        let (ns, backing_names) = namespace_of(backing, tree.db.clone(), tree.read_only())?;
+        tree.backing_names = backing_names;
         // A read-only mount shows the live tree, whose record is the
         // backing dir (files of the `files` index are in no version).
         let version = tree
@@ -281,7 +322,7 @@ impl Tree {
         let live = std::mem::take(&mut loader.live);
         if let Some(db) = tree.ns_db() {
             rec.removed += recover_packed(&db, &live)?;
-            if super::ns_index::reconcile(&tree, &db)? {
+            if tree.backing_names && super::ns_index::reconcile(&tree, &db)? {
                 db.commit().map_err(|e| {
                     FsError::new(
                         libc::EIO,

@@ -11,11 +11,11 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::dir_scan::Walk;
 use super::durable::{sync_dir, temp_name, write_atomic};
 use super::namespace::{At, Entry, Namespace, Recovery, Removal, Retired, ScanVisitor};
+use super::trash::Trash;
 use crate::error::{FsError, FsResult, IoContext};
 use crate::layout::manifest::{dir_group_json, link_group_json, Attrs, ZARR_JSON};
 
@@ -23,8 +23,7 @@ use crate::layout::manifest::{dir_group_json, link_group_json, Attrs, ZARR_JSON}
 pub struct DirNamespace {
     root: PathBuf,
     /// Where removed file homes wait (for their last close) and go.
-    trash: PathBuf,
-    retired: AtomicU64,
+    trash: Trash,
 }
 
 /// renameat2(RENAME_EXCHANGE): swaps two existing paths atomically.
@@ -41,39 +40,13 @@ fn sync_parent(p: &Path) -> FsResult<()> {
 }
 
 impl DirNamespace {
-    /// The namespace of `root`, whose trash is `trash` (made if missing).
-    /// With `sweep` (a mount that may write, before anything is open),
-    /// what a crash left in the trash goes: homes of files removed while
-    /// open, or removed names cut short.
-    /// A mount that may not write (a version, `--read-only`) makes and
-    /// sweeps nothing: its backing may sit on read-only media.
+    /// The namespace of `root`, whose trash is `trash` (see `Trash::new`
+    /// for `sweep`).
     pub fn new(root: &Path, trash: PathBuf, sweep: bool) -> FsResult<Self> {
-        if sweep {
-            fs::create_dir_all(&trash).ctx("create trash dir")?;
-            for entry in fs::read_dir(&trash).ctx("read trash dir")? {
-                let path = entry.ctx("read trash dir")?.path();
-                if fs::remove_dir_all(&path).is_err() {
-                    let _ = fs::remove_file(&path);
-                }
-            }
-        }
         Ok(DirNamespace {
             root: root.to_path_buf(),
-            trash,
-            retired: AtomicU64::new(0),
+            trash: Trash::new(trash, sweep)?,
         })
-    }
-
-    /// Moves `path` out of the tree into the trash.
-    fn retire(&self, path: &Path) -> FsResult<PathBuf> {
-        // Unique across mounts too: a crash can leave a retired home here.
-        let n = self.retired.fetch_add(1, Ordering::Relaxed);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dest = self.trash.join(format!("{t}-{n}"));
-        fs::rename(path, &dest).ctx("unlink")?;
-        Ok(dest)
     }
 }
 
@@ -167,7 +140,7 @@ impl Namespace for DirNamespace {
                 fs::remove_file(&at.backing).ctx("unlink")?;
                 Ok(None)
             }
-            Removal::LastName => Ok(Some(Retired(self.retire(&at.backing)?))),
+            Removal::LastName => Ok(Some(Retired(self.trash.retire(&at.backing)?))),
             Removal::FurtherName { heir } => {
                 if let Some(heir) = heir {
                     // The home moves to the next name (one atomic swap with
@@ -175,7 +148,7 @@ impl Namespace for DirNamespace {
                     rename_exchange(&at.backing, &heir.backing)
                         .ctx("move the file's home to its next name")?;
                 }
-                let record = self.retire(&at.backing)?;
+                let record = self.trash.retire(&at.backing)?;
                 let _ = fs::remove_dir_all(record);
                 Ok(None)
             }

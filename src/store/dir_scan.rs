@@ -31,8 +31,23 @@ pub fn attrs_of(meta: &fs::Metadata) -> Attrs {
     }
 }
 
-fn remove_any(path: &Path) {
+pub(super) fn remove_any(path: &Path) {
     let _ = fs::remove_dir_all(path).or_else(|_| fs::remove_file(path));
+}
+
+/// Removes everything in the home of the file `m` but its manifest and
+/// live array (a packed file's arrays are in the database); returns how
+/// many entries went.
+pub(super) fn tidy_home(
+    dir: &Path,
+    m: &crate::layout::manifest::FileManifest,
+) -> std::io::Result<u64> {
+    let live = if m.generation == 0 || m.packed {
+        String::new()
+    } else {
+        format!("g{}", m.generation)
+    };
+    clean_home(dir, &live)
 }
 
 /// Removes everything in a file's home but its manifest and live array;
@@ -155,12 +170,7 @@ impl<'a> Walk<'a> {
                 }
                 NodeDoc::File(m) => {
                     if self.recover {
-                        let live = if m.generation == 0 || m.packed {
-                            String::new()
-                        } else {
-                            format!("g{}", m.generation)
-                        };
-                        self.rec.removed += clean_home(&path, &live).ctx("clean file dir")?;
+                        self.rec.removed += tidy_home(&path, &m).ctx("clean file dir")?;
                     }
                     self.files.insert(m.id.clone());
                     self.rec.files += 1;

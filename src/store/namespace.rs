@@ -102,6 +102,9 @@ pub enum FoundNode {
 /// Receives what [`Namespace::scan`] finds: every directory before what is
 /// in it, and a file's further names after its first.
 pub trait ScanVisitor {
+    /// The root directory's own attributes, where the namespace keeps them.
+    fn root(&mut self, _attrs: Attrs) {}
+
     /// A directory; returns the number its entries get as their parent.
     fn dir(&mut self, parent: u64, name: &OsStr, attrs: Attrs) -> u64;
 

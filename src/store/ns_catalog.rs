@@ -10,7 +10,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ocdbt::{Db, OcdbtError};
+use ocdbt::{Change, Db, OcdbtError};
 
 use super::namespace::{
     At, Entry, FoundFile, FoundNode, Namespace, Recovery, Removal, Retired, ScanVisitor,
@@ -55,42 +55,83 @@ impl Catalog {
             .is_some_and(|k| k.starts_with(PREFIX))
     }
 
+    /// The database the names are kept in.
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
+    fn apply(&self, changes: &[Change]) -> FsResult<()> {
+        self.db.apply(changes).map_err(fail)
+    }
+
     fn put(&self, path: &[u8], entry: &Entry) -> FsResult<()> {
-        self.db.put(&key(path), &encode(entry)?).map_err(fail)
+        self.apply(&[Change::Put(key(path), encode(entry)?)])
+    }
+
+    /// The entry of a name, if it has one.
+    pub fn entry(&self, path: &[u8]) -> FsResult<Option<Entry>> {
+        let Some(v) = self.db.get(&key(path)).map_err(fail)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| FsError::new(libc::EIO, format!("namespace entry: {e}")))
     }
 
     /// Forgets a name and everything below it.
     fn remove(&self, path: &[u8]) -> FsResult<()> {
-        self.db.delete(&key(path)).map_err(fail)?;
-        self.db
-            .delete_prefix(&key(&[path, b"/"].concat()))
-            .map_err(fail)?;
-        Ok(())
+        self.apply(&removal(path))
     }
 
-    /// Moves a name and everything below it, replacing what `to` held.
-    fn move_keys(&self, from: &[u8], to: &[u8]) -> FsResult<()> {
-        self.remove(to)?;
-        if let Some(v) = self.db.get(&key(from)).map_err(fail)? {
-            self.db.put(&key(to), &v).map_err(fail)?;
-            self.db.delete(&key(from)).map_err(fail)?;
-        }
+    /// Makes the changes so far durable (a commit of the database).
+    pub fn commit(&self) -> FsResult<()> {
         self.db
-            .rename_prefix(&key(&[from, b"/"].concat()), &key(&[to, b"/"].concat()))
-            .map_err(fail)?;
-        Ok(())
+            .commit()
+            .map(|_| ())
+            .map_err(|e| FsError::new(libc::EIO, format!("packed index commit: {e}")))
     }
 }
 
-impl Namespace for Catalog {
-    /// The tree of the database's version: a file shows with the manifest
-    /// that version holds (one created and never committed in it is left
-    /// out, with its names), and has no home. Nothing is removed: a
-    /// catalog is scanned for read-only mounts of a version.
-    fn scan(&self, visit: &mut dyn ScanVisitor, root: u64, _recover: bool) -> FsResult<Recovery> {
-        let mut rec = Recovery::default();
+/// The changes that forget a name and everything below it.
+fn removal(path: &[u8]) -> Vec<Change> {
+    vec![
+        Change::Delete(key(path)),
+        Change::DeletePrefix(key(&[path, b"/"].concat())),
+    ]
+}
+
+/// The changes that move a name and everything below it, replacing what
+/// `to` held.
+fn moving(from: &[u8], to: &[u8]) -> Vec<Change> {
+    let mut out = removal(to);
+    out.extend([
+        Change::Copy(key(from), key(to)),
+        Change::Delete(key(from)),
+        Change::RenamePrefix(key(&[from, b"/"].concat()), key(&[to, b"/"].concat())),
+    ]);
+    out
+}
+
+/// Reports a file's first name to the visitor; returns whether it did
+/// (a file not reported is absent, with all its names).
+pub(super) type OnFile<'a> =
+    dyn FnMut(&mut dyn ScanVisitor, u64, &OsStr, &str) -> FsResult<bool> + 'a;
+
+impl Catalog {
+    /// Reports every name to `visit` in key order (a directory before what
+    /// is below it), each file's first name through `on_file`; returns the
+    /// keys of the names of files `on_file` left out.
+    pub(super) fn walk(
+        &self,
+        visit: &mut dyn ScanVisitor,
+        root: u64,
+        rec: &mut Recovery,
+        on_file: &mut OnFile,
+    ) -> FsResult<Vec<Vec<u8>>> {
         let mut dirs: HashMap<Vec<u8>, u64> = HashMap::from([(Vec::new(), root)]);
         let mut files: HashSet<String> = HashSet::new();
+        let mut absent: HashSet<String> = HashSet::new();
+        let mut dropped = Vec::new();
         for (k, _) in self.db.list_prefix(PREFIX) {
             let path = &k[PREFIX.len()..];
             let Some(value) = self.db.get(&k).map_err(fail)? else {
@@ -103,6 +144,13 @@ impl Namespace for Catalog {
                 );
                 continue;
             };
+            if path.is_empty() {
+                // The root's own entry (its attributes).
+                if let Entry::Dir { attrs } = entry {
+                    visit.root(attrs);
+                }
+                continue;
+            }
             let (parent_path, name) = match path.iter().rposition(|b| *b == b'/') {
                 Some(i) => (&path[..i], &path[i + 1..]),
                 None => (&path[..0], path),
@@ -120,28 +168,12 @@ impl Namespace for Catalog {
                 Entry::File { id } => {
                     if files.contains(&id) {
                         visit.link(parent, name, &id);
-                        continue;
+                    } else if absent.contains(&id) || !on_file(visit, parent, name, &id)? {
+                        absent.insert(id);
+                        dropped.push(k.clone());
+                    } else {
+                        files.insert(id);
                     }
-                    let doc = self
-                        .db
-                        .get(format!("{id}/{ZARR_JSON}").as_bytes())
-                        .map_err(fail)?;
-                    let Some(NodeDoc::File(m)) = doc.as_deref().map(parse_node) else {
-                        continue;
-                    };
-                    rec.files += 1;
-                    let attrs = m.attrs;
-                    visit.file(
-                        parent,
-                        name,
-                        FoundFile {
-                            home: None,
-                            manifest: m,
-                            noted: None,
-                            attrs,
-                        },
-                    )?;
-                    files.insert(id);
                 }
                 Entry::Symlink {
                     target,
@@ -156,6 +188,41 @@ impl Namespace for Catalog {
                 }
             }
         }
+        Ok(dropped)
+    }
+}
+
+impl Namespace for Catalog {
+    /// The tree of the database's version: a file shows with the manifest
+    /// that version holds (one created and never committed in it is left
+    /// out, with its names), and has no home. Nothing is removed: a
+    /// catalog is scanned for read-only mounts of a version.
+    fn scan(&self, visit: &mut dyn ScanVisitor, root: u64, _recover: bool) -> FsResult<Recovery> {
+        let mut rec = Recovery::default();
+        let db = self.db.clone();
+        let mut files = 0;
+        self.walk(visit, root, &mut rec, &mut |visit, parent, name, id| {
+            let doc = db
+                .get(format!("{id}/{ZARR_JSON}").as_bytes())
+                .map_err(fail)?;
+            let Some(NodeDoc::File(m)) = doc.as_deref().map(parse_node) else {
+                return Ok(false);
+            };
+            files += 1;
+            let attrs = m.attrs;
+            visit.file(
+                parent,
+                name,
+                FoundFile {
+                    home: None,
+                    manifest: m,
+                    noted: None,
+                    attrs,
+                },
+            )?;
+            Ok(true)
+        })?;
+        rec.files = files;
         Ok(rec)
     }
 
@@ -202,7 +269,7 @@ impl Namespace for Catalog {
 
     fn link_node(&self, from: &At, at: &At) -> FsResult<()> {
         match self.db.get(&key(&from.key)).map_err(fail)? {
-            Some(v) => self.db.put(&key(&at.key), &v).map_err(fail),
+            Some(_) => self.apply(&[Change::Copy(key(&from.key), key(&at.key))]),
             None => Err(FsError::new(
                 libc::EIO,
                 "namespace in the packed index: the linked name has no entry",
@@ -222,22 +289,25 @@ impl Namespace for Catalog {
     }
 
     fn rename(&self, from: &At, to: &At) -> FsResult<()> {
-        self.move_keys(&from.key, &to.key)
+        self.apply(&moving(&from.key, &to.key))
     }
 
     fn exchange(&self, a: &At, b: &At) -> FsResult<()> {
         // No name holds a NUL byte: a scratch path no entry can have.
         let scratch = b"\0exchange".as_slice();
-        self.move_keys(&a.key, scratch)?;
-        self.move_keys(&b.key, &a.key)?;
-        self.move_keys(scratch, &b.key)
+        let mut changes = moving(&a.key, scratch);
+        changes.extend(moving(&b.key, &a.key));
+        changes.extend(moving(scratch, &b.key));
+        self.apply(&changes)
     }
 
     fn set_attrs(&self, names: &[At], entry: &Entry, _chmod: bool, _chown: bool) -> FsResult<()> {
-        for at in names {
-            self.put(&at.key, entry)?;
-        }
-        Ok(())
+        let value = encode(entry)?;
+        let changes: Vec<Change> = names
+            .iter()
+            .map(|at| Change::Put(key(&at.key), value.clone()))
+            .collect();
+        self.apply(&changes)
     }
 
     /// Renames are in the index with its next commit.
@@ -246,10 +316,7 @@ impl Namespace for Catalog {
     }
 
     fn sync_dir(&self, _dir: &At) -> FsResult<()> {
-        self.db
-            .commit()
-            .map(|_| ())
-            .map_err(|e| FsError::new(libc::EIO, format!("packed index commit: {e}")))
+        self.commit()
     }
 
     fn statfs(&self) -> FsResult<nix::sys::statvfs::Statvfs> {
