@@ -37,6 +37,12 @@ pub fn footprint(root: &Path) -> Result<Footprint> {
             let entry = entry.with_context(|| format!("list {}", dir.display()))?;
             let path = entry.path();
             if dir == root && entry.file_name() == RESERVED {
+                // The filesystem's own state, but for the file homes of a
+                // packed catalog (manifests and staging).
+                let homes = path.join("homes");
+                if homes.is_dir() {
+                    stack.push(homes);
+                }
                 continue;
             }
             let meta = std::fs::symlink_metadata(&path)

@@ -536,7 +536,9 @@ impl CkptFs {
                 f.lock().attrs.ctime_ns = now;
             }
             Kind::Symlink(_) | Kind::Special(_) => {
-                self.ns.link_node(&ns_index::at_node(&tree, ino)?, &at)?;
+                let entry = ns_index::entry_with_node(&tree, ino, Some(ino))?;
+                self.ns
+                    .link_node(&ns_index::at_node(&tree, ino)?, &at, &entry)?;
                 tree.get_mut(ino)?.attrs.ctime_ns = now;
             }
         }

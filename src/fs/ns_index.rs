@@ -84,8 +84,12 @@ pub fn names_of(tree: &Tree, ino: u64) -> FsResult<Vec<At>> {
 /// symlink or special node with several carry its inode number, which is
 /// unique within the mount, and rewritten at each mount (`reconcile`).
 pub fn entry_of(tree: &Tree, ino: u64) -> FsResult<Entry> {
+    entry_with_node(tree, ino, (tree.nlink(ino) > 1).then_some(ino))
+}
+
+/// What the node `ino` is, its names carrying the number `shared`.
+pub fn entry_with_node(tree: &Tree, ino: u64, shared: Option<u64>) -> FsResult<Entry> {
     let node = tree.get(ino)?;
-    let shared = (tree.nlink(ino) > 1).then_some(ino);
     Ok(match &node.kind {
         Kind::Dir(_) => Entry::Dir { attrs: node.attrs },
         Kind::File(f) => Entry::File {
@@ -107,6 +111,12 @@ pub fn entry_of(tree: &Tree, ino: u64) -> FsResult<Entry> {
 /// Every name of the live tree with its entry.
 fn full(tree: &Tree) -> FsResult<BTreeMap<Vec<u8>, Vec<u8>>> {
     let mut out = BTreeMap::new();
+    out.insert(
+        key(b""),
+        encode(&Entry::Dir {
+            attrs: tree.get(ROOT)?.attrs,
+        })?,
+    );
     let mut stack = vec![(ROOT, Vec::new())];
     while let Some((dir, path)) = stack.pop() {
         for (name, &ino) in tree.children(dir)? {

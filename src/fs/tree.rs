@@ -322,7 +322,9 @@ impl Tree {
         let live = std::mem::take(&mut loader.live);
         if let Some(db) = tree.ns_db() {
             rec.removed += recover_packed(&db, &live)?;
-            if tree.backing_names && super::ns_index::reconcile(&tree, &db)? {
+            // Also where the catalog is the record: each mount numbers the
+            // symlinks and special nodes with several names afresh.
+            if super::ns_index::reconcile(&tree, &db)? {
                 db.commit().map_err(|e| {
                     FsError::new(
                         libc::EIO,

@@ -129,7 +129,7 @@ impl Namespace for DirNamespace {
         sync_parent(&at.backing)
     }
 
-    fn link_node(&self, from: &At, at: &At) -> FsResult<()> {
+    fn link_node(&self, from: &At, at: &At, _entry: &Entry) -> FsResult<()> {
         fs::hard_link(&from.backing, &at.backing).ctx("link")?;
         sync_parent(&at.backing)
     }

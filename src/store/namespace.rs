@@ -150,8 +150,9 @@ pub trait Namespace: Send + Sync {
     fn link_file(&self, at: &At, id: &str) -> FsResult<()>;
 
     /// A further name for the symlink or special node at `from`, durable on
-    /// return.
-    fn link_node(&self, from: &At, at: &At) -> FsResult<()>;
+    /// return; `entry` is what both names record now (with the node's
+    /// number, see `Node`).
+    fn link_node(&self, from: &At, at: &At, entry: &Entry) -> FsResult<()>;
 
     /// Removes a non-directory name.
     fn remove_name(&self, at: &At, how: Removal) -> FsResult<Option<Retired>>;
@@ -249,9 +250,9 @@ impl<A: Namespace, B: Namespace> Namespace for Mirrored<A, B> {
         Ok(())
     }
 
-    fn link_node(&self, from: &At, at: &At) -> FsResult<()> {
-        self.record.link_node(from, at)?;
-        self.follow(|m| m.link_node(from, at));
+    fn link_node(&self, from: &At, at: &At, entry: &Entry) -> FsResult<()> {
+        self.record.link_node(from, at, entry)?;
+        self.follow(|m| m.link_node(from, at, entry));
         Ok(())
     }
 

@@ -267,9 +267,17 @@ impl Namespace for Catalog {
         self.put(&at.key, &Entry::File { id: id.to_string() })
     }
 
-    fn link_node(&self, from: &At, at: &At) -> FsResult<()> {
+    /// Both names get `entry` in one step: a commit never holds one of them
+    /// without the node's number.
+    fn link_node(&self, from: &At, at: &At, entry: &Entry) -> FsResult<()> {
         match self.db.get(&key(&from.key)).map_err(fail)? {
-            Some(_) => self.apply(&[Change::Copy(key(&from.key), key(&at.key))]),
+            Some(_) => {
+                let value = encode(entry)?;
+                self.apply(&[
+                    Change::Put(key(&from.key), value.clone()),
+                    Change::Put(key(&at.key), value),
+                ])
+            }
             None => Err(FsError::new(
                 libc::EIO,
                 "namespace in the packed index: the linked name has no entry",

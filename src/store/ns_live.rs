@@ -5,13 +5,13 @@
 //! a name in the mount. A rename is one change of keys, a hard link one
 //! more key naming the file's id.
 //!
-//! A change of names is pending until the database's next commit, which
-//! holds every change made before it and none half made (`Db::apply`): a
-//! file's commit, a rename or link (durable on return), an fsync of a
-//! directory, the unmount. A crash loses the names changed since the last
-//! commit, never a part of one change; the next mount removes the homes no
-//! name reaches (files created since the last commit) and the names of
-//! files never committed.
+//! Each change of names is one `Db::apply` (a commit holds all its keys or
+//! none) and, but for a new file's name and new times, is committed before
+//! it returns, as a local disk keeps a name change once the call returns:
+//! a `kill -9` of the daemon loses none. A new file's name is in its first
+//! commit (a file is pending until then); times go with the next commit.
+//! The next mount removes the homes no committed name reaches (files
+//! created since the last commit) and the names of files never committed.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -231,7 +231,8 @@ impl Namespace for LiveCatalog {
     }
 
     fn create_dir(&self, at: &At, attrs: &Attrs) -> FsResult<()> {
-        self.catalog.create_dir(at, attrs)
+        self.catalog.create_dir(at, attrs)?;
+        self.catalog.commit()
     }
 
     /// The home is built under a temp name and renamed to the file's id; a
@@ -257,11 +258,13 @@ impl Namespace for LiveCatalog {
     }
 
     fn create_symlink(&self, at: &At, target: &Path, attrs: &Attrs) -> FsResult<()> {
-        self.catalog.create_symlink(at, target, attrs)
+        self.catalog.create_symlink(at, target, attrs)?;
+        self.catalog.commit()
     }
 
     fn create_special(&self, at: &At, attrs: &Attrs, rdev: u64) -> FsResult<()> {
-        self.catalog.create_special(at, attrs, rdev)
+        self.catalog.create_special(at, attrs, rdev)?;
+        self.catalog.commit()
     }
 
     /// One key more, committed: both names or the old one alone.
@@ -270,8 +273,8 @@ impl Namespace for LiveCatalog {
         self.catalog.commit()
     }
 
-    fn link_node(&self, from: &At, at: &At) -> FsResult<()> {
-        self.catalog.link_node(from, at)?;
+    fn link_node(&self, from: &At, at: &At, entry: &Entry) -> FsResult<()> {
+        self.catalog.link_node(from, at, entry)?;
         self.catalog.commit()
     }
 
@@ -283,6 +286,7 @@ impl Namespace for LiveCatalog {
             _ => None,
         };
         self.catalog.remove_name(at, how)?;
+        self.catalog.commit()?;
         match home {
             Some(home) => Ok(Some(Retired(self.trash.retire(&home)?))),
             None => Ok(None),
@@ -294,9 +298,11 @@ impl Namespace for LiveCatalog {
     }
 
     fn remove_dir(&self, at: &At) -> FsResult<()> {
-        self.catalog.remove_dir(at)
+        self.catalog.remove_dir(at)?;
+        self.catalog.commit()
     }
 
+    /// Durable with the caller's `sync_names`, which follows every rename.
     fn rename(&self, from: &At, to: &At) -> FsResult<()> {
         self.catalog.rename(from, to)
     }
@@ -305,8 +311,13 @@ impl Namespace for LiveCatalog {
         self.catalog.exchange(a, b)
     }
 
+    /// A mode or owner change commits; new times ride on the next commit.
     fn set_attrs(&self, names: &[At], entry: &Entry, chmod: bool, chown: bool) -> FsResult<()> {
-        self.catalog.set_attrs(names, entry, chmod, chown)
+        self.catalog.set_attrs(names, entry, chmod, chown)?;
+        if chmod || chown {
+            self.catalog.commit()?;
+        }
+        Ok(())
     }
 
     /// A rename is durable on return: the database commits.
