@@ -57,6 +57,8 @@ fn names_live_in_the_catalog_and_homes_by_id() {
     .expect("mkfifo");
     // A rename of a directory moves names only.
     fs::rename(m.path("ck/step1"), m.path("ck/step2")).expect("rename dir");
+    fs::set_permissions(&m.mnt, std::os::unix::fs::PermissionsExt::from_mode(0o750))
+        .expect("chmod root");
     only_own_entries(&m.backing);
     let homes = m.backing.join(".ckptfs/homes");
     assert_eq!(entries(&homes).len(), 2, "one home per file, not per name");
@@ -79,6 +81,11 @@ fn names_live_in_the_catalog_and_homes_by_id() {
         .file_type()
         .is_fifo());
     assert!(!m.path("ck/step1").exists());
+    assert_eq!(
+        fs::metadata(&m.mnt).expect("stat root").mode() & 0o777,
+        0o750,
+        "the root's mode"
+    );
 
     // Unlinking the last name takes the home with it.
     fs::remove_file(m.path("ck/b.txt")).expect("unlink b");

@@ -111,12 +111,6 @@ pub fn entry_with_node(tree: &Tree, ino: u64, shared: Option<u64>) -> FsResult<E
 /// Every name of the live tree with its entry.
 fn full(tree: &Tree) -> FsResult<BTreeMap<Vec<u8>, Vec<u8>>> {
     let mut out = BTreeMap::new();
-    out.insert(
-        key(b""),
-        encode(&Entry::Dir {
-            attrs: tree.get(ROOT)?.attrs,
-        })?,
-    );
     let mut stack = vec![(ROOT, Vec::new())];
     while let Some((dir, path)) = stack.pop() {
         for (name, &ino) in tree.children(dir)? {
@@ -153,6 +147,11 @@ pub fn drift(tree: &Tree, db: &Db) -> FsResult<Drift> {
     let mut want = full(tree)?;
     let mut stale = Vec::new();
     for (k, _) in db.list_prefix(PREFIX) {
+        // The root's own entry (its mode and owner, set by a chmod or
+        // chown of the root) is no name.
+        if k == PREFIX {
+            continue;
+        }
         match want.get(&k) {
             None => stale.push(k),
             Some(v) => {
