@@ -200,3 +200,25 @@ fn hard_linked_symlinks_stay_one_node_each() {
     }
     assert_eq!(nodes.len(), 3, "three nodes, none merged");
 }
+
+/// Mounted with a `files`-index config, a backing whose names live in the
+/// packed index puts new files into the index too: a file closed before a
+/// kill -9 is there after it.
+#[test]
+fn a_files_index_config_on_a_live_catalog_keeps_closed_files() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut m = Mount::new(Some(packed_config(tmp.path())));
+    fs::write(m.path("first.bin"), random(50_000, 8)).expect("write first");
+    m.unmount();
+    m.config = None;
+    m.start();
+    let data = random(120_000, 9);
+    fs::write(m.path("second.bin"), &data).expect("write second");
+    m.kill9();
+    m.start();
+    assert!(fs::read(m.path("second.bin")).expect("read second") == data);
+    only_own_entries(&m.backing);
+    m.unmount();
+    let (code, out) = verify(&m.backing);
+    assert_eq!(code, 0, "{out}");
+}

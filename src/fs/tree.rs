@@ -299,6 +299,15 @@ impl Tree {
         );
         let (ns, backing_names) = namespace_of(backing, tree.db.clone(), tree.read_only())?;
         tree.backing_names = backing_names;
+        if !backing_names && !tree.pack_new && !tree.read_only() {
+            // A new file's name is durable with its commit, which only a
+            // packed file's commit makes a commit of the database.
+            tracing::info!(
+                "{}: its names live in the packed index, so new files go into it too",
+                backing.display()
+            );
+            tree.pack_new = true;
+        }
         // A read-only mount shows the live tree, whose record is the
         // backing dir (files of the `files` index are in no version).
         let version = tree

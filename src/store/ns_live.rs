@@ -47,11 +47,13 @@ pub fn is_live(db: &Db) -> bool {
 }
 
 /// Makes the catalog of a new database the record of its live tree (the
-/// caller checked that the backing dir holds no names).
+/// caller checked that the backing dir holds no names). The mark goes
+/// with the first commit (a writer to an object store publishes nothing
+/// before it): a crash before it leaves a backing dir with no names, which
+/// the next mount makes live again.
 pub fn make_live(db: &Db) -> FsResult<()> {
     db.apply(&[Change::Put(LIVE_MARK.to_vec(), b"1".to_vec())])
-        .map_err(fail)?;
-    db.commit().map(|_| ()).map_err(fail)
+        .map_err(fail)
 }
 
 /// The names of a backing dir whose catalog is the live record.
