@@ -93,6 +93,20 @@ pub struct FoundFile<'a> {
     pub attrs: Attrs,
 }
 
+impl FoundFile<'_> {
+    /// A file known only from the database's copy of its manifest: no
+    /// home, no note, the manifest's attributes.
+    pub fn without_home(manifest: Box<FileManifest>) -> Self {
+        let attrs = manifest.attrs;
+        FoundFile {
+            home: None,
+            manifest,
+            noted: None,
+            attrs,
+        }
+    }
+}
+
 /// A symlink's or special node's name, as a scan finds it.
 pub enum FoundNode {
     Symlink { target: PathBuf, attrs: Attrs },

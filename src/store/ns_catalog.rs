@@ -209,17 +209,7 @@ impl Namespace for Catalog {
                 return Ok(false);
             };
             files += 1;
-            let attrs = m.attrs;
-            visit.file(
-                parent,
-                name,
-                FoundFile {
-                    home: None,
-                    manifest: m,
-                    noted: None,
-                    attrs,
-                },
-            )?;
+            visit.file(parent, name, FoundFile::without_home(m))?;
             Ok(true)
         })?;
         rec.files = files;

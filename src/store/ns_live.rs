@@ -134,17 +134,7 @@ impl LiveCatalog {
                     write_atomic(&home.join(ZARR_JSON), &m.to_group_json()?, true)
                         .ctx("make a file's home again")?;
                 } else {
-                    let attrs = m.attrs;
-                    visit.file(
-                        parent,
-                        name,
-                        FoundFile {
-                            home: None,
-                            manifest: m,
-                            noted: None,
-                            attrs,
-                        },
-                    )?;
+                    visit.file(parent, name, FoundFile::without_home(m))?;
                     return Ok(true);
                 }
                 m
