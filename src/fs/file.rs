@@ -786,7 +786,9 @@ impl FileNode {
             // then makes it durable with the data: one flush fewer.
             next.commit_with(self.store.base(), || sync(&self.store))?;
         } else {
-            next.commit(self.store.base(), true)?;
+            // A packed file's home shares the disk its database fills.
+            let store = &self.store;
+            store.with_room(&mut || next.commit(store.base(), true))?;
         }
         drop(stage);
         if let Some(bytes) = inline {

@@ -58,4 +58,11 @@ pub trait ChunkStore:
     /// The file's key prefix (`<id>/`) when its data lives in a database
     /// shared with other files.
     fn shared_prefix(&self) -> Option<&str>;
+
+    /// On a full disk shared with the store: gives back what the store
+    /// holds for nothing (then, with `drop_history`, its history); false
+    /// where it has nothing to give.
+    fn make_room(&self, _drop_history: bool) -> bool {
+        false
+    }
 }

@@ -124,6 +124,15 @@ impl DurableStore {
         }
     }
 
+    /// Runs `op` (work in the file's home), making room in the chunk store
+    /// and trying again on a full disk (see `packed::with_room`).
+    pub fn with_room(
+        &self,
+        op: &mut dyn FnMut() -> crate::error::FsResult<()>,
+    ) -> crate::error::FsResult<()> {
+        super::packed::with_room(&|drop_history| self.chunks.make_room(drop_history), op)
+    }
+
     /// Makes everything written to the chunk store durable.
     pub fn barrier(&self) -> io::Result<()> {
         self.chunks.barrier()

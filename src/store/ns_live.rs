@@ -176,6 +176,19 @@ impl LiveCatalog {
         Ok(removed)
     }
 
+    /// Runs `op` (a home is made on the disk the database's data files
+    /// fill), making room in the database on a full disk.
+    fn with_room(&self, op: &mut dyn FnMut() -> FsResult<()>) -> FsResult<()> {
+        let db = self.db();
+        super::packed::with_room(
+            &|drop_history| {
+                let _ = db.commit();
+                db.reclaim(drop_history).is_ok()
+            },
+            op,
+        )
+    }
+
     /// The id of the file named at `at`.
     fn file_id(&self, at: &At) -> FsResult<String> {
         match self.catalog.entry(&at.key)? {
@@ -237,16 +250,18 @@ impl Namespace for LiveCatalog {
         build: &mut dyn FnMut(&Path) -> FsResult<()>,
     ) -> FsResult<()> {
         let home = self.home(id);
-        let tmp = temp_name(&home);
-        fs::create_dir(&tmp).ctx("create file home")?;
-        let made = build(&tmp)
-            .and_then(|()| fs::rename(&tmp, &home).ctx("create file home"))
-            .and_then(|()| self.catalog.link_file(at, id));
-        if made.is_err() {
-            let _ = fs::remove_dir_all(&tmp);
-            let _ = fs::remove_dir_all(&home);
-        }
-        made
+        self.with_room(&mut || {
+            let tmp = temp_name(&home);
+            fs::create_dir(&tmp).ctx("create file home")?;
+            let made = build(&tmp)
+                .and_then(|()| fs::rename(&tmp, &home).ctx("create file home"))
+                .and_then(|()| self.catalog.link_file(at, id));
+            if made.is_err() {
+                let _ = fs::remove_dir_all(&tmp);
+                let _ = fs::remove_dir_all(&home);
+            }
+            made
+        })
     }
 
     fn create_symlink(&self, at: &At, target: &Path, attrs: &Attrs) -> FsResult<()> {

@@ -271,4 +271,31 @@ impl ChunkStore for PackedStore {
     fn shared_prefix(&self) -> Option<&str> {
         Some(&self.prefix)
     }
+
+    /// Commits what was deleted since the last commit (a version without
+    /// it), then punches out what no kept version references.
+    fn make_room(&self, drop_history: bool) -> bool {
+        let _ = self.db.commit();
+        self.db.reclaim(drop_history).is_ok()
+    }
+}
+
+/// Runs `op`; on ENOSPC asks `room` to make room, without and then with
+/// dropping the database's history, trying again after each, before the
+/// caller sees ENOSPC. For work outside the database on the disk its data
+/// files fill (a file's home).
+pub fn with_room(
+    room: &dyn Fn(bool) -> bool,
+    op: &mut dyn FnMut() -> crate::error::FsResult<()>,
+) -> crate::error::FsResult<()> {
+    let mut tries = [false, true].into_iter();
+    loop {
+        match op() {
+            Err(e) if e.errno == libc::ENOSPC => match tries.next() {
+                Some(drop_history) if room(drop_history) => {}
+                _ => return Err(e),
+            },
+            r => return r,
+        }
+    }
 }

@@ -607,15 +607,19 @@ impl Db {
         self.with_space(|| self.put_once(key, value))
     }
 
-    /// Runs `op`; on a full disk, punches out unreferenced ranges, then
-    /// gives up the history, and tries again after each, before the caller
-    /// sees ENOSPC.
+    /// Runs `op`; on a full disk, commits (so values deleted since the last
+    /// commit are in no newest version), punches out unreferenced ranges,
+    /// then gives up the history, and tries again after each, before the
+    /// caller sees ENOSPC.
     pub(crate) fn with_space(&self, op: impl Fn() -> Result<()>) -> Result<()> {
         let mut tries = [false, true].into_iter();
         loop {
             match op() {
                 Err(e) if e.is_no_space() => match tries.next() {
                     Some(drop_history) => {
+                        // A version without what was deleted since the last
+                        // commit lets the deleted values' ranges go too.
+                        let _ = self.commit();
                         self.reclaim(drop_history)?;
                     }
                     None => return Err(e),
