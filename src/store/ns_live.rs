@@ -181,10 +181,7 @@ impl LiveCatalog {
     fn with_room(&self, op: &mut dyn FnMut() -> FsResult<()>) -> FsResult<()> {
         let db = self.db();
         super::packed::with_room(
-            &|drop_history| {
-                let _ = db.commit();
-                db.reclaim(drop_history).is_ok()
-            },
+            &|drop_history| super::packed::make_room(db, drop_history),
             op,
         )
     }

@@ -275,9 +275,16 @@ impl ChunkStore for PackedStore {
     /// Commits what was deleted since the last commit (a version without
     /// it), then punches out what no kept version references.
     fn make_room(&self, drop_history: bool) -> bool {
-        let _ = self.db.commit();
-        self.db.reclaim(drop_history).is_ok()
+        make_room(&self.db, drop_history)
     }
+}
+
+/// Commits what was deleted since the last commit (a version without it),
+/// then has `db` punch out what no kept version references (with
+/// `drop_history`, all but the newest version's); whether it could.
+pub fn make_room(db: &Db, drop_history: bool) -> bool {
+    let _ = db.commit();
+    db.reclaim(drop_history).is_ok()
 }
 
 /// Runs `op`; on ENOSPC asks `room` to make room, without and then with
